@@ -1,0 +1,269 @@
+"""Architectures as data: one token per searchable block, stored together with their space.
+
+Encoding (strict and round-tripping): tokens are `k<kernel>e<expansion>` or `zero`, blocks of a
+stage are separated by a space and stages by ` | `, e.g. for the `fashion` space
+
+    k3e6 k5e3 | k3e3 zero zero | k5e6 k3e3 zero | k3e6 zero | k7e6 k3e3 | k5e6
+
+`encode(decode(space, s)) == s` for every encoded string, `decode(space, encode(a)) == a` for
+every architecture. An unknown token, a token the space does not offer at that position (e.g.
+`zero` where the block changes shape) or a wrong block count is an error naming the token and
+its position.
+
+An architecture file (JSON or YAML) holds the tokens and the full space, so any network can be
+rebuilt from the file alone:
+
+    {"format": "proxyless-arch/1", "blocks": ["k3e6", ...], "space": {...}}
+
+The reference code's `net.config` files (the released ProxylessNAS networks) load too.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from proxyless.config import read_mapping
+from proxyless.errors import ProxylessError
+from proxyless.space import (
+    ZERO,
+    FirstBlockSpec,
+    SearchSpace,
+    StageSpec,
+    StemSpec,
+    load_space,
+    parse_token,
+)
+
+FORMAT = "proxyless-arch/1"
+STAGE_SEPARATOR = " | "
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """A network of a space: the chosen candidate token of every searchable block."""
+
+    space: SearchSpace
+    blocks: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "blocks", tuple(self.blocks))
+        slots = self.space.slots()
+        if len(self.blocks) != len(slots):
+            raise ProxylessError(
+                f"architecture has {len(self.blocks)} blocks but space {self.space.name!r} "
+                f"has {len(slots)} searchable blocks"
+            )
+        for slot, token in zip(slots, self.blocks, strict=True):
+            where = f"block {slot.index} (stage {slot.stage})"
+            parse_token(token, where)
+            if token not in slot.candidates:
+                if token == ZERO:
+                    reason = (f"'zero' is only allowed where stride is 1 and in = out channels "
+                              f"(here {slot.in_channels}->{slot.out_channels}, "
+                              f"stride {slot.stride})")
+                else:
+                    reason = f"the space offers {', '.join(slot.candidates)}"
+                raise ProxylessError(f"{where}: op {token!r} is not a candidate here: {reason}")
+
+    # -- constructors ------------------------------------------------------------------
+    @classmethod
+    def uniform(cls, space: SearchSpace, token: str) -> Architecture:
+        """The same op everywhere (the zero-free choice where `token` is `zero` not allowed)."""
+        return cls(space, tuple(token for _ in space.slots()))
+
+    @classmethod
+    def random(cls, space: SearchSpace, rng: random.Random | None = None) -> Architecture:
+        """A uniformly random draw over each block's candidates."""
+        rng = rng or random.Random()
+        return cls(space, tuple(rng.choice(slot.candidates) for slot in space.slots()))
+
+    @classmethod
+    def from_indices(cls, space: SearchSpace, indices: Sequence[int]) -> Architecture:
+        """Gate indices (positions in each block's candidate list) -> architecture."""
+        slots = space.slots()
+        if len(indices) != len(slots):
+            raise ProxylessError(f"expected {len(slots)} indices, got {len(indices)}")
+        return cls(space, tuple(slot.candidates[int(i)] for slot, i in zip(slots, indices,
+                                                                            strict=True)))
+
+    def indices(self) -> list[int]:
+        return [slot.candidates.index(t) for slot, t in zip(self.space.slots(), self.blocks,
+                                                             strict=True)]
+
+    # -- (de)serialization -------------------------------------------------------------
+    def encode(self) -> str:
+        return encode(self)
+
+    def to_dict(self) -> dict:
+        return {"format": FORMAT, "blocks": list(self.blocks), "encoding": self.encode(),
+                "space": self.space.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: dict, where: str = "architecture") -> Architecture:
+        if data.get("format", FORMAT) != FORMAT:
+            raise ProxylessError(f"{where}: unsupported format {data.get('format')!r}; "
+                                 f"expected {FORMAT!r}")
+        unknown = sorted(set(data) - {"format", "blocks", "encoding", "space"})
+        if unknown:
+            raise ProxylessError(f"{where}: unknown key(s) {unknown}")
+        if "space" not in data or "blocks" not in data:
+            raise ProxylessError(f"{where}: needs the keys 'space' and 'blocks'")
+        space = (SearchSpace.from_dict(data["space"], f"{where}: space")
+                 if isinstance(data["space"], dict) else load_space(data["space"]))
+        blocks = data["blocks"]
+        if isinstance(blocks, str):
+            arch = decode(space, blocks)
+        elif isinstance(blocks, list) and all(isinstance(b, str) for b in blocks):
+            arch = cls(space, tuple(blocks))
+        else:
+            raise ProxylessError(f"{where}: 'blocks' must be a list of op tokens")
+        if "encoding" in data and data["encoding"] != arch.encode():
+            raise ProxylessError(f"{where}: 'encoding' disagrees with 'blocks'")
+        return arch
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.suffix in (".yaml", ".yml"):
+            text = yaml.safe_dump(self.to_dict(), sort_keys=False)
+        else:
+            text = json.dumps(self.to_dict(), indent=2) + "\n"
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+        return path
+
+
+def encode(arch: Architecture) -> str:
+    """The canonical string of an architecture (see the module docstring)."""
+    groups, start = [], 0
+    for stage in arch.space.stages:
+        groups.append(" ".join(arch.blocks[start:start + stage.depth]))
+        start += stage.depth
+    return STAGE_SEPARATOR.join(groups)
+
+
+def decode(space: SearchSpace, text: str) -> Architecture:
+    """Parse an encoded architecture strictly (the inverse of `encode`)."""
+    if not isinstance(text, str):
+        raise ProxylessError(f"an encoded architecture must be a string, got {text!r}")
+    groups = text.split("|")
+    if len(groups) == 1:
+        tokens = text.split()
+    else:
+        if len(groups) != len(space.stages):
+            raise ProxylessError(
+                f"encoded architecture has {len(groups)} stages but space {space.name!r} has "
+                f"{len(space.stages)}"
+            )
+        tokens = []
+        for i, (group, stage) in enumerate(zip(groups, space.stages, strict=True)):
+            stage_tokens = group.split()
+            if len(stage_tokens) != stage.depth:
+                raise ProxylessError(
+                    f"stage {i} of the encoded architecture has {len(stage_tokens)} blocks; "
+                    f"space {space.name!r} has {stage.depth} there"
+                )
+            tokens.extend(stage_tokens)
+    for index, token in enumerate(tokens):
+        parse_token(token, f"block {index}")
+    return Architecture(space, tuple(tokens))
+
+
+# -- the reference code's net.config ---------------------------------------------------
+_DEFAULT_CANDIDATES = ("k3e3", "k3e6", "k5e3", "k5e6", "k7e3", "k7e6", ZERO)
+
+
+def _field(layer: dict, key: str, where: str):
+    if not isinstance(layer, dict) or key not in layer:
+        raise ProxylessError(f"{where}: missing key {key!r} (is this a reference net.config?)")
+    return layer[key]
+
+
+def import_reference_config(config: dict, name: str = "reference",
+                            input_size: int = 224) -> Architecture:
+    """Convert the reference code's `net.config` (ProxylessNASNets) into an Architecture.
+
+    Widths are taken from the file (the released networks differ from the paper's space), so
+    the space returned is that network's own, with the paper's candidate list.
+    """
+    where = f"net.config {name!r}"
+    first_conv = _field(config, "first_conv", where)
+    blocks = _field(config, "blocks", where)
+    if not isinstance(blocks, list) or len(blocks) < 2:
+        raise ProxylessError(f"{where}: 'blocks' must list the first block and the searchable ones")
+    first = _field(blocks[0], "mobile_inverted_conv", f"{where}: blocks[0]")
+    if first.get("name") != "MBInvertedConvLayer" or first.get("expand_ratio") != 1:
+        raise ProxylessError(f"{where}: blocks[0] must be the fixed MBConv with expand_ratio 1")
+
+    stages: list[list[int]] = []  # [width, depth, stride]
+    tokens: list[str] = []
+    channels = int(_field(first, "out_channels", f"{where}: blocks[0]"))
+    for i, block in enumerate(blocks[1:], start=1):
+        conv = _field(block, "mobile_inverted_conv", f"{where}: blocks[{i}]")
+        kind = conv.get("name")
+        if kind == "ZeroLayer":
+            if not stages or int(conv.get("stride", 1)) != 1:
+                raise ProxylessError(f"{where}: blocks[{i}]: a zero block must keep the shape")
+            stages[-1][1] += 1
+            tokens.append(ZERO)
+            continue
+        if kind != "MBInvertedConvLayer":
+            raise ProxylessError(f"{where}: blocks[{i}]: unsupported layer {kind!r}")
+        in_chs, out_chs = int(conv["in_channels"]), int(conv["out_channels"])
+        stride = int(conv["stride"])
+        if in_chs != channels:
+            raise ProxylessError(f"{where}: blocks[{i}] takes {in_chs} channels but the "
+                                 f"previous block gives {channels}")
+        if conv.get("mid_channels") not in (None, round(in_chs * conv["expand_ratio"])):
+            raise ProxylessError(f"{where}: blocks[{i}]: custom mid_channels are not supported")
+        has_shortcut = block.get("shortcut") is not None
+        if has_shortcut != (stride == 1 and in_chs == out_chs):
+            raise ProxylessError(f"{where}: blocks[{i}]: shortcut does not match the shapes")
+        if stride != 1 or in_chs != out_chs or not stages:
+            stages.append([out_chs, 1, stride])
+        else:
+            stages[-1][1] += 1
+        tokens.append(f"k{int(conv['kernel_size'])}e{int(conv['expand_ratio'])}")
+        channels = out_chs
+
+    mix = _field(config, "feature_mix_layer", where)
+    classifier = _field(config, "classifier", where)
+    candidates = list(_DEFAULT_CANDIDATES)
+    for token in tokens:
+        if token not in candidates:
+            candidates.insert(len(candidates) - 1, token)
+    space = SearchSpace(
+        name=name,
+        input_size=input_size,
+        in_channels=int(_field(first_conv, "in_channels", where)),
+        num_classes=int(_field(classifier, "out_features", where)),
+        stem=StemSpec(int(first_conv["out_channels"]), int(first_conv["stride"]),
+                      int(first_conv["kernel_size"])),
+        first_block=FirstBlockSpec(int(first["out_channels"]), int(first["kernel_size"])),
+        stages=tuple(StageSpec(w, d, s) for w, d, s in stages),
+        candidates=tuple(candidates),
+        feature_mix=int(_field(mix, "out_channels", where)),
+    )
+    return Architecture(space, tuple(tokens))
+
+
+def is_reference_config(data: dict) -> bool:
+    return "first_conv" in data and "feature_mix_layer" in data
+
+
+def load_architecture(path: str | Path) -> Architecture:
+    """Load an architecture file of ours, or a reference `net.config`."""
+    path = Path(path)
+    data = read_mapping(path, "architecture file")
+    if is_reference_config(data):
+        return import_reference_config(data, name=path.stem)
+    if "arch" in data and isinstance(data["arch"], dict):  # e.g. a search summary
+        data = data["arch"]
+    return Architecture.from_dict(data, f"architecture file {path}")
