@@ -74,7 +74,7 @@ class Architecture:
     # -- constructors ------------------------------------------------------------------
     @classmethod
     def uniform(cls, space: SearchSpace, token: str) -> Architecture:
-        """The same op everywhere (the zero-free choice where `token` is `zero` not allowed)."""
+        """The same op in every block (e.g. all-k3e6)."""
         return cls(space, tuple(token for _ in space.slots()))
 
     @classmethod
@@ -186,6 +186,13 @@ def _field(layer: dict, key: str, where: str):
     return layer[key]
 
 
+def _int(layer: dict, key: str, where: str) -> int:
+    value = _field(layer, key, where)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+        raise ProxylessError(f"{where}: {key} must be an integer, got {value!r}")
+    return int(value)
+
+
 def import_reference_config(config: dict, name: str = "reference",
                             input_size: int = 224) -> Architecture:
     """Convert the reference code's `net.config` (ProxylessNASNets) into an Architecture.
@@ -204,24 +211,26 @@ def import_reference_config(config: dict, name: str = "reference",
 
     stages: list[list[int]] = []  # [width, depth, stride]
     tokens: list[str] = []
-    channels = int(_field(first, "out_channels", f"{where}: blocks[0]"))
+    channels = _int(first, "out_channels", f"{where}: blocks[0]")
     for i, block in enumerate(blocks[1:], start=1):
         conv = _field(block, "mobile_inverted_conv", f"{where}: blocks[{i}]")
         kind = conv.get("name")
+        here = f"{where}: blocks[{i}]"
         if kind == "ZeroLayer":
-            if not stages or int(conv.get("stride", 1)) != 1:
+            if not stages or conv.get("stride", 1) != 1:
                 raise ProxylessError(f"{where}: blocks[{i}]: a zero block must keep the shape")
             stages[-1][1] += 1
             tokens.append(ZERO)
             continue
         if kind != "MBInvertedConvLayer":
             raise ProxylessError(f"{where}: blocks[{i}]: unsupported layer {kind!r}")
-        in_chs, out_chs = int(conv["in_channels"]), int(conv["out_channels"])
-        stride = int(conv["stride"])
+        in_chs, out_chs = _int(conv, "in_channels", here), _int(conv, "out_channels", here)
+        stride, kernel = _int(conv, "stride", here), _int(conv, "kernel_size", here)
+        expand = _int(conv, "expand_ratio", here)
         if in_chs != channels:
             raise ProxylessError(f"{where}: blocks[{i}] takes {in_chs} channels but the "
                                  f"previous block gives {channels}")
-        if conv.get("mid_channels") not in (None, round(in_chs * conv["expand_ratio"])):
+        if conv.get("mid_channels") not in (None, round(in_chs * expand)):
             raise ProxylessError(f"{where}: blocks[{i}]: custom mid_channels are not supported")
         has_shortcut = block.get("shortcut") is not None
         if has_shortcut != (stride == 1 and in_chs == out_chs):
@@ -230,11 +239,13 @@ def import_reference_config(config: dict, name: str = "reference",
             stages.append([out_chs, 1, stride])
         else:
             stages[-1][1] += 1
-        tokens.append(f"k{int(conv['kernel_size'])}e{int(conv['expand_ratio'])}")
+        tokens.append(f"k{kernel}e{expand}")
         channels = out_chs
 
     mix = _field(config, "feature_mix_layer", where)
     classifier = _field(config, "classifier", where)
+    if not stages:
+        raise ProxylessError(f"{where}: no searchable blocks after the first block")
     candidates = list(_DEFAULT_CANDIDATES)
     for token in tokens:
         if token not in candidates:
@@ -242,14 +253,16 @@ def import_reference_config(config: dict, name: str = "reference",
     space = SearchSpace(
         name=name,
         input_size=input_size,
-        in_channels=int(_field(first_conv, "in_channels", where)),
-        num_classes=int(_field(classifier, "out_features", where)),
-        stem=StemSpec(int(first_conv["out_channels"]), int(first_conv["stride"]),
-                      int(first_conv["kernel_size"])),
-        first_block=FirstBlockSpec(int(first["out_channels"]), int(first["kernel_size"])),
+        in_channels=_int(first_conv, "in_channels", f"{where}: first_conv"),
+        num_classes=_int(classifier, "out_features", f"{where}: classifier"),
+        stem=StemSpec(_int(first_conv, "out_channels", f"{where}: first_conv"),
+                      _int(first_conv, "stride", f"{where}: first_conv"),
+                      _int(first_conv, "kernel_size", f"{where}: first_conv")),
+        first_block=FirstBlockSpec(_int(first, "out_channels", f"{where}: blocks[0]"),
+                                   _int(first, "kernel_size", f"{where}: blocks[0]")),
         stages=tuple(StageSpec(w, d, s) for w, d, s in stages),
         candidates=tuple(candidates),
-        feature_mix=int(_field(mix, "out_channels", where)),
+        feature_mix=_int(mix, "out_channels", f"{where}: feature_mix_layer"),
     )
     return Architecture(space, tuple(tokens))
 

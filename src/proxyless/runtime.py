@@ -1,0 +1,57 @@
+"""Device, threads, seeding and atomic checkpoints: the plumbing every loop shares."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from proxyless.errors import ProxylessError
+
+
+def resolve_device(name: str) -> torch.device:
+    """`cpu`, `cuda` or `cuda:N`, with a clear error where CUDA is not available."""
+    if name == "cpu":
+        return torch.device("cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ProxylessError(f"--device {name}: CUDA is not available on this machine; "
+                                 "use --device cpu")
+        return torch.device(name)
+    raise ProxylessError(f"--device {name!r}: expected 'cpu', 'cuda' or 'cuda:N'")
+
+
+def set_threads(threads: int | None) -> None:
+    if threads is not None:
+        if threads < 1:
+            raise ProxylessError(f"--threads must be >= 1, got {threads}")
+        torch.set_num_threads(threads)
+
+
+def seed_epoch(seed: int, epoch: int) -> None:
+    """Seed every global RNG from (seed, epoch), so resuming at an epoch boundary is exact."""
+    value = (seed * 1_000_003 + epoch) % (2**31)
+    random.seed(value)
+    np.random.seed(value)
+    torch.manual_seed(value)
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Write atomically: a crash mid-write leaves the previous checkpoint intact."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ProxylessError(f"no checkpoint at {path}; start without --resume")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # a truncated or foreign file: say which and what to do
+        raise ProxylessError(f"checkpoint {path} cannot be read ({err}); remove it to start "
+                             "over, or point --out at another folder") from None
