@@ -54,6 +54,8 @@ class Architecture:
     def __post_init__(self) -> None:
         object.__setattr__(self, "blocks", tuple(self.blocks))
         slots = self.space.slots()
+        for index, token in enumerate(self.blocks):
+            parse_token(token, f"block {index}")
         if len(self.blocks) != len(slots):
             raise ProxylessError(
                 f"architecture has {len(self.blocks)} blocks but space {self.space.name!r} "

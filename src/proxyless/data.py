@@ -207,11 +207,11 @@ def _unpickle(path: Path) -> dict[str, object]:
 
 def _cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     batch = _unpickle(path)
-    data, labels = batch.get("data"), batch.get("labels")
-    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 \
-            or data.shape[1] != 3 * 32 * 32 or labels is None or len(labels) != len(data):
-        raise ProxylessError(f"{path}: expected 'data' (uint8 N x 3072) and N 'labels'")
-    return data.reshape(-1, 3, 32, 32), np.asarray(labels, dtype=np.int64)
+    data, labels = batch.get("data"), np.asarray(batch.get("labels", []))
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.shape[1:] != (3072,) \
+            or labels.shape != (len(data),) or labels.dtype.kind not in "iu":
+        raise ProxylessError(f"{path}: expected 'data' (uint8 N x 3072) and N integer 'labels'")
+    return data.reshape(-1, 3, 32, 32), labels.astype(np.int64)
 
 
 def load_cifar10(directory: Path) -> tuple[ImageSet, ImageSet]:
@@ -225,8 +225,9 @@ def load_cifar10(directory: Path) -> tuple[ImageSet, ImageSet]:
     classes: Sequence[str] = CIFAR10_CLASSES
     if (directory / "batches.meta").is_file():
         names = _unpickle(directory / "batches.meta").get("label_names")
-        if names:
-            classes = [n.decode() if isinstance(n, bytes) else str(n) for n in names]
+        if isinstance(names, list | tuple) and names:
+            classes = [n.decode("utf-8", "replace") if isinstance(n, bytes) else str(n)
+                       for n in names]
     parts = [_cifar_batch(directory / f"data_batch_{i}") for i in range(1, 6)
              if (directory / f"data_batch_{i}").is_file()]
     train = _image_set(np.concatenate([p[0] for p in parts]),
@@ -238,8 +239,11 @@ def load_cifar10(directory: Path) -> tuple[ImageSet, ImageSet]:
 
 def _class_dirs(directory: Path) -> dict[str, list[Path]]:
     """Class name -> sorted image files, for every visible subfolder."""
-    return {d.name: sorted(f for f in d.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
-            for d in sorted(directory.iterdir()) if d.is_dir() and not d.name.startswith(".")}
+    try:
+        return {d.name: sorted(f for f in d.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+                for d in sorted(directory.iterdir()) if d.is_dir() and not d.name.startswith(".")}
+    except OSError as exc:
+        raise ProxylessError(f"cannot list image folder {directory}: {exc}") from exc
 
 
 def _read_images(directory: Path, size: int, channels: int) -> ImageSet:
@@ -296,6 +300,8 @@ def _holdout(data: ImageSet, size: int | float, seed: int, what: str) -> tuple[I
     labels = data.labels.numpy()
     present = np.unique(labels)
     counts = np.bincount(labels, minlength=len(data.classes))
+    if not len(present):
+        raise ProxylessError(f"cannot hold out a {what} set: the training split is empty")
     if isinstance(size, bool) or not isinstance(size, int | float) or size < 0 \
             or (isinstance(size, float) and size >= 1):
         raise ProxylessError(f"{what} size {size!r}: expected an image count (int >= 0) or a "
@@ -387,7 +393,8 @@ def load_data(data: str | None = None, data_dir: str | Path | None = None, *,
         raise ProxylessError(f"data {name!r} needs the folder that holds it: pass --data-dir DIR")
 
     if name == "builtin":
-        (train, test), source, label = load_builtin(), "built-in", "built-in Fashion-MNIST subset"
+        (train, test), source = load_builtin(), "built-in"
+        label = f"the built-in {len(train):,}-image Fashion-MNIST subset"
     elif name == "fashion-mnist":
         (train, test), label = load_fashion_mnist(directory), "Fashion-MNIST"
     elif name == "cifar10":
@@ -403,13 +410,83 @@ def load_data(data: str | None = None, data_dir: str | Path | None = None, *,
                              f"height x width) but the search space expects {channels} "
                              f"channel(s); use a space with {c} input channel(s) or other data")
     if notify is not None:
-        line = f"data: {label} ({len(train):,} train / {len(test):,} test) from {source}"
-        if name == "builtin":
-            line = (f"data: the built-in {len(train) + len(test):,}-image Fashion-MNIST subset "
-                    f"({len(train):,} train / {len(test):,} test); for the full data set "
-                    f"{_INSTALL_HINT}")
-        notify(line)
+        counts = f"({len(train):,} train / {len(test):,} test)"
+        notify(f"data: {label} {counts} from {source}" if name != "builtin" else
+               f"data: {label} {counts}; for the full data set {_INSTALL_HINT}")
     train, val = split_validation(train, val_size, seed)
     mean, std = channel_stats(train.images)
     return DataSplits(train, val, test, "fashion-mnist-builtin" if name == "builtin" else name,
                       source, mean, std)
+
+
+# ------------------------------------------------------------------------------------ Batches
+
+class Batches:
+    """Iterate (x, y) float batches of an ImageSet: normalized, optionally augmented, shuffled
+    per epoch with a seed, sharded across DDP ranks."""
+
+    def __init__(self, data: ImageSet, batch_size: int, *, mean: Sequence[float],
+                 std: Sequence[float], shuffle: bool, augment: bool, seed: int = 0,
+                 drop_last: bool = False, rank: int = 0, world_size: int = 1,
+                 image_size: int | None = None, device: torch.device | str = "cpu") -> None:
+        if batch_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"bad batch_size={batch_size} / rank={rank} / world={world_size}")
+        if len(mean) != data.channels or len(std) != data.channels:
+            raise ValueError(f"mean/std need {data.channels} values, got {len(mean)}/{len(std)}")
+        self.data, self.batch_size, self.shuffle, self.augment = data, batch_size, shuffle, augment
+        self.seed, self.drop_last, self.rank, self.world_size = seed, drop_last, rank, world_size
+        self.image_size, self.device, self.epoch = image_size, torch.device(device), 0
+        inv_std = 1.0 / torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+        # (x / 255 - mean) / std folded into one multiply-subtract, done on the device.
+        self._scale = (inv_std / 255).to(self.device)
+        self._shift = (torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1) * inv_std
+                       ).to(self.device)
+        self.samples = math.ceil(len(data) / world_size)  # per rank, after wrap-around padding
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        if self.drop_last:
+            return self.samples // self.batch_size
+        return math.ceil(self.samples / self.batch_size)
+
+    def _order(self, generator: torch.Generator) -> torch.Tensor:
+        n = len(self.data)
+        order = torch.randperm(n, generator=generator) if self.shuffle else torch.arange(n)
+        total = self.samples * self.world_size
+        if total > n:  # every rank gets the same count, as DistributedSampler does
+            order = order.repeat(math.ceil(total / n))[:total]
+        return order[self.rank:total:self.world_size]
+
+    def _augment(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Random crop from a zero-padded image plus random horizontal flip, per sample."""
+        b, c, h, w = x.shape
+        pad = 4 if min(h, w) >= 28 else 2
+        padded = F.pad(x, (pad, pad, pad, pad))
+        dy = torch.randint(0, 2 * pad + 1, (b, 1), generator=generator)
+        dx = torch.randint(0, 2 * pad + 1, (b, 1), generator=generator)
+        flip = torch.rand(b, 1, generator=generator) < 0.5
+        rows = dy + torch.arange(h)
+        cols = dx + torch.where(flip, torch.arange(w - 1, -1, -1), torch.arange(w))
+        # One flat gather per sample is ~3x faster than 4-D advanced indexing.
+        flat = (rows[:, :, None] * (w + 2 * pad) + cols[:, None, :]).view(b, 1, h * w)
+        return padded.view(b, c, -1).gather(2, flat.expand(b, c, h * w)).view(b, c, h, w)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        base = self.seed * 1_000_003 + self.epoch
+        order = self._order(torch.Generator().manual_seed(base))
+        # Ranks share the permutation but must not share crop/flip draws.
+        aug_generator = torch.Generator().manual_seed(base * 1_009 + self.rank)
+        size = self.data.size
+        for start in range(0, len(self) * self.batch_size, self.batch_size):
+            index = order[start:start + self.batch_size]
+            x = self.data.images[index]
+            if self.augment:
+                x = self._augment(x, aug_generator)
+            # Ship uint8 (4x fewer bytes than float) and normalize on the device.
+            x = x.to(self.device, non_blocking=True).float().mul_(self._scale).sub_(self._shift)
+            if self.image_size is not None and self.image_size != size:
+                x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear",
+                                  align_corners=False)
+            yield x, self.data.labels[index].to(self.device, non_blocking=True)

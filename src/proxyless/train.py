@@ -96,7 +96,7 @@ def evaluate(model: nn.Module, batches: Batches, device: torch.device) -> tuple[
     model.eval()
     loss_sum = correct = count = 0.0
     for x, y in batches:
-        logits = model(x)
+        logits = model(x.contiguous(memory_format=torch.channels_last))
         loss_sum += nn.functional.cross_entropy(logits, y, reduction="sum").item()
         correct += (logits.argmax(1) == y).sum().item()
         count += y.numel()
@@ -141,7 +141,9 @@ def train_network(arch: Architecture, data: DataSplits, config: TrainConfig,
         raise ProxylessError(f"data {data.name!r} has {data.train.channels} channel(s) but "
                              f"space {space.name!r} expects {space.in_channels}")
     torch.manual_seed(config.seed)
-    model = build_network(arch, dropout=config.dropout).to(device)
+    # channels_last: oneDNN's depthwise convolutions run ~20% faster in NHWC on the CPU.
+    model = build_network(arch, dropout=config.dropout).to(device,
+                                                           memory_format=torch.channels_last)
     train_batches = Batches(data.train, config.batch_size, mean=data.mean, std=data.std,
                             shuffle=True, augment=config.augment, seed=config.seed,
                             drop_last=True, rank=dist_info.rank,
@@ -195,7 +197,7 @@ def train_network(arch: Architecture, data: DataSplits, config: TrainConfig,
         bar = tqdm(train_batches, desc=f"epoch {epoch + 1}", unit="batch", leave=False,
                    disable=not (progress and dist_info.is_main))
         for x, y in bar:
-            logits = model(x)
+            logits = model(x.contiguous(memory_format=torch.channels_last))
             loss = criterion(logits, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -1,0 +1,261 @@
+"""The binarized supernet: mixed ops with binary gates (ProxylessNAS, Cai et al. 2019, §3.2).
+
+Each searchable block is a `MixedOp` over its candidates, with architecture parameters α
+(init N(0, 1e-3)) and p = softmax(α). Binary gates pick the path(s) that run; the others are
+not called and hold no activations. Modes (`SuperNet.set_mode`), chosen per step:
+
+- `sample`:    one path drawn from p. Weight steps; inactive candidates get no gradient.
+- `two`:       two distinct paths drawn without replacement, p renormalized over the pair;
+               the active one (drawn from the pair) runs, the gate gradient of the other is
+               recomputed in backward. α of the pair only; then `rescale_pair` keeps every
+               unsampled path's probability (the paper's architecture step).
+- `recompute`: one active path drawn from p; in backward each inactive path's output is
+               recomputed without a graph, one at a time, for its gate gradient: one path of
+               memory, N forwards of compute (the reference code's `full_v2`).
+- `full`:      all paths computed and kept (DARTS-like memory), for comparison and tests.
+- `argmax`:    the most likely path (validating the current best architecture).
+
+Gate gradients follow BinaryConnect: dL/dg_j = <dL/dy, o_j(x)>, and
+dL/dα_i = Σ_j dL/dg_j p_j (δ_ij − p_i) over the involved paths (`MixedOp.set_alpha_grad`).
+Recomputation runs BatchNorm on batch statistics without touching its running statistics.
+
+    >>> net = SuperNet(load_space("fashion"))
+    >>> net.set_mode("sample"); net.sample_gates(); loss = criterion(net(x), y)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch import nn
+
+from proxyless.arch import Architecture
+from proxyless.errors import ProxylessError
+from proxyless.net import Backbone, ProxylessNet, build_network
+from proxyless.ops import Block, build_op
+from proxyless.space import BlockSlot, SearchSpace
+
+MODES = ("sample", "two", "recompute", "full", "argmax")
+ARCH_MODES = ("two", "recompute", "full")  # modes that give α a gradient
+
+
+@contextlib.contextmanager
+def frozen_bn_statistics(module: nn.Module) -> Iterator[None]:
+    """Use batch statistics but leave running statistics (and their counter) untouched."""
+    bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+           and m.track_running_stats]
+    for bn in bns:
+        bn.track_running_stats = False
+    try:
+        yield
+    finally:
+        for bn in bns:
+            bn.track_running_stats = True
+
+
+class _GateGradient(torch.autograd.Function):
+    """Identity on the active path's output; in backward, dL/dg_j for the involved paths.
+
+    The inactive outputs o_j(x) are recomputed here, one at a time and without a graph, so an
+    architecture step holds one path of activations whatever the number of candidates.
+    """
+
+    @staticmethod
+    def forward(ctx, out: torch.Tensor, gates: torch.Tensor, x: torch.Tensor,
+                mixed: MixedOp) -> torch.Tensor:
+        ctx.mixed = mixed
+        ctx.save_for_backward(out, x)
+        return out.view_as(out)
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        out, x = ctx.saved_tensors
+        mixed: MixedOp = ctx.mixed
+        gate_grad = torch.zeros(len(mixed.candidates), dtype=grad_out.dtype,
+                                device=grad_out.device)
+        with torch.no_grad():
+            for j in mixed.involved:
+                if j == mixed.active:
+                    o_j = out
+                else:
+                    candidate = mixed.candidates[j]
+                    with frozen_bn_statistics(candidate):
+                        o_j = candidate(x)
+                gate_grad[j] = (grad_out * o_j).sum()
+        return grad_out, gate_grad, None, None
+
+
+class MixedOp(nn.Module):
+    """One searchable block's candidates, α, and binary gates (gate index = candidate index)."""
+
+    def __init__(self, slot: BlockSlot) -> None:
+        super().__init__()
+        self.tokens = slot.candidates
+        self.candidates = nn.ModuleList(
+            build_op(t, slot.in_channels, slot.out_channels, slot.stride) for t in self.tokens)
+        self.alpha = nn.Parameter(torch.randn(len(self.tokens)) * 1e-3)
+        self.mode = "sample"
+        self.active = 0                 # the path whose output is the block's output
+        self.involved: list[int] = [0]  # paths whose gate gradient the step needs
+        self.gates: torch.Tensor | None = None
+
+    def probs(self) -> torch.Tensor:
+        return torch.softmax(self.alpha, dim=0)
+
+    def set_gates(self, mode: str, generator: torch.Generator | None = None,
+                  active: int | None = None) -> None:
+        """Draw binary gates for `mode`; `active` holds the active path instead of drawing."""
+        with torch.no_grad():
+            probs = self.probs().detach().cpu()
+        n = len(self.tokens)
+        draw = (lambda weights, k: torch.multinomial(weights, k, replacement=False,
+                                                      generator=generator).tolist())
+        if mode == "argmax":
+            self.active = int(torch.argmax(probs))
+            self.involved = [self.active]
+        elif mode in ("sample", "recompute", "full"):
+            self.active = draw(probs, 1)[0] if active is None else active
+            self.involved = [self.active] if mode == "sample" else list(range(n))
+        elif mode == "two":
+            if n < 2:
+                pair = [0]
+            elif active is None:
+                pair = draw(probs, 2)
+            else:  # a held path plus a partner drawn from the rest
+                rest = probs.clone()
+                rest[active] = 0
+                pair = [active, draw(rest, 1)[0]]
+            if active is None and len(pair) == 2:
+                pair_probs = probs[pair] / probs[pair].sum()
+                self.active = pair[draw(pair_probs, 1)[0]]
+            else:
+                self.active = pair[0]
+            self.involved = pair
+        else:
+            raise ProxylessError(f"unknown supernet mode {mode!r}; expected one of {MODES}")
+        self.mode = mode
+        gates = torch.zeros(n)
+        gates[self.active] = 1.0
+        self.gates = gates.to(self.alpha.device).requires_grad_(mode in ARCH_MODES)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mode == "full":
+            return sum(self.gates[j] * self.candidates[j](x) for j in range(len(self.tokens)))
+        out = self.candidates[self.active](x)
+        if self.mode in ("two", "recompute") and torch.is_grad_enabled():
+            out = _GateGradient.apply(out, self.gates, x.detach(), self)
+        return out
+
+    def set_alpha_grad(self) -> None:
+        """dL/dα from the gate gradients (two: restricted to the pair, p renormalized)."""
+        if self.gates is None or self.gates.grad is None:
+            return
+        idx = torch.tensor(self.involved, device=self.alpha.device)
+        probs = torch.softmax(self.alpha.detach()[idx], dim=0)
+        gate_grad = self.gates.grad[idx]
+        # Σ_j g_j p_j (δ_ij − p_i) = p_i (g_i − Σ_j g_j p_j)
+        grad = torch.zeros_like(self.alpha)
+        grad[idx] = probs * (gate_grad - (gate_grad * probs).sum())
+        self.alpha.grad = grad if self.alpha.grad is None else self.alpha.grad + grad
+        self.gates.grad = None
+
+
+def rescale_pair(alpha: torch.Tensor, old_alpha: torch.Tensor, pair: Sequence[int]) -> None:
+    """Shift the updated α of `pair` so that every unsampled path keeps its probability."""
+    with torch.no_grad():
+        idx = torch.tensor(list(pair), device=alpha.device)
+        offset = (torch.logsumexp(alpha[idx], 0) - torch.logsumexp(old_alpha[idx], 0))
+        alpha[idx] -= offset
+
+
+class SuperNet(Backbone):
+    """The over-parameterized network of a space: one MixedOp per searchable block."""
+
+    def __init__(self, space: SearchSpace, dropout: float = 0.0) -> None:
+        super().__init__(space, dropout)
+        for slot in space.slots():
+            self.blocks.append(Block(MixedOp(slot), slot.has_skip))
+        self.mode = "sample"
+
+    @property
+    def mixed_ops(self) -> list[MixedOp]:
+        return [block.op for block in self.blocks]
+
+    def arch_parameters(self) -> list[nn.Parameter]:
+        return [op.alpha for op in self.mixed_ops]
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        arch = {id(p) for p in self.arch_parameters()}
+        return [p for p in self.parameters() if id(p) not in arch]
+
+    def named_weight_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
+        return ((n, p) for n, p in self.named_parameters() if not n.endswith(".alpha"))
+
+    def set_mode(self, mode: str) -> None:
+        if mode not in MODES:
+            raise ProxylessError(f"unknown supernet mode {mode!r}; expected one of {MODES}")
+        self.mode = mode
+
+    def sample_gates(self, generator: torch.Generator | None = None,
+                     fixed: Architecture | Sequence[int] | None = None) -> None:
+        """Fresh gates for every block in the current mode (`fixed` holds the active paths)."""
+        indices = fixed.indices() if isinstance(fixed, Architecture) else fixed
+        for i, op in enumerate(self.mixed_ops):
+            op.set_gates(self.mode, generator, None if indices is None else int(indices[i]))
+
+    def active_architecture(self) -> Architecture:
+        return Architecture.from_indices(self.space, [op.active for op in self.mixed_ops])
+
+    def set_alpha_grads(self) -> None:
+        for op in self.mixed_ops:
+            op.set_alpha_grad()
+
+    @contextlib.contextmanager
+    def frozen_weights(self) -> Iterator[None]:
+        """Architecture steps: no weight gradients are computed (nor stored)."""
+        weights = [p for p in self.weight_parameters() if p.requires_grad]
+        for p in weights:
+            p.requires_grad_(False)
+        try:
+            yield
+        finally:
+            for p in weights:
+                p.requires_grad_(True)
+
+    def probs(self) -> list[torch.Tensor]:
+        return [op.probs().detach() for op in self.mixed_ops]
+
+    def entropy(self) -> float:
+        """Mean entropy of p over blocks (nats): how undecided the search still is."""
+        values = [-(p * p.clamp_min(1e-12).log()).sum().item() for p in self.probs()]
+        return sum(values) / len(values)
+
+    def derive(self) -> Architecture:
+        """The argmax path of every block (never a random draw)."""
+        return Architecture.from_indices(self.space,
+                                         [int(torch.argmax(op.alpha)) for op in self.mixed_ops])
+
+    def derived_network(self, arch: Architecture | None = None,
+                        dropout: float = 0.0) -> ProxylessNet:
+        """A standalone network of `arch` (default: `derive()`) holding the supernet's weights."""
+        arch = arch or self.derive()
+        net = build_network(arch, dropout)
+        own = self.state_dict()
+        state = {}
+        for name in net.state_dict():
+            if name.startswith("blocks."):
+                _, i, _, rest = name.split(".", 3)
+                j = self.mixed_ops[int(i)].tokens.index(arch.blocks[int(i)])
+                state[name] = own[f"blocks.{i}.op.candidates.{j}.{rest}"]
+            else:
+                state[name] = own[name]
+        net.load_state_dict(state)
+        return net
+
+
+def uniform_entropy(space: SearchSpace) -> float:
+    """Mean entropy of a uniform p: the starting point of a search."""
+    return sum(math.log(len(s.candidates)) for s in space.slots()) / space.num_blocks

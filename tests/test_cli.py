@@ -1,0 +1,82 @@
+"""The `proxyless` command: inspect, train, and clear errors instead of tracebacks."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from proxyless.cli import main
+
+
+def run_cli(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_inspect_reference_gpu_json(capsys, reference_dir):
+    code, out, _ = run_cli(capsys, "inspect", str(reference_dir / "proxyless_gpu.config"),
+                           "--json")
+    info = json.loads(out)
+    assert code == 0
+    assert info["params"] / 1e6 == pytest.approx(7.12, rel=0.01)
+    assert info["macs"] / 1e6 == pytest.approx(465, rel=0.01)
+    assert info["input_size"] == 224 and len(info["blocks"]) == 21
+
+
+def test_inspect_our_file_and_a_space(capsys, tmp_path):
+    from proxyless import Architecture, load_space
+
+    path = Architecture.uniform(load_space("fashion"), "k5e6").save(tmp_path / "a.yaml")
+    code, out, _ = run_cli(capsys, "inspect", str(path))
+    assert code == 0 and "k5e6" in out and "params" in out
+    code, out, _ = run_cli(capsys, "inspect", "imagenet", "--json")
+    info = json.loads(out)
+    assert info["searchable_blocks"] == 21
+    assert info["supernet_params"] / 1e6 == pytest.approx(16.0, rel=0.01)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["inspect", "no/such/file.json"], "no such file"),
+    (["train", "no/such/arch.json", "--out", "x"], "does not exist"),
+])
+def test_errors_are_one_line(capsys, argv, message):
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 2 and message in err and "Traceback" not in err
+    assert err.startswith("proxyless: error:")
+
+
+def test_bad_data_dir_is_a_clear_error(capsys, tmp_path):
+    from proxyless import Architecture, load_space
+
+    arch = Architecture.uniform(load_space("fashion"), "k3e3").save(tmp_path / "a.json")
+    (tmp_path / "empty").mkdir()
+    code, _, err = run_cli(capsys, "train", str(arch), "--out", str(tmp_path / "run"),
+                           "--data", "fashion-mnist", "--data-dir", str(tmp_path / "empty"))
+    assert code == 2 and str(tmp_path / "empty") in err
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_console_script_prints_no_traceback(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"space": "fashion", "blocks": ["k3e6", "k9e9x"]}')
+    proc = subprocess.run([sys.executable, "-m", "proxyless.cli", "inspect", str(bad)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "k9e9x" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_train_command_end_to_end(capsys, tmp_path):
+    from proxyless import Architecture, load_space
+
+    arch = Architecture.uniform(load_space("fashion"), "k3e3").save(tmp_path / "a.json")
+    code, out, _ = run_cli(capsys, "train", str(arch), "--data", "builtin", "--epochs", "1",
+                           "--batch-size", "64", "--out", str(tmp_path / "run"),
+                           "--no-progress")
+    assert code == 0 and "test top-1" in out
+    final = json.loads((tmp_path / "run" / "final.json").read_text())
+    assert final["test_top1"] > 30.0
+    code, _, err = run_cli(capsys, "train", str(arch), "--data", "builtin", "--epochs", "1",
+                           "--out", str(tmp_path / "run"))
+    assert code == 2 and "--resume" in err

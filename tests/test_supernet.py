@@ -1,0 +1,237 @@
+"""The binarized supernet: gates, the gate-gradient estimators, rescaling, deriving."""
+
+import copy
+
+import pytest
+import torch
+
+from proxyless import Architecture, load_space
+from proxyless.space import SearchSpace, StageSpec
+from proxyless.supernet import MixedOp, SuperNet, rescale_pair
+
+
+def tiny_space() -> SearchSpace:
+    return SearchSpace(name="tiny", input_size=8, in_channels=3, num_classes=5,
+                       stages=(StageSpec(8, 2, 2), StageSpec(8, 2, 1)),
+                       candidates=("k3e3", "k3e6", "k5e3", "zero"), feature_mix=16)
+
+
+def make_net(seed: int = 0) -> SuperNet:
+    torch.manual_seed(seed)
+    net = SuperNet(tiny_space())
+    with torch.no_grad():
+        for op in net.mixed_ops:
+            op.alpha.normal_(0, 0.5)  # distinct probabilities make the formula non-trivial
+    return net
+
+
+def batch(seed: int = 1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(6, 3, 8, 8, generator=g), torch.randint(0, 5, (6,), generator=g)
+
+
+def loss_of(net, x, y):
+    return torch.nn.functional.cross_entropy(net(x), y)
+
+
+def reference_alpha_grads(net: SuperNet, actives, x, y, involved_sets):
+    """dL/dα by the formula, with dL/dg_j from `full` mode (autograd on continuous gates)."""
+    ref = copy.deepcopy(net)
+    ref.set_mode("full")
+    ref.sample_gates(fixed=actives)
+    loss_of(ref, x, y).backward()
+    grads = []
+    for op, involved in zip(ref.mixed_ops, involved_sets, strict=True):
+        g = op.gates.grad
+        idx = torch.tensor(involved)
+        p = torch.softmax(op.alpha.detach()[idx], 0)
+        grad = torch.zeros_like(op.alpha)
+        for a, i in enumerate(involved):
+            grad[i] = sum(g[j] * p[b] * (float(i == j) - p[a]) for b, j in enumerate(involved))
+        grads.append(grad)
+    return grads
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_recompute_estimator_matches_the_formula(seed):
+    net = make_net(seed)
+    x, y = batch(seed)
+    net.set_mode("recompute")
+    net.sample_gates(torch.Generator().manual_seed(seed))
+    actives = [op.active for op in net.mixed_ops]
+    expected = reference_alpha_grads(net, actives, x, y,
+                                     [list(range(len(op.tokens))) for op in net.mixed_ops])
+    with net.frozen_weights():
+        loss_of(net, x, y).backward()
+    net.set_alpha_grads()
+    for op, want in zip(net.mixed_ops, expected, strict=True):
+        torch.testing.assert_close(op.alpha.grad, want, rtol=1e-4, atol=1e-7)
+        assert op.alpha.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_two_path_estimator_matches_the_formula_on_the_pair(seed):
+    net = make_net(seed)
+    x, y = batch(seed)
+    net.set_mode("two")
+    net.sample_gates(torch.Generator().manual_seed(seed))
+    pairs = [list(op.involved) for op in net.mixed_ops]
+    assert all(len(set(p)) == 2 and op.active in p for p, op in zip(pairs, net.mixed_ops,
+                                                                       strict=True))
+    actives = [op.active for op in net.mixed_ops]
+    expected = reference_alpha_grads(net, actives, x, y, pairs)
+    with net.frozen_weights():
+        loss_of(net, x, y).backward()
+    net.set_alpha_grads()
+    for op, want, pair in zip(net.mixed_ops, expected, pairs, strict=True):
+        torch.testing.assert_close(op.alpha.grad, want, rtol=1e-4, atol=1e-7)
+        outside = [i for i in range(len(op.tokens)) if i not in pair]
+        assert torch.all(op.alpha.grad[outside] == 0)
+
+
+def test_zero_op_gate_gradient_is_kept():
+    """A pair holding `zero`: its gate gradient is 0 but α still moves through p's coupling."""
+    net = make_net(3)
+    x, y = batch(3)
+    net.set_mode("two")
+    op = net.mixed_ops[1]
+    zero = op.tokens.index("zero")
+    net.sample_gates(torch.Generator().manual_seed(0))
+    op.set_gates("two", None, active=zero)
+    with net.frozen_weights():
+        loss_of(net, x, y).backward()
+    gate_grad = op.gates.grad.clone()
+    net.set_alpha_grads()
+    assert gate_grad[zero] == 0 and gate_grad[op.involved[1]] != 0
+    assert op.alpha.grad[zero] != 0
+
+
+def test_two_path_update_rescale_keeps_unsampled_probabilities():
+    net = make_net(4)
+    x, y = batch(4)
+    net.set_mode("two")
+    net.sample_gates(torch.Generator().manual_seed(4))
+    optimizer = torch.optim.Adam(net.arch_parameters(), lr=0.05, betas=(0.0, 0.999))
+    old_alpha = [op.alpha.detach().clone() for op in net.mixed_ops]
+    old_probs = [op.probs().detach() for op in net.mixed_ops]
+    with net.frozen_weights():
+        loss_of(net, x, y).backward()
+    net.set_alpha_grads()
+    grads = [op.alpha.grad.clone() for op in net.mixed_ops]
+    optimizer.step()
+    for op, old in zip(net.mixed_ops, old_alpha, strict=True):
+        rescale_pair(op.alpha, old, op.involved)
+    for op, before, grad in zip(net.mixed_ops, old_probs, grads, strict=True):
+        after = op.probs().detach()
+        unsampled = [i for i in range(len(op.tokens)) if i not in op.involved]
+        torch.testing.assert_close(after[unsampled], before[unsampled], atol=1e-6, rtol=0)
+        torch.testing.assert_close(after[op.involved].sum(), before[op.involved].sum(),
+                                   atol=1e-6, rtol=0)
+        for i in op.involved:  # each sampled path moves against its gradient
+            if grad[i].abs() > 1e-9:
+                assert torch.sign(after[i] - before[i]) == -torch.sign(grad[i])
+
+
+def test_sample_mode_runs_and_updates_only_the_sampled_paths():
+    net = make_net(5)
+    x, y = batch(5)
+    calls = {}
+    for b, op in enumerate(net.mixed_ops):
+        for j, cand in enumerate(op.candidates):
+            cand.register_forward_hook(lambda m, i, o, key=(b, j): calls.__setitem__(
+                key, calls.get(key, 0) + 1))
+    net.set_mode("sample")
+    net.sample_gates(torch.Generator().manual_seed(5))
+    loss_of(net, x, y).backward()
+    for b, op in enumerate(net.mixed_ops):
+        for j, cand in enumerate(op.candidates):
+            ran = calls.get((b, j), 0)
+            assert ran == (1 if j == op.active else 0)
+            for p in cand.parameters():
+                assert (p.grad is not None) == (j == op.active)
+        assert op.alpha.grad is None
+    assert all(p.grad is not None for p in net.stem.parameters())
+
+
+def test_recompute_leaves_bn_statistics_of_inactive_paths_alone():
+    net = make_net(6)
+    x, y = batch(6)
+    net.train()
+    net.set_mode("recompute")
+    net.sample_gates(torch.Generator().manual_seed(6))
+    before = {k: v.clone() for k, v in net.state_dict().items() if "running" in k
+              or "num_batches" in k}
+    with net.frozen_weights():
+        loss_of(net, x, y).backward()
+    after = net.state_dict()
+    for b, op in enumerate(net.mixed_ops):
+        for j in range(len(op.tokens)):
+            prefix = f"blocks.{b}.op.candidates.{j}."
+            keys = [k for k in before if k.startswith(prefix)]
+            changed = any(not torch.equal(before[k], after[k]) for k in keys)
+            assert changed == (j == op.active and bool(keys)), (b, j)
+
+
+def test_argmax_and_derive():
+    net = make_net(7)
+    with torch.no_grad():
+        for i, op in enumerate(net.mixed_ops):
+            op.alpha.zero_()
+            op.alpha[i % len(op.tokens)] = 1.0
+    arch = net.derive()
+    assert arch.indices() == [i % len(op.tokens) for i, op in enumerate(net.mixed_ops)]
+    net.set_mode("argmax")
+    net.sample_gates()
+    assert net.active_architecture() == arch
+    derived = net.derived_network()
+    chosen = sum(p.numel() for op, j in zip(net.mixed_ops, arch.indices(), strict=True)
+                 for p in op.candidates[j].parameters())
+    fixed = sum(p.numel() for n, p in net.named_parameters() if not n.startswith("blocks."))
+    assert sum(p.numel() for p in derived.parameters()) == chosen + fixed
+    net.eval()
+    derived.eval()
+    x, _ = batch(7)
+    with torch.no_grad():
+        torch.testing.assert_close(derived(x), net(x))
+
+
+def test_parameter_sets_are_disjoint_and_complete():
+    net = make_net(8)
+    arch = {id(p) for p in net.arch_parameters()}
+    weights = {id(p) for p in net.weight_parameters()}
+    assert not arch & weights
+    assert arch | weights == {id(p) for p in net.parameters()}
+    assert len(arch) == len(net.mixed_ops)
+
+
+def test_fixed_gates_hold_an_architecture():
+    space = load_space("fashion")
+    net = SuperNet(space)
+    arch = Architecture.uniform(space, "k5e6")
+    for mode in ("sample", "recompute", "full"):
+        net.set_mode(mode)
+        net.sample_gates(fixed=arch)
+        assert net.active_architecture() == arch
+    net.set_mode("two")
+    net.sample_gates(fixed=arch)
+    assert net.active_architecture() == arch
+    assert all(len(set(op.involved)) == 2 for op in net.mixed_ops)
+
+
+def test_full_mode_memory_holds_every_path_output():
+    """`full` runs every candidate in forward (its reason to exist: DARTS-like cost)."""
+    net = make_net(9)
+    calls = []
+    for op in net.mixed_ops:
+        for cand in op.candidates:
+            cand.register_forward_hook(lambda *a: calls.append(1))
+    net.set_mode("full")
+    net.sample_gates()
+    loss_of(net, *batch(9))
+    assert len(calls) == sum(len(op.tokens) for op in net.mixed_ops)
+
+
+def test_mixed_op_alpha_init_is_small():
+    torch.manual_seed(0)
+    op = MixedOp(load_space("imagenet").slots()[1])
+    assert op.alpha.abs().max() < 1e-2 and len(op.alpha) == 7
