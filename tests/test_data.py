@@ -152,6 +152,15 @@ def test_cifar10(tmp_path):
     assert torch.equal(train.images[12:].reshape(12, -1), torch.from_numpy(raw[b"data"]))
 
 
+def test_cifar10_numpy1_style_pickle(tmp_path):
+    """The real files name numpy.core.multiarray (numpy 1), not numpy._core."""
+    write_cifar(tmp_path, batches=1)
+    path = tmp_path / "data_batch_1"
+    raw = path.read_bytes()
+    path.write_bytes(raw.replace(b"numpy._core.multiarray", b"numpy.core.multiarray"))
+    assert load_cifar10(tmp_path)[0].images.shape == (12, 3, 32, 32)
+
+
 def test_cifar10_str_keys_and_missing(tmp_path):
     write_cifar(tmp_path, batches=1)
     batch = {"data": np.zeros((2, 3072), np.uint8), "labels": [0, 9]}
@@ -247,6 +256,7 @@ def test_split_validation_seeded_and_sized():
     assert torch.bincount(frac.labels).tolist() == [2] * 4 and len(rest) == 32
     assert split_validation(data, 0, seed=0) == (data, None)
     assert split_validation(data, 0.0, seed=0)[1] is None
+    assert len(split_validation(data, np.int64(4), seed=0)[1]) == 4
     for bad in (40, 1.5, -1):
         with pytest.raises(ProxylessError, match="validation size"):
             split_validation(data, bad, seed=0)

@@ -296,7 +296,9 @@ def load_image_folder(directory: Path, size: int, channels: int) -> tuple[ImageS
 
 # ------------------------------------------------------------------------- splits and stats
 
-def _holdout(data: ImageSet, size: int | float, seed: int, what: str) -> tuple[ImageSet, ...]:
+def _holdout(data: ImageSet, size: int | float, seed: int,
+             what: str) -> tuple[ImageSet, ImageSet]:
+    size = size.item() if isinstance(size, np.integer | np.floating) else size
     labels = data.labels.numpy()
     present = np.unique(labels)
     counts = np.bincount(labels, minlength=len(data.classes))
@@ -329,8 +331,7 @@ def split_validation(train: ImageSet, val_size: int | float,
     (spread evenly over classes), a float in (0, 1) a per-class fraction; 0 -> no val set."""
     if not isinstance(val_size, bool) and val_size == 0:
         return train, None
-    rest, val = _holdout(train, val_size, seed, "validation")
-    return rest, val
+    return _holdout(train, val_size, seed, "validation")
 
 
 def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:

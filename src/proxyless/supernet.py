@@ -111,8 +111,11 @@ class MixedOp(nn.Module):
         with torch.no_grad():
             probs = self.probs().detach().cpu()
         n = len(self.tokens)
-        draw = (lambda weights, k: torch.multinomial(weights, k, replacement=False,
-                                                      generator=generator).tolist())
+
+        def draw(weights: torch.Tensor, k: int) -> list[int]:
+            return torch.multinomial(weights, k, replacement=False,
+                                     generator=generator).tolist()
+
         if mode == "argmax":
             self.active = int(torch.argmax(probs))
             self.involved = [self.active]
