@@ -62,6 +62,31 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(p)
     _add_runtime_args(p)
 
+    p = sub.add_parser("profile", help="measure a space's layers on this device (lookup table)")
+    p.add_argument("--space", required=True, help="preset or space file")
+    p.add_argument("--out", required=True, help="table file to write (.json or .yaml); an "
+                                                "unfinished one is resumed")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime"])
+    p.add_argument("--threads", type=int, default=1, help="CPU threads (fixed; default 1)")
+    p.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
+    p.add_argument("--repeats", type=int, default=50, help="timed runs per layer")
+    p.add_argument("--warmup", type=int, default=10, help="untimed runs first")
+    p.add_argument("--calibrate", type=int, default=20, metavar="K",
+                   help="measure K architectures end to end and fit the table's correction "
+                        "(0: skip)")
+    p.add_argument("--no-progress", action="store_true")
+
+    p = sub.add_parser("latency-check",
+                       help="measure random architectures and compare with the table")
+    p.add_argument("--table", required=True)
+    p.add_argument("--samples", type=int, default=50, help="architectures to measure")
+    p.add_argument("--seed", type=int, default=2000)
+    p.add_argument("--plot", default=None, help="scatter plot path (default: next to the "
+                                                "table, <table>-check.png)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--no-progress", action="store_true")
+
     p = sub.add_parser("run", help="the whole job in one command")
     p.add_argument("--out", default="runs/latest", help="run folder (default runs/latest)")
     p.add_argument("--space", default="fashion", help="preset or space file (default fashion)")
@@ -204,7 +229,52 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"inspect": cmd_inspect, "train": cmd_train, "run": cmd_run}
+def cmd_profile(args: argparse.Namespace) -> int:
+    from proxyless.latency.check import calibrate
+    from proxyless.latency.model import latency_model
+    from proxyless.latency.profile import Timer, profile_space
+    from proxyless.space import load_space
+
+    space = load_space(args.space)
+    timer = Timer(args.backend, args.device, args.threads, args.warmup, args.repeats)
+    if args.batch < 1:
+        raise ProxylessError(f"--batch must be >= 1, got {args.batch}")
+    table = profile_space(space, args.out, timer, args.batch, progress=not args.no_progress)
+    print(f"{len(table.entries)} entries -> {args.out}")
+    if args.calibrate > 0:
+        fit = calibrate(table, args.calibrate, progress=not args.no_progress).fit
+        table.save(args.out)
+        print(f"calibration on {fit['architectures']} architectures: MAPE "
+              f"{fit['mape_plain_sum']:.1f}% (table sum) -> {fit['mape_fitted']:.1f}% (fitted)")
+    lo, hi = latency_model(table, space).bounds()
+    print(f"predicted latency of {space.name} networks: {lo:.3f} - {hi:.3f} ms")
+    return 0
+
+
+def cmd_latency_check(args: argparse.Namespace) -> int:
+    from proxyless.latency.check import latency_check
+    from proxyless.latency.table import LatencyTable
+
+    table = LatencyTable.load(args.table)
+    plot = args.plot or str(Path(args.table).with_suffix("")) + "-check.png"
+    result = latency_check(table, args.samples, args.seed, plot, progress=not args.no_progress,
+                           log=lambda m: print(m, file=sys.stderr))
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"{result['samples']} architectures of {result['space']} on {result['device']} "
+          f"({result['backend']}, {result['threads']} thread(s), batch {result['batch']})")
+    print(f"{'':<14}{'MAPE':>8}{'Spearman':>10}{'within 10%':>12}")
+    print(f"{'table sum':<14}{result['mape_uncalibrated']:>7.2f}%"
+          f"{result['spearman_uncalibrated']:>10.3f}{result['within_10pct_uncalibrated']:>11.1f}%")
+    print(f"{'calibrated':<14}{result['mape']:>7.2f}%{result['spearman']:>10.3f}"
+          f"{result['within_10pct']:>11.1f}%")
+    print(f"plot: {result['plot']}")
+    return 0
+
+
+COMMANDS = {"inspect": cmd_inspect, "train": cmd_train, "profile": cmd_profile,
+            "latency-check": cmd_latency_check, "run": cmd_run}
 
 
 def main(argv: list[str] | None = None) -> int:

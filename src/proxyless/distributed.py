@@ -57,6 +57,26 @@ def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
     return tensor.tolist()
 
 
+def average_grads(params) -> None:
+    """Average the gradients that exist over all ranks (one flat all-reduce).
+
+    Sampled paths differ per step but not per rank (all ranks draw gates from identically
+    seeded generators), so every rank holds gradients for the same parameters.
+    """
+    if not dist.is_initialized():
+        return
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= dist.get_world_size()
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset:offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
 def broadcast_object(obj, src: int = 0):
     if not dist.is_initialized():
         return obj

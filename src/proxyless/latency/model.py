@@ -1,0 +1,98 @@
+"""Hardware cost models: latency from a lookup table, or FLOPs / parameters, one interface.
+
+A `CostModel` is a fixed cost plus one cost per candidate of every searchable block. It
+predicts a fixed architecture's cost, and a supernet's expected cost
+
+    E[cost] = fixed + Σ_blocks Σ_j p_j · F(o_j)        (zero costs 0)
+
+as a differentiable function of α (dE/dp_j = F(o_j)). For latency, the per-layer costs come
+from a `LatencyTable`, corrected by the table's calibration when it has one.
+
+    >>> model = latency_model(LatencyTable.load("table.json"), space)
+    >>> model.predict(arch)                    # ms
+    >>> loss = ce + model.expected(supernet)   # differentiable in α
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from proxyless.arch import Architecture
+from proxyless.errors import ProxylessError
+from proxyless.latency.calibration import Calibration, layer_type
+from proxyless.latency.table import LatencyTable
+from proxyless.space import SearchSpace
+from proxyless.walk import candidate_layers, fixed_layers
+
+METRICS = ("latency", "flops", "params")
+
+
+@dataclass
+class CostModel:
+    name: str                      # "latency", "flops" or "params"
+    unit: str                      # "ms", "MMACs", "M"
+    space: SearchSpace
+    fixed: float
+    block_costs: list[list[float]]  # [block][candidate], gate order
+
+    def predict(self, arch: Architecture) -> float:
+        if arch.space.slots() != self.space.slots():
+            raise ProxylessError(f"{self.name} model is for space {self.space.name!r}; the "
+                                 f"architecture belongs to {arch.space.name!r}")
+        return self.fixed + sum(costs[i] for costs, i in zip(self.block_costs, arch.indices(),
+                                                             strict=True))
+
+    def expected(self, probs: list[torch.Tensor]) -> torch.Tensor:
+        """E[cost] under per-block probabilities (differentiable when they are)."""
+        total = torch.tensor(self.fixed, dtype=probs[0].dtype, device=probs[0].device)
+        for p, costs in zip(probs, self.block_costs, strict=True):
+            total = total + (p * torch.tensor(costs, dtype=p.dtype, device=p.device)).sum()
+        return total
+
+    def expected_supernet(self, supernet) -> torch.Tensor:
+        return self.expected([op.probs() for op in supernet.mixed_ops])
+
+    def bounds(self) -> tuple[float, float]:
+        """The cheapest and the most expensive architecture of the space."""
+        return (self.fixed + sum(min(c) for c in self.block_costs),
+                self.fixed + sum(max(c) for c in self.block_costs))
+
+
+def latency_model(table: LatencyTable, space: SearchSpace | None = None,
+                  calibrated: bool = True) -> CostModel:
+    """Latency (ms) of `space` (default: the table's own) from a lookup table.
+
+    Every key the space needs must be in the table: a missing one is an error naming it.
+    """
+    space = space or table.space
+    if space is None:
+        raise ProxylessError("the latency table does not say which space it covers; pass one")
+    calibration = (Calibration.from_dict(table.calibration)
+                   if calibrated and table.calibration else None)
+    fixed_ms = sum(table.ms(layer.key) for layer in fixed_layers(space))
+    block_costs = []
+    for row in candidate_layers(space):
+        costs = []
+        for layer in row:
+            ms = 0.0 if not layer.key else table.ms(layer.key)
+            if calibration is not None:
+                ms *= calibration.scale(layer_type(layer.token))
+            costs.append(ms)
+        block_costs.append(costs)
+    if calibration is not None:
+        fixed_ms = calibration.offset + calibration.scale("fixed") * fixed_ms
+    return CostModel("latency", "ms", space, fixed_ms, block_costs)
+
+
+def flops_model(space: SearchSpace) -> CostModel:
+    fixed = sum(layer.macs for layer in fixed_layers(space)) / 1e6
+    return CostModel("flops", "MMACs", space, fixed,
+                     [[layer.macs / 1e6 for layer in row] for row in candidate_layers(space)])
+
+
+def params_model(space: SearchSpace) -> CostModel:
+    fixed = sum(layer.params for layer in fixed_layers(space)) / 1e6
+    return CostModel("params", "M", space, fixed,
+                     [[layer.params / 1e6 for layer in row] for row in candidate_layers(space)])

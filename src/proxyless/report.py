@@ -1,0 +1,134 @@
+"""Plots (PNG) people would rather look at than read."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no screen on servers and CI
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def latency_scatter(measured, plain, calibrated, path: str | Path, title: str) -> Path:
+    """Predicted vs measured latency, plain table sum and calibrated, with the ±10% band."""
+    measured, plain, calibrated = map(np.asarray, (measured, plain, calibrated))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(5.5, 5), dpi=120)
+    lo = min(measured.min(), plain.min(), calibrated.min()) * 0.9
+    hi = max(measured.max(), plain.max(), calibrated.max()) * 1.1
+    line = np.array([lo, hi])
+    ax.fill_between(line, line * 0.9, line * 1.1, color="0.9", label="±10%")
+    ax.plot(line, line, color="0.5", lw=1)
+    ax.scatter(measured, plain, s=14, marker="x", color="tab:orange", label="table sum")
+    ax.scatter(measured, calibrated, s=14, color="tab:blue", label="calibrated")
+    ax.set(xlim=(lo, hi), ylim=(lo, hi), xlabel="measured latency (ms)",
+           ylabel="predicted latency (ms)", title=title)
+    ax.title.set_fontsize(9)
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+_KERNEL_COLORS = {3: "#8ecae6", 5: "#ffb703", 7: "#fb8500"}
+
+
+def probs_evolution(probs_history, tokens_per_block, path: str | Path, title: str = "") -> Path:
+    """How each block's p evolved over the epochs (one small stacked area chart per block)."""
+    history = [[np.asarray(p) for p in epoch] for epoch in probs_history]
+    blocks = len(tokens_per_block)
+    cols = min(blocks, 6)
+    rows = (blocks + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(2.3 * cols, 1.8 * rows + 0.6), dpi=110,
+                             squeeze=False, sharex=True, sharey=True)
+    all_tokens = sorted({t for tokens in tokens_per_block for t in tokens},
+                        key=lambda t: (t == "zero", t))
+    cmap = plt.get_cmap("tab10")
+    colors = {t: ("0.8" if t == "zero" else cmap(i)) for i, t in enumerate(all_tokens)}
+    epochs = np.arange(len(history))
+    for b, tokens in enumerate(tokens_per_block):
+        ax = axes[b // cols][b % cols]
+        series = np.stack([epoch[b] for epoch in history], axis=1)
+        ax.stackplot(epochs, series, colors=[colors[t] for t in tokens], linewidth=0)
+        best = tokens[int(np.argmax(series[:, -1]))]
+        ax.set_title(f"block {b}: {best}", fontsize=8)
+        ax.set_ylim(0, 1)
+        ax.tick_params(labelsize=6)
+    for b in range(blocks, rows * cols):
+        axes[b // cols][b % cols].axis("off")
+    handles = [plt.Rectangle((0, 0), 1, 1, color=colors[t]) for t in all_tokens]
+    fig.legend(handles, all_tokens, loc="lower center", ncol=len(all_tokens), fontsize=7,
+               frameon=False)
+    fig.suptitle(title or "architecture probabilities p per block over epochs", fontsize=9)
+    fig.tight_layout(rect=(0, 0.06, 1, 0.97))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def arch_picture(arch, path: str | Path, title: str = "") -> Path:
+    """The derived network as in the paper's figure: one box per block, height = expansion,
+    colour = kernel size; zero blocks are left out, stage boundaries and widths marked."""
+    from proxyless.space import parse_token
+
+    slots = arch.space.slots()
+    fig, ax = plt.subplots(figsize=(max(6, 0.55 * len(slots) + 2), 2.8), dpi=120)
+    x = 0.0
+    ax.add_patch(plt.Rectangle((x, -0.4), 0.8, 0.8, color="0.6"))
+    ax.text(x + 0.4, -0.6, "stem", ha="center", va="top", fontsize=6)
+    x += 1.0
+    stage = -1
+    for slot, token in zip(slots, arch.blocks, strict=True):
+        if slot.stage != stage:
+            stage = slot.stage
+            ax.axvline(x - 0.1, color="0.85", lw=0.8)
+            ax.text(x, 1.75, f"{slot.out_channels}ch", fontsize=6, color="0.4")
+        spec = parse_token(token)
+        if spec.is_zero:
+            ax.plot([x, x + 0.8], [0, 0], color="0.75", lw=1, ls=":")
+        else:
+            height = 0.5 + 0.2 * spec.expand
+            ax.add_patch(plt.Rectangle((x, -height / 2), 0.8, height,
+                                       color=_KERNEL_COLORS.get(spec.kernel, "0.5")))
+            ax.text(x + 0.4, -height / 2 - 0.1, token.upper().replace("K", "").replace(
+                "E", "x"), ha="center", va="top", fontsize=5, rotation=90)
+        x += 1.0
+    ax.add_patch(plt.Rectangle((x, -0.4), 0.8, 0.8, color="0.6"))
+    ax.text(x + 0.4, -0.6, "mix+fc", ha="center", va="top", fontsize=6)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in _KERNEL_COLORS.values()]
+    ax.legend(handles, [f"{k}x{k}" for k in _KERNEL_COLORS], fontsize=6, loc="upper right",
+              ncol=3, frameon=False)
+    ax.set_xlim(-0.3, x + 1.1)
+    ax.set_ylim(-2.2, 2.1)
+    ax.axis("off")
+    ax.set_title(title or arch.encode(), fontsize=7)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def training_curves(metrics: list[dict], path: str | Path, keys: tuple[str, ...],
+                    title: str) -> Path:
+    """Accuracy curves per epoch (e.g. train_top1 / test_top1)."""
+    fig, ax = plt.subplots(figsize=(5, 3.2), dpi=110)
+    epochs = [m["epoch"] for m in metrics]
+    for key in keys:
+        ax.plot(epochs, [m.get(key) for m in metrics], marker="o", ms=3, label=key)
+    ax.set(xlabel="epoch", ylabel="%", title=title)
+    ax.title.set_fontsize(9)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    plt.close(fig)
+    return path

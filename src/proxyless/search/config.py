@@ -1,0 +1,73 @@
+"""The search's settings: one typed dataclass, saved with every checkpoint and run folder."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from proxyless.config import from_dict
+from proxyless.errors import ProxylessError
+from proxyless.search.losses import LOSSES
+
+ESTIMATORS = ("two", "recompute")
+STRATEGIES = ("gradient", "reinforce")
+METRICS = ("latency", "flops")
+REWARDS = ("mnas", "reference")
+
+
+@dataclass
+class SearchConfig:
+    strategy: str = "gradient"      # gradient (binarized paths) or reinforce
+    epochs: int = 4                 # search epochs, after the warm-up
+    warmup_epochs: int = 1          # weights only, random single paths
+    batch_size: int = 128
+    lr: float = 0.05                # weights: SGD Nesterov, cosine per phase
+    momentum: float = 0.9
+    weight_decay: float = 4e-5
+    label_smoothing: float = 0.1
+    arch_lr: float = 6e-3           # α: Adam, betas (0, 0.999). The reference's 1e-3 is
+    arch_beta1: float = 0.0         # tuned for ~10^5 α steps; small data gives ~10^3.
+    arch_beta2: float = 0.999
+    arch_eps: float = 1e-8
+    arch_every: int = 5             # one α step every `arch_every` weight steps
+    estimator: str = "two"          # two (the paper's) or recompute (reference's full_v2)
+    loss: str = "mul-log"
+    loss_a: float = 0.2
+    loss_b: float = 0.3
+    loss_lambda: float = 0.1
+    metric: str = "latency"         # what `target` constrains: latency (ms) or flops (MMACs)
+    target: float | None = None     # None: accuracy only
+    val_size: int = 5000            # images held out of the training split for α
+    train_limit: int | None = None  # use at most this many training images per epoch
+    eval_limit: int | None = 2000   # validate the argmax network on this many val images
+    reinforce_samples: int = 10     # REINFORCE: architectures per α update
+    reinforce_reward: str = "mnas"  # mnas: ACC·(LAT/T)^w;  reference: ACC·(T/LAT)^0.1
+    reinforce_w: float = -0.07
+    reinforce_baseline_decay: float = 0.9
+    reinforce_measure: bool = False  # REINFORCE: LAT measured end to end, not from the table
+    seed: int = 0
+    device: str = "cpu"
+    threads: int | None = None
+
+    def validate(self) -> None:
+        def check(ok: bool, message: str) -> None:
+            if not ok:
+                raise ProxylessError(f"search config: {message}")
+
+        check(self.strategy in STRATEGIES, f"strategy {self.strategy!r} not in {STRATEGIES}")
+        check(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
+        check(self.warmup_epochs >= 0, f"warmup_epochs must be >= 0, got {self.warmup_epochs}")
+        check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
+        check(self.lr > 0 and self.arch_lr > 0, "learning rates must be > 0")
+        check(self.arch_every >= 1, f"arch_every must be >= 1, got {self.arch_every}")
+        check(self.estimator in ESTIMATORS, f"estimator {self.estimator!r} not in {ESTIMATORS}")
+        check(self.loss in LOSSES, f"loss {self.loss!r} not in {LOSSES}")
+        check(self.metric in METRICS, f"metric {self.metric!r} not in {METRICS}")
+        check(self.target is None or self.target > 0, f"target must be > 0, got {self.target}")
+        check(self.val_size >= 10, f"val_size must be >= 10, got {self.val_size}")
+        check(self.reinforce_samples >= 2, "reinforce_samples must be >= 2")
+        check(self.reinforce_reward in REWARDS, f"reinforce_reward not in {REWARDS}")
+        check(0 <= self.reinforce_baseline_decay < 1, "reinforce_baseline_decay in [0, 1)")
+
+    @classmethod
+    def from_dict(cls, data: dict) -> SearchConfig:
+        return from_dict(cls, data, "search config")

@@ -1,0 +1,54 @@
+"""ProxylessNAS-G: α learned by gradient through binarized paths (ProxylessNAS §3.2-3.3).
+
+One architecture step: fresh gates in the estimator's mode (`two` or `recompute`), the loss
+(cross-entropy, times or plus the hardware term) on a validation batch with the weights
+frozen, dL/dα from the gate gradients plus the exact gradient of E[cost], an Adam step, and,
+for `two`, the rescale that keeps every unsampled path's probability.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from proxyless import distributed
+from proxyless.latency.model import CostModel
+from proxyless.search.config import SearchConfig
+from proxyless.search.losses import hardware_loss
+from proxyless.supernet import SuperNet, rescale_pair
+
+
+class GradientStrategy:
+    def __init__(self, supernet: SuperNet, cost_model: CostModel | None,
+                 config: SearchConfig) -> None:
+        self.net, self.cost_model, self.config = supernet, cost_model, config
+        self.optimizer = torch.optim.Adam(supernet.arch_parameters(), lr=config.arch_lr,
+                                          betas=(config.arch_beta1, config.arch_beta2),
+                                          eps=config.arch_eps, weight_decay=0.0)
+
+    def step(self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> dict:
+        net, config = self.net, self.config
+        net.set_mode(config.estimator)
+        net.sample_gates(generator)
+        old_alpha = [a.detach().clone() for a in net.arch_parameters()]
+        self.optimizer.zero_grad(set_to_none=True)
+        with net.frozen_weights():
+            ce = nn.functional.cross_entropy(net(x), y)
+            expected = (self.cost_model.expected_supernet(net)
+                        if self.cost_model is not None and config.target else None)
+            loss = hardware_loss(ce, expected, config.target, config.loss, config.loss_a,
+                                 config.loss_b, config.loss_lambda)
+            loss.backward()
+        net.set_alpha_grads()
+        distributed.average_grads(net.arch_parameters())
+        self.optimizer.step()
+        if config.estimator == "two":
+            for op, old in zip(net.mixed_ops, old_alpha, strict=True):
+                rescale_pair(op.alpha, old, op.involved)
+        return {"arch_loss": loss.item(), "arch_ce": ce.item()}
+
+    def state_dict(self) -> dict:
+        return {"optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])

@@ -1,0 +1,183 @@
+"""Lookup tables, the differentiable latency model, profiling, calibration and the check."""
+
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from proxyless import Architecture, ProxylessError, load_architecture, load_space
+from proxyless.latency import LatencyTable, flops_model, latency_model, params_model
+from proxyless.latency.calibration import fit_calibration
+from proxyless.latency.check import calibrate, latency_check, table_parts
+from proxyless.latency.profile import Timer, layer_workloads, profile_space
+from proxyless.space import SearchSpace, StageSpec
+from proxyless.supernet import SuperNet
+from proxyless.walk import count_macs, count_params
+
+
+def tiny_space() -> SearchSpace:
+    return SearchSpace(name="tiny", input_size=16, in_channels=1, num_classes=4,
+                       stages=(StageSpec(8, 2, 2), StageSpec(16, 2, 2)),
+                       candidates=("k3e3", "k5e6", "zero"), feature_mix=32)
+
+
+@pytest.fixture(scope="module")
+def tiny_table(tmp_path_factory):
+    path = tmp_path_factory.mktemp("table") / "tiny.json"
+    return profile_space(tiny_space(), path, Timer("torch", threads=1, warmup=1, repeats=3),
+                         progress=False), path
+
+
+def test_reference_pixel_table_loads_and_predicts(reference_dir):
+    table = LatencyTable.load(reference_dir / "mobile_trim.yaml")
+    space = load_space("imagenet")
+    model = latency_model(table, space)
+    lo, hi = model.bounds()
+    assert 0 < lo < hi
+    fixed = 4.083755600814664 + 3.088623217922607 + 0.3096415478615071
+    first_block_k3 = table.ms("expanded_conv-input:112x112x32-output:112x112x16-expand:1-"
+                              "kernel:3-stride:1-idskip:0")
+    assert model.fixed == pytest.approx(fixed + first_block_k3)
+    arch = Architecture.uniform(space, "k3e6")
+    assert model.predict(arch) == pytest.approx(
+        sum(table.ms(x.key) for x in __import__("proxyless.walk").walk.walk(arch) if x.key))
+
+
+def test_table_without_an_entry_names_it(reference_dir):
+    table = LatencyTable.load(reference_dir / "mobile_trim.yaml")
+    mobile = load_architecture(reference_dir / "proxyless_mobile.config")  # other widths
+    with pytest.raises(ProxylessError, match=r"no entry 'expanded_conv-input:112x112x16-output:"
+                                             r"56x56x32"):
+        latency_model(table, mobile.space)
+    with pytest.raises(ProxylessError, match="no entry"):
+        latency_model(table, load_space("cifar"))
+
+
+def test_model_of_another_space_refuses_its_architectures(tiny_table):
+    table, _ = tiny_table
+    model = latency_model(table)
+    with pytest.raises(ProxylessError, match="space"):
+        model.predict(Architecture.uniform(load_space("fashion"), "k3e3"))
+
+
+def test_expected_latency_is_differentiable_and_exact(tiny_table):
+    table, _ = tiny_table
+    space = tiny_space()
+    model = latency_model(table, space, calibrated=False)
+    torch.manual_seed(0)
+    net = SuperNet(space)
+    with torch.no_grad():
+        for op in net.mixed_ops:
+            op.alpha.normal_()
+    expected = model.expected_supernet(net)
+    expected.backward()
+    for op, costs in zip(net.mixed_ops, model.block_costs, strict=True):
+        p, f = op.probs().detach(), torch.tensor(costs)
+        torch.testing.assert_close(op.alpha.grad, p * (f - (p * f).sum()))
+    # E[LAT] equals the average over all architectures weighted by their probability
+    probs = [op.probs().detach() for op in net.mixed_ops]
+    total = 0.0
+    for arch_idx in np.ndindex(*[len(p) for p in probs]):
+        weight = float(np.prod([p[i] for p, i in zip(probs, arch_idx, strict=True)]))
+        total += weight * model.predict(Architecture.from_indices(space, arch_idx))
+    assert expected.item() == pytest.approx(total, rel=1e-5)
+
+
+def test_flops_and_params_through_the_same_interface():
+    space = load_space("fashion")
+    arch = Architecture.random(space, random.Random(3))
+    assert flops_model(space).predict(arch) == pytest.approx(count_macs(arch) / 1e6)
+    assert params_model(space).predict(arch) == pytest.approx(count_params(arch) / 1e6)
+
+
+def test_profile_covers_the_space_and_records_its_settings(tiny_table):
+    table, path = tiny_table
+    assert set(table.entries) == set(layer_workloads(tiny_space(), 1))
+    assert all(e.ms > 0 and e.count == 3 for e in table.entries.values())
+    for key in ("cpu", "torch", "backend", "threads", "batch", "date", "space"):
+        assert key in table.meta
+    assert LatencyTable.load(path).entries.keys() == table.entries.keys()
+    latency_model(LatencyTable.load(path))  # covers every architecture of its space
+
+
+def test_profile_resumes_after_interruption(tmp_path, monkeypatch):
+    timer = Timer("torch", threads=1, warmup=0, repeats=2)
+    real, calls = Timer.measure, []
+
+    def flaky(self, module, shape):
+        calls.append(1)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        return real(self, module, shape)
+
+    monkeypatch.setattr(Timer, "measure", flaky)
+    out = tmp_path / "t.json"
+    with pytest.raises(KeyboardInterrupt):
+        profile_space(tiny_space(), out, timer, progress=False)
+    assert len(LatencyTable.load(out).entries) == 4  # finished entries were kept
+    monkeypatch.setattr(Timer, "measure", real)
+    calls.clear()
+    measured = []
+    monkeypatch.setattr(Timer, "measure",
+                        lambda self, m, s: measured.append(1) or real(self, m, s))
+    table = profile_space(tiny_space(), out, timer, progress=False)
+    assert len(measured) == len(table.entries) - 4
+    with pytest.raises(ProxylessError, match="threads"):
+        profile_space(tiny_space(), out, Timer("torch", threads=2, warmup=0, repeats=2),
+                      progress=False)
+
+
+def test_onnxruntime_backend(tmp_path):
+    table = profile_space(tiny_space(), tmp_path / "ort.json",
+                          Timer("onnxruntime", threads=1, warmup=1, repeats=3), progress=False)
+    assert table.meta["backend"] == "onnxruntime" and "onnxruntime" in table.meta
+    assert all(e.ms > 0 for e in table.entries.values())
+
+
+def test_calibration_recovers_a_known_correction():
+    rng = np.random.default_rng(0)
+    parts = [{"fixed": rng.uniform(1, 2), "k3": rng.uniform(0, 3), "k5": rng.uniform(0, 3)}
+             for _ in range(30)]
+    measured = [0.3 + 1.1 * p["fixed"] + 0.8 * p["k3"] + 1.3 * p["k5"] for p in parts]
+    cal = fit_calibration(parts, measured)
+    assert cal.offset == pytest.approx(0.3, abs=1e-6)
+    assert cal.scales == pytest.approx({"fixed": 1.1, "k3": 0.8, "k5": 1.3}, abs=1e-6)
+    assert cal.fit["mape_fitted"] < 1e-6 < cal.fit["mape_plain_sum"]
+
+
+def test_calibrated_model_matches_calibrated_parts(tiny_table):
+    table, _ = tiny_table
+    table = LatencyTable(dict(table.entries), dict(table.meta))
+    calibration = calibrate(table, count=6, progress=False)
+    space = tiny_space()
+    model = latency_model(table, space)
+    for seed in range(5):
+        arch = Architecture.random(space, random.Random(seed))
+        assert model.predict(arch) == pytest.approx(calibration.apply(table_parts(arch, table)))
+
+
+def test_latency_check_reports_and_plots(tiny_table, tmp_path):
+    table, _ = tiny_table
+    table = LatencyTable(dict(table.entries), dict(table.meta))
+    calibrate(table, count=6, progress=False)
+    result = latency_check(table, samples=5, plot=tmp_path / "check.png", progress=False)
+    for key in ("mape", "spearman", "within_10pct", "mape_uncalibrated"):
+        assert isinstance(result[key], float)
+    assert len(result["measured_ms"]) == 5
+    assert (tmp_path / "check.png").stat().st_size > 1000
+    json.dumps(result)
+
+
+def test_reference_table_cannot_be_measured_here(reference_dir):
+    table = LatencyTable.load(reference_dir / "mobile_trim.yaml")
+    with pytest.raises(ProxylessError, match="not measured here"):
+        latency_check(table, samples=3, progress=False)
+
+
+def test_bad_table_file(tmp_path):
+    path = tmp_path / "t.yaml"
+    path.write_text("just: a string\n")
+    with pytest.raises(ProxylessError, match="not a latency table"):
+        LatencyTable.load(path)
