@@ -26,8 +26,8 @@ def tiny_space() -> SearchSpace:
 @pytest.fixture(scope="module")
 def tiny_table(tmp_path_factory):
     path = tmp_path_factory.mktemp("table") / "tiny.json"
-    return profile_space(tiny_space(), path, Timer("torch", threads=1, warmup=1, repeats=3),
-                         progress=False), path
+    timer = Timer("torch", threads=1, warmup=1, repeats=3, min_time=0)
+    return profile_space(tiny_space(), path, timer, progress=False), path
 
 
 def test_reference_pixel_table_loads_and_predicts(reference_dir):
@@ -103,35 +103,33 @@ def test_profile_covers_the_space_and_records_its_settings(tiny_table):
 
 
 def test_profile_resumes_after_interruption(tmp_path, monkeypatch):
-    timer = Timer("torch", threads=1, warmup=0, repeats=2)
-    real, calls = Timer.measure, []
+    timer = Timer("torch", threads=1, warmup=0, repeats=2, min_time=0)
+    real, calls = Timer.measure_many, []
 
-    def flaky(self, module, shape):
-        calls.append(1)
-        if len(calls) == 5:
+    def flaky(self, workloads, *args, **kwargs):
+        calls.append(len(workloads))
+        if len(calls) == 2:
             raise KeyboardInterrupt
-        return real(self, module, shape)
+        return real(self, workloads, *args, **kwargs)
 
-    monkeypatch.setattr(Timer, "measure", flaky)
+    monkeypatch.setattr(Timer, "measure_many", flaky)
     out = tmp_path / "t.json"
     with pytest.raises(KeyboardInterrupt):
-        profile_space(tiny_space(), out, timer, progress=False)
-    assert len(LatencyTable.load(out).entries) == 4  # finished entries were kept
-    monkeypatch.setattr(Timer, "measure", real)
+        profile_space(tiny_space(), out, timer, progress=False, chunk=4)
+    assert len(LatencyTable.load(out).entries) == 4  # the finished chunk was kept
     calls.clear()
-    measured = []
-    monkeypatch.setattr(Timer, "measure",
-                        lambda self, m, s: measured.append(1) or real(self, m, s))
-    table = profile_space(tiny_space(), out, timer, progress=False)
-    assert len(measured) == len(table.entries) - 4
+    monkeypatch.setattr(Timer, "measure_many",
+                        lambda self, w, *a, **k: calls.append(len(w)) or real(self, w, *a, **k))
+    table = profile_space(tiny_space(), out, timer, progress=False, chunk=4)
+    assert sum(calls) == len(table.entries) - 4  # only the missing entries were measured
     with pytest.raises(ProxylessError, match="threads"):
-        profile_space(tiny_space(), out, Timer("torch", threads=2, warmup=0, repeats=2),
-                      progress=False)
+        profile_space(tiny_space(), out, Timer("torch", threads=2, warmup=0, repeats=2,
+                                               min_time=0), progress=False)
 
 
 def test_onnxruntime_backend(tmp_path):
-    table = profile_space(tiny_space(), tmp_path / "ort.json",
-                          Timer("onnxruntime", threads=1, warmup=1, repeats=3), progress=False)
+    timer = Timer("onnxruntime", threads=1, warmup=1, repeats=3, min_time=0)
+    table = profile_space(tiny_space(), tmp_path / "ort.json", timer, progress=False)
     assert table.meta["backend"] == "onnxruntime" and "onnxruntime" in table.meta
     assert all(e.ms > 0 for e in table.entries.values())
 

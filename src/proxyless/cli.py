@@ -72,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
     p.add_argument("--repeats", type=int, default=50, help="timed runs per layer")
     p.add_argument("--warmup", type=int, default=10, help="untimed runs first")
+    p.add_argument("--min-time", type=float, default=20.0,
+                   help="seconds to keep measuring each group of layers round-robin, so "
+                        "that drift in the machine's speed hits all of them alike")
     p.add_argument("--calibrate", type=int, default=20, metavar="K",
                    help="measure K architectures end to end and fit the table's correction "
                         "(0: skip)")
@@ -236,7 +239,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
     from proxyless.space import load_space
 
     space = load_space(args.space)
-    timer = Timer(args.backend, args.device, args.threads, args.warmup, args.repeats)
+    timer = Timer(args.backend, args.device, args.threads, args.warmup, args.repeats,
+                  args.min_time)
     if args.batch < 1:
         raise ProxylessError(f"--batch must be >= 1, got {args.batch}")
     table = profile_space(space, args.out, timer, args.batch, progress=not args.no_progress)
@@ -269,6 +273,9 @@ def cmd_latency_check(args: argparse.Namespace) -> int:
           f"{result['spearman_uncalibrated']:>10.3f}{result['within_10pct_uncalibrated']:>11.1f}%")
     print(f"{'calibrated':<14}{result['mape']:>7.2f}%{result['spearman']:>10.3f}"
           f"{result['within_10pct']:>11.1f}%")
+    print(f"machine speed vs the table's time: x{result['speed_factor']:.3f} (predictions "
+          f"scaled by it; without: MAPE {result['mape_without_drift_correction']:.2f}%, "
+          f"{result['within_10pct_without_drift_correction']:.1f}% within 10%)")
     print(f"plot: {result['plot']}")
     return 0
 

@@ -13,13 +13,18 @@ from pathlib import Path
 
 import numpy as np
 from scipy.stats import spearmanr
-from tqdm import tqdm
 
 from proxyless.arch import Architecture
 from proxyless.errors import ProxylessError
 from proxyless.latency.calibration import Calibration, fit_calibration, layer_type
-from proxyless.latency.profile import Timer, cpu_model, measure_network, spread_architectures
+from proxyless.latency.profile import (
+    Timer,
+    cpu_model,
+    measure_anchored,
+    spread_architectures,
+)
 from proxyless.latency.table import LatencyTable
+from proxyless.net import build_network
 from proxyless.walk import walk
 
 CALIBRATION_SEED = 1000
@@ -48,24 +53,28 @@ def timer_for(table: LatencyTable, repeats: int | None = None) -> Timer:
         raise ProxylessError(f"the table was measured on {meta['cpu']!r} but this machine is "
                              f"{cpu_model()!r}; profile this machine with `proxyless profile`")
     return Timer(meta["backend"], meta.get("device", "cpu"), int(meta["threads"]),
-                 int(meta.get("warmup", 10)), repeats or int(meta.get("repeats", 50)))
+                 int(meta.get("warmup", 10)), repeats or int(meta.get("repeats", 50)),
+                 float(meta.get("min_time", 20.0)))
 
 
-def measure_many(archs: list[Architecture], timer: Timer, batch: int, progress: bool,
-                 desc: str) -> list[float]:
-    return [measure_network(a, timer, batch).ms
-            for a in tqdm(archs, desc=desc, unit="net", disable=not progress)]
+def measure_many(archs: list[Architecture], table: LatencyTable, progress: bool,
+                 desc: str) -> tuple[list[float], float]:
+    """End-to-end ms of each network, and the machine's speed factor (see measure_anchored)."""
+    timer, batch = timer_for(table), int(table.meta.get("batch", 1))
+    space = table.space
+    shape = (batch, space.in_channels, space.input_size, space.input_size)
+    entries, speed = measure_anchored(timer, [(build_network(a), shape) for a in archs], table,
+                                      batch, progress, desc)
+    return [e.ms for e in entries], speed
 
 
 def calibrate(table: LatencyTable, count: int = 20, seed: int = CALIBRATION_SEED,
               progress: bool = True) -> Calibration:
     """Measure `count` architectures end to end and store the fitted correction in `table`."""
-    space = table.space
-    timer = timer_for(table)
-    archs = spread_architectures(space, count, seed)
-    measured = measure_many(archs, timer, int(table.meta.get("batch", 1)), progress,
-                            "calibrate")
-    calibration = fit_calibration([table_parts(a, table) for a in archs], measured)
+    archs = spread_architectures(table.space, count, seed)
+    measured, speed = measure_many(archs, table, progress, "calibrate")
+    calibration = fit_calibration([table_parts(a, table) for a in archs],
+                                  [m / speed for m in measured])
     table.calibration = calibration.to_dict()
     return calibration
 
@@ -90,15 +99,19 @@ def latency_check(table: LatencyTable, samples: int = 50, seed: int = CHECK_SEED
         log("the table has no calibration: fitting one on 20 extra architectures")
         calibration = calibrate(LatencyTable(table.entries, table.meta), progress=progress)
     archs = spread_architectures(space, samples, seed)
-    measured = np.array(measure_many(archs, timer, int(table.meta.get("batch", 1)), progress,
-                                     "check"))
+    measured_list, speed = measure_many(archs, table, progress, "check")
+    measured = np.array(measured_list)
     parts = [table_parts(a, table) for a in archs]
-    plain = np.array([sum(p.values()) for p in parts])
-    calibrated = np.array([calibration.apply(p) for p in parts])
+    # Predictions on the table's time base, brought to the machine's speed of the moment.
+    plain = np.array([sum(p.values()) for p in parts]) * speed
+    calibrated = np.array([calibration.apply(p) for p in parts]) * speed
     after, before = _metrics(calibrated, measured), _metrics(plain, measured)
+    raw = _metrics(calibrated / speed, measured)
     result = {**after, "mape_uncalibrated": before["mape"],
               "spearman_uncalibrated": before["spearman"],
               "within_10pct_uncalibrated": before["within_10pct"],
+              "speed_factor": speed, "mape_without_drift_correction": raw["mape"],
+              "within_10pct_without_drift_correction": raw["within_10pct"],
               "samples": samples, "space": space.name,
               "device": table.meta.get("cpu") or table.meta.get("device"),
               "backend": timer.backend, "threads": timer.threads,

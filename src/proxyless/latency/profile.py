@@ -3,11 +3,13 @@
     >>> table = profile_space(load_space("fashion"), "table.json", backend="torch", threads=1)
     >>> ms = measure_network(arch, Timer("torch", threads=1))
 
-Each measurement warms up, then times `repeats` runs one by one and keeps the median and the
-interquartile range. CPU timing fixes the thread count; CUDA timing synchronizes the device
-around every run. The ONNX Runtime backend exports the module to ONNX and times an
+Workloads are warmed up, then timed round-robin (see `Timer`), keeping a low percentile and
+the interquartile range. CPU timing fixes the thread count; CUDA timing synchronizes the
+device around every run. The ONNX Runtime backend exports the module to ONNX and times an
 `onnxruntime.InferenceSession` at the same thread count: what CPU deployments run.
-Profiling saves the table after every entry, so an interrupted run resumes where it stopped.
+Every group of workloads is measured together with a fixed anchor network, and the entries are
+put on the table's time base (see `measure_anchored`). Profiling saves the table after every
+chunk of entries, so an interrupted run resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from __future__ import annotations
 import datetime
 import io
 import platform
-import statistics
 import time
 import warnings
 from collections.abc import Callable
@@ -32,7 +33,7 @@ from proxyless.latency.table import Entry, LatencyTable
 from proxyless.net import build_network
 from proxyless.ops import Block, Classifier, ConvBNAct, MBConv, build_op
 from proxyless.runtime import resolve_device
-from proxyless.space import SearchSpace
+from proxyless.space import ZERO, SearchSpace
 from proxyless.walk import candidate_layers, fixed_layers
 
 BACKENDS = ("torch", "onnxruntime")
@@ -72,19 +73,27 @@ def _export_onnx(module: nn.Module, example: torch.Tensor) -> bytes:
 
 
 class Timer:
-    """Times an `nn.Module` at a fixed input shape on one backend, device and thread count."""
+    """Times `nn.Module`s at fixed input shapes on one backend, device and thread count.
+
+    Shared machines drift between speed states for seconds at a time (seen here: the same
+    network at 5.5 ms for 5 s, then 8.2 ms for 12 s). So workloads are measured together,
+    round-robin, for at least `min_time` seconds and `repeats` rounds, and each keeps a low
+    percentile of its runs: every workload is sampled across the same states, and the figure
+    is the latency of the machine when nothing else slows it down.
+    """
 
     def __init__(self, backend: str = "torch", device: str = "cpu", threads: int = 1,
-                 warmup: int = 10, repeats: int = 50) -> None:
+                 warmup: int = 10, repeats: int = 50, min_time: float = 20.0) -> None:
         if backend not in BACKENDS:
             raise ProxylessError(f"--backend {backend!r}: expected one of {', '.join(BACKENDS)}")
         if backend == "onnxruntime" and device != "cpu":
             raise ProxylessError("--backend onnxruntime measures on the CPU; use --device cpu")
-        if threads < 1 or warmup < 0 or repeats < 1:
-            raise ProxylessError("--threads and --repeats must be >= 1, warm-up >= 0")
+        if threads < 1 or warmup < 0 or repeats < 1 or min_time < 0:
+            raise ProxylessError("--threads and --repeats must be >= 1, warm-up and "
+                                 "--min-time >= 0")
         self.backend, self.threads = backend, threads
         self.device = resolve_device(device)
-        self.warmup, self.repeats = warmup, repeats
+        self.warmup, self.repeats, self.min_time = warmup, repeats, min_time
 
     def _runner(self, module: nn.Module, shape: tuple[int, ...]) -> Callable[[], object]:
         module = module.eval()
@@ -115,22 +124,43 @@ class Timer:
                 return module(x)
         return run_cpu
 
-    def measure(self, module: nn.Module, shape: tuple[int, ...]) -> Entry:
+    def measure_many(self, workloads: list[tuple[nn.Module, tuple[int, ...]]],
+                     progress: bool = False, desc: str = "measure") -> list[Entry]:
+        """Latency of each (module, input shape), measured round-robin (see the class)."""
         previous = torch.get_num_threads()
         torch.set_num_threads(self.threads)
         try:
-            run = self._runner(module, shape)
-            for _ in range(self.warmup):
-                run()
-            times = []
-            for _ in range(self.repeats):
-                started = time.perf_counter()
-                run()
-                times.append((time.perf_counter() - started) * 1e3)
+            runners = [self._runner(module, shape) for module, shape in workloads]
+            for run in runners:
+                for _ in range(self.warmup):
+                    run()
+            times: list[list[float]] = [[] for _ in runners]
+            started = time.perf_counter()
+            bar = tqdm(total=self.repeats, desc=desc, unit="round", disable=not progress,
+                       leave=False)
+            rounds = 0
+            while rounds < self.repeats or time.perf_counter() - started < self.min_time:
+                for run, record in zip(runners, times, strict=True):
+                    t0 = time.perf_counter()
+                    run()
+                    record.append((time.perf_counter() - t0) * 1e3)
+                rounds += 1
+                if rounds <= self.repeats:
+                    bar.update(1)
+            bar.close()
         finally:
             torch.set_num_threads(previous)
-        quartiles = statistics.quantiles(times, n=4) if len(times) > 1 else [times[0]] * 3
-        return Entry(statistics.median(times), quartiles[2] - quartiles[0], len(times))
+        return [_summarize(record) for record in times]
+
+    def measure(self, module: nn.Module, shape: tuple[int, ...]) -> Entry:
+        return self.measure_many([(module, shape)])[0]
+
+
+def _summarize(times: list[float]) -> Entry:
+    """The 10th percentile (the machine's undisturbed speed) and the interquartile range."""
+    values = np.asarray(times)
+    q10, q25, q75 = np.percentile(values, [10, 25, 75])
+    return Entry(float(q10), float(q75 - q25), len(values))
 
 
 def layer_workloads(space: SearchSpace, batch: int) -> dict[str, tuple[Callable[[], nn.Module],
@@ -163,11 +193,13 @@ def layer_workloads(space: SearchSpace, batch: int) -> dict[str, tuple[Callable[
 
 
 def profile_space(space: SearchSpace, out: str | Path, timer: Timer, batch: int = 1,
-                  progress: bool = True, log: Callable[[str], None] = print) -> LatencyTable:
+                  progress: bool = True, log: Callable[[str], None] = print,
+                  chunk: int = 24) -> LatencyTable:
     """Measure every distinct layer of `space`; resumes a partial table at `out`."""
     out = Path(out)
     meta = {**fingerprint(timer.backend, str(timer.device), timer.threads, batch),
-            "space": space.to_dict(), "warmup": timer.warmup, "repeats": timer.repeats}
+            "space": space.to_dict(), "warmup": timer.warmup, "repeats": timer.repeats,
+            "min_time": timer.min_time, "statistic": "p10"}
     table = LatencyTable(meta=meta)
     if out.exists():
         table = LatencyTable.load(out)
@@ -182,20 +214,59 @@ def profile_space(space: SearchSpace, out: str | Path, timer: Timer, batch: int 
     workloads = layer_workloads(space, batch)
     todo = [k for k in workloads if k not in table.entries]
     torch.manual_seed(0)
-    for key in tqdm(todo, desc="profile", unit="op", disable=not progress):
-        factory, shape = workloads[key]
-        table.entries[key] = timer.measure(factory(), shape)
+    chunks = [todo[i:i + chunk] for i in range(0, len(todo), chunk)]
+    bar = tqdm(total=len(todo), desc="profile", unit="op", disable=not progress)
+    for keys in chunks:  # saved after every chunk: an interruption loses at most one chunk
+        entries, speed = measure_anchored(timer, [(workloads[k][0](), workloads[k][1])
+                                                  for k in keys], table, batch)
+        table.entries.update((k, Entry(e.ms / speed, e.spread / speed, e.count))
+                             for k, e in zip(keys, entries, strict=True))
         table.meta["date"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
         table.save(out)
+        bar.update(len(keys))
+    bar.close()
     if not todo:
         table.save(out)
     return table
 
 
+def anchor_architecture(space: SearchSpace) -> Architecture:
+    """The fixed mid-sized network measured alongside every group of workloads."""
+    tokens = [t for t in space.candidates if t != ZERO]
+    return Architecture.uniform(space, tokens[len(tokens) // 2])
+
+
+def measure_anchored(timer: Timer, workloads: list[tuple[nn.Module, tuple[int, ...]]],
+                     table: LatencyTable, batch: int, progress: bool = False,
+                     desc: str = "measure") -> tuple[list[Entry], float]:
+    """Measure workloads together with the table's anchor network.
+
+    Returns the entries and the machine's speed relative to when the table was made
+    (anchor now / anchor then; > 1 = slower now). The first call on a table sets the anchor.
+    A shared machine's speed drifts by several percent from minute to minute; dividing by
+    this factor puts every measurement on the table's time base.
+    """
+    space = table.space
+    anchor = anchor_architecture(space)
+    shape = (batch, space.in_channels, space.input_size, space.input_size)
+    entries = timer.measure_many([*workloads, (build_network(anchor), shape)], progress, desc)
+    anchor_ms = entries[-1].ms
+    if "anchor_ms" not in table.meta:
+        table.meta["anchor_arch"] = anchor.encode()
+        table.meta["anchor_ms"] = anchor_ms
+    return entries[:-1], anchor_ms / float(table.meta["anchor_ms"])
+
+
+def measure_networks(archs: list[Architecture], timer: Timer, batch: int = 1,
+                     progress: bool = False, desc: str = "measure") -> list[Entry]:
+    """End-to-end latency of the standalone networks of `archs` (measured together)."""
+    workloads = [(build_network(a), (batch, a.space.in_channels, a.space.input_size,
+                                     a.space.input_size)) for a in archs]
+    return timer.measure_many(workloads, progress, desc)
+
+
 def measure_network(arch: Architecture, timer: Timer, batch: int = 1) -> Entry:
-    """End-to-end latency of the standalone network of `arch`."""
-    s = arch.space
-    return timer.measure(build_network(arch), (batch, s.in_channels, s.input_size, s.input_size))
+    return measure_networks([arch], timer, batch)[0]
 
 
 def spread_architectures(space: SearchSpace, count: int, seed: int) -> list[Architecture]:
