@@ -1,7 +1,11 @@
 """The `proxyless` command line.
 
+    proxyless run [--out DIR]                       # profile, search, retrain, measure, report
     proxyless inspect ARCH_OR_SPACE [--json]
     proxyless train ARCH_FILE [--data NAME_OR_PATH] [--data-dir DIR] --epochs N --out DIR [--resume]
+    proxyless profile --space SPACE --out TABLE [--backend torch|onnxruntime] [--threads N]
+    proxyless latency-check --table TABLE --samples K [--json]
+    proxyless search --space SPACE --table TABLE --target-ms T --out DIR [--resume]
 
 Every failure caused by input is printed as one `proxyless: error: ...` line (exit code 2);
 an interrupted run keeps its last checkpoint and says how to resume (exit code 130).
@@ -12,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 from proxyless.errors import ProxylessError
@@ -26,6 +31,63 @@ def _add_data_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--val-size", type=float, default=None,
                         help="images held out of the training split for validation "
                              "(count, or a fraction below 1)")
+
+
+def _add_search_args(p: argparse.ArgumentParser, run: bool = False) -> None:
+    from proxyless.search.config import SearchConfig
+
+    d = SearchConfig()
+    p.add_argument("--strategy", default=d.strategy, choices=["gradient", "reinforce"])
+    if not run:
+        p.add_argument("--table", default=None,
+                       help="latency table (from `proxyless profile`, or the reference "
+                            "code's format)")
+    p.add_argument("--target-ms", type=float, default=None,
+                   help="latency target in ms on the table's device"
+                        + (" (default: chosen from this device's table)" if run else ""))
+    p.add_argument("--target-mflops", type=float, default=None,
+                   help="multiply-add target in millions, instead of latency")
+    p.add_argument("--loss", default=d.loss, choices=["mul-log", "add-linear"])
+    p.add_argument("--estimator", default=d.estimator, choices=["two", "recompute"])
+    p.add_argument("--warmup-epochs", type=int, default=d.warmup_epochs)
+    p.add_argument("--epochs", type=int, default=d.epochs if not run else 4,
+                   help="search epochs after the warm-up")
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--lr", type=float, default=d.lr, help="weights' learning rate")
+    p.add_argument("--arch-lr", type=float, default=d.arch_lr, help="α's learning rate (Adam)")
+    p.add_argument("--arch-every", type=int, default=d.arch_every,
+                   help="one architecture step every N weight steps")
+    p.add_argument("--train-limit", type=int, default=None if not run else 20000,
+                   help="training images per search epoch (default: all"
+                        + (", 20000 for run" if run else "") + ")")
+    p.add_argument("--reinforce-samples", type=int, default=d.reinforce_samples)
+    p.add_argument("--reward", default=d.reinforce_reward, choices=["mnas", "reference"],
+                   help="REINFORCE reward: mnas ACC*(LAT/T)^w, reference ACC*(T/LAT)^0.1")
+    p.add_argument("--reward-w", type=float, default=d.reinforce_w)
+    p.add_argument("--measure-latency", action="store_true",
+                   help="REINFORCE: measure each sampled network end to end instead of the "
+                        "table")
+
+
+def _search_config(args: argparse.Namespace):
+    from proxyless.search.config import SearchConfig
+
+    if args.target_ms is not None and args.target_mflops is not None:
+        raise ProxylessError("give --target-ms or --target-mflops, not both")
+    metric = "flops" if args.target_mflops is not None else "latency"
+    target = args.target_mflops if metric == "flops" else args.target_ms
+    config = SearchConfig(
+        strategy=args.strategy, epochs=args.epochs, warmup_epochs=args.warmup_epochs,
+        batch_size=args.batch_size, lr=args.lr, arch_lr=args.arch_lr,
+        arch_every=args.arch_every, estimator=args.estimator, loss=args.loss, metric=metric,
+        target=target, train_limit=args.train_limit, seed=args.seed, device=args.device,
+        threads=args.threads, reinforce_samples=args.reinforce_samples,
+        reinforce_reward=args.reward, reinforce_w=args.reward_w,
+        reinforce_measure=args.measure_latency)
+    if args.val_size is not None:
+        config.val_size = args.val_size
+    config.validate()
+    return config
 
 
 def _add_runtime_args(parser: argparse.ArgumentParser) -> None:
@@ -90,14 +152,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--no-progress", action="store_true")
 
-    p = sub.add_parser("run", help="the whole job in one command")
-    p.add_argument("--out", default="runs/latest", help="run folder (default runs/latest)")
+    p = sub.add_parser("search", help="search an architecture on your data and hardware")
     p.add_argument("--space", default="fashion", help="preset or space file (default fashion)")
-    p.add_argument("--arch", default=None,
-                   help="architecture to train (default: uniform k3e6 of the space)")
-    p.add_argument("--epochs", type=int, default=5)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--resume", action="store_true")
+    p.add_argument("--out", required=True, help="run folder")
+    p.add_argument("--resume", action="store_true", help="continue the search in --out")
+    _add_search_args(p)
+    _add_data_args(p)
+    _add_runtime_args(p)
+
+    p = sub.add_parser("run", help="the whole job in one command: profile, search, retrain, "
+                                   "evaluate, measure, report")
+    p.add_argument("--space", default="fashion", help="preset or space file (default fashion)")
+    p.add_argument("--out", default=None,
+                   help="run folder (default runs/<space>-<date>-<time>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--retrain-epochs", type=int, default=4)
+    p.add_argument("--profile-threads", type=int, default=1,
+                   help="threads for latency (default 1: batch-1 inference)")
+    _add_search_args(p, run=True)
     _add_data_args(p)
     _add_runtime_args(p)
     return parser
@@ -206,29 +278,86 @@ def cmd_train(args: argparse.Namespace) -> int:
     data = _data_from_args(args, arch.space)
     final = train_network(arch, data, config, args.out, resume=args.resume,
                           progress=not args.no_progress)
+    if not _is_main_rank():
+        return 0
     print(f"test top-1 {final['test_top1']:.2f}%  params {final['params'] / 1e6:.3f}M  "
           f"MACs {final['macs'] / 1e6:.2f}M  -> {Path(args.out) / 'final.json'}")
     return 0
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    from proxyless.arch import Architecture, load_architecture
+def _is_main_rank() -> bool:
+    import torch.distributed as dist
+
+    return not dist.is_initialized() or dist.get_rank() == 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from proxyless.data import load_data
+    from proxyless.latency.model import flops_model, latency_model
+    from proxyless.latency.table import LatencyTable
+    from proxyless.search.loop import search
+    from proxyless.search.outputs import write_search_outputs
     from proxyless.space import load_space
-    from proxyless.train import TrainConfig, train_network
 
     space = load_space(args.space)
-    arch = load_architecture(args.arch) if args.arch else Architecture.uniform(space, "k3e6")
+    config = _search_config(args)
+    table = LatencyTable.load(args.table) if args.table else None
+    latency = latency_model(table, space) if table else None
+    if config.metric == "latency" and config.target is not None and latency is None:
+        raise ProxylessError("--target-ms needs --table (make one with `proxyless profile "
+                             f"--space {args.space} --out table.json`)")
+    if latency is not None and config.target is not None and config.metric == "latency":
+        lo, hi = latency.bounds()
+        if config.target < lo:
+            print(f"note: target {config.target} ms is below the fastest network of the space "
+                  f"({lo:.3f} ms); the search will favour the fastest ops", file=sys.stderr)
+    cost = flops_model(space) if config.metric == "flops" else latency
+    data = load_data(args.data, args.data_dir, val_size=config.val_split, seed=args.seed,
+                     image_size=space.input_size, channels=space.in_channels)
+    result = search(space, data, cost, config, args.out, resume=args.resume,
+                    progress=not args.no_progress)
+    if not _is_main_rank():
+        return 0
+    summary = write_search_outputs(result, args.out, config, latency, table)
     out = Path(args.out)
-    if (out / "checkpoint.pt").exists() and not args.resume:
-        raise ProxylessError(f"{out} already holds a run; pass --resume or another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    arch.save(out / "arch.json")
-    data = _data_from_args(args, space)
-    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
-                         device=args.device, threads=args.threads)
-    final = train_network(arch, data, config, out, resume=args.resume,
-                          progress=not args.no_progress)
-    print(f"test top-1 {final['test_top1']:.2f}%  -> {out / 'final.json'}")
+    line = f"searched: {summary['arch']}\n  params {summary['params'] / 1e6:.3f}M  MACs " \
+           f"{summary['macs'] / 1e6:.2f}M  val(argmax) {summary['val_top1']:.2f}%"
+    if summary["predicted_ms"] is not None:
+        line += f"  predicted {summary['predicted_ms']:.3f} ms"
+    if summary["measured_ms"] is not None:
+        line += f"  measured {summary['measured_ms']:.3f} ms"
+    print(line + f"\n  -> {out / 'arch.json'}, {out / 'summary.json'}, {out / 'probs.png'}, "
+                 f"{out / 'arch.png'}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from proxyless.data import load_data
+    from proxyless.pipeline import RunConfig, run_pipeline
+    from proxyless.space import load_space
+    from proxyless.train import TrainConfig
+
+    space = load_space(args.space)
+    if args.out is None:
+        if args.resume:
+            raise ProxylessError("--resume needs --out: the run folder to continue")
+        args.out = f"runs/{space.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    search_config = _search_config(args)
+    if search_config.metric == "flops":
+        raise ProxylessError("run searches for a latency target; use --target-ms")
+    train_config = TrainConfig(epochs=args.retrain_epochs, batch_size=args.batch_size,
+                               seed=args.seed, device=args.device, threads=args.threads)
+    train_config.validate()
+    data = load_data(args.data, args.data_dir, val_size=search_config.val_split,
+                     seed=args.seed, image_size=space.input_size, channels=space.in_channels)
+    config = RunConfig(search_config, train_config, profile_threads=args.profile_threads)
+    results = run_pipeline(space, data, config, args.out, resume=args.resume,
+                           progress=not args.no_progress)
+    measured = (f"{results['measured_ms']:.3f} ms" if results["measured_ms"] is not None
+                else "n/a")
+    print(f"\n{results['arch']}\n  test top-1 {results['test_top1']:.2f}%  latency target "
+          f"{results['target_ms']} ms, predicted {results['predicted_ms']:.3f} ms, measured "
+          f"{measured}\n  report: {Path(args.out) / 'report.md'}")
     return 0
 
 
@@ -281,7 +410,7 @@ def cmd_latency_check(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"inspect": cmd_inspect, "train": cmd_train, "profile": cmd_profile,
-            "latency-check": cmd_latency_check, "run": cmd_run}
+            "latency-check": cmd_latency_check, "search": cmd_search, "run": cmd_run}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -36,7 +36,8 @@ class SearchConfig:
     loss_lambda: float = 0.1
     metric: str = "latency"         # what `target` constrains: latency (ms) or flops (MMACs)
     target: float | None = None     # None: accuracy only
-    val_size: int = 5000            # images held out of the training split for α
+    val_size: float = 0.1           # held out of the training split for α: a fraction
+                                    # below 1 (per class), or an image count
     train_limit: int | None = None  # use at most this many training images per epoch
     eval_limit: int | None = 2000   # validate the argmax network on this many val images
     reinforce_samples: int = 10     # REINFORCE: architectures per α update
@@ -63,10 +64,15 @@ class SearchConfig:
         check(self.loss in LOSSES, f"loss {self.loss!r} not in {LOSSES}")
         check(self.metric in METRICS, f"metric {self.metric!r} not in {METRICS}")
         check(self.target is None or self.target > 0, f"target must be > 0, got {self.target}")
-        check(self.val_size >= 10, f"val_size must be >= 10, got {self.val_size}")
+        check(0 < self.val_size < 1 or self.val_size >= 10,
+              f"val_size must be a fraction in (0, 1) or a count >= 10, got {self.val_size}")
         check(self.reinforce_samples >= 2, "reinforce_samples must be >= 2")
         check(self.reinforce_reward in REWARDS, f"reinforce_reward not in {REWARDS}")
         check(0 <= self.reinforce_baseline_decay < 1, "reinforce_baseline_decay in [0, 1)")
+
+    @property
+    def val_split(self) -> int | float:
+        return self.val_size if self.val_size < 1 else int(self.val_size)
 
     @classmethod
     def from_dict(cls, data: dict) -> SearchConfig:

@@ -1,0 +1,185 @@
+"""`proxyless run`: the whole job in one command.
+
+1. profile this device for the space (a cached table is reused for the same fingerprint),
+2. search under a latency target (default: chosen from the table's range),
+3. retrain the derived network from scratch and evaluate it,
+4. measure its real latency end to end,
+5. write `report.md` with plots and a results table.
+
+Each step writes into the run folder and is skipped when its output is already there, so
+`--resume` (or simply running again) continues after an interruption.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from proxyless.config import to_dict, write_json_atomic
+from proxyless.data import DataSplits
+from proxyless.errors import ProxylessError
+from proxyless.latency.check import calibrate
+from proxyless.latency.model import latency_model
+from proxyless.latency.profile import Timer, fingerprint, profile_space
+from proxyless.latency.table import LatencyTable
+from proxyless.report import training_curves
+from proxyless.search.config import SearchConfig
+from proxyless.search.loop import search
+from proxyless.search.outputs import write_search_outputs
+from proxyless.space import SearchSpace
+from proxyless.train import TrainConfig, train_network
+
+
+@dataclass
+class RunConfig:
+    search: SearchConfig
+    train: TrainConfig
+    target_fraction: float = 0.35   # default target: this far from the fastest to the slowest
+    profile_threads: int = 1
+    profile_min_time: float = 10.0
+    calibration_networks: int = 20
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("PROXYLESS_CACHE") or os.environ.get("XDG_CACHE_HOME")
+    return Path(base) / "proxyless" if base else Path.home() / ".cache" / "proxyless"
+
+
+def cached_table(space: SearchSpace, device: str, threads: int, min_time: float,
+                 calibration_networks: int, progress: bool, log=print) -> tuple[LatencyTable,
+                                                                              Path]:
+    """This device's table for `space`: from the cache when the fingerprint matches."""
+    info = fingerprint("torch", device, threads, 1)
+    digest = hashlib.sha256(json.dumps({"fingerprint": info, "space": space.to_dict()},
+                                       sort_keys=True).encode()).hexdigest()[:12]
+    path = cache_dir() / "tables" / f"{space.name}-{digest}.json"
+    if path.exists():
+        table = LatencyTable.load(path)
+        if table.calibration:
+            log(f"latency table: reusing {path}")
+            return table, path
+    log(f"latency table: profiling {space.name} on {info['cpu']} ({threads} thread(s)) -> {path}")
+    table = profile_space(space, path, Timer("torch", device, threads, min_time=min_time),
+                          progress=progress, log=log)
+    fit = calibrate(table, calibration_networks, progress=progress).fit
+    table.save(path)
+    log(f"calibration: MAPE {fit['mape_plain_sum']:.1f}% (table sum) -> "
+        f"{fit['mape_fitted']:.1f}% (fitted) on {fit['architectures']} networks")
+    return table, path
+
+
+def run_pipeline(space: SearchSpace, data: DataSplits, config: RunConfig, out_dir: str | Path,
+                 resume: bool = False, progress: bool = True, log=print) -> dict:
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()) and not resume:
+        raise ProxylessError(f"{out} already holds a run; pass --resume to continue it or "
+                             "choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    scfg, tcfg = config.search, config.train
+    write_json_atomic(out / "run_config.json", to_dict(config))
+
+    # 1. profile
+    table, table_path = cached_table(space, scfg.device, config.profile_threads,
+                                     config.profile_min_time, config.calibration_networks,
+                                     progress, log)
+    table.save(out / "latency_table.json")
+    model = latency_model(table, space)
+    fastest, slowest = model.bounds()
+    if scfg.target is None and scfg.metric == "latency":
+        scfg.target = round(fastest + config.target_fraction * (slowest - fastest), 3)
+        log(f"latency target: {scfg.target} ms (networks of this space: {fastest:.2f} - "
+            f"{slowest:.2f} ms on this device)")
+
+    # 2. search
+    search_dir = out / "search"
+    summary_path = search_dir / "summary.json"
+    if summary_path.exists():
+        summary = json.loads(summary_path.read_text())
+        log(f"search: done before ({summary['arch']})")
+    else:
+        result = search(space, data, model, scfg, search_dir,
+                        resume=(search_dir / "checkpoint.pt").exists(), progress=progress,
+                        log=log)
+        summary = write_search_outputs(result, search_dir, scfg, model, table, log)
+    from proxyless.arch import load_architecture
+
+    arch = load_architecture(search_dir / "arch.json")
+
+    # 3. retrain from scratch
+    train_dir = out / "retrain"
+    final_path = train_dir / "final.json"
+    if final_path.exists():
+        final = json.loads(final_path.read_text())
+    else:
+        final = train_network(arch, data, tcfg, train_dir,
+                              resume=(train_dir / "checkpoint.pt").exists(), progress=progress,
+                              log=log)
+    metrics = [json.loads(line) for line in (train_dir / "metrics.jsonl").read_text()
+               .splitlines()]
+    training_curves(metrics, out / "retrain.png", ("train_top1", "test_top1"),
+                    "retraining the derived network")
+
+    # 4. real latency: measured end to end when the search finished (search/summary.json)
+    measured, speed = summary["measured_ms"], summary["speed_factor"]
+    results = {
+        "arch": arch.encode(), "test_top1": final["test_top1"],
+        "target_ms": scfg.target, "predicted_ms": model.predict(arch),
+        "measured_ms": measured, "speed_factor": speed,
+        "params": final["params"], "macs": final["macs"],
+        "search_val_top1": summary["val_top1"], "search_time_s": summary["search_time_s"],
+        "retrain_time_s": final["train_time_s"], "data": data.name,
+        "train_images": len(data.train), "test_images": len(data.test),
+        "device": table.meta.get("cpu"), "threads": table.meta.get("threads"),
+        "table": str(table_path),
+    }
+    write_json_atomic(out / "results.json", results)
+    write_report(out, results, scfg, tcfg, space)
+    return results
+
+
+def write_report(out: Path, r: dict, scfg: SearchConfig, tcfg: TrainConfig,
+                 space: SearchSpace) -> Path:
+    measured = f"{r['measured_ms']:.3f} ms" if r["measured_ms"] is not None else "n/a"
+    lines = [
+        f"# proxyless run: {space.name}",
+        "",
+        f"Searched on **{r['data']}** ({r['train_images']:,} training images, "
+        f"{r['test_images']:,} test) for **{r['device']}** ({r['threads']} thread(s), batch 1, "
+        f"PyTorch), latency target **{r['target_ms']} ms**.",
+        "",
+        "| result | value |",
+        "| --- | --- |",
+        f"| architecture | `{r['arch']}` |",
+        f"| test top-1 (retrained {tcfg.epochs} epochs) | {r['test_top1']:.2f}% |",
+        f"| latency: target / predicted / measured | {r['target_ms']} ms / "
+        f"{r['predicted_ms']:.3f} ms / {measured} |",
+        f"| parameters | {r['params'] / 1e6:.3f}M |",
+        f"| multiply-adds | {r['macs'] / 1e6:.2f}M |",
+        f"| search: argmax validation top-1 | {r['search_val_top1']:.2f}% |",
+        f"| search time / retrain time | {r['search_time_s']:.0f} s / "
+        f"{r['retrain_time_s']:.0f} s |",
+        "",
+        "## The derived architecture",
+        "",
+        "![architecture](search/arch.png)",
+        "",
+        "## How the architecture probabilities evolved",
+        "",
+        "![probabilities](search/probs.png)",
+        "",
+        "## Retraining",
+        "",
+        "![retraining](retrain.png)",
+        "",
+        f"Search: {scfg.strategy} strategy, {scfg.warmup_epochs} warm-up + {scfg.epochs} search "
+        f"epochs, loss `{scfg.loss}`, estimator `{scfg.estimator}`. Files: `search/` (arch.json, "
+        "summary.json, metrics.jsonl), `retrain/` (final.json, metrics.jsonl, model.pt), "
+        "`latency_table.json`, `results.json`.",
+        "",
+    ]
+    path = out / "report.md"
+    path.write_text("\n".join(lines))
+    return path

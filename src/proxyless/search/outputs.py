@@ -1,0 +1,72 @@
+"""What a finished search leaves behind: the architecture, a summary, and its plots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from proxyless.arch import Architecture
+from proxyless.config import write_json_atomic
+from proxyless.errors import ProxylessError
+from proxyless.latency.model import CostModel
+from proxyless.latency.table import LatencyTable
+from proxyless.report import arch_picture, probs_evolution
+from proxyless.search.config import SearchConfig
+from proxyless.search.loop import SearchResult
+from proxyless.walk import count_macs, count_params
+
+
+def measure_on_table_device(arch: Architecture, table: LatencyTable | None,
+                            log=print) -> tuple[float | None, float | None]:
+    """End-to-end latency (ms) of `arch` on the table's device and backend, and the machine's
+    speed factor at the time; (None, None) where the table's device is not this machine."""
+    from proxyless.latency.check import measure_many
+
+    if table is None:
+        return None, None
+    try:
+        measured, speed = measure_many([arch], table, progress=False, desc="measure")
+    except ProxylessError as err:
+        log(f"measured latency: skipped ({err})")
+        return None, None
+    return measured[0], speed
+
+
+def write_search_outputs(result: SearchResult, out_dir: str | Path, config: SearchConfig,
+                         latency: CostModel | None, table: LatencyTable | None,
+                         log=print) -> dict:
+    out = Path(out_dir)
+    arch = result.arch
+    arch.save(out / "arch.json")
+    measured, speed = measure_on_table_device(arch, table, log)
+    last = result.metrics[-1]
+    summary = {
+        "arch": arch.encode(),
+        "blocks": list(arch.blocks),
+        "space": arch.space.name,
+        "predicted_ms": latency.predict(arch) if latency is not None else None,
+        "measured_ms": measured,
+        "speed_factor": speed,
+        "target_ms": config.target if config.metric == "latency" else None,
+        "target_mflops": config.target if config.metric == "flops" else None,
+        "params": count_params(arch),
+        "macs": count_macs(arch),
+        "val_top1": last["val_top1"],
+        "entropy": last["entropy"],
+        "strategy": config.strategy,
+        "estimator": config.estimator if config.strategy == "gradient" else None,
+        "loss": config.loss,
+        "epochs": config.epochs,
+        "warmup_epochs": config.warmup_epochs,
+        "search_time_s": sum(m["epoch_time_s"] for m in result.metrics),
+        "table_device": (table.meta.get("cpu") or table.meta.get("device")) if table else None,
+    }
+    write_json_atomic(out / "summary.json", summary)
+    tokens = [slot.candidates for slot in arch.space.slots()]
+    probs_evolution(result.probs_history, tokens, out / "probs.png",
+                    f"p per block over epochs ({config.strategy})")
+    label = f"{arch.space.name}: {summary['params'] / 1e6:.2f}M params, " \
+            f"{summary['macs'] / 1e6:.1f}M MACs"
+    if summary["predicted_ms"] is not None:
+        label += f", predicted {summary['predicted_ms']:.2f} ms"
+    arch_picture(arch, out / "arch.png", label)
+    return summary

@@ -1,0 +1,132 @@
+"""ProxylessNAS-R: α learned by REINFORCE, for objectives that cannot be differentiated.
+
+J(α) = E_{g~p(α)}[R(N_g)],   ∇_α J ≈ (1/M) Σ_m (R_m − b) ∇_α log p(g_m)
+
+Per update: M architectures drawn from p (independently per block), each evaluated on one
+validation batch without gradients (the supernet's weights, BatchNorm on batch statistics,
+running statistics untouched); reward
+
+- `mnas`      R = ACC · (LAT / T)^w, w = −0.07 (MnasNet's form), or
+- `reference` R = ACC · (T / LAT)^0.1 (the reference code's),
+
+times any extra objectives `arch -> float`; b is a moving average of the rewards; Adam
+ascends J. LAT comes from the cost model (a lookup table), or from measuring each sampled
+network end to end on this machine (`measure=True`, cached by architecture), or from any
+function `arch -> float` given through the Python API.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+from proxyless import distributed
+from proxyless.arch import Architecture
+from proxyless.latency.model import CostModel
+from proxyless.search.config import SearchConfig
+from proxyless.supernet import SuperNet, frozen_bn_statistics
+
+Objective = Callable[[Architecture], float]
+
+
+class ReinforceStrategy:
+    def __init__(self, supernet: SuperNet, cost_model: CostModel | None,
+                 config: SearchConfig, latency_fn: Objective | None = None,
+                 objectives: Sequence[Objective] = ()) -> None:
+        self.net, self.cost_model, self.config = supernet, cost_model, config
+        self.optimizer = torch.optim.Adam(supernet.arch_parameters(), lr=config.arch_lr,
+                                          betas=(config.arch_beta1, config.arch_beta2),
+                                          eps=config.arch_eps, weight_decay=0.0)
+        self.baseline: float | None = None
+        self.objectives = list(objectives)
+        self.latency_fn = latency_fn
+        self._measured: dict[str, float] = {}
+        if latency_fn is None and config.reinforce_measure:
+            self.latency_fn = self._measure
+
+    # -- the reward ---------------------------------------------------------------------
+    def _measure(self, arch: Architecture) -> float:
+        """End-to-end latency on this machine (torch, CPU, 1 thread), cached per network."""
+        key = arch.encode()
+        if key not in self._measured:
+            from proxyless.latency.profile import Timer, measure_network
+
+            timer = Timer("torch", "cpu", threads=1, warmup=3, repeats=10, min_time=0)
+            self._measured[key] = measure_network(arch, timer).ms
+        return self._measured[key]
+
+    def latency(self, arch: Architecture) -> float | None:
+        if self.latency_fn is not None:
+            return self.latency_fn(arch)
+        return self.cost_model.predict(arch) if self.cost_model is not None else None
+
+    def reward(self, arch: Architecture, accuracy: float) -> float:
+        config, value = self.config, accuracy
+        target = config.target
+        if target is not None:
+            lat = self.latency(arch) if config.metric == "latency" else \
+                self.cost_model.predict(arch)
+            if lat is not None:
+                if config.reinforce_reward == "mnas":
+                    value *= (lat / target) ** config.reinforce_w
+                else:
+                    value *= (target / lat) ** 0.1
+        for objective in self.objectives:
+            value *= objective(arch)
+        return value
+
+    # -- sampling and the policy-gradient update -----------------------------------------
+    def sample(self, count: int, generator: torch.Generator | None) -> list[list[int]]:
+        probs = [op.probs().detach().cpu() for op in self.net.mixed_ops]
+        draws = [torch.multinomial(p, count, replacement=True, generator=generator)
+                 for p in probs]
+        return [[int(d[m]) for d in draws] for m in range(count)]
+
+    def update(self, samples: list[list[int]], rewards: list[float]) -> dict:
+        """One Adam step along (1/M) Σ (R_m − b) ∇ log p(g_m); then the baseline moves."""
+        mean = sum(rewards) / len(rewards)
+        if self.baseline is None:
+            self.baseline = mean
+        device = self.net.arch_parameters()[0].device
+        advantages = torch.tensor([r - self.baseline for r in rewards], device=device)
+        index = torch.tensor(samples, device=device)  # [M, blocks]
+        log_p = torch.zeros(len(samples), device=device)
+        for b, op in enumerate(self.net.mixed_ops):
+            log_p = log_p + torch.log_softmax(op.alpha, 0)[index[:, b]]
+        loss = -(advantages * log_p).mean()  # ascend J
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        distributed.average_grads(self.net.arch_parameters())
+        self.optimizer.step()
+        decay = self.config.reinforce_baseline_decay
+        self.baseline = decay * self.baseline + (1 - decay) * mean
+        return {"arch_loss": loss.item(), "reward": mean, "baseline": self.baseline}
+
+    @torch.no_grad()
+    def evaluate(self, indices: list[int], x: torch.Tensor, y: torch.Tensor) -> float:
+        """Top-1 (fraction) of one sampled network on a validation batch."""
+        net = self.net
+        net.set_mode("sample")
+        net.sample_gates(fixed=indices)
+        with frozen_bn_statistics(net):
+            correct = (net(x).argmax(1) == y).sum().item()
+        correct, count = distributed.all_reduce_sum([correct, y.numel()], x.device)
+        return correct / count
+
+    def step(self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> dict:
+        samples = self.sample(self.config.reinforce_samples, generator)
+        rewards = []
+        for indices in samples:
+            arch = Architecture.from_indices(self.net.space, indices)
+            rewards.append(self.reward(arch, self.evaluate(indices, x, y)))
+        return self.update(samples, rewards)
+
+    def state_dict(self) -> dict:
+        return {"optimizer": self.optimizer.state_dict(), "baseline": self.baseline,
+                "measured": dict(self._measured)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.baseline = state["baseline"]
+        self._measured = dict(state.get("measured", {}))

@@ -1,0 +1,132 @@
+"""The search loop end to end on tiny data: outputs, exact resume, targets that bind."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from proxyless import load_space
+from proxyless.data import DataSplits, load_data, split_validation
+from proxyless.errors import ProxylessError
+from proxyless.latency.model import flops_model
+from proxyless.search import SearchConfig, search
+from proxyless.search.losses import hardware_loss
+from proxyless.search.outputs import write_search_outputs
+from proxyless.space import SearchSpace, StageSpec
+
+
+def tiny_space() -> SearchSpace:
+    return SearchSpace(name="tiny-fashion", input_size=28, in_channels=1, num_classes=10,
+                       stem=load_space("fashion").stem,
+                       stages=(StageSpec(16, 2, 2), StageSpec(24, 2, 2), StageSpec(32, 1, 2)),
+                       candidates=("k3e3", "k5e6", "k7e6", "zero"), feature_mix=64)
+
+
+@pytest.fixture(scope="module")
+def tiny_data() -> DataSplits:
+    data = load_data("builtin", notify=None)
+    g = torch.Generator().manual_seed(0)
+    train = data.train.subset(torch.randperm(len(data.train), generator=g)[:1200])
+    train, val = split_validation(train, 200, seed=0)
+    return DataSplits(train=train, val=val, test=data.test.subset(torch.arange(200)),
+                      name=data.name, source=data.source, mean=data.mean, std=data.std)
+
+
+def config(**changes) -> SearchConfig:
+    base = dict(warmup_epochs=1, epochs=2, batch_size=50, arch_every=1, arch_lr=0.05,
+                eval_limit=200, seed=1)
+    base.update(changes)
+    return SearchConfig(**base)
+
+
+def test_search_writes_its_outputs(tmp_path, tiny_data):
+    space = tiny_space()
+    cost = flops_model(space)
+    cfg = config(metric="flops", target=cost.bounds()[0] * 1.2)
+    result = search(space, tiny_data, cost, cfg, tmp_path, progress=False)
+    summary = write_search_outputs(result, tmp_path, cfg, None, None)
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [m["phase"] for m in lines] == ["warmup", "search", "search"]
+    assert lines[0]["arch_steps"] == 0 and lines[1]["arch_steps"] == 0  # none in 1st search
+    assert lines[2]["arch_steps"] > 0
+    for key in ("train_loss", "train_top1", "val_top1", "expected_flops", "argmax_flops",
+                "entropy", "arch"):
+        assert key in lines[-1]
+    for key in ("arch", "predicted_ms", "measured_ms", "params", "macs", "target_ms"):
+        assert key in summary
+    for name in ("arch.json", "summary.json", "probs.png", "arch.png", "checkpoint.pt"):
+        assert (tmp_path / name).stat().st_size > 0
+    assert len(result.probs_history) == 4  # initial + one per epoch
+
+
+def test_resume_gives_the_same_architecture(tmp_path, tiny_data, monkeypatch):
+    space = tiny_space()
+    cost = flops_model(space)
+    cfg = config(metric="flops", target=cost.bounds()[0] * 1.5, epochs=3)
+    full = search(space, tiny_data, cost, cfg, tmp_path / "a", progress=False)
+
+    import proxyless.search.loop as loop
+
+    real, calls = loop.evaluate_argmax, []
+
+    def interrupt(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "evaluate_argmax", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        search(space, tiny_data, cost, cfg, tmp_path / "b", progress=False)
+    monkeypatch.setattr(loop, "evaluate_argmax", real)
+    with pytest.raises(ProxylessError, match="--resume"):
+        search(space, tiny_data, cost, cfg, tmp_path / "b", progress=False)
+    resumed = search(space, tiny_data, cost, cfg, tmp_path / "b", resume=True, progress=False)
+    assert resumed.arch == full.arch
+    for a, b in zip(full.supernet.arch_parameters(), resumed.supernet.arch_parameters(),
+                    strict=True):
+        assert torch.equal(a, b)
+    epochs = [json.loads(x)["epoch"] for x in (tmp_path / "b" / "metrics.jsonl").read_text()
+              .splitlines()]
+    assert epochs == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("estimator", ["two", "recompute"])
+def test_a_lower_target_gives_a_cheaper_network(tmp_path, tiny_data, estimator):
+    space = tiny_space()
+    cost = flops_model(space)
+    lo, hi = cost.bounds()
+    archs = {}
+    for name, target in (("none", None), ("low", lo)):
+        cfg = config(metric="flops", target=target, loss="add-linear", loss_lambda=2.0,
+                     estimator=estimator, epochs=3)
+        archs[name] = search(space, tiny_data, cost, cfg, tmp_path / name,
+                             progress=False).arch
+    assert cost.predict(archs["low"]) < cost.predict(archs["none"])
+
+
+def test_search_needs_a_validation_split(tmp_path, tiny_data):
+    data = DataSplits(tiny_data.train, None, tiny_data.test, tiny_data.name, tiny_data.source,
+                      tiny_data.mean, tiny_data.std)
+    with pytest.raises(ProxylessError, match="validation"):
+        search(tiny_space(), data, None, config(), tmp_path, progress=False)
+
+
+def test_losses_follow_their_formulas():
+    ce = torch.tensor(2.0)
+    e = torch.tensor(30.0)
+    assert hardware_loss(ce, e, None) == ce
+    want = 2.0 * 0.2 * (math.log(30.0) / math.log(20.0)) ** 0.3
+    assert hardware_loss(ce, e, 20.0, "mul-log").item() == pytest.approx(want)
+    assert hardware_loss(ce, e, 20.0, "add-linear").item() == pytest.approx(2.0 + 0.1 * 0.5)
+    small = hardware_loss(ce, torch.tensor(3.0), 2.0, "mul-log").item()
+    at_target = hardware_loss(ce, torch.tensor(2.0), 2.0, "mul-log").item()
+    assert at_target == pytest.approx(2.0 * 0.2) and small > at_target  # over target costs
+
+
+def test_config_rejects_bad_values():
+    for bad in (dict(estimator="three"), dict(loss="mul"), dict(epochs=0), dict(target=-1.0),
+                dict(val_size=1.5)):
+        with pytest.raises(ProxylessError):
+            SearchConfig(**bad).validate()
