@@ -22,17 +22,17 @@ def test_train_and_search_under_torchrun(tmp_path):
 
     arch = Architecture.uniform(load_space("fashion"), "k3e3").save(tmp_path / "a.json")
     proc = torchrun(["train", str(arch), "--data", "builtin", "--epochs", "1",
-                     "--batch-size", "100", "--out", str(tmp_path / "train"),
+                     "--batch-size", "32", "--out", str(tmp_path / "train"),
                      "--no-progress"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     final = json.loads((tmp_path / "train" / "final.json").read_text())
     assert final["test_top1"] > 25.0
 
-    proc = torchrun(["search", "--space", "fashion", "--data", "builtin", "--epochs", "1",
+    proc = torchrun(["search", "--space", "fashion", "--data", "builtin", "--epochs", "2",
                      "--warmup-epochs", "0", "--batch-size", "100", "--train-limit", "1000",
                      "--target-mflops", "5", "--out", str(tmp_path / "search"),
                      "--no-progress"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "search" / "arch.json").exists()
     lines = (tmp_path / "search" / "metrics.jsonl").read_text().splitlines()
-    assert len(lines) == 1  # only rank 0 writes
+    assert len(lines) == 2  # only rank 0 writes

@@ -95,7 +95,7 @@ def test_flops_and_params_through_the_same_interface():
 def test_profile_covers_the_space_and_records_its_settings(tiny_table):
     table, path = tiny_table
     assert set(table.entries) == set(layer_workloads(tiny_space(), 1))
-    assert all(e.ms > 0 and e.count == 3 for e in table.entries.values())
+    assert all(e.ms > 0 and e.count == 6 for e in table.entries.values())  # 3 visits x 2
     for key in ("cpu", "torch", "backend", "threads", "batch", "date", "space"):
         assert key in table.meta
     assert LatencyTable.load(path).entries.keys() == table.entries.keys()
@@ -117,11 +117,13 @@ def test_profile_resumes_after_interruption(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         profile_space(tiny_space(), out, timer, progress=False, chunk=4)
     assert len(LatencyTable.load(out).entries) == 4  # the finished chunk was kept
+    assert "anchor_ms" in LatencyTable.load(out).meta
     calls.clear()
     monkeypatch.setattr(Timer, "measure_many",
                         lambda self, w, *a, **k: calls.append(len(w)) or real(self, w, *a, **k))
     table = profile_space(tiny_space(), out, timer, progress=False, chunk=4)
-    assert sum(calls) == len(table.entries) - 4  # only the missing entries were measured
+    # only the missing entries were measured (each group also times the anchor network)
+    assert sum(calls) - len(calls) == len(table.entries) - 4
     with pytest.raises(ProxylessError, match="threads"):
         profile_space(tiny_space(), out, Timer("torch", threads=2, warmup=0, repeats=2,
                                                min_time=0), progress=False)

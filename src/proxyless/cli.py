@@ -55,8 +55,9 @@ def _add_search_args(p: argparse.ArgumentParser, run: bool = False) -> None:
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--lr", type=float, default=d.lr, help="weights' learning rate")
     p.add_argument("--arch-lr", type=float, default=d.arch_lr, help="α's learning rate (Adam)")
-    p.add_argument("--arch-every", type=int, default=d.arch_every,
-                   help="one architecture step every N weight steps")
+    p.add_argument("--arch-every", type=int, default=d.arch_every if not run else 2,
+                   help="one architecture step every N weight steps"
+                        + (" (default 2 for run's short search)" if run else ""))
     p.add_argument("--train-limit", type=int, default=None if not run else 20000,
                    help="training images per search epoch (default: all"
                         + (", 20000 for run" if run else "") + ")")

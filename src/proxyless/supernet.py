@@ -108,8 +108,12 @@ class MixedOp(nn.Module):
     def set_gates(self, mode: str, generator: torch.Generator | None = None,
                   active: int | None = None) -> None:
         """Draw binary gates for `mode`; `active` holds the active path instead of drawing."""
+        if not torch.isfinite(self.alpha).all():
+            raise ProxylessError("architecture parameters became NaN/inf; lower --arch-lr")
         with torch.no_grad():
-            probs = self.probs().detach().cpu()
+            # Clamped so that a path whose probability underflowed can still be drawn as
+            # the second of a pair (multinomial without replacement needs 2 non-zeros).
+            probs = self.probs().detach().double().cpu().clamp_min(1e-30)
         n = len(self.tokens)
 
         def draw(weights: torch.Tensor, k: int) -> list[int]:

@@ -24,8 +24,8 @@ class SearchConfig:
     momentum: float = 0.9
     weight_decay: float = 4e-5
     label_smoothing: float = 0.1
-    arch_lr: float = 6e-3           # α: Adam, betas (0, 0.999). The reference's 1e-3 is
-    arch_beta1: float = 0.0         # tuned for ~10^5 α steps; small data gives ~10^3.
+    arch_lr: float = 2e-2           # α: Adam, betas (0, 0.999). The reference's 1e-3 is
+    arch_beta1: float = 0.0         # tuned for ~10^5 α steps; small data gives ~10^2-10^3.
     arch_beta2: float = 0.999
     arch_eps: float = 1e-8
     arch_every: int = 5             # one α step every `arch_every` weight steps
@@ -55,7 +55,11 @@ class SearchConfig:
                 raise ProxylessError(f"search config: {message}")
 
         check(self.strategy in STRATEGIES, f"strategy {self.strategy!r} not in {STRATEGIES}")
-        check(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
+        check(self.epochs >= 2, f"epochs must be >= 2 (no α step in the first search epoch), "
+                                f"got {self.epochs}")
+        check(self.train_limit is None or self.train_limit > 0, "train_limit must be > 0")
+        check(self.eval_limit is None or self.eval_limit > 0, "eval_limit must be > 0")
+        check(0 <= self.arch_beta1 < 1 and 0 <= self.arch_beta2 < 1, "arch betas in [0, 1)")
         check(self.warmup_epochs >= 0, f"warmup_epochs must be >= 0, got {self.warmup_epochs}")
         check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
         check(self.lr > 0 and self.arch_lr > 0, "learning rates must be > 0")

@@ -136,6 +136,10 @@ def search(space, data: DataSplits, cost_model: CostModel | None, config: Search
     if config.eval_limit and config.eval_limit < len(eval_set):
         eval_set = eval_set.subset(torch.arange(config.eval_limit))
     eval_batches = Batches(eval_set, 500, shuffle=False, augment=False, **common)
+    if len(train_batches) < config.arch_every:
+        raise ProxylessError(f"{len(train_batches)} training batches per epoch are fewer than "
+                             f"--arch-every {config.arch_every}: no architecture step would "
+                             "run; lower --arch-every or --batch-size")
     if len(train_batches) == 0 or len(val_batches) == 0:
         raise ProxylessError(f"batch size {config.batch_size} exceeds the training "
                              f"({len(train_set)}) or validation ({len(data.val)}) images")
