@@ -20,15 +20,12 @@ The reference code's `net.config` files (the released ProxylessNAS networks) loa
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
-from proxyless.config import read_mapping
+from proxyless.config import read_mapping, write_mapping_atomic
 from proxyless.errors import ProxylessError
 from proxyless.space import (
     ZERO,
@@ -130,16 +127,7 @@ class Architecture:
         return arch
 
     def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if path.suffix in (".yaml", ".yml"):
-            text = yaml.safe_dump(self.to_dict(), sort_keys=False)
-        else:
-            text = json.dumps(self.to_dict(), indent=2) + "\n"
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
-        return path
+        return write_mapping_atomic(path, self.to_dict())
 
 
 def encode(arch: Architecture) -> str:

@@ -120,9 +120,20 @@ def read_mapping(path: str | Path, what: str = "file") -> dict:
     return data
 
 
-def write_json_atomic(path: str | Path, data: Any) -> None:
-    """Write JSON so that a crash mid-write never leaves a half-written file behind."""
+def write_mapping_atomic(path: str | Path, data: Any, indent: int = 2) -> Path:
+    """Write JSON (or YAML for .yaml/.yml) so that a crash mid-write never leaves a
+    half-written file behind: the previous version stays until the new one is complete."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix in (".yaml", ".yml"):
+        text = yaml.safe_dump(data, sort_keys=False)
+    else:
+        text = json.dumps(data, indent=indent) + "\n"
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.write_text(text)
     tmp.replace(path)
+    return path
+
+
+def write_json_atomic(path: str | Path, data: Any) -> None:
+    write_mapping_atomic(path, data)

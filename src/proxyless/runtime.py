@@ -55,3 +55,14 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     except Exception as err:  # a truncated or foreign file: say which and what to do
         raise ProxylessError(f"checkpoint {path} cannot be read ({err}); remove it to start "
                              "over, or point --out at another folder") from None
+
+
+def check_run_dir(out: Path, checkpoint: str, resume: bool, what: str) -> Path:
+    """The checkpoint path of a run folder; refuse to overwrite a run, or to resume none."""
+    path = out / checkpoint
+    if path.exists() and not resume:
+        raise ProxylessError(f"{out} already holds a {what} ({checkpoint}); pass --resume to "
+                             "continue it or choose another --out")
+    if resume and not path.exists():
+        raise ProxylessError(f"--resume: {path} does not exist; nothing to resume")
+    return path

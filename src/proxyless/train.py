@@ -28,6 +28,7 @@ from proxyless.data import Batches, DataSplits
 from proxyless.errors import ProxylessError
 from proxyless.net import build_network
 from proxyless.runtime import (
+    check_run_dir,
     load_checkpoint,
     resolve_device,
     save_checkpoint,
@@ -127,12 +128,7 @@ def train_network(arch: Architecture, data: DataSplits, config: TrainConfig,
     device = resolve_device(config.device if not config.device.startswith("cuda")
                             or not dist_info.enabled else f"cuda:{dist_info.local_rank}")
     set_threads(config.threads)
-    checkpoint_path = out / CHECKPOINT
-    if checkpoint_path.exists() and not resume:
-        raise ProxylessError(f"{out} already holds a run ({CHECKPOINT}); pass --resume to "
-                             "continue it or choose another --out")
-    if resume and not checkpoint_path.exists():
-        raise ProxylessError(f"--resume: {checkpoint_path} does not exist; nothing to resume")
+    checkpoint_path = check_run_dir(out, CHECKPOINT, resume, "run")
     if dist_info.is_main:
         out.mkdir(parents=True, exist_ok=True)
 

@@ -12,14 +12,11 @@ The reference code's table format (e.g. its Pixel 1 table `mobile_trim.yaml`, va
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from proxyless.config import read_mapping
+from proxyless.config import read_mapping, write_mapping_atomic
 from proxyless.errors import ProxylessError
 from proxyless.space import SearchSpace, load_space
 
@@ -63,16 +60,8 @@ class LatencyTable:
                             for k, e in sorted(self.entries.items())}}
 
     def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if path.suffix in (".yaml", ".yml"):
-            text = yaml.safe_dump(self.to_dict(), sort_keys=False)
-        else:
-            text = json.dumps(self.to_dict(), indent=1) + "\n"
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(path)  # atomic: an interrupted save never loses finished entries
-        return path
+        # atomic: an interrupted save never loses finished entries
+        return write_mapping_atomic(path, self.to_dict(), indent=1)
 
     @classmethod
     def from_dict(cls, data: dict, where: str = "latency table") -> LatencyTable:

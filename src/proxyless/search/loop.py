@@ -35,6 +35,7 @@ from proxyless.data import Batches, DataSplits
 from proxyless.errors import ProxylessError
 from proxyless.latency.model import CostModel
 from proxyless.runtime import (
+    check_run_dir,
     load_checkpoint,
     resolve_device,
     save_checkpoint,
@@ -105,12 +106,7 @@ def search(space, data: DataSplits, cost_model: CostModel | None, config: Search
                                                   and dist_info.enabled)
                             else f"cuda:{dist_info.local_rank}")
     set_threads(config.threads)
-    checkpoint_path = out / CHECKPOINT
-    if checkpoint_path.exists() and not resume:
-        raise ProxylessError(f"{out} already holds a search ({CHECKPOINT}); pass --resume to "
-                             "continue it or choose another --out")
-    if resume and not checkpoint_path.exists():
-        raise ProxylessError(f"--resume: {checkpoint_path} does not exist; nothing to resume")
+    checkpoint_path = check_run_dir(out, CHECKPOINT, resume, "search")
     if data.val is None:
         raise ProxylessError("the search needs a validation split held out of the training set")
     if data.train.channels != space.in_channels:
