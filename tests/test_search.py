@@ -130,3 +130,44 @@ def test_config_rejects_bad_values():
                 dict(val_size=1.5)):
         with pytest.raises(ProxylessError):
             SearchConfig(**bad).validate()
+
+
+def test_warmup_trains_the_parent_then_anneals_to_random_paths():
+    from proxyless.search.loop import warmup_paths
+    from proxyless.supernet import SuperNet
+
+    net = SuperNet(tiny_space())
+    parents = net.parent_indices()
+    g = torch.Generator().manual_seed(0)
+    assert all(warmup_paths(net, s, 100, 30, g) == parents for s in range(30))
+    early = [warmup_paths(net, 31, 100, 30, g) for _ in range(50)]
+    late = [warmup_paths(net, 99, 100, 30, g) for _ in range(50)]
+    share = [sum(p == q for a in paths for p, q in zip(a, parents, strict=True))
+             / (50 * len(parents)) for paths in (early, late)]
+    assert share[0] > 0.9 and share[1] < 0.5
+    assert warmup_paths(net, 100, 100, 30, g) is None  # the search draws from p
+    assert warmup_paths(net, 5, 100, 0, g) is None     # warmup_parent=0: the paper's warm-up
+
+
+def test_the_cost_model_must_be_for_the_searched_space(tmp_path, tiny_data):
+    other = flops_model(load_space("fashion"))
+    with pytest.raises(ProxylessError, match="not the searched space"):
+        search(tiny_space(), tiny_data, other, config(metric="flops", target=10.0), tmp_path,
+               progress=False)
+
+
+def test_architecture_steps_leave_bn_running_statistics_alone(tiny_data):
+    from proxyless.data import Batches
+    from proxyless.search.gradient import GradientStrategy
+    from proxyless.supernet import SuperNet
+
+    space = tiny_space()
+    net = SuperNet(space)
+    strategy = GradientStrategy(net, flops_model(space), config(metric="flops", target=10.0))
+    x, y = next(iter(Batches(tiny_data.val, 50, mean=tiny_data.mean, std=tiny_data.std,
+                                shuffle=False, augment=False)))
+    before = {k: v.clone() for k, v in net.state_dict().items() if "running" in k}
+    strategy.step(x, y, torch.Generator().manual_seed(0))
+    after = net.state_dict()
+    assert all(torch.equal(v, after[k]) for k, v in before.items())
+    assert any(a.grad is not None for a in net.arch_parameters())

@@ -235,3 +235,42 @@ def test_mixed_op_alpha_init_is_small():
     torch.manual_seed(0)
     op = MixedOp(load_space("imagenet").slots()[1])
     assert op.alpha.abs().max() < 1e-2 and len(op.alpha) == 7
+
+
+def test_inherit_from_parent_copies_centres_and_first_channels():
+    net = make_net(7)
+    for op in net.mixed_ops:
+        parent = op.candidates[op.parent_index()]
+        assert (parent.expand_ratio, parent.kernel_size) == (6, 3)  # k3e6 in tiny_space
+        op.inherit_from_parent()
+        k5e3 = op.candidates[op.tokens.index("k5e3")]
+        k3e3 = op.candidates[op.tokens.index("k3e3")]
+        mid = k3e3.conv_dw.conv.weight.shape[0]
+        assert torch.equal(k3e3.conv_pw.conv.weight, parent.conv_pw.conv.weight[:mid])
+        assert torch.equal(k3e3.conv_dw.conv.weight, parent.conv_dw.conv.weight[:mid])
+        assert torch.equal(k3e3.conv_pwl.conv.weight, parent.conv_pwl.conv.weight[:, :mid])
+        assert torch.equal(k3e3.conv_dw.bn.weight, parent.conv_dw.bn.weight[:mid])
+        # a larger kernel than the parent's: the parent's kernel in the centre, zeros around
+        big = k5e3.conv_dw.conv.weight
+        assert torch.equal(big[:, :, 1:4, 1:4], parent.conv_dw.conv.weight[:mid])
+        ring = big.detach().clone()
+        ring[:, :, 1:4, 1:4] = 0
+        assert not ring.any()
+        # the candidates still own their weights: training one leaves the parent alone
+        assert k3e3.conv_pw.conv.weight.data_ptr() != parent.conv_pw.conv.weight.data_ptr()
+
+
+def test_inherited_kernel_of_a_larger_size_computes_the_same_function():
+    net = make_net(8)
+    op = net.mixed_ops[1]  # stride 1, 8 -> 8 channels
+    op.inherit_from_parent()
+    parent, k5e3 = op.candidates[op.parent_index()], op.candidates[op.tokens.index("k5e3")]
+    # k5e3 = parent (k3e6) restricted to its first channels; give the parent zeros in the
+    # other channels' projection and the two compute the same thing
+    with torch.no_grad():
+        mid = k5e3.conv_dw.conv.weight.shape[0]
+        parent.conv_pwl.conv.weight[:, mid:] = 0
+    parent.eval()
+    k5e3.eval()
+    x = torch.randn(2, 8, 4, 4)
+    assert torch.allclose(parent(x), k5e3(x), atol=1e-5)

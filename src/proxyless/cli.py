@@ -50,6 +50,9 @@ def _add_search_args(p: argparse.ArgumentParser, run: bool = False) -> None:
     p.add_argument("--loss", default=d.loss, choices=["mul-log", "add-linear"])
     p.add_argument("--estimator", default=d.estimator, choices=["two", "recompute"])
     p.add_argument("--warmup-epochs", type=int, default=d.warmup_epochs)
+    p.add_argument("--warmup-parent", type=float, default=d.warmup_parent,
+                   help="share of the warm-up that trains only the largest path, which then "
+                        "seeds the other candidates (0: uniform random paths throughout)")
     p.add_argument("--epochs", type=int, default=d.epochs if not run else 4,
                    help="search epochs after the warm-up")
     p.add_argument("--batch-size", type=int, default=d.batch_size)
@@ -79,6 +82,7 @@ def _search_config(args: argparse.Namespace):
     target = args.target_mflops if metric == "flops" else args.target_ms
     config = SearchConfig(
         strategy=args.strategy, epochs=args.epochs, warmup_epochs=args.warmup_epochs,
+        warmup_parent=args.warmup_parent,
         batch_size=args.batch_size, lr=args.lr, arch_lr=args.arch_lr,
         arch_every=args.arch_every, estimator=args.estimator, loss=args.loss, metric=metric,
         target=target, train_limit=args.train_limit, seed=args.seed, device=args.device,

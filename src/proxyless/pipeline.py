@@ -79,22 +79,31 @@ def run_pipeline(space: SearchSpace, data: DataSplits, config: RunConfig, out_di
                              "choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     scfg, tcfg = config.search, config.train
-    write_json_atomic(out / "run_config.json", to_dict(config))
+    search_dir = out / "search"
 
-    # 1. profile
-    table, table_path = cached_table(space, scfg.device, config.profile_threads,
-                                     config.profile_min_time, config.calibration_networks,
-                                     progress, log)
-    table.save(out / "latency_table.json")
+    # 1. profile (a resumed run keeps the very table and target it started with)
+    table_copy = out / "latency_table.json"
+    if resume and table_copy.exists():
+        table, table_path = LatencyTable.load(table_copy), table_copy
+        log(f"latency table: reusing this run's {table_copy}")
+    else:
+        table, table_path = cached_table(space, scfg.device, config.profile_threads,
+                                         config.profile_min_time, config.calibration_networks,
+                                         progress, log)
+        table.save(table_copy)
     model = latency_model(table, space)
     fastest, slowest = model.bounds()
-    if scfg.target is None and scfg.metric == "latency":
+    saved_search = search_dir / "config.json"
+    if resume and scfg.target is None and saved_search.exists():
+        scfg.target = json.loads(saved_search.read_text())["search"]["target"]
+        log(f"latency target: {scfg.target} ms (this run's)")
+    elif scfg.target is None and scfg.metric == "latency":
         scfg.target = round(fastest + config.target_fraction * (slowest - fastest), 3)
         log(f"latency target: {scfg.target} ms (networks of this space: {fastest:.2f} - "
             f"{slowest:.2f} ms on this device)")
+    write_json_atomic(out / "run_config.json", to_dict(config))
 
     # 2. search
-    search_dir = out / "search"
     summary_path = search_dir / "summary.json"
     if summary_path.exists():
         summary = json.loads(summary_path.read_text())
@@ -104,6 +113,7 @@ def run_pipeline(space: SearchSpace, data: DataSplits, config: RunConfig, out_di
                         resume=(search_dir / "checkpoint.pt").exists(), progress=progress,
                         log=log)
         summary = write_search_outputs(result, search_dir, scfg, model, table, log)
+        del result  # the supernet's memory is the retraining's
     from proxyless.arch import load_architecture
 
     arch = load_architecture(search_dir / "arch.json")

@@ -35,7 +35,7 @@ from torch import nn
 from proxyless.arch import Architecture
 from proxyless.errors import ProxylessError
 from proxyless.net import Backbone, ProxylessNet, build_network
-from proxyless.ops import Block, build_op
+from proxyless.ops import Block, MBConv, build_op
 from proxyless.space import BlockSlot, SearchSpace
 
 MODES = ("sample", "two", "recompute", "full", "argmax")
@@ -156,6 +156,42 @@ class MixedOp(nn.Module):
             out = _GateGradient.apply(out, self.gates, x.detach(), self)
         return out
 
+    def parent_index(self) -> int:
+        """The largest candidate (expansion, then kernel): the one the others inherit from."""
+        sizes = [(c.expand_ratio, c.kernel_size) if isinstance(c, MBConv) else (0, 0)
+                 for c in self.candidates]
+        return max(range(len(sizes)), key=sizes.__getitem__)
+
+    @torch.no_grad()
+    def inherit_from_parent(self) -> None:
+        """Copy the parent's weights into every other MBConv candidate, as a starting point.
+
+        Kernels take the parent's centre (or the parent's kernel, zero-padded), expansions take
+        its first channels (BatchNorm affine and running statistics alike). Each candidate
+        keeps its own weights afterwards: this only aligns them, so that downstream layers see
+        compatible features whichever path is drawn (see `search.loop`'s warm-up).
+        """
+        parent = self.candidates[self.parent_index()]
+        for child in self.candidates:
+            if child is parent or not isinstance(child, MBConv):
+                continue
+            mid = child.conv_dw.conv.weight.shape[0]
+            if child.expand_ratio != 1 and parent.expand_ratio != 1:
+                child.conv_pw.conv.weight.copy_(parent.conv_pw.conv.weight[:mid])
+                _copy_bn(child.conv_pw.bn, parent.conv_pw.bn, mid)
+            _copy_bn(child.conv_dw.bn, parent.conv_dw.bn, mid)
+            _copy_bn(child.conv_pwl.bn, parent.conv_pwl.bn, None)
+            child.conv_pwl.conv.weight.copy_(parent.conv_pwl.conv.weight[:, :mid])
+            source, target = parent.conv_dw.conv.weight[:mid], child.conv_dw.conv.weight
+            k, big = child.kernel_size, parent.kernel_size
+            if k <= big:
+                o = (big - k) // 2
+                target.copy_(source[:, :, o:o + k, o:o + k])
+            else:
+                o = (k - big) // 2
+                target.zero_()
+                target[:, :, o:o + big, o:o + big] = source
+
     def set_alpha_grad(self) -> None:
         """dL/dα from the gate gradients (two: restricted to the pair, p renormalized)."""
         if self.gates is None or self.gates.grad is None:
@@ -168,6 +204,11 @@ class MixedOp(nn.Module):
         grad[idx] = probs * (gate_grad - (gate_grad * probs).sum())
         self.alpha.grad = grad if self.alpha.grad is None else self.alpha.grad + grad
         self.gates.grad = None
+
+
+def _copy_bn(target: nn.BatchNorm2d, source: nn.BatchNorm2d, channels: int | None) -> None:
+    for name in ("weight", "bias", "running_mean", "running_var"):
+        getattr(target, name).copy_(getattr(source, name)[:channels])
 
 
 def rescale_pair(alpha: torch.Tensor, old_alpha: torch.Tensor, pair: Sequence[int]) -> None:
@@ -212,6 +253,13 @@ class SuperNet(Backbone):
         indices = fixed.indices() if isinstance(fixed, Architecture) else fixed
         for i, op in enumerate(self.mixed_ops):
             op.set_gates(self.mode, generator, None if indices is None else int(indices[i]))
+
+    def parent_indices(self) -> list[int]:
+        return [op.parent_index() for op in self.mixed_ops]
+
+    def inherit_from_parents(self) -> None:
+        for op in self.mixed_ops:
+            op.inherit_from_parent()
 
     def active_architecture(self) -> Architecture:
         return Architecture.from_indices(self.space, [op.active for op in self.mixed_ops])
@@ -261,6 +309,32 @@ class SuperNet(Backbone):
                 state[name] = own[name]
         net.load_state_dict(state)
         return net
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, batches, max_batches: int) -> None:
+    """Re-estimate BatchNorm running statistics of `model` as plain averages over batches.
+
+    A supernet candidate's running statistics mix every context it was trained in, so a
+    derived network evaluated with them can score near chance although its weights are good
+    (the single-path one-shot literature's "BN recalibration").
+    """
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [bn.momentum for bn in bns]
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative average
+    was_training = model.training
+    model.train()
+    try:
+        for i, (x, _) in enumerate(batches):
+            if i >= max_batches:
+                break
+            model(x)
+    finally:
+        for bn, momentum in zip(bns, momenta, strict=True):
+            bn.momentum = momentum
+        model.train(was_training)
 
 
 def uniform_entropy(space: SearchSpace) -> float:

@@ -19,6 +19,8 @@ class SearchConfig:
     strategy: str = "gradient"      # gradient (binarized paths) or reinforce
     epochs: int = 4                 # search epochs, after the warm-up
     warmup_epochs: int = 1          # weights only, random single paths
+    warmup_parent: float = 0.3      # share of the warm-up that trains only the largest path,
+                                    # which then seeds the others; 0: the paper's warm-up
     batch_size: int = 128
     lr: float = 0.05                # weights: SGD Nesterov, cosine per phase
     momentum: float = 0.9
@@ -61,6 +63,8 @@ class SearchConfig:
         check(self.eval_limit is None or self.eval_limit > 0, "eval_limit must be > 0")
         check(0 <= self.arch_beta1 < 1 and 0 <= self.arch_beta2 < 1, "arch betas in [0, 1)")
         check(self.warmup_epochs >= 0, f"warmup_epochs must be >= 0, got {self.warmup_epochs}")
+        check(0 <= self.warmup_parent < 1,
+              f"warmup_parent must be in [0, 1), got {self.warmup_parent}")
         check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
         check(self.lr > 0 and self.arch_lr > 0, "learning rates must be > 0")
         check(self.arch_every >= 1, f"arch_every must be >= 1, got {self.arch_every}")

@@ -15,7 +15,7 @@ from proxyless import distributed
 from proxyless.latency.model import CostModel
 from proxyless.search.config import SearchConfig
 from proxyless.search.losses import hardware_loss
-from proxyless.supernet import SuperNet, rescale_pair
+from proxyless.supernet import SuperNet, frozen_bn_statistics, rescale_pair
 
 
 class GradientStrategy:
@@ -32,7 +32,8 @@ class GradientStrategy:
         net.sample_gates(generator)
         old_alpha = [a.detach().clone() for a in net.arch_parameters()]
         self.optimizer.zero_grad(set_to_none=True)
-        with net.frozen_weights():
+        # A validation batch must not leak into BatchNorm's running statistics either.
+        with net.frozen_weights(), frozen_bn_statistics(net):
             ce = nn.functional.cross_entropy(net(x), y)
             expected = (self.cost_model.expected_supernet(net)
                         if self.cost_model is not None and config.target else None)
