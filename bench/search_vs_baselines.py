@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import re
 import resource
 import sys
 import time
@@ -28,6 +29,7 @@ from pathlib import Path
 import torch
 
 from proxyless import Architecture, load_space
+from proxyless.arch import decode
 from proxyless.data import DataSplits, load_data
 from proxyless.latency.check import measure_many
 from proxyless.latency.model import latency_model
@@ -89,8 +91,9 @@ def main() -> None:
     parser.add_argument("--targets", type=float, nargs="*", default=None)
     parser.add_argument("--target-fractions", type=float, nargs="*", default=[0.2, 0.45])
     parser.add_argument("--random", type=int, default=5)
-    parser.add_argument("--search-epochs", type=int, default=4)
-    parser.add_argument("--warmup-epochs", type=int, default=1)
+    parser.add_argument("--search-epochs", type=int, default=3)
+    parser.add_argument("--warmup-epochs", type=int, default=2)
+    parser.add_argument("--arch-every", type=int, default=2)
     parser.add_argument("--search-train-limit", type=int, default=20000)
     parser.add_argument("--retrain-epochs", type=int, default=3)
     parser.add_argument("--retrain-limit", type=int, default=20000)
@@ -119,22 +122,34 @@ def main() -> None:
             config = SearchConfig(strategy=strategy, epochs=args.search_epochs,
                                   warmup_epochs=args.warmup_epochs, target=target,
                                   train_limit=args.search_train_limit, seed=0,
-                                  threads=args.threads)
-            started = time.perf_counter()
-            result = search(space, data, model, config, out / f"T{target}-{strategy}",
-                            progress=False, log=lambda m: None)
-            cost = {"search_s": time.perf_counter() - started,
-                    "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
-            candidates.append((f"searched ({strategy})", result.arch, cost))
+                                  arch_every=args.arch_every, threads=args.threads)
+            run_dir = out / f"T{target}-{strategy}"
+            done = run_dir / "bench_search.json"
+            if done.exists():  # a rerun picks up where an interrupted one stopped
+                saved = json.loads(done.read_text())
+                arch, cost = decode(space, saved["arch"]), saved["cost"]
+            else:
+                started = time.perf_counter()
+                rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+                arch = search(space, data, model, config, run_dir, progress=False,
+                              log=lambda m: None).arch
+                cost = {"search_s": time.perf_counter() - started,
+                        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+                        / 1024, "rss_before_mib": rss_before}
+                done.write_text(json.dumps({"arch": arch.encode(), "cost": cost}))
+            candidates.append((f"searched ({strategy})", arch, cost))
         for i, arch in enumerate(random_meeting(space, model, target, args.random, seed=7)):
             candidates.append((f"random {i + 1}", arch, {}))
         candidates.append(("uniform k3e6 (cut)", uniform_meeting(space, model, target), {}))
         measured, _ = measure_many([a for _, a, _ in candidates], table, progress=False,
                                    desc="measure")
         for (name, arch, cost), ms in zip(candidates, measured, strict=True):
-            final = train_network(arch, retrain_data, train_config,
-                                  out / f"T{target}-{name.replace(' ', '_')}",
-                                  progress=False, log=lambda m: None)
+            train_dir = out / f"T{target}-{re.sub(r'[^a-z0-9]+', '_', name).strip('_')}"
+            if (train_dir / "final.json").exists():
+                final = json.loads((train_dir / "final.json").read_text())
+            else:
+                final = train_network(arch, retrain_data, train_config, train_dir,
+                                      progress=False, log=lambda m: None)
             row = {"target_ms": target, "network": name, "test_top1": final["test_top1"],
                    "measured_ms": ms, "predicted_ms": model.predict(arch),
                    "params_m": count_params(arch) / 1e6, "macs_m": count_macs(arch) / 1e6,

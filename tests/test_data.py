@@ -354,3 +354,12 @@ def test_batches_ddp_sharding(shuffle):
     assert len(seen[0]) == len(seen[1]) == 23
     assert set(seen[0]) | set(seen[1]) == set(range(45))
     assert len(set(seen[0]) & set(seen[1])) == 1  # only the one wrapped-around sample repeats
+
+
+def test_evaluation_batches_split_exactly_across_ranks():
+    data = tiny(45)
+    ranks = [Batches(data, 4, mean=(0.0,), std=(1 / 255,), shuffle=False, augment=False,
+                     rank=r, world_size=2, pad=False) for r in range(2)]
+    seen = [torch.cat([x[:, 0, 0, 0] for x, _ in r]).round().long().tolist() for r in ranks]
+    assert (len(seen[0]), len(seen[1])) == (23, 22)
+    assert sorted(seen[0] + seen[1]) == list(range(45))  # every image once, none twice

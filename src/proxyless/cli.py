@@ -53,7 +53,7 @@ def _add_search_args(p: argparse.ArgumentParser, run: bool = False) -> None:
     p.add_argument("--warmup-parent", type=float, default=d.warmup_parent,
                    help="share of the warm-up that trains only the largest path, which then "
                         "seeds the other candidates (0: uniform random paths throughout)")
-    p.add_argument("--epochs", type=int, default=d.epochs if not run else 4,
+    p.add_argument("--epochs", type=int, default=d.epochs if not run else 3,
                    help="search epochs after the warm-up")
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--lr", type=float, default=d.lr, help="weights' learning rate")
@@ -347,6 +347,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         if args.resume:
             raise ProxylessError("--resume needs --out: the run folder to continue")
         args.out = f"runs/{space.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    from proxyless import distributed
+
+    distributed.setup(args.device)
+    args.out = distributed.broadcast_object(args.out)  # ranks may start a second apart
     search_config = _search_config(args)
     if search_config.metric == "flops":
         raise ProxylessError("run searches for a latency target; use --target-ms")
@@ -358,6 +362,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = RunConfig(search_config, train_config, profile_threads=args.profile_threads)
     results = run_pipeline(space, data, config, args.out, resume=args.resume,
                            progress=not args.no_progress)
+    if not _is_main_rank():
+        return 0
     measured = (f"{results['measured_ms']:.3f} ms" if results["measured_ms"] is not None
                 else "n/a")
     print(f"\n{results['arch']}\n  test top-1 {results['test_top1']:.2f}%  latency target "

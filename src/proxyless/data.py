@@ -429,7 +429,8 @@ class Batches:
     def __init__(self, data: ImageSet, batch_size: int, *, mean: Sequence[float],
                  std: Sequence[float], shuffle: bool, augment: bool, seed: int = 0,
                  drop_last: bool = False, rank: int = 0, world_size: int = 1,
-                 image_size: int | None = None, device: torch.device | str = "cpu") -> None:
+                 image_size: int | None = None, device: torch.device | str = "cpu",
+                 pad: bool = True) -> None:
         if batch_size < 1 or not 0 <= rank < world_size:
             raise ValueError(f"bad batch_size={batch_size} / rank={rank} / world={world_size}")
         if len(mean) != data.channels or len(std) != data.channels:
@@ -442,7 +443,11 @@ class Batches:
         self._scale = (inv_std / 255).to(self.device)
         self._shift = (torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1) * inv_std
                        ).to(self.device)
-        self.samples = math.ceil(len(data) / world_size)  # per rank, after wrap-around padding
+        # Training pads by wrap-around so every rank runs the same number of steps (as
+        # DistributedSampler); evaluation (pad=False) splits exactly, so no image counts twice.
+        self.pad = pad
+        self.samples = (math.ceil(len(data) / world_size) if pad
+                        else len(range(rank, len(data), world_size)))
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -455,6 +460,8 @@ class Batches:
     def _order(self, generator: torch.Generator) -> torch.Tensor:
         n = len(self.data)
         order = torch.randperm(n, generator=generator) if self.shuffle else torch.arange(n)
+        if not self.pad:
+            return order[self.rank::self.world_size]
         total = self.samples * self.world_size
         if total > n:  # every rank gets the same count, as DistributedSampler does
             order = order.repeat(math.ceil(total / n))[:total]

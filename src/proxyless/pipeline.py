@@ -18,6 +18,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from proxyless import distributed
+from proxyless.arch import decode
 from proxyless.config import to_dict, write_json_atomic
 from proxyless.data import DataSplits
 from proxyless.errors import ProxylessError
@@ -73,50 +75,61 @@ def cached_table(space: SearchSpace, device: str, threads: int, min_time: float,
 
 def run_pipeline(space: SearchSpace, data: DataSplits, config: RunConfig, out_dir: str | Path,
                  resume: bool = False, progress: bool = True, log=print) -> dict:
+    """The whole job; under torchrun every rank searches and retrains, rank 0 alone profiles,
+    measures and writes (the others receive its table, target and results)."""
     out = Path(out_dir)
-    if out.exists() and any(out.iterdir()) and not resume:
+    scfg, tcfg = config.search, config.train
+    rank = distributed.setup(scfg.device)
+    main = rank.is_main
+    say = log if main else (lambda message: None)
+    busy = main and out.exists() and any(out.iterdir()) and not resume
+    if distributed.broadcast_object(busy):
         raise ProxylessError(f"{out} already holds a run; pass --resume to continue it or "
                              "choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    scfg, tcfg = config.search, config.train
     search_dir = out / "search"
 
     # 1. profile (a resumed run keeps the very table and target it started with)
     table_copy = out / "latency_table.json"
-    if resume and table_copy.exists():
-        table, table_path = LatencyTable.load(table_copy), table_copy
-        log(f"latency table: reusing this run's {table_copy}")
-    else:
-        table, table_path = cached_table(space, scfg.device, config.profile_threads,
-                                         config.profile_min_time, config.calibration_networks,
-                                         progress, log)
-        table.save(table_copy)
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        if resume and table_copy.exists():
+            table, table_path = LatencyTable.load(table_copy), table_copy
+            log(f"latency table: reusing this run's {table_copy}")
+        else:
+            table, table_path = cached_table(space, scfg.device, config.profile_threads,
+                                             config.profile_min_time,
+                                             config.calibration_networks, progress, log)
+            table.save(table_copy)
+    table_path = Path(distributed.broadcast_object(str(table_path) if main else None))
+    if not main:
+        table = LatencyTable.load(table_path)
     model = latency_model(table, space)
     fastest, slowest = model.bounds()
     saved_search = search_dir / "config.json"
     if resume and scfg.target is None and saved_search.exists():
         scfg.target = json.loads(saved_search.read_text())["search"]["target"]
-        log(f"latency target: {scfg.target} ms (this run's)")
+        say(f"latency target: {scfg.target} ms (this run's)")
     elif scfg.target is None and scfg.metric == "latency":
         scfg.target = round(fastest + config.target_fraction * (slowest - fastest), 3)
-        log(f"latency target: {scfg.target} ms (networks of this space: {fastest:.2f} - "
+        say(f"latency target: {scfg.target} ms (networks of this space: {fastest:.2f} - "
             f"{slowest:.2f} ms on this device)")
-    write_json_atomic(out / "run_config.json", to_dict(config))
+    if main:
+        write_json_atomic(out / "run_config.json", to_dict(config))
 
     # 2. search
     summary_path = search_dir / "summary.json"
     if summary_path.exists():
         summary = json.loads(summary_path.read_text())
-        log(f"search: done before ({summary['arch']})")
+        say(f"search: done before ({summary['arch']})")
     else:
         result = search(space, data, model, scfg, search_dir,
                         resume=(search_dir / "checkpoint.pt").exists(), progress=progress,
                         log=log)
-        summary = write_search_outputs(result, search_dir, scfg, model, table, log)
+        summary = (write_search_outputs(result, search_dir, scfg, model, table, log)
+                   if main else None)
         del result  # the supernet's memory is the retraining's
-    from proxyless.arch import load_architecture
-
-    arch = load_architecture(search_dir / "arch.json")
+        summary = distributed.broadcast_object(summary)
+    arch = decode(space, summary["arch"])
 
     # 3. retrain from scratch
     train_dir = out / "retrain"
@@ -127,10 +140,6 @@ def run_pipeline(space: SearchSpace, data: DataSplits, config: RunConfig, out_di
         final = train_network(arch, data, tcfg, train_dir,
                               resume=(train_dir / "checkpoint.pt").exists(), progress=progress,
                               log=log)
-    metrics = [json.loads(line) for line in (train_dir / "metrics.jsonl").read_text()
-               .splitlines()]
-    training_curves(metrics, out / "retrain.png", ("train_top1", "test_top1"),
-                    "retraining the derived network")
 
     # 4. real latency: measured end to end when the search finished (search/summary.json)
     measured, speed = summary["measured_ms"], summary["speed_factor"]
@@ -145,8 +154,13 @@ def run_pipeline(space: SearchSpace, data: DataSplits, config: RunConfig, out_di
         "device": table.meta.get("cpu"), "threads": table.meta.get("threads"),
         "table": str(table_path),
     }
-    write_json_atomic(out / "results.json", results)
-    write_report(out, results, scfg, tcfg, space)
+    if main:
+        metrics = [json.loads(line) for line in (train_dir / "metrics.jsonl").read_text()
+                   .splitlines()]
+        training_curves(metrics, out / "retrain.png", ("train_top1", "test_top1"),
+                        "retraining the derived network")
+        write_json_atomic(out / "results.json", results)
+        write_report(out, results, scfg, tcfg, space)
     return results
 
 

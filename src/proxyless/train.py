@@ -146,7 +146,7 @@ def train_network(arch: Architecture, data: DataSplits, config: TrainConfig,
                             world_size=dist_info.world_size, image_size=space.input_size,
                             device=device)
     test_batches = Batches(data.test, config.eval_batch_size, mean=data.mean, std=data.std,
-                           shuffle=False, augment=False, rank=dist_info.rank,
+                           shuffle=False, augment=False, pad=False, rank=dist_info.rank,
                            world_size=dist_info.world_size, image_size=space.input_size,
                            device=device)
     if len(train_batches) == 0:

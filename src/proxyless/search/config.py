@@ -18,7 +18,7 @@ REWARDS = ("mnas", "reference")
 class SearchConfig:
     strategy: str = "gradient"      # gradient (binarized paths) or reinforce
     epochs: int = 4                 # search epochs, after the warm-up
-    warmup_epochs: int = 1          # weights only, random single paths
+    warmup_epochs: int = 2          # weights only (see warmup_parent), then random paths
     warmup_parent: float = 0.3      # share of the warm-up that trains only the largest path,
                                     # which then seeds the others; 0: the paper's warm-up
     batch_size: int = 128

@@ -168,7 +168,7 @@ def search(space, data: DataSplits, cost_model: CostModel | None, config: Search
     eval_set = data.val
     if config.eval_limit and config.eval_limit < len(eval_set):
         eval_set = eval_set.subset(torch.arange(config.eval_limit))
-    eval_batches = Batches(eval_set, 500, shuffle=False, augment=False, **common)
+    eval_batches = Batches(eval_set, 500, shuffle=False, augment=False, pad=False, **common)
     if len(train_batches) < config.arch_every:
         raise ProxylessError(f"{len(train_batches)} training batches per epoch are fewer than "
                              f"--arch-every {config.arch_every}: no architecture step would "
