@@ -36,3 +36,29 @@ def test_train_and_search_under_torchrun(tmp_path):
     assert (tmp_path / "search" / "arch.json").exists()
     lines = (tmp_path / "search" / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 2  # only rank 0 writes
+
+
+@pytest.mark.slow
+def test_run_under_torchrun(tmp_path):
+    from proxyless.config import write_mapping_atomic
+    from proxyless.space import SearchSpace, StageSpec, load_space
+
+    space = SearchSpace(name="tiny-ddp", input_size=28, in_channels=1, num_classes=10,
+                        stem=load_space("fashion").stem,
+                        stages=(StageSpec(16, 2, 2), StageSpec(24, 1, 2)),
+                        candidates=("k3e3", "k5e6", "zero"), feature_mix=32)
+    write_mapping_atomic(tmp_path / "space.json", space.to_dict())
+    os.environ["PROXYLESS_CACHE"] = str(tmp_path / "cache")
+    try:
+        proc = torchrun(["run", "--space", str(tmp_path / "space.json"), "--data", "builtin",
+                         "--epochs", "2", "--warmup-epochs", "1", "--batch-size", "100",
+                         "--train-limit", "1000", "--retrain-epochs", "1",
+                         "--profile-min-time", "0.01", "--out", str(tmp_path / "run"),
+                         "--no-progress"], tmp_path)
+    finally:
+        del os.environ["PROXYLESS_CACHE"]
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("report:") == 1  # one rank reports
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["measured_ms"] > 0 and results["test_top1"] > 10.0
+    assert len(list((tmp_path / "cache" / "tables").glob("tiny-ddp-*.json"))) == 1

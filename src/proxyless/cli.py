@@ -174,6 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retrain-epochs", type=int, default=4)
     p.add_argument("--profile-threads", type=int, default=1,
                    help="threads for latency (default 1: batch-1 inference)")
+    p.add_argument("--profile-min-time", type=float, default=10.0,
+                   help="seconds of round-robin timing per group of layers when profiling")
     _add_search_args(p, run=True)
     _add_data_args(p)
     _add_runtime_args(p)
@@ -291,9 +293,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _is_main_rank() -> bool:
-    import torch.distributed as dist
+    from proxyless import distributed
 
-    return not dist.is_initialized() or dist.get_rank() == 0
+    return distributed.is_main()
 
 
 def cmd_search(args: argparse.Namespace) -> int:
@@ -359,7 +361,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     train_config.validate()
     data = load_data(args.data, args.data_dir, val_size=search_config.val_split,
                      seed=args.seed, image_size=space.input_size, channels=space.in_channels)
-    config = RunConfig(search_config, train_config, profile_threads=args.profile_threads)
+    if args.profile_min_time <= 0:
+        raise ProxylessError(f"--profile-min-time must be > 0, got {args.profile_min_time}")
+    config = RunConfig(search_config, train_config, profile_threads=args.profile_threads,
+                       profile_min_time=args.profile_min_time)
     results = run_pipeline(space, data, config, args.out, resume=args.resume,
                            progress=not args.no_progress)
     if not _is_main_rank():

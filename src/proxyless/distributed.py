@@ -43,6 +43,11 @@ def setup(device: str) -> DistInfo:
     return info
 
 
+def is_main() -> bool:
+    """Rank 0, or a single process."""
+    return not dist.is_initialized() or dist.get_rank() == 0
+
+
 def teardown() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import random
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from proxyless import distributed
 from proxyless.errors import ProxylessError
 
 
@@ -66,3 +68,25 @@ def check_run_dir(out: Path, checkpoint: str, resume: bool, what: str) -> Path:
     if resume and not path.exists():
         raise ProxylessError(f"--resume: {path} does not exist; nothing to resume")
     return path
+
+
+@dataclass(frozen=True)
+class RunContext:
+    dist: distributed.DistInfo
+    device: torch.device
+    checkpoint: Path
+
+
+def start_run(out: Path, device: str, threads: int | None, resume: bool,
+              what: str, checkpoint: str = "checkpoint.pt") -> RunContext:
+    """What every training loop does first: join DDP when launched by torchrun, take this
+    rank's device, set the threads, check the run folder (see `check_run_dir`), create it."""
+    info = distributed.setup(device)
+    if device.startswith("cuda") and info.enabled:
+        device = f"cuda:{info.local_rank}"
+    resolved = resolve_device(device)
+    set_threads(threads)
+    path = check_run_dir(out, checkpoint, resume, what)
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+    return RunContext(info, resolved, path)

@@ -27,14 +27,7 @@ from proxyless.config import from_dict, to_dict, write_json_atomic
 from proxyless.data import Batches, DataSplits
 from proxyless.errors import ProxylessError
 from proxyless.net import build_network
-from proxyless.runtime import (
-    check_run_dir,
-    load_checkpoint,
-    resolve_device,
-    save_checkpoint,
-    seed_epoch,
-    set_threads,
-)
+from proxyless.runtime import load_checkpoint, save_checkpoint, seed_epoch, start_run
 from proxyless.walk import count_macs, count_params
 
 CHECKPOINT = "checkpoint.pt"
@@ -124,13 +117,8 @@ def train_network(arch: Architecture, data: DataSplits, config: TrainConfig,
     """Train `arch` from scratch on data.train, report top-1 on data.test; returns final.json."""
     config.validate()
     out = Path(out_dir)
-    dist_info = distributed.setup(config.device)
-    device = resolve_device(config.device if not config.device.startswith("cuda")
-                            or not dist_info.enabled else f"cuda:{dist_info.local_rank}")
-    set_threads(config.threads)
-    checkpoint_path = check_run_dir(out, CHECKPOINT, resume, "run")
-    if dist_info.is_main:
-        out.mkdir(parents=True, exist_ok=True)
+    run = start_run(out, config.device, config.threads, resume, "run", CHECKPOINT)
+    dist_info, device, checkpoint_path = run.dist, run.device, run.checkpoint
 
     space = arch.space
     if data.train.channels != space.in_channels:

@@ -35,14 +35,7 @@ from proxyless.config import to_dict, write_json_atomic
 from proxyless.data import Batches, DataSplits
 from proxyless.errors import ProxylessError
 from proxyless.latency.model import CostModel
-from proxyless.runtime import (
-    check_run_dir,
-    load_checkpoint,
-    resolve_device,
-    save_checkpoint,
-    seed_epoch,
-    set_threads,
-)
+from proxyless.runtime import load_checkpoint, save_checkpoint, seed_epoch, start_run
 from proxyless.search.config import SearchConfig
 from proxyless.search.gradient import GradientStrategy
 from proxyless.supernet import SuperNet, recalibrate_batchnorm
@@ -138,19 +131,13 @@ def search(space, data: DataSplits, cost_model: CostModel | None, config: Search
                              f"{cost_model.space.name!r}, not the searched space "
                              f"{space.name!r}; profile this space or pass its own table")
     out = Path(out_dir)
-    dist_info = distributed.setup(config.device)
-    device = resolve_device(config.device if not (config.device.startswith("cuda")
-                                                  and dist_info.enabled)
-                            else f"cuda:{dist_info.local_rank}")
-    set_threads(config.threads)
-    checkpoint_path = check_run_dir(out, CHECKPOINT, resume, "search")
     if data.val is None:
         raise ProxylessError("the search needs a validation split held out of the training set")
     if data.train.channels != space.in_channels:
         raise ProxylessError(f"data {data.name!r} has {data.train.channels} channel(s) but "
                              f"space {space.name!r} expects {space.in_channels}")
-    if dist_info.is_main:
-        out.mkdir(parents=True, exist_ok=True)
+    run = start_run(out, config.device, config.threads, resume, "search", CHECKPOINT)
+    dist_info, device, checkpoint_path = run.dist, run.device, run.checkpoint
 
     torch.manual_seed(config.seed)
     net = SuperNet(space).to(device, memory_format=torch.channels_last)

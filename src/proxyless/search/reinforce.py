@@ -47,13 +47,19 @@ class ReinforceStrategy:
 
     # -- the reward ---------------------------------------------------------------------
     def _measure(self, arch: Architecture) -> float:
-        """End-to-end latency on this machine (torch, CPU, 1 thread), cached per network."""
+        """End-to-end latency on this machine (torch, CPU, 1 thread), cached per network.
+
+        Under torchrun rank 0 measures (ranks timing at once would slow each other down) and
+        every rank gets its figure, so all ranks compute the same rewards."""
         key = arch.encode()
         if key not in self._measured:
             from proxyless.latency.profile import Timer, measure_network
 
-            timer = Timer("torch", "cpu", threads=1, warmup=3, repeats=10, min_time=0)
-            self._measured[key] = measure_network(arch, timer).ms
+            ms = None
+            if distributed.is_main():
+                timer = Timer("torch", "cpu", threads=1, warmup=3, repeats=10, min_time=0)
+                ms = measure_network(arch, timer).ms
+            self._measured[key] = distributed.broadcast_object(ms)
         return self._measured[key]
 
     def latency(self, arch: Architecture) -> float | None:

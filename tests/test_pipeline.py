@@ -1,0 +1,66 @@
+"""`proxyless run` end to end on a tiny space: profile, search, retrain, report, resume."""
+
+import json
+
+import pytest
+import torch
+
+from proxyless import load_space
+from proxyless.data import DataSplits, load_data, split_validation
+from proxyless.errors import ProxylessError
+from proxyless.pipeline import RunConfig, run_pipeline
+from proxyless.search import SearchConfig
+from proxyless.space import SearchSpace, StageSpec
+from proxyless.train import TrainConfig
+
+
+def tiny_space() -> SearchSpace:
+    return SearchSpace(name="tiny-run", input_size=28, in_channels=1, num_classes=10,
+                       stem=load_space("fashion").stem,
+                       stages=(StageSpec(16, 2, 2), StageSpec(24, 1, 2)),
+                       candidates=("k3e3", "k5e6", "zero"), feature_mix=32)
+
+
+@pytest.fixture(scope="module")
+def tiny_data() -> DataSplits:
+    data = load_data("builtin", notify=None)
+    g = torch.Generator().manual_seed(0)
+    train = data.train.subset(torch.randperm(len(data.train), generator=g)[:600])
+    train, val = split_validation(train, 100, seed=0)
+    return DataSplits(train=train, val=val, test=data.test.subset(torch.arange(200)),
+                      name=data.name, source=data.source, mean=data.mean, std=data.std)
+
+
+def run_config() -> RunConfig:
+    return RunConfig(SearchConfig(warmup_epochs=1, epochs=2, batch_size=50, arch_every=1,
+                                  eval_limit=100),
+                     TrainConfig(epochs=1, batch_size=50),
+                     profile_min_time=0.01, calibration_networks=3)
+
+
+def test_run_profiles_searches_retrains_and_reports(tmp_path, tiny_data, monkeypatch):
+    monkeypatch.setenv("PROXYLESS_CACHE", str(tmp_path / "cache"))
+    space, logs = tiny_space(), []
+    results = run_pipeline(space, tiny_data, run_config(), tmp_path / "run", progress=False,
+                           log=logs.append)
+    out = tmp_path / "run"
+    for name in ("report.md", "results.json", "latency_table.json", "retrain.png",
+                 "search/arch.json", "search/summary.json", "search/probs.png",
+                 "search/arch.png", "retrain/final.json"):
+        assert (out / name).exists(), name
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["arch"] == results["arch"]
+    assert saved["measured_ms"] > 0 and saved["predicted_ms"] > 0
+    lo_hi = [line for line in logs if line.startswith("latency target")]
+    assert lo_hi and results["target_ms"] > 0
+    assert results["arch"] in (out / "report.md").read_text()
+    assert list((tmp_path / "cache" / "tables").glob("tiny-run-*.json"))
+
+    # a run folder is never overwritten; --resume reuses this run's table and target
+    with pytest.raises(ProxylessError, match="--resume"):
+        run_pipeline(space, tiny_data, run_config(), out, progress=False, log=logs.append)
+    logs.clear()
+    again = run_pipeline(space, tiny_data, run_config(), out, resume=True, progress=False,
+                         log=logs.append)
+    assert any("reusing this run's" in line for line in logs)
+    assert again["target_ms"] == results["target_ms"] and again["arch"] == results["arch"]
