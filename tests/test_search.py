@@ -171,3 +171,35 @@ def test_architecture_steps_leave_bn_running_statistics_alone(tiny_data):
     after = net.state_dict()
     assert all(torch.equal(v, after[k]) for k, v in before.items())
     assert any(a.grad is not None for a in net.arch_parameters())
+
+
+def test_the_dual_multiplier_rises_over_the_target_and_falls_under_it():
+    from proxyless.search.losses import constraint_term, dual_update
+
+    nu = 0.0
+    for _ in range(10):
+        nu = dual_update(nu, cost=6.0, target=4.0, rate=0.1)  # 50% over
+    assert nu == pytest.approx(0.5)
+    for _ in range(100):
+        nu = dual_update(nu, cost=3.0, target=4.0, rate=0.1)  # under: back to the paper's loss
+    assert nu == 0.0
+    expected = torch.tensor(5.0, requires_grad=True)
+    term = constraint_term(expected, 4.0, 2.0)
+    term.backward()
+    assert term.item() == pytest.approx(0.5) and expected.grad.item() == pytest.approx(0.5)
+    assert constraint_term(expected, None, 2.0) == 0.0
+
+
+def test_the_constraint_binds_where_the_soft_loss_does_not(tmp_path, tiny_data):
+    space = tiny_space()
+    cost = flops_model(space)
+    lo, hi = cost.bounds()
+    target = lo + 0.15 * (hi - lo)  # below where cross-entropy alone takes this search
+    archs = {}
+    for constraint in ("soft", "dual"):
+        cfg = config(metric="flops", target=target, constraint=constraint, dual_lr=0.5,
+                     epochs=3)
+        archs[constraint] = search(space, tiny_data, cost, cfg, tmp_path / constraint,
+                                   progress=False).arch
+    assert cost.predict(archs["soft"]) > target * 1.1
+    assert cost.predict(archs["dual"]) <= target * 1.1

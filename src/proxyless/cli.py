@@ -49,6 +49,11 @@ def _add_search_args(p: argparse.ArgumentParser, run: bool = False) -> None:
                    help="multiply-add target in millions, instead of latency")
     p.add_argument("--loss", default=d.loss, choices=["mul-log", "add-linear"])
     p.add_argument("--estimator", default=d.estimator, choices=["two", "recompute"])
+    p.add_argument("--constraint", default=d.constraint, choices=["dual", "soft"],
+                   help="dual (default): a Lagrange multiplier makes the target bind the "
+                        "derived network; soft: the paper's loss alone")
+    p.add_argument("--dual-lr", type=float, default=d.dual_lr,
+                   help="the multiplier's step per architecture step")
     p.add_argument("--warmup-epochs", type=int, default=d.warmup_epochs)
     p.add_argument("--warmup-parent", type=float, default=d.warmup_parent,
                    help="share of the warm-up that trains only the largest path, which then "
@@ -84,7 +89,8 @@ def _search_config(args: argparse.Namespace):
         strategy=args.strategy, epochs=args.epochs, warmup_epochs=args.warmup_epochs,
         warmup_parent=args.warmup_parent,
         batch_size=args.batch_size, lr=args.lr, arch_lr=args.arch_lr,
-        arch_every=args.arch_every, estimator=args.estimator, loss=args.loss, metric=metric,
+        arch_every=args.arch_every, estimator=args.estimator, loss=args.loss,
+        constraint=args.constraint, dual_lr=args.dual_lr, metric=metric,
         target=target, train_limit=args.train_limit, seed=args.seed, device=args.device,
         threads=args.threads, reinforce_samples=args.reinforce_samples,
         reinforce_reward=args.reward, reinforce_w=args.reward_w,

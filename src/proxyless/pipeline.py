@@ -46,8 +46,11 @@ class RunConfig:
 
 
 def cache_dir() -> Path:
-    base = os.environ.get("PROXYLESS_CACHE") or os.environ.get("XDG_CACHE_HOME")
-    return Path(base) / "proxyless" if base else Path.home() / ".cache" / "proxyless"
+    """$PROXYLESS_CACHE, else $XDG_CACHE_HOME/proxyless, else ~/.cache/proxyless."""
+    if os.environ.get("PROXYLESS_CACHE"):
+        return Path(os.environ["PROXYLESS_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME")
+    return (Path(base) if base else Path.home() / ".cache") / "proxyless"
 
 
 def cached_table(space: SearchSpace, device: str, threads: int, min_time: float,

@@ -11,6 +11,7 @@ from proxyless.search.losses import LOSSES
 ESTIMATORS = ("two", "recompute")
 STRATEGIES = ("gradient", "reinforce")
 METRICS = ("latency", "flops")
+CONSTRAINTS = ("dual", "soft")
 REWARDS = ("mnas", "reference")
 
 
@@ -26,7 +27,7 @@ class SearchConfig:
     momentum: float = 0.9
     weight_decay: float = 4e-5
     label_smoothing: float = 0.1
-    arch_lr: float = 2e-2           # α: Adam, betas (0, 0.999). The reference's 1e-3 is
+    arch_lr: float = 0.1            # α: Adam, betas (0, 0.999). The reference's 1e-3 is
     arch_beta1: float = 0.0         # tuned for ~10^5 α steps; small data gives ~10^2-10^3.
     arch_beta2: float = 0.999
     arch_eps: float = 1e-8
@@ -36,6 +37,9 @@ class SearchConfig:
     loss_a: float = 0.2
     loss_b: float = 0.3
     loss_lambda: float = 0.1
+    constraint: str = "dual"        # dual: the target also binds the argmax network through
+                                    # a Lagrange multiplier (see losses.py); soft: paper only
+    dual_lr: float = 0.05           # the multiplier's step per architecture step
     metric: str = "latency"         # what `target` constrains: latency (ms) or flops (MMACs)
     target: float | None = None     # None: accuracy only
     val_size: float = 0.1           # held out of the training split for α: a fraction
@@ -70,6 +74,9 @@ class SearchConfig:
         check(self.arch_every >= 1, f"arch_every must be >= 1, got {self.arch_every}")
         check(self.estimator in ESTIMATORS, f"estimator {self.estimator!r} not in {ESTIMATORS}")
         check(self.loss in LOSSES, f"loss {self.loss!r} not in {LOSSES}")
+        check(self.constraint in CONSTRAINTS,
+              f"constraint {self.constraint!r} not in {CONSTRAINTS}")
+        check(self.dual_lr > 0, f"dual_lr must be > 0, got {self.dual_lr}")
         check(self.metric in METRICS, f"metric {self.metric!r} not in {METRICS}")
         check(self.target is None or self.target > 0, f"target must be > 0, got {self.target}")
         check(0 < self.val_size < 1 or self.val_size >= 10,

@@ -14,7 +14,7 @@ from torch import nn
 from proxyless import distributed
 from proxyless.latency.model import CostModel
 from proxyless.search.config import SearchConfig
-from proxyless.search.losses import hardware_loss
+from proxyless.search.losses import constraint_term, dual_update, hardware_loss
 from proxyless.supernet import SuperNet, frozen_bn_statistics, rescale_pair
 
 
@@ -25,6 +25,7 @@ class GradientStrategy:
         self.optimizer = torch.optim.Adam(supernet.arch_parameters(), lr=config.arch_lr,
                                           betas=(config.arch_beta1, config.arch_beta2),
                                           eps=config.arch_eps, weight_decay=0.0)
+        self.multiplier = 0.0  # ν of the latency (or FLOPs) constraint
 
     def step(self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> dict:
         net, config = self.net, self.config
@@ -39,6 +40,7 @@ class GradientStrategy:
                         if self.cost_model is not None and config.target else None)
             loss = hardware_loss(ce, expected, config.target, config.loss, config.loss_a,
                                  config.loss_b, config.loss_lambda)
+            loss = loss + constraint_term(expected, config.target, self.multiplier)
             loss.backward()
         net.set_alpha_grads()
         distributed.average_grads(net.arch_parameters())
@@ -46,10 +48,14 @@ class GradientStrategy:
         if config.estimator == "two":
             for op, old in zip(net.mixed_ops, old_alpha, strict=True):
                 rescale_pair(op.alpha, old, op.involved)
-        return {"arch_loss": loss.item(), "arch_ce": ce.item()}
+        if expected is not None and config.constraint == "dual":
+            cost = self.cost_model.predict(net.derive())
+            self.multiplier = dual_update(self.multiplier, cost, config.target, config.dual_lr)
+        return {"arch_loss": loss.item(), "arch_ce": ce.item(), "multiplier": self.multiplier}
 
     def state_dict(self) -> dict:
-        return {"optimizer": self.optimizer.state_dict()}
+        return {"optimizer": self.optimizer.state_dict(), "multiplier": self.multiplier}
 
     def load_state_dict(self, state: dict) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
+        self.multiplier = state.get("multiplier", 0.0)

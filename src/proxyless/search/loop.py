@@ -255,6 +255,8 @@ def search(space, data: DataSplits, cost_model: CostModel | None, config: Search
                   "arch_steps": len(arch_stats)}
         if arch_stats:
             record["arch_loss"] = sum(s["arch_loss"] for s in arch_stats) / len(arch_stats)
+            if "multiplier" in arch_stats[-1]:
+                record["multiplier"] = arch_stats[-1]["multiplier"]
         if cost_model is not None:
             with torch.no_grad():
                 record[f"expected_{cost_model.name}"] = cost_model.expected_supernet(net).item()

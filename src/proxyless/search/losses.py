@@ -6,6 +6,16 @@ With E = the expected cost under p (differentiable in α) and T the target:
                (for T < 10, in units of T/10 so that log T stays positive)
 - `add-linear`: CE + λ (E − T) / T, λ = 0.1
 
+Both are soft: at a few ms, mul-log raises the loss by ~5% for a network 50% over the target,
+and a short search ends wherever cross-entropy pulls it. So by default (`constraint="dual"`)
+the target is also a constraint, relaxed with a Lagrange multiplier ν ≥ 0:
+
+    loss = hardware_loss(CE, E, T) + ν (E − T) / T,    ν ← max(0, ν + η (C/T − 1))
+
+after each architecture step, where C is the cost of the current argmax architecture (the
+network the search will hand over). ν stays 0 while that network meets the target (the
+paper's loss, unchanged), grows while it does not, and shrinks again once it does.
+
 Without a target the architecture step optimizes cross-entropy alone.
 """
 
@@ -35,3 +45,16 @@ def hardware_loss(ce: torch.Tensor, expected: torch.Tensor | None, target: float
     if kind == "add-linear":
         return ce + lam * (expected - target) / target
     raise ProxylessError(f"--loss {kind!r}: expected one of {', '.join(LOSSES)}")
+
+
+def constraint_term(expected: torch.Tensor | None, target: float | None,
+                    multiplier: float) -> torch.Tensor | float:
+    """ν (E − T) / T: the Lagrangian term of the constraint E ≤ T (0 while ν = 0)."""
+    if target is None or expected is None or multiplier == 0:
+        return 0.0
+    return multiplier * (expected - target) / target
+
+
+def dual_update(multiplier: float, cost: float, target: float, rate: float) -> float:
+    """Dual ascent on ν from the argmax network's cost: up while over T, down while under."""
+    return max(0.0, multiplier + rate * (cost / target - 1.0))

@@ -10,8 +10,10 @@ running statistics untouched); reward
 - `reference` R = ACC · (T / LAT)^0.1 (the reference code's),
 
 times any extra objectives `arch -> float`; b is a moving average of the rewards; Adam
-ascends J. LAT comes from the cost model (a lookup table), or from measuring each sampled
-network end to end on this machine (`measure=True`, cached by architecture), or from any
+ascends J. With `constraint="dual"` (the default) the target also binds as in the gradient
+strategy: R − ν (LAT / T − 1), with ν raised while the argmax network misses T.
+LAT comes from the cost model (a lookup table), or from measuring each sampled network end
+to end on this machine (`measure=True`, cached by architecture), or from any
 function `arch -> float` given through the Python API.
 """
 
@@ -25,6 +27,7 @@ from proxyless import distributed
 from proxyless.arch import Architecture
 from proxyless.latency.model import CostModel
 from proxyless.search.config import SearchConfig
+from proxyless.search.losses import dual_update
 from proxyless.supernet import SuperNet, frozen_bn_statistics
 
 Objective = Callable[[Architecture], float]
@@ -44,6 +47,7 @@ class ReinforceStrategy:
         self._measured: dict[str, float] = {}
         if latency_fn is None and config.reinforce_measure:
             self.latency_fn = self._measure
+        self.multiplier = 0.0  # ν of the constraint cost <= target
 
     # -- the reward ---------------------------------------------------------------------
     def _measure(self, arch: Architecture) -> float:
@@ -65,6 +69,12 @@ class ReinforceStrategy:
     def latency(self, arch: Architecture) -> float | None:
         if self.latency_fn is not None:
             return self.latency_fn(arch)
+        return self.cost_model.predict(arch) if self.cost_model is not None else None
+
+    def cost(self, arch: Architecture) -> float | None:
+        """What the target constrains: latency (however it is obtained) or the cost model's."""
+        if self.config.metric == "latency":
+            return self.latency(arch)
         return self.cost_model.predict(arch) if self.cost_model is not None else None
 
     def reward(self, arch: Architecture, accuracy: float) -> float:
@@ -123,16 +133,27 @@ class ReinforceStrategy:
     def step(self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> dict:
         samples = self.sample(self.config.reinforce_samples, generator)
         rewards = []
+        target, dual = self.config.target, self.config.constraint == "dual"
         for indices in samples:
             arch = Architecture.from_indices(self.net.space, indices)
-            rewards.append(self.reward(arch, self.evaluate(indices, x, y)))
-        return self.update(samples, rewards)
+            reward = self.reward(arch, self.evaluate(indices, x, y))
+            if dual and target is not None and self.multiplier > 0:
+                reward -= self.multiplier * (self.cost(arch) / target - 1.0)
+            rewards.append(reward)
+        stats = self.update(samples, rewards)
+        if dual and target is not None:
+            cost = self.cost(self.net.derive())
+            if cost is not None:
+                self.multiplier = dual_update(self.multiplier, cost, target,
+                                              self.config.dual_lr)
+        return {**stats, "multiplier": self.multiplier}
 
     def state_dict(self) -> dict:
         return {"optimizer": self.optimizer.state_dict(), "baseline": self.baseline,
-                "measured": dict(self._measured)}
+                "measured": dict(self._measured), "multiplier": self.multiplier}
 
     def load_state_dict(self, state: dict) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
         self.baseline = state["baseline"]
         self._measured = dict(state.get("measured", {}))
+        self.multiplier = state.get("multiplier", 0.0)
