@@ -60,10 +60,12 @@ def test_search_writes_its_outputs(tmp_path, tiny_data):
     assert len(result.probs_history) == 4  # initial + one per epoch
 
 
-def test_resume_gives_the_same_architecture(tmp_path, tiny_data, monkeypatch):
+@pytest.mark.parametrize("strategy", ["gradient", "reinforce"])
+def test_resume_gives_the_same_architecture(tmp_path, tiny_data, monkeypatch, strategy):
     space = tiny_space()
     cost = flops_model(space)
-    cfg = config(metric="flops", target=cost.bounds()[0] * 1.5, epochs=3)
+    cfg = config(metric="flops", target=cost.bounds()[0] * 1.5, epochs=3, strategy=strategy,
+                 reinforce_samples=4)
     full = search(space, tiny_data, cost, cfg, tmp_path / "a", progress=False)
 
     import proxyless.search.loop as loop
@@ -72,7 +74,7 @@ def test_resume_gives_the_same_architecture(tmp_path, tiny_data, monkeypatch):
 
     def interrupt(*args, **kwargs):
         calls.append(1)
-        if len(calls) == 3:
+        if len(calls) == 4:  # in the last epoch: α steps, Adam and ν come from a checkpoint
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
@@ -203,3 +205,25 @@ def test_the_constraint_binds_where_the_soft_loss_does_not(tmp_path, tiny_data):
                                    progress=False).arch
     assert cost.predict(archs["soft"]) > target * 1.1
     assert cost.predict(archs["dual"]) <= target * 1.1
+
+
+def test_reinforce_takes_a_measured_latency_and_user_objectives(tmp_path, tiny_data):
+    space = tiny_space()
+    seen = []
+
+    def latency(arch):  # stands for any measurement: no table, no gradient
+        seen.append(arch)
+        return 1.0 + sum(token != "zero" for token in arch.blocks)
+
+    def no_k7(arch):  # a user objective: networks with a 7x7 kernel score near nothing
+        return 0.05 if any(token.startswith("k7") for token in arch.blocks) else 1.0
+
+    cfg = config(strategy="reinforce", target=4.0, epochs=3, arch_lr=0.3, reinforce_samples=6)
+    result = search(space, tiny_data, None, cfg, tmp_path / "r", progress=False,
+                    latency_fn=latency, objectives=[no_k7])
+    assert seen and not any(t.startswith("k7") for t in result.arch.blocks)
+    with pytest.raises(ProxylessError, match="reinforce"):
+        search(space, tiny_data, None, config(), tmp_path / "g", progress=False,
+               objectives=[no_k7])
+    with pytest.raises(ProxylessError, match="--strategy reinforce"):
+        SearchConfig(reinforce_measure=True).validate()

@@ -316,9 +316,13 @@ def cmd_search(args: argparse.Namespace) -> int:
     config = _search_config(args)
     table = LatencyTable.load(args.table) if args.table else None
     latency = latency_model(table, space) if table else None
-    if config.metric == "latency" and config.target is not None and latency is None:
+    if config.metric == "latency" and config.target is not None and latency is None \
+            and not config.reinforce_measure:
         raise ProxylessError("--target-ms needs --table (make one with `proxyless profile "
-                             f"--space {args.space} --out table.json`)")
+                             f"--space {args.space} --out table.json`), or --strategy "
+                             "reinforce --measure-latency")
+    if table is not None and config.reinforce_measure:
+        config.measure_threads = int(table.meta.get("threads") or 1)  # the target's units
     if latency is not None and config.target is not None and config.metric == "latency":
         lo, hi = latency.bounds()
         if config.target < lo:

@@ -82,6 +82,7 @@ def run_pipeline(space: SearchSpace, data: DataSplits, config: RunConfig, out_di
     measures and writes (the others receive its table, target and results)."""
     out = Path(out_dir)
     scfg, tcfg = config.search, config.train
+    scfg.measure_threads = config.profile_threads  # measured latency in the table's units
     rank = distributed.setup(scfg.device)
     main = rank.is_main
     say = log if main else (lambda message: None)
@@ -167,6 +168,14 @@ def run_pipeline(space: SearchSpace, data: DataSplits, config: RunConfig, out_di
     return results
 
 
+def strategy_details(scfg: SearchConfig) -> str:
+    if scfg.strategy == "reinforce":
+        latency = "measured end to end" if scfg.reinforce_measure else "from the table"
+        return (f"{scfg.reinforce_samples} architectures per update, reward "
+                f"`{scfg.reinforce_reward}`, latency {latency}")
+    return f"loss `{scfg.loss}`, estimator `{scfg.estimator}`"
+
+
 def write_report(out: Path, r: dict, scfg: SearchConfig, tcfg: TrainConfig,
                  space: SearchSpace) -> Path:
     measured = f"{r['measured_ms']:.3f} ms" if r["measured_ms"] is not None else "n/a"
@@ -201,8 +210,9 @@ def write_report(out: Path, r: dict, scfg: SearchConfig, tcfg: TrainConfig,
         "",
         "![retraining](retrain.png)",
         "",
-        f"Search: {scfg.strategy} strategy, {scfg.warmup_epochs} warm-up + {scfg.epochs} search "
-        f"epochs, loss `{scfg.loss}`, estimator `{scfg.estimator}`. Files: `search/` (arch.json, "
+        f"Search: {scfg.strategy} strategy ({strategy_details(scfg)}), {scfg.warmup_epochs} "
+        f"warm-up + {scfg.epochs} search epochs, target as a `{scfg.constraint}` constraint. "
+        "Files: `search/` (arch.json, "
         "summary.json, metrics.jsonl), `retrain/` (final.json, metrics.jsonl, model.pt), "
         "`latency_table.json`, `results.json`.",
         "",

@@ -51,6 +51,7 @@ class SearchConfig:
     reinforce_w: float = -0.07
     reinforce_baseline_decay: float = 0.9
     reinforce_measure: bool = False  # REINFORCE: LAT measured end to end, not from the table
+    measure_threads: int = 1        # ... with this many threads (those of the table, if any)
     seed: int = 0
     device: str = "cpu"
     threads: int | None = None
@@ -84,6 +85,11 @@ class SearchConfig:
         check(self.reinforce_samples >= 2, "reinforce_samples must be >= 2")
         check(self.reinforce_reward in REWARDS, f"reinforce_reward not in {REWARDS}")
         check(0 <= self.reinforce_baseline_decay < 1, "reinforce_baseline_decay in [0, 1)")
+        check(not self.reinforce_measure or self.strategy == "reinforce",
+              "measuring latency end to end (--measure-latency) needs --strategy reinforce")
+        check(not self.reinforce_measure or self.metric == "latency",
+              "--measure-latency measures latency: give --target-ms, not --target-mflops")
+        check(self.measure_threads >= 1, "measure_threads must be >= 1")
 
     @property
     def val_split(self) -> int | float:

@@ -3,7 +3,9 @@
 One architecture step: fresh gates in the estimator's mode (`two` or `recompute`), the loss
 (cross-entropy, times or plus the hardware term) on a validation batch with the weights
 frozen, dL/dα from the gate gradients plus the exact gradient of E[cost], an Adam step, and,
-for `two`, the rescale that keeps every unsampled path's probability.
+for `two`, the rescale that gives the sampled pair its old share of the logits' mass back: the
+gate gradients then never change an unsampled path's probability. (The E[cost] gradient
+reaches every α, so with a target the unsampled paths do move, as in the reference code.)
 """
 
 from __future__ import annotations

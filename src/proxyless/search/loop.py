@@ -21,7 +21,7 @@ import itertools
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +38,7 @@ from proxyless.latency.model import CostModel
 from proxyless.runtime import load_checkpoint, save_checkpoint, seed_epoch, start_run
 from proxyless.search.config import SearchConfig
 from proxyless.search.gradient import GradientStrategy
+from proxyless.search.reinforce import Objective, ReinforceStrategy
 from proxyless.supernet import SuperNet, recalibrate_batchnorm
 from proxyless.train import param_groups
 
@@ -91,11 +92,12 @@ def warmup_paths(net: SuperNet, step: int, warm_steps: int, parent_steps: int,
 
 
 def make_strategy(supernet: SuperNet, cost_model: CostModel | None, config: SearchConfig,
-                  data: DataSplits | None = None):
+                  latency_fn: Objective | None = None, objectives: Sequence[Objective] = ()):
     if config.strategy == "reinforce":
-        from proxyless.search.reinforce import ReinforceStrategy
-
-        return ReinforceStrategy(supernet, cost_model, config)
+        return ReinforceStrategy(supernet, cost_model, config, latency_fn, objectives)
+    if latency_fn is not None or objectives:
+        raise ProxylessError("latency_fn and objectives need strategy='reinforce': the "
+                             "gradient strategy only takes a differentiable cost model")
     return GradientStrategy(supernet, cost_model, config)
 
 
@@ -122,10 +124,20 @@ def evaluate_argmax(net: SuperNet, batches: Batches, calibration: Batches | None
 
 def search(space, data: DataSplits, cost_model: CostModel | None, config: SearchConfig,
            out_dir: str | Path, resume: bool = False, progress: bool = True,
-           log: Callable[[str], None] = print) -> SearchResult:
+           log: Callable[[str], None] = print, latency_fn: Objective | None = None,
+           objectives: Sequence[Objective] = ()) -> SearchResult:
+    """ProxylessNAS on `data` under `config`; checkpoints, metrics and plots go to out_dir.
+
+    REINFORCE also takes `latency_fn(arch) -> ms` instead of the cost model's prediction
+    (anything measured or computed, no gradient needed) and extra `objectives(arch) -> float`
+    that multiply the reward.
+    """
     config.validate()
-    if config.target is not None and cost_model is None:
-        raise ProxylessError("a target needs a cost model (a latency table, or --target-mflops)")
+    measured = config.strategy == "reinforce" and config.metric == "latency" and (
+        latency_fn is not None or config.reinforce_measure)
+    if config.target is not None and cost_model is None and not measured:
+        raise ProxylessError("a target needs a cost model (a latency table, or --target-mflops)"
+                             ", or REINFORCE with latency measured end to end")
     if cost_model is not None and cost_model.space.slots() != space.slots():
         raise ProxylessError(f"the {cost_model.name} model was built for space "
                              f"{cost_model.space.name!r}, not the searched space "
@@ -167,7 +179,7 @@ def search(space, data: DataSplits, cost_model: CostModel | None, config: Search
     w_opt = torch.optim.SGD(param_groups_weights(net, config.weight_decay), lr=config.lr,
                             momentum=config.momentum, nesterov=True)
     w_sched = torch.optim.lr_scheduler.LambdaLR(w_opt, _phase_lr(config, len(train_batches)))
-    strategy = make_strategy(net, cost_model, config, data)
+    strategy = make_strategy(net, cost_model, config, latency_fn, objectives)
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
 
     metrics: list[dict] = []

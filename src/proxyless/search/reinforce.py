@@ -51,7 +51,7 @@ class ReinforceStrategy:
 
     # -- the reward ---------------------------------------------------------------------
     def _measure(self, arch: Architecture) -> float:
-        """End-to-end latency on this machine (torch, CPU, 1 thread), cached per network.
+        """End-to-end latency on this machine (torch, batch 1), cached per network.
 
         Under torchrun rank 0 measures (ranks timing at once would slow each other down) and
         every rank gets its figure, so all ranks compute the same rewards."""
@@ -61,7 +61,9 @@ class ReinforceStrategy:
 
             ms = None
             if distributed.is_main():
-                timer = Timer("torch", "cpu", threads=1, warmup=3, repeats=10, min_time=0)
+                device = "cuda" if self.config.device.startswith("cuda") else "cpu"
+                timer = Timer("torch", device, threads=self.config.measure_threads, warmup=3,
+                              repeats=10, min_time=0)
                 ms = measure_network(arch, timer).ms
             self._measured[key] = distributed.broadcast_object(ms)
         return self._measured[key]
