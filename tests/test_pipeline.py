@@ -53,7 +53,9 @@ def test_run_profiles_searches_retrains_and_reports(tmp_path, tiny_data, monkeyp
     assert saved["measured_ms"] > 0 and saved["predicted_ms"] > 0
     lo_hi = [line for line in logs if line.startswith("latency target")]
     assert lo_hi and results["target_ms"] > 0
-    assert results["arch"] in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    row = next(line for line in report.splitlines() if line.startswith("| architecture"))
+    assert row.count(" | ") == 1 and results["arch"].replace("|", "\\|") in row  # one cell
     assert list((tmp_path / "cache" / "tables").glob("tiny-run-*.json"))
 
     # a run folder is never overwritten; --resume reuses this run's table and target
@@ -64,3 +66,14 @@ def test_run_profiles_searches_retrains_and_reports(tmp_path, tiny_data, monkeyp
                          log=logs.append)
     assert any("reusing this run's" in line for line in logs)
     assert again["target_ms"] == results["target_ms"] and again["arch"] == results["arch"]
+
+
+def test_run_with_the_reinforce_strategy(tmp_path, tiny_data, monkeypatch):
+    monkeypatch.setenv("PROXYLESS_CACHE", str(tmp_path / "cache"))
+    config = run_config()
+    config.search.strategy, config.search.reinforce_samples = "reinforce", 4
+    results = run_pipeline(tiny_space(), tiny_data, config, tmp_path / "run", progress=False,
+                           log=lambda m: None)
+    assert results["measured_ms"] > 0 and results["test_top1"] >= 0
+    assert "reinforce strategy (4 architectures per update" in \
+        (tmp_path / "run" / "report.md").read_text()

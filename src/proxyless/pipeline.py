@@ -178,7 +178,13 @@ def strategy_details(scfg: SearchConfig) -> str:
 
 def write_report(out: Path, r: dict, scfg: SearchConfig, tcfg: TrainConfig,
                  space: SearchSpace) -> Path:
-    measured = f"{r['measured_ms']:.3f} ms" if r["measured_ms"] is not None else "n/a"
+    arch_cell = r["arch"].replace("|", "\\|")  # a bare | would split the table's cell
+    measured = "n/a"
+    if r["measured_ms"] is not None:
+        measured = f"{r['measured_ms']:.3f} ms"
+        if r.get("speed_factor"):  # the machine's drift taken out: comparable with the target
+            measured += (f" ({r['measured_ms'] / r['speed_factor']:.3f} ms at the table's "
+                         f"speed)")
     lines = [
         f"# proxyless run: {space.name}",
         "",
@@ -188,7 +194,7 @@ def write_report(out: Path, r: dict, scfg: SearchConfig, tcfg: TrainConfig,
         "",
         "| result | value |",
         "| --- | --- |",
-        f"| architecture | `{r['arch']}` |",
+        f"| architecture | `{arch_cell}` |",
         f"| test top-1 (retrained {tcfg.epochs} epochs) | {r['test_top1']:.2f}% |",
         f"| latency: target / predicted / measured | {r['target_ms']} ms / "
         f"{r['predicted_ms']:.3f} ms / {measured} |",
