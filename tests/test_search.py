@@ -9,7 +9,7 @@ import torch
 from proxyless import load_space
 from proxyless.data import DataSplits, load_data, split_validation
 from proxyless.errors import ProxylessError
-from proxyless.latency.model import flops_model
+from proxyless.latency.model import flops_model, params_model
 from proxyless.search import SearchConfig, search
 from proxyless.search.losses import hardware_loss
 from proxyless.search.outputs import write_search_outputs
@@ -44,14 +44,15 @@ def test_search_writes_its_outputs(tmp_path, tiny_data):
     space = tiny_space()
     cost = flops_model(space)
     cfg = config(metric="flops", target=cost.bounds()[0] * 1.2)
-    result = search(space, tiny_data, cost, cfg, tmp_path, progress=False)
+    result = search(space, tiny_data, cost, cfg, tmp_path, progress=False,
+                    also_log=[params_model(space)])
     summary = write_search_outputs(result, tmp_path, cfg, None, None)
     lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [m["phase"] for m in lines] == ["warmup", "search", "search"]
     assert lines[0]["arch_steps"] == 0 and lines[1]["arch_steps"] == 0  # none in 1st search
     assert lines[2]["arch_steps"] > 0
     for key in ("train_loss", "train_top1", "val_top1", "expected_flops", "argmax_flops",
-                "entropy", "arch"):
+                "entropy", "arch", "expected_params", "argmax_params"):
         assert key in lines[-1]
     for key in ("arch", "predicted_ms", "measured_ms", "params", "macs", "target_ms"):
         assert key in summary

@@ -332,7 +332,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     data = load_data(args.data, args.data_dir, val_size=config.val_split, seed=args.seed,
                      image_size=space.input_size, channels=space.in_channels)
     result = search(space, data, cost, config, args.out, resume=args.resume,
-                    progress=not args.no_progress)
+                    progress=not args.no_progress,
+                    also_log=[latency] if latency is not None and cost is not latency else [])
     if not _is_main_rank():
         return 0
     summary = write_search_outputs(result, args.out, config, latency, table)

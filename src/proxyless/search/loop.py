@@ -125,12 +125,14 @@ def evaluate_argmax(net: SuperNet, batches: Batches, calibration: Batches | None
 def search(space, data: DataSplits, cost_model: CostModel | None, config: SearchConfig,
            out_dir: str | Path, resume: bool = False, progress: bool = True,
            log: Callable[[str], None] = print, latency_fn: Objective | None = None,
-           objectives: Sequence[Objective] = ()) -> SearchResult:
+           objectives: Sequence[Objective] = (),
+           also_log: Sequence[CostModel] = ()) -> SearchResult:
     """ProxylessNAS on `data` under `config`; checkpoints, metrics and plots go to out_dir.
 
     REINFORCE also takes `latency_fn(arch) -> ms` instead of the cost model's prediction
     (anything measured or computed, no gradient needed) and extra `objectives(arch) -> float`
-    that multiply the reward.
+    that multiply the reward. `also_log`: cost models whose expected and argmax costs go into
+    metrics.jsonl beside the constrained one (e.g. latency under a FLOPs target).
     """
     config.validate()
     measured = config.strategy == "reinforce" and config.metric == "latency" and (
@@ -269,10 +271,11 @@ def search(space, data: DataSplits, cost_model: CostModel | None, config: Search
             record["arch_loss"] = sum(s["arch_loss"] for s in arch_stats) / len(arch_stats)
             if "multiplier" in arch_stats[-1]:
                 record["multiplier"] = arch_stats[-1]["multiplier"]
-        if cost_model is not None:
-            with torch.no_grad():
-                record[f"expected_{cost_model.name}"] = cost_model.expected_supernet(net).item()
-            record[f"argmax_{cost_model.name}"] = cost_model.predict(arch)
+        for model in (cost_model, *also_log):
+            if model is not None and f"argmax_{model.name}" not in record:
+                with torch.no_grad():
+                    record[f"expected_{model.name}"] = model.expected_supernet(net).item()
+                record[f"argmax_{model.name}"] = model.predict(arch)
         record["epoch_time_s"] = time.perf_counter() - started
         elapsed += record["epoch_time_s"]
         metrics.append(record)
