@@ -443,7 +443,11 @@ COMMANDS = {"inspect": cmd_inspect, "train": cmd_train, "profile": cmd_profile,
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
+        code = COMMANDS[args.command](args)
+        from proxyless import distributed
+
+        distributed.finish()  # not on errors: the other ranks may never arrive
+        return code
     except ProxylessError as err:
         print(f"proxyless: error: {err}", file=sys.stderr)
         return 2
