@@ -82,16 +82,16 @@ class ReinforceStrategy:
     def reward(self, arch: Architecture, accuracy: float) -> float:
         config, value = self.config, accuracy
         target = config.target
-        if target is not None:
-            lat = self.latency(arch) if config.metric == "latency" else \
-                self.cost_model.predict(arch)
-            if lat is not None:
-                if config.reinforce_reward == "mnas":
-                    value *= (lat / target) ** config.reinforce_w
-                else:
-                    value *= (target / lat) ** 0.1
+        cost = self.cost(arch) if target is not None else None
+        if cost is not None:
+            if config.reinforce_reward == "mnas":
+                value *= (cost / target) ** config.reinforce_w
+            else:
+                value *= (target / cost) ** 0.1
         for objective in self.objectives:
             value *= objective(arch)
+        if cost is not None and self.multiplier > 0:  # the dual constraint (0 while it holds)
+            value -= self.multiplier * (cost / target - 1.0)
         return value
 
     # -- sampling and the policy-gradient update -----------------------------------------
@@ -134,16 +134,11 @@ class ReinforceStrategy:
 
     def step(self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> dict:
         samples = self.sample(self.config.reinforce_samples, generator)
-        rewards = []
-        target, dual = self.config.target, self.config.constraint == "dual"
-        for indices in samples:
-            arch = Architecture.from_indices(self.net.space, indices)
-            reward = self.reward(arch, self.evaluate(indices, x, y))
-            if dual and target is not None and self.multiplier > 0:
-                reward -= self.multiplier * (self.cost(arch) / target - 1.0)
-            rewards.append(reward)
+        rewards = [self.reward(Architecture.from_indices(self.net.space, indices),
+                               self.evaluate(indices, x, y)) for indices in samples]
         stats = self.update(samples, rewards)
-        if dual and target is not None:
+        target = self.config.target
+        if self.config.constraint == "dual" and target is not None:
             cost = self.cost(self.net.derive())
             if cost is not None:
                 self.multiplier = dual_update(self.multiplier, cost, target,
