@@ -35,9 +35,9 @@ import torch
 from proxyless import Architecture, load_space
 from proxyless.arch import decode
 from proxyless.data import DataSplits, load_data
-from proxyless.latency.check import measure_many
-from proxyless.latency.model import latency_model
-from proxyless.pipeline import cached_table
+from proxyless.latency.cache import cached_table
+from proxyless.latency.cost import latency_model
+from proxyless.latency.measure import Meter
 from proxyless.search import SearchConfig, search
 from proxyless.train import TrainConfig, train_network
 from proxyless.walk import count_macs, count_params
@@ -156,8 +156,7 @@ def main() -> None:
         for i, arch in enumerate(random_meeting(space, model, target, args.random, seed=7)):
             candidates.append((f"random {i + 1}", arch, {}))
         candidates.append(("uniform k3e6 (cut)", uniform_meeting(space, model, target), {}))
-        measured, speed = measure_many([a for _, a, _ in candidates], table, progress=False,
-                                       desc="measure")
+        measured, speed = Meter.for_table(table).measure([a for _, a, _ in candidates])
         for (name, arch, cost), ms in zip(candidates, measured, strict=True):
             slug = re.sub(r'[^a-z0-9]+', '_', name).strip('_')
             # the unconstrained network is the same for every target: trained once

@@ -25,9 +25,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from proxyless.config import read_mapping, write_mapping_atomic
+from proxyless.config import REFERENCE_NET, mapping_kind, read_mapping, write_mapping_atomic
 from proxyless.errors import ProxylessError
 from proxyless.space import (
+    DEFAULT_CANDIDATES,
     ZERO,
     FirstBlockSpec,
     SearchSpace,
@@ -167,9 +168,6 @@ def decode(space: SearchSpace, text: str) -> Architecture:
 
 
 # -- the reference code's net.config ---------------------------------------------------
-_DEFAULT_CANDIDATES = ("k3e3", "k3e6", "k5e3", "k5e6", "k7e3", "k7e6", ZERO)
-
-
 def _field(layer: dict, key: str, where: str):
     if not isinstance(layer, dict) or key not in layer:
         raise ProxylessError(f"{where}: missing key {key!r} (is this a reference net.config?)")
@@ -183,26 +181,13 @@ def _int(layer: dict, key: str, where: str) -> int:
     return int(value)
 
 
-def import_reference_config(config: dict, name: str = "reference",
-                            input_size: int = 224) -> Architecture:
-    """Convert the reference code's `net.config` (ProxylessNASNets) into an Architecture.
-
-    Widths are taken from the file (the released networks differ from the paper's space), so
-    the space returned is that network's own, with the paper's candidate list.
-    """
-    where = f"net.config {name!r}"
-    first_conv = _field(config, "first_conv", where)
-    blocks = _field(config, "blocks", where)
-    if not isinstance(blocks, list) or len(blocks) < 2:
-        raise ProxylessError(f"{where}: 'blocks' must list the first block and the searchable ones")
-    first = _field(blocks[0], "mobile_inverted_conv", f"{where}: blocks[0]")
-    if first.get("name") != "MBInvertedConvLayer" or first.get("expand_ratio") != 1:
-        raise ProxylessError(f"{where}: blocks[0] must be the fixed MBConv with expand_ratio 1")
-
+def _reference_stages(blocks: list, channels: int,
+                      where: str) -> tuple[list[list[int]], list[str]]:
+    """The stages ([width, depth, stride]) and op tokens of a net.config's searchable blocks;
+    `channels`: what the first block gives."""
     stages: list[list[int]] = []  # [width, depth, stride]
     tokens: list[str] = []
-    channels = _int(first, "out_channels", f"{where}: blocks[0]")
-    for i, block in enumerate(blocks[1:], start=1):
+    for i, block in enumerate(blocks, start=1):
         conv = _field(block, "mobile_inverted_conv", f"{where}: blocks[{i}]")
         kind = conv.get("name")
         here = f"{where}: blocks[{i}]"
@@ -231,12 +216,32 @@ def import_reference_config(config: dict, name: str = "reference",
             stages[-1][1] += 1
         tokens.append(f"k{kernel}e{expand}")
         channels = out_chs
+    return stages, tokens
 
+
+def import_reference_config(config: dict, name: str = "reference",
+                            input_size: int = 224) -> Architecture:
+    """Convert the reference code's `net.config` (ProxylessNASNets) into an Architecture.
+
+    Widths are taken from the file (the released networks differ from the paper's space), so
+    the space returned is that network's own, with the paper's candidate list.
+    """
+    where = f"net.config {name!r}"
+    first_conv = _field(config, "first_conv", where)
+    blocks = _field(config, "blocks", where)
+    if not isinstance(blocks, list) or len(blocks) < 2:
+        raise ProxylessError(f"{where}: 'blocks' must list the first block and the searchable ones")
+    first = _field(blocks[0], "mobile_inverted_conv", f"{where}: blocks[0]")
+    if first.get("name") != "MBInvertedConvLayer" or first.get("expand_ratio") != 1:
+        raise ProxylessError(f"{where}: blocks[0] must be the fixed MBConv with expand_ratio 1")
+
+    stages, tokens = _reference_stages(blocks[1:], _int(first, "out_channels",
+                                                        f"{where}: blocks[0]"), where)
     mix = _field(config, "feature_mix_layer", where)
     classifier = _field(config, "classifier", where)
     if not stages:
         raise ProxylessError(f"{where}: no searchable blocks after the first block")
-    candidates = list(_DEFAULT_CANDIDATES)
+    candidates = list(DEFAULT_CANDIDATES)
     for token in tokens:
         if token not in candidates:
             candidates.insert(len(candidates) - 1, token)
@@ -257,16 +262,13 @@ def import_reference_config(config: dict, name: str = "reference",
     return Architecture(space, tuple(tokens))
 
 
-def is_reference_config(data: dict) -> bool:
-    return "first_conv" in data and "feature_mix_layer" in data
-
-
-def load_architecture(path: str | Path) -> Architecture:
-    """Load an architecture file of ours, or a reference `net.config`."""
+def load_architecture(path: str | Path, input_size: int | None = None) -> Architecture:
+    """Load an architecture file of ours, or a reference `net.config` (at `input_size`,
+    default 224)."""
     path = Path(path)
     data = read_mapping(path, "architecture file")
-    if is_reference_config(data):
-        return import_reference_config(data, name=path.stem)
+    if mapping_kind(data) == REFERENCE_NET:
+        return import_reference_config(data, path.stem, input_size or 224)
     if "arch" in data and isinstance(data["arch"], dict):  # e.g. a search summary
         data = data["arch"]
     return Architecture.from_dict(data, f"architecture file {path}")

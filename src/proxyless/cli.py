@@ -34,10 +34,17 @@ def _add_data_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_search_args(p: argparse.ArgumentParser, run: bool = False) -> None:
-    from proxyless.search.config import SearchConfig
+    from proxyless.search.config import (
+        CONSTRAINTS,
+        ESTIMATORS,
+        REWARDS,
+        STRATEGIES,
+        SearchConfig,
+    )
+    from proxyless.search.losses import LOSSES
 
     d = SearchConfig()
-    p.add_argument("--strategy", default=d.strategy, choices=["gradient", "reinforce"])
+    p.add_argument("--strategy", default=d.strategy, choices=STRATEGIES)
     if not run:
         p.add_argument("--table", default=None,
                        help="latency table (from `proxyless profile`, or the reference "
@@ -47,9 +54,9 @@ def _add_search_args(p: argparse.ArgumentParser, run: bool = False) -> None:
                         + (" (default: chosen from this device's table)" if run else ""))
     p.add_argument("--target-mflops", type=float, default=None,
                    help="multiply-add target in millions, instead of latency")
-    p.add_argument("--loss", default=d.loss, choices=["mul-log", "add-linear"])
-    p.add_argument("--estimator", default=d.estimator, choices=["two", "recompute"])
-    p.add_argument("--constraint", default=d.constraint, choices=["dual", "soft"],
+    p.add_argument("--loss", default=d.loss, choices=LOSSES)
+    p.add_argument("--estimator", default=d.estimator, choices=ESTIMATORS)
+    p.add_argument("--constraint", default=d.constraint, choices=CONSTRAINTS,
                    help="dual (default): a Lagrange multiplier makes the target bind the "
                         "derived network; soft: the paper's loss alone")
     p.add_argument("--dual-lr", type=float, default=d.dual_lr,
@@ -70,7 +77,7 @@ def _add_search_args(p: argparse.ArgumentParser, run: bool = False) -> None:
                    help="training images per search epoch (default: all"
                         + (", 20000 for run" if run else "") + ")")
     p.add_argument("--reinforce-samples", type=int, default=d.reinforce_samples)
-    p.add_argument("--reward", default=d.reinforce_reward, choices=["mnas", "reference"],
+    p.add_argument("--reward", default=d.reinforce_reward, choices=REWARDS,
                    help="REINFORCE reward: mnas ACC*(LAT/T)^w, reference ACC*(T/LAT)^0.1")
     p.add_argument("--reward-w", type=float, default=d.reinforce_w)
     p.add_argument("--measure-latency", action="store_true",
@@ -78,14 +85,15 @@ def _add_search_args(p: argparse.ArgumentParser, run: bool = False) -> None:
                         "table")
 
 
-def _search_config(args: argparse.Namespace):
+def _search_config(args: argparse.Namespace, measure_threads: int = 1):
+    """The search settings from the options (validated where they are used)."""
     from proxyless.search.config import SearchConfig
 
     if args.target_ms is not None and args.target_mflops is not None:
         raise ProxylessError("give --target-ms or --target-mflops, not both")
     metric = "flops" if args.target_mflops is not None else "latency"
     target = args.target_mflops if metric == "flops" else args.target_ms
-    config = SearchConfig(
+    return SearchConfig(
         strategy=args.strategy, epochs=args.epochs, warmup_epochs=args.warmup_epochs,
         warmup_parent=args.warmup_parent,
         batch_size=args.batch_size, lr=args.lr, arch_lr=args.arch_lr,
@@ -94,11 +102,8 @@ def _search_config(args: argparse.Namespace):
         target=target, train_limit=args.train_limit, seed=args.seed, device=args.device,
         threads=args.threads, reinforce_samples=args.reinforce_samples,
         reinforce_reward=args.reward, reinforce_w=args.reward_w,
-        reinforce_measure=args.measure_latency)
-    if args.val_size is not None:
-        config.val_size = args.val_size
-    config.validate()
-    return config
+        reinforce_measure=args.measure_latency, measure_threads=measure_threads,
+        **({} if args.val_size is None else {"val_size": args.val_size}))
 
 
 def _add_runtime_args(parser: argparse.ArgumentParser) -> None:
@@ -108,39 +113,34 @@ def _add_runtime_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="proxyless",
-        description="Hardware-aware neural architecture search, the ProxylessNAS way.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+def _add_train_parser(sub) -> None:
+    from proxyless.train import TrainConfig
 
-    p = sub.add_parser("inspect", help="show an architecture's blocks, parameters and MACs")
-    p.add_argument("path", help="architecture file, reference net.config, or a space "
-                                "(preset name or file)")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--input-size", type=int, default=None,
-                   help="input resolution for a reference net.config (default 224)")
-
+    d = TrainConfig()
     p = sub.add_parser("train", help="train a network from scratch and evaluate it")
     p.add_argument("arch", help="architecture file (ours or a reference net.config)")
     p.add_argument("--out", required=True, help="run folder (checkpoints, metrics, results)")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=0.05)
-    p.add_argument("--weight-decay", type=float, default=4e-5)
-    p.add_argument("--label-smoothing", type=float, default=0.1)
-    p.add_argument("--dropout", type=float, default=0.1)
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    p.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
+    p.add_argument("--dropout", type=float, default=d.dropout)
     p.add_argument("--no-augment", action="store_true")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     _add_data_args(p)
     _add_runtime_args(p)
+
+
+def _add_latency_parsers(sub) -> None:
+    from proxyless.latency.timer import BACKENDS
 
     p = sub.add_parser("profile", help="measure a space's layers on this device (lookup table)")
     p.add_argument("--space", required=True, help="preset or space file")
     p.add_argument("--out", required=True, help="table file to write (.json or .yaml); an "
                                                 "unfinished one is resumed")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime"])
+    p.add_argument("--backend", default="torch", choices=BACKENDS)
     p.add_argument("--threads", type=int, default=1, help="CPU threads (fixed; default 1)")
     p.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
     p.add_argument("--repeats", type=int, default=50, help="timed runs per layer")
@@ -162,6 +162,23 @@ def build_parser() -> argparse.ArgumentParser:
                                                 "table, <table>-check.png)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--no-progress", action="store_true")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="proxyless",
+        description="Hardware-aware neural architecture search, the ProxylessNAS way.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("inspect", help="show an architecture's blocks, parameters and MACs")
+    p.add_argument("path", help="architecture file, reference net.config, or a space "
+                                "(preset name or file)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--input-size", type=int, default=None,
+                   help="input resolution for a reference net.config (default 224)")
+
+    _add_train_parser(sub)
+    _add_latency_parsers(sub)
 
     p = sub.add_parser("search", help="search an architecture on your data and hardware")
     p.add_argument("--space", default="fashion", help="preset or space file (default fashion)")
@@ -190,8 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 # -- commands ---------------------------------------------------------------------------
 def _load_arch_or_space(path: str, input_size: int | None):
-    from proxyless.arch import import_reference_config, load_architecture
-    from proxyless.config import read_mapping
+    from proxyless.arch import load_architecture
+    from proxyless.config import SPACE, mapping_kind, read_mapping
     from proxyless.space import PRESETS, load_space
 
     if path in PRESETS:
@@ -199,53 +216,48 @@ def _load_arch_or_space(path: str, input_size: int | None):
     file = Path(path)
     if not file.exists():
         raise ProxylessError(f"{path}: no such file (and not a preset: {', '.join(PRESETS)})")
-    data = read_mapping(file, "file")
-    if "first_conv" in data:
-        return import_reference_config(data, file.stem, input_size or 224), None
-    if "blocks" in data or "arch" in data:
-        return load_architecture(file), None
-    return None, load_space(file)
+    if mapping_kind(read_mapping(file, "file")) == SPACE:
+        return None, load_space(file)
+    return load_architecture(file, input_size), None
 
 
-def cmd_inspect(args: argparse.Namespace) -> int:
-    from proxyless.walk import candidate_layers, fixed_layers, walk
+def _inspect_space(space, as_json: bool) -> int:
+    from proxyless.walk import candidate_layers, fixed_layers
 
-    arch, space = _load_arch_or_space(args.path, args.input_size)
-    if arch is None:
-        slots = space.slots()
-        cand = candidate_layers(space)
-        fixed = fixed_layers(space)
-        info = {
-            "space": space.to_dict(), "input_size": space.input_size,
-            "searchable_blocks": len(slots), "num_architectures": space.num_architectures(),
-            "supernet_params": sum(f.params for f in fixed)
-            + sum(c.params for row in cand for c in row),
-            "blocks": [{"index": s.index, "stage": s.stage, "in": s.in_channels,
-                        "out": s.out_channels, "stride": s.stride, "in_size": s.in_size,
-                        "candidates": list(s.candidates)} for s in slots],
-        }
-        if args.json:
-            print(json.dumps(info, indent=2))
-            return 0
-        print(f"space {space.name}: {space.input_size}x{space.input_size}x{space.in_channels} "
-              f"-> {space.num_classes} classes, {len(slots)} searchable blocks, "
-              f"{info['num_architectures']:.3g} architectures, supernet "
-              f"{info['supernet_params'] / 1e6:.2f}M params")
-        for s in slots:
-            print(f"  block{s.index:<3} stage {s.stage}  {s.in_size:>3}x{s.in_size:<3} "
-                  f"{s.in_channels:>4} -> {s.out_channels:<4} s{s.stride}  "
-                  f"{' '.join(s.candidates)}")
+    slots = space.slots()
+    info = {
+        "space": space.to_dict(), "input_size": space.input_size,
+        "searchable_blocks": len(slots), "num_architectures": space.num_architectures(),
+        "supernet_params": sum(f.params for f in fixed_layers(space))
+        + sum(c.params for row in candidate_layers(space) for c in row),
+        "blocks": [{"index": s.index, "stage": s.stage, "in": s.in_channels,
+                    "out": s.out_channels, "stride": s.stride, "in_size": s.in_size,
+                    "candidates": list(s.candidates)} for s in slots],
+    }
+    if as_json:
+        print(json.dumps(info, indent=2))
         return 0
+    print(f"space {space.name}: {space.input_size}x{space.input_size}x{space.in_channels} "
+          f"-> {space.num_classes} classes, {len(slots)} searchable blocks, "
+          f"{info['num_architectures']:.3g} architectures, supernet "
+          f"{info['supernet_params'] / 1e6:.2f}M params")
+    for s in slots:
+        print(f"  block{s.index:<3} stage {s.stage}  {s.in_size:>3}x{s.in_size:<3} "
+              f"{s.in_channels:>4} -> {s.out_channels:<4} s{s.stride}  "
+              f"{' '.join(s.candidates)}")
+    return 0
+
+
+def _inspect_arch(arch, as_json: bool) -> int:
+    from proxyless.walk import block_layers, walk
 
     layers = walk(arch)
-    slots = arch.space.slots()
     params, macs = sum(x.params for x in layers), sum(x.macs for x in layers)
-    blocks = []
-    for slot, layer in zip(slots, layers[2:-2], strict=True):
-        blocks.append({"index": slot.index, "stage": slot.stage, "op": layer.token,
-                       "in": slot.in_channels, "out": slot.out_channels, "stride": slot.stride,
-                       "in_size": slot.in_size, "params": layer.params, "macs": layer.macs})
-    if args.json:
+    if as_json:
+        blocks = [{"index": slot.index, "stage": slot.stage, "op": layer.token,
+                   "in": slot.in_channels, "out": slot.out_channels, "stride": slot.stride,
+                   "in_size": slot.in_size, "params": layer.params, "macs": layer.macs}
+                  for slot, layer in zip(arch.space.slots(), block_layers(arch), strict=True)]
         print(json.dumps({
             "space": arch.space.name, "encoding": arch.encode(), "params": params, "macs": macs,
             "input_size": arch.space.input_size, "in_channels": arch.space.in_channels,
@@ -260,20 +272,24 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     print(f"  {arch.encode()}")
     print(f"  {'layer':<12}{'op':<12}{'shape':<22}{'params':>10}{'MACs':>12}")
     for layer in layers:
-        shape = ""
-        if layer.name.startswith("block"):
-            b = blocks[int(layer.name[5:])]
-            shape = f"{b['in_size']}x{b['in_size']}x{b['in']}->{b['out']} s{b['stride']}"
+        shape = (f"{layer.in_size}x{layer.in_size}x{layer.in_channels}->{layer.out_channels} "
+                 f"s{layer.stride}") if layer.searchable else ""
         print(f"  {layer.name:<12}{layer.token:<12}{shape:<22}{layer.params:>10,}"
               f"{layer.macs:>12,}")
     return 0
 
 
-def _data_from_args(args: argparse.Namespace, space, val_size: float | int = 0):
+def cmd_inspect(args: argparse.Namespace) -> int:
+    arch, space = _load_arch_or_space(args.path, args.input_size)
+    return _inspect_space(space, args.json) if arch is None else _inspect_arch(arch, args.json)
+
+
+def _data_from_args(args: argparse.Namespace, space, val_size: float | int | None = None):
+    """The dataset of --data/--data-dir, fitted to the space (channels, input size), with
+    --val-size images (default: `val_size`, none for training) held out for validation."""
     from proxyless.data import load_data
 
-    if args.val_size is not None:
-        val_size = int(args.val_size) if args.val_size >= 1 else args.val_size
+    val_size = args.val_size if args.val_size is not None else (val_size or 0)
     return load_data(args.data, args.data_dir, val_size=val_size, seed=args.seed,
                      image_size=space.input_size, channels=space.in_channels)
 
@@ -305,38 +321,23 @@ def _is_main_rank() -> bool:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from proxyless.data import load_data
-    from proxyless.latency.model import flops_model, latency_model
     from proxyless.latency.table import LatencyTable
+    from proxyless.search.costs import search_costs, table_threads
     from proxyless.search.loop import search
     from proxyless.search.outputs import write_search_outputs
     from proxyless.space import load_space
 
     space = load_space(args.space)
-    config = _search_config(args)
     table = LatencyTable.load(args.table) if args.table else None
-    latency = latency_model(table, space) if table else None
-    if config.metric == "latency" and config.target is not None and latency is None \
-            and not config.reinforce_measure:
-        raise ProxylessError("--target-ms needs --table (make one with `proxyless profile "
-                             f"--space {args.space} --out table.json`), or --strategy "
-                             "reinforce --measure-latency")
-    if table is not None and config.reinforce_measure:
-        config.measure_threads = int(table.meta.get("threads") or 1)  # the target's units
-    if latency is not None and config.target is not None and config.metric == "latency":
-        lo, hi = latency.bounds()
-        if config.target < lo:
-            print(f"note: target {config.target} ms is below the fastest network of the space "
-                  f"({lo:.3f} ms); the search will favour the fastest ops", file=sys.stderr)
-    cost = flops_model(space) if config.metric == "flops" else latency
-    data = load_data(args.data, args.data_dir, val_size=config.val_split, seed=args.seed,
-                     image_size=space.input_size, channels=space.in_channels)
-    result = search(space, data, cost, config, args.out, resume=args.resume,
-                    progress=not args.no_progress,
-                    also_log=[latency] if latency is not None and cost is not latency else [])
+    config = _search_config(args, measure_threads=table_threads(table))  # the target's units
+    config.validate()
+    costs = search_costs(space, config, table, log=lambda m: print(m, file=sys.stderr))
+    data = _data_from_args(args, space, config.val_size)
+    result = search(space, data, costs.constrained, config, args.out, resume=args.resume,
+                    progress=not args.no_progress, also_log=costs.also_log)
     if not _is_main_rank():
         return 0
-    summary = write_search_outputs(result, args.out, config, latency, table)
+    summary = write_search_outputs(result, args.out, config, costs.latency, table)
     out = Path(args.out)
     line = f"searched: {summary['arch']}\n  params {summary['params'] / 1e6:.3f}M  MACs " \
            f"{summary['macs'] / 1e6:.2f}M  val(argmax) {summary['val_top1']:.2f}%"
@@ -350,7 +351,6 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from proxyless.data import load_data
     from proxyless.pipeline import RunConfig, run_pipeline
     from proxyless.space import load_space
     from proxyless.train import TrainConfig
@@ -364,18 +364,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     distributed.setup(args.device)
     args.out = distributed.broadcast_object(args.out)  # ranks may start a second apart
-    search_config = _search_config(args)
-    if search_config.metric == "flops":
-        raise ProxylessError("run searches for a latency target; use --target-ms")
     train_config = TrainConfig(epochs=args.retrain_epochs, batch_size=args.batch_size,
                                seed=args.seed, device=args.device, threads=args.threads)
-    train_config.validate()
-    data = load_data(args.data, args.data_dir, val_size=search_config.val_split,
-                     seed=args.seed, image_size=space.input_size, channels=space.in_channels)
-    if args.profile_min_time <= 0:
-        raise ProxylessError(f"--profile-min-time must be > 0, got {args.profile_min_time}")
-    config = RunConfig(search_config, train_config, profile_threads=args.profile_threads,
+    config = RunConfig(_search_config(args), train_config, profile_threads=args.profile_threads,
                        profile_min_time=args.profile_min_time)
+    config.validate()
+    data = _data_from_args(args, space, config.search.val_size)
     results = run_pipeline(space, data, config, args.out, resume=args.resume,
                            progress=not args.no_progress)
     if not _is_main_rank():
@@ -390,7 +384,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_profile(args: argparse.Namespace) -> int:
     from proxyless.latency.check import calibrate
-    from proxyless.latency.model import latency_model
+    from proxyless.latency.cost import latency_model
     from proxyless.latency.profile import Timer, profile_space
     from proxyless.space import load_space
 

@@ -120,6 +120,20 @@ def read_mapping(path: str | Path, what: str = "file") -> dict:
     return data
 
 
+REFERENCE_NET, ARCHITECTURE, SPACE = "reference-net", "architecture", "space"
+
+
+def mapping_kind(data: dict) -> str:
+    """What a mapping read from a file holds: the reference code's `net.config`
+    (REFERENCE_NET), one of our architecture files or a search summary (ARCHITECTURE), or
+    else a search space (SPACE). The one place where file contents are told apart."""
+    if "first_conv" in data and "feature_mix_layer" in data:
+        return REFERENCE_NET
+    if "blocks" in data or "arch" in data:
+        return ARCHITECTURE
+    return SPACE
+
+
 def write_mapping_atomic(path: str | Path, data: Any, indent: int = 2) -> Path:
     """Write JSON (or YAML for .yaml/.yml) so that a crash mid-write never leaves a
     half-written file behind: the previous version stays until the new one is complete."""

@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 from proxyless.arch import Architecture
-from proxyless.ops import Block, Classifier, ConvBNAct, MBConv, build_op
 from proxyless.space import SearchSpace
+from proxyless.walk import block_layers, head_layers, tail_layers
 
 
 class Backbone(nn.Module):
@@ -22,19 +22,22 @@ class Backbone(nn.Module):
     def __init__(self, space: SearchSpace, dropout: float = 0.0) -> None:
         super().__init__()
         self.space = space
-        self.stem = ConvBNAct(space.in_channels, space.stem_channels, space.stem.kernel,
-                              space.stem.stride)
-        self.first_block = MBConv(space.stem_channels, space.first_block_channels,
-                                  space.first_block.kernel, 1, 1)
+        head, tail = head_layers(space), tail_layers(space)
+        self._head, self._tail = [layer.name for layer in head], [layer.name for layer in tail]
+        for layer in head:
+            self.add_module(layer.name, layer.build(dropout))
         self.blocks = nn.ModuleList()
-        self.feature_mix = ConvBNAct(space.last_channels, space.feature_mix_channels, 1)
-        self.classifier = Classifier(space.feature_mix_channels, space.num_classes, dropout)
+        for layer in tail:
+            self.add_module(layer.name, layer.build(dropout))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.first_block(self.stem(x))
+        for name in self._head:
+            x = getattr(self, name)(x)
         for block in self.blocks:
             x = block(x)
-        return self.classifier(self.feature_mix(x))
+        for name in self._tail:
+            x = getattr(self, name)(x)
+        return x
 
 
 class ProxylessNet(Backbone):
@@ -43,9 +46,8 @@ class ProxylessNet(Backbone):
     def __init__(self, arch: Architecture, dropout: float = 0.0) -> None:
         super().__init__(arch.space, dropout)
         self.arch = arch
-        for slot, token in zip(arch.space.slots(), arch.blocks, strict=True):
-            op = build_op(token, slot.in_channels, slot.out_channels, slot.stride)
-            self.blocks.append(Block(op, slot.has_skip))
+        for layer in block_layers(arch):
+            self.blocks.append(layer.build())
 
 
 def build_network(arch: Architecture, dropout: float = 0.0) -> ProxylessNet:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from proxyless.space import parse_token
+from proxyless.space import conv_out_size, parse_token
 
 BN_EPS = 1e-3  # as in the reference code's released networks
 BN_MOMENTUM = 0.1
@@ -64,8 +64,8 @@ class ZeroOp(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, _, h, w = x.shape
-        size = ((h + self.stride - 1) // self.stride, (w + self.stride - 1) // self.stride)
-        return x.new_zeros((n, self.out_chs, *size))
+        return x.new_zeros((n, self.out_chs, conv_out_size(h, self.stride),
+                            conv_out_size(w, self.stride)))
 
 
 def build_op(token: str, in_chs: int, out_chs: int, stride: int) -> nn.Module:

@@ -12,10 +12,8 @@ Each step writes into the run folder and is skipped when its output is already t
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from proxyless import distributed
@@ -23,12 +21,12 @@ from proxyless.arch import decode
 from proxyless.config import to_dict, write_json_atomic
 from proxyless.data import DataSplits
 from proxyless.errors import ProxylessError
-from proxyless.latency.check import calibrate
-from proxyless.latency.model import latency_model
-from proxyless.latency.profile import Timer, fingerprint, profile_space
+from proxyless.latency.cache import cached_table
+from proxyless.latency.cost import CostModel, latency_model
 from proxyless.latency.table import LatencyTable
 from proxyless.report import training_curves
 from proxyless.search.config import SearchConfig
+from proxyless.search.costs import SearchCosts, search_costs
 from proxyless.search.loop import search
 from proxyless.search.outputs import write_search_outputs
 from proxyless.space import SearchSpace
@@ -44,46 +42,77 @@ class RunConfig:
     profile_min_time: float = 10.0
     calibration_networks: int = 20
 
+    def validate(self) -> None:
+        self.search.validate()
+        self.train.validate()
+        if self.search.metric != "latency":
+            raise ProxylessError("run searches for a latency target; use --target-ms")
+        checks = {"target_fraction": 0 <= self.target_fraction <= 1,
+                  "profile_threads": self.profile_threads >= 1,
+                  "profile_min_time": self.profile_min_time > 0,
+                  "calibration_networks": self.calibration_networks >= 2}
+        for name, ok in checks.items():
+            if not ok:
+                raise ProxylessError(f"run config: {name}={getattr(self, name)!r} is out of "
+                                     "range" + (" (--profile-min-time must be > 0)"
+                                                if name == "profile_min_time" else ""))
 
-def cache_dir() -> Path:
-    """$PROXYLESS_CACHE, else $XDG_CACHE_HOME/proxyless, else ~/.cache/proxyless."""
-    if os.environ.get("PROXYLESS_CACHE"):
-        return Path(os.environ["PROXYLESS_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME")
-    return (Path(base) if base else Path.home() / ".cache") / "proxyless"
 
-
-def cached_table(space: SearchSpace, device: str, threads: int, min_time: float,
-                 calibration_networks: int, progress: bool, log=print) -> tuple[LatencyTable,
-                                                                              Path]:
-    """This device's table for `space`: from the cache when the fingerprint matches."""
-    info = fingerprint("torch", device, threads, 1)
-    digest = hashlib.sha256(json.dumps({"fingerprint": info, "space": space.to_dict()},
-                                       sort_keys=True).encode()).hexdigest()[:12]
-    path = cache_dir() / "tables" / f"{space.name}-{digest}.json"
-    if path.exists():
-        table = LatencyTable.load(path)
-        if table.calibration:
-            log(f"latency table: reusing {path}")
-            return table, path
-    log(f"latency table: profiling {space.name} on {info['cpu']} ({threads} thread(s)) -> {path}")
-    table = profile_space(space, path, Timer("torch", device, threads, min_time=min_time),
-                          progress=progress, log=log)
-    fit = calibrate(table, calibration_networks, progress=progress).fit
-    table.save(path)
-    log(f"calibration: MAPE {fit['mape_plain_sum']:.1f}% (table sum) -> "
-        f"{fit['mape_fitted']:.1f}% (fitted) on {fit['architectures']} networks")
+def _run_table(out: Path, space: SearchSpace, config: RunConfig, resume: bool, progress: bool,
+               log) -> tuple[LatencyTable, Path]:
+    """Rank 0: this run's table (a resumed run keeps the very table it started with)."""
+    table_copy = out / "latency_table.json"
+    out.mkdir(parents=True, exist_ok=True)
+    if resume and table_copy.exists():
+        log(f"latency table: reusing this run's {table_copy}")
+        return LatencyTable.load(table_copy), table_copy
+    table, path = cached_table(space, config.search.device, config.profile_threads,
+                               config.profile_min_time, config.calibration_networks, progress,
+                               log)
+    table.save(table_copy)
     return table, path
+
+
+def _run_target(config: RunConfig, model: CostModel, saved_search: Path, resume: bool,
+                say) -> float:
+    """The given target; else a resumed run's own; else one chosen from the table's range."""
+    if config.search.target is not None:
+        return config.search.target
+    if resume and saved_search.exists():
+        target = json.loads(saved_search.read_text())["search"]["target"]
+        say(f"latency target: {target} ms (this run's)")
+        return target
+    fastest, slowest = model.bounds()
+    target = round(fastest + config.target_fraction * (slowest - fastest), 3)
+    say(f"latency target: {target} ms (networks of this space: {fastest:.2f} - "
+        f"{slowest:.2f} ms on this device)")
+    return target
+
+
+def _run_search(space: SearchSpace, data: DataSplits, scfg: SearchConfig, costs: SearchCosts,
+                table: LatencyTable, search_dir: Path, main: bool, progress: bool, say,
+                log) -> dict:
+    """The search step, or its summary when it finished before."""
+    summary_path = search_dir / "summary.json"
+    if summary_path.exists():
+        summary = json.loads(summary_path.read_text())
+        say(f"search: done before ({summary['arch']})")
+        return summary
+    result = search(space, data, costs.constrained, scfg, search_dir,
+                    resume=(search_dir / "checkpoint.pt").exists(), progress=progress, log=log)
+    summary = (write_search_outputs(result, search_dir, scfg, costs.latency, table, log)
+               if main else None)
+    del result  # the supernet's memory is the retraining's
+    return distributed.broadcast_object(summary)
 
 
 def run_pipeline(space: SearchSpace, data: DataSplits, config: RunConfig, out_dir: str | Path,
                  resume: bool = False, progress: bool = True, log=print) -> dict:
     """The whole job; under torchrun every rank searches and retrains, rank 0 alone profiles,
     measures and writes (the others receive its table, target and results)."""
+    config.validate()
     out = Path(out_dir)
-    scfg, tcfg = config.search, config.train
-    scfg.measure_threads = config.profile_threads  # measured latency in the table's units
-    rank = distributed.setup(scfg.device)
+    rank = distributed.setup(config.search.device)
     main = rank.is_main
     say = log if main else (lambda message: None)
     busy = main and out.exists() and any(out.iterdir()) and not resume
@@ -92,65 +121,36 @@ def run_pipeline(space: SearchSpace, data: DataSplits, config: RunConfig, out_di
                              "choose another --out")
     search_dir = out / "search"
 
-    # 1. profile (a resumed run keeps the very table and target it started with)
-    table_copy = out / "latency_table.json"
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
-        if resume and table_copy.exists():
-            table, table_path = LatencyTable.load(table_copy), table_copy
-            log(f"latency table: reusing this run's {table_copy}")
-        else:
-            table, table_path = cached_table(space, scfg.device, config.profile_threads,
-                                             config.profile_min_time,
-                                             config.calibration_networks, progress, log)
-            table.save(table_copy)
+    # 1. profile, and the target
+    table, table_path = _run_table(out, space, config, resume, progress, log) if main \
+        else (None, None)
     table_path = Path(distributed.broadcast_object(str(table_path) if main else None))
-    if not main:
-        table = LatencyTable.load(table_path)
+    table = table if main else LatencyTable.load(table_path)
     model = latency_model(table, space)
-    fastest, slowest = model.bounds()
-    saved_search = search_dir / "config.json"
-    if resume and scfg.target is None and saved_search.exists():
-        scfg.target = json.loads(saved_search.read_text())["search"]["target"]
-        say(f"latency target: {scfg.target} ms (this run's)")
-    elif scfg.target is None and scfg.metric == "latency":
-        scfg.target = round(fastest + config.target_fraction * (slowest - fastest), 3)
-        say(f"latency target: {scfg.target} ms (networks of this space: {fastest:.2f} - "
-            f"{slowest:.2f} ms on this device)")
+    target = _run_target(config, model, search_dir / "config.json", resume, say)
+    # measured latency (REINFORCE) in the table's units
+    scfg = replace(config.search, target=target, measure_threads=config.profile_threads)
+    costs = search_costs(space, scfg, table, say)
     if main:
-        write_json_atomic(out / "run_config.json", to_dict(config))
+        write_json_atomic(out / "run_config.json", to_dict(replace(config, search=scfg)))
 
-    # 2. search
-    summary_path = search_dir / "summary.json"
-    if summary_path.exists():
-        summary = json.loads(summary_path.read_text())
-        say(f"search: done before ({summary['arch']})")
-    else:
-        result = search(space, data, model, scfg, search_dir,
-                        resume=(search_dir / "checkpoint.pt").exists(), progress=progress,
-                        log=log)
-        summary = (write_search_outputs(result, search_dir, scfg, model, table, log)
-                   if main else None)
-        del result  # the supernet's memory is the retraining's
-        summary = distributed.broadcast_object(summary)
+    # 2. search, 3. retrain from scratch
+    summary = _run_search(space, data, scfg, costs, table, search_dir, main, progress, say, log)
     arch = decode(space, summary["arch"])
-
-    # 3. retrain from scratch
     train_dir = out / "retrain"
     final_path = train_dir / "final.json"
     if final_path.exists():
         final = json.loads(final_path.read_text())
     else:
-        final = train_network(arch, data, tcfg, train_dir,
+        final = train_network(arch, data, config.train, train_dir,
                               resume=(train_dir / "checkpoint.pt").exists(), progress=progress,
                               log=log)
 
     # 4. real latency: measured end to end when the search finished (search/summary.json)
-    measured, speed = summary["measured_ms"], summary["speed_factor"]
     results = {
         "arch": arch.encode(), "test_top1": final["test_top1"],
-        "target_ms": scfg.target, "predicted_ms": model.predict(arch),
-        "measured_ms": measured, "speed_factor": speed,
+        "target_ms": target, "predicted_ms": model.predict(arch),
+        "measured_ms": summary["measured_ms"], "speed_factor": summary["speed_factor"],
         "params": final["params"], "macs": final["macs"],
         "search_val_top1": summary["val_top1"], "search_time_s": summary["search_time_s"],
         "retrain_time_s": final["train_time_s"], "data": data.name,
@@ -158,13 +158,13 @@ def run_pipeline(space: SearchSpace, data: DataSplits, config: RunConfig, out_di
         "device": table.meta.get("cpu"), "threads": table.meta.get("threads"),
         "table": str(table_path),
     }
-    if main:
+    if main:  # 5. the report
         metrics = [json.loads(line) for line in (train_dir / "metrics.jsonl").read_text()
                    .splitlines()]
         training_curves(metrics, out / "retrain.png", ("train_top1", "test_top1"),
                         "retraining the derived network")
         write_json_atomic(out / "results.json", results)
-        write_report(out, results, scfg, tcfg, space)
+        write_report(out, results, scfg, config.train, space)
     return results
 
 

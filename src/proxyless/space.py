@@ -18,12 +18,18 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from proxyless.config import from_dict, read_mapping, to_dict
+from proxyless.config import ARCHITECTURE, from_dict, mapping_kind, read_mapping, to_dict
 from proxyless.errors import ProxylessError
 
 PRESETS = ("imagenet", "cifar", "fashion")
 ZERO = "zero"
+DEFAULT_CANDIDATES = ("k3e3", "k3e6", "k5e3", "k5e6", "k7e3", "k7e6", ZERO)  # the paper's
 _MBCONV_TOKEN = re.compile(r"k([1-9][0-9]?)e([1-9][0-9]?)")
+
+
+def conv_out_size(size: int, stride: int) -> int:
+    """Output height (or width) of a "same"-padded layer with this stride."""
+    return (size + stride - 1) // stride
 
 
 def make_divisible(value: float, divisor: int = 8) -> int:
@@ -112,7 +118,7 @@ class SearchSpace:
     in_channels: int
     num_classes: int
     stages: tuple[StageSpec, ...]
-    candidates: tuple[str, ...] = ("k3e3", "k3e6", "k5e3", "k5e6", "k7e3", "k7e6", ZERO)
+    candidates: tuple[str, ...] = DEFAULT_CANDIDATES
     stem: StemSpec = field(default_factory=StemSpec)
     first_block: FirstBlockSpec = field(default_factory=FirstBlockSpec)
     feature_mix: int = 1280
@@ -162,7 +168,7 @@ class SearchSpace:
             raise ProxylessError(f"{where}: candidates needs at least one non-zero op")
         size = self.input_size
         for stride in [self.stem.stride] + [s.stride for s in self.stages]:
-            size = (size + stride - 1) // stride
+            size = conv_out_size(size, stride)
         if size < 1:
             raise ProxylessError(f"{where}: input_size {self.input_size} is too small")
 
@@ -187,7 +193,7 @@ class SearchSpace:
 
     @property
     def stem_out_size(self) -> int:
-        return (self.input_size + self.stem.stride - 1) // self.stem.stride
+        return conv_out_size(self.input_size, self.stem.stride)
 
     @property
     def num_blocks(self) -> int:
@@ -201,7 +207,7 @@ class SearchSpace:
             width = self._width(stage.width)
             for j in range(stage.depth):
                 stride = stage.stride if j == 0 else 1
-                out_size = (size + stride - 1) // stride
+                out_size = conv_out_size(size, stride)
                 allows_zero = stride == 1 and channels == width
                 candidates = tuple(t for t in self.candidates if t != ZERO or allows_zero)
                 slots.append(
@@ -246,6 +252,6 @@ def load_space(name_or_path: str | Path | SearchSpace) -> SearchSpace:
             f"space {text!r} is neither a preset ({', '.join(PRESETS)}) nor an existing file"
         )
     data = read_mapping(path, "space file")
-    if "space" in data and "blocks" in data:  # an architecture file also names its space
+    if mapping_kind(data) == ARCHITECTURE and "space" in data:  # it names its space too
         data = data["space"]
     return SearchSpace.from_dict(data, f"space file {path}")

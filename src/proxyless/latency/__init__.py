@@ -3,14 +3,17 @@
     proxyless profile --space fashion --out table.json --threads 1     # measure this device
     proxyless latency-check --table table.json --samples 50 --json     # is the model right?
 
+- `timer.py`        timing modules on one backend, device and thread count; device fingerprint
+- `measure.py`      the one way to measure whole networks: beside an anchor, on a time base
+- `profile.py`      every distinct layer of a space timed into a lookup table
 - `table.py`        lookup tables (ours and the reference code's format)
-- `profile.py`      timing layers and whole networks (torch or ONNX Runtime; CPU or CUDA)
-- `model.py`        cost models: E[latency] differentiable in α; FLOPs and params alike
-- `calibration.py`  the correction from table sums to end-to-end latency
-- `check.py`        calibrate a table, and check it on fresh architectures
+- `cache.py`        tables cached per device fingerprint (`proxyless run`)
+- `cost.py`         cost models: E[latency] differentiable in α; FLOPs and params alike
+- `calibration.py`  the fitted correction from table sums to end-to-end latency
+- `check.py`        the cost model's predictions against fresh networks measured end to end
 """
 
-from proxyless.latency.model import CostModel, flops_model, latency_model, params_model
+from proxyless.latency.cost import CostModel, flops_model, latency_model, params_model
 from proxyless.latency.table import LatencyTable
 
 __all__ = ["CostModel", "LatencyTable", "flops_model", "latency_model", "params_model"]

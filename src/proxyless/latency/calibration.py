@@ -5,9 +5,9 @@ traffic, caches warm from the previous op). We fit
 
     measured ≈ offset + s_fixed · Σ fixed layers + Σ_k s_k · Σ blocks with kernel k
 
-with non-negative least squares on a few architectures measured end to end, and store the
-offset and scales with the table. It stays linear in the per-block costs, so the expected
-latency of the supernet stays differentiable.
+with non-negative least squares on a few architectures measured end to end (`calibrate`),
+and store the offset and scales with the table. It stays linear in the per-block costs, so the
+expected latency of the supernet stays differentiable; `latency.cost.latency_model` applies it.
 """
 
 from __future__ import annotations
@@ -17,7 +17,13 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.optimize import nnls
 
+from proxyless.arch import Architecture
+from proxyless.latency.measure import Meter, spread_architectures
+from proxyless.latency.table import LatencyTable
 from proxyless.space import parse_token
+from proxyless.walk import walk
+
+CALIBRATION_SEED = 1000
 
 
 def layer_type(token: str) -> str:
@@ -34,10 +40,6 @@ class Calibration:
 
     def scale(self, kind: str) -> float:
         return self.scales.get(kind, 1.0)
-
-    def apply(self, parts: dict[str, float]) -> float:
-        """Calibrated latency from the per-type sums of table entries."""
-        return self.offset + sum(self.scale(k) * v for k, v in parts.items())
 
     def to_dict(self) -> dict:
         return {"offset": self.offset, "scales": self.scales, "fit": self.fit}
@@ -64,4 +66,26 @@ def fit_calibration(parts: list[dict[str, float]], measured: list[float]) -> Cal
         "mape_plain_sum": float(np.mean(np.abs(plain - target) / target) * 100),
         "mape_fitted": float(np.mean(np.abs(predicted - target) / target) * 100),
     }
+    return calibration
+
+
+def table_parts(arch: Architecture, table: LatencyTable) -> dict[str, float]:
+    """Sums of the table's entries by calibration group (`fixed`, `k3`, `k5`, ...)."""
+    parts: dict[str, float] = {}
+    for layer in walk(arch):
+        if not layer.key:
+            continue
+        kind = layer_type(layer.token) if layer.searchable else "fixed"
+        parts[kind] = parts.get(kind, 0.0) + table.ms(layer.key)
+    return parts
+
+
+def calibrate(table: LatencyTable, count: int = 20, seed: int = CALIBRATION_SEED,
+              progress: bool = True) -> Calibration:
+    """Measure `count` architectures end to end and store the fitted correction in `table`."""
+    archs = spread_architectures(table.space, count, seed)
+    measured, speed = Meter.for_table(table).measure(archs, progress, "calibrate")
+    calibration = fit_calibration([table_parts(a, table) for a in archs],
+                                  [m / speed for m in measured])
+    table.calibration = calibration.to_dict()
     return calibration

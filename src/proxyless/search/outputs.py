@@ -7,7 +7,7 @@ from pathlib import Path
 from proxyless.arch import Architecture
 from proxyless.config import write_json_atomic
 from proxyless.errors import ProxylessError
-from proxyless.latency.model import CostModel
+from proxyless.latency.cost import CostModel
 from proxyless.latency.table import LatencyTable
 from proxyless.report import arch_picture, probs_evolution
 from proxyless.search.config import SearchConfig
@@ -19,12 +19,12 @@ def measure_on_table_device(arch: Architecture, table: LatencyTable | None,
                             log=print) -> tuple[float | None, float | None]:
     """End-to-end latency (ms) of `arch` on the table's device and backend, and the machine's
     speed factor at the time; (None, None) where the table's device is not this machine."""
-    from proxyless.latency.check import measure_many
+    from proxyless.latency.measure import Meter
 
     if table is None:
         return None, None
     try:
-        measured, speed = measure_many([arch], table, progress=False, desc="measure")
+        measured, speed = Meter.for_table(table).measure([arch])
     except ProxylessError as err:
         log(f"measured latency: skipped ({err})")
         return None, None

@@ -13,7 +13,8 @@ times any extra objectives `arch -> float`; b is a moving average of the rewards
 ascends J. With `constraint="dual"` (the default) the target also binds as in the gradient
 strategy: R − ν (LAT / T − 1), with ν raised while the argmax network misses T.
 LAT comes from the cost model (a lookup table), or from measuring each sampled network end
-to end on this machine (`measure=True`, cached by architecture), or from any
+to end on this machine (`measure=True`, cached by architecture, anchored on the time base of
+its first measurement as in `latency.measure`), or from any
 function `arch -> float` given through the Python API.
 """
 
@@ -25,7 +26,7 @@ import torch
 
 from proxyless import distributed
 from proxyless.arch import Architecture
-from proxyless.latency.model import CostModel
+from proxyless.latency.cost import CostModel
 from proxyless.search.config import SearchConfig
 from proxyless.search.losses import dual_update
 from proxyless.supernet import SuperNet, frozen_bn_statistics
@@ -45,28 +46,38 @@ class ReinforceStrategy:
         self.objectives = list(objectives)
         self.latency_fn = latency_fn
         self._measured: dict[str, float] = {}
-        if latency_fn is None and config.reinforce_measure:
+        self._time_base: dict[str, float | str] = {}  # anchor ms at the first measurement
+        self._measuring = latency_fn is None and config.reinforce_measure
+        if self._measuring:
             self.latency_fn = self._measure
         self.multiplier = 0.0  # ν of the constraint cost <= target
 
     # -- the reward ---------------------------------------------------------------------
     def _measure(self, arch: Architecture) -> float:
-        """End-to-end latency on this machine (torch, batch 1), cached per network.
+        """End-to-end latency on this machine (torch, batch 1), cached per network."""
+        self._measure_new([arch])
+        return self._measured[arch.encode()]
+
+    def _measure_new(self, archs: Sequence[Architecture]) -> None:
+        """Measure the networks not measured yet, together and beside the anchor network, and
+        cache them on the time base of the search's first measurement (see latency.measure).
 
         Under torchrun rank 0 measures (ranks timing at once would slow each other down) and
-        every rank gets its figure, so all ranks compute the same rewards."""
-        key = arch.encode()
-        if key not in self._measured:
-            from proxyless.latency.profile import Timer, measure_network
+        every rank gets its figures, so all ranks compute the same rewards."""
+        new = {a.encode(): a for a in archs if a.encode() not in self._measured}
+        if not new:
+            return
+        values = None
+        if distributed.is_main():
+            from proxyless.latency.measure import QUICK_TIMING, Meter
+            from proxyless.latency.timer import Timer
 
-            ms = None
-            if distributed.is_main():
-                device = "cuda" if self.config.device.startswith("cuda") else "cpu"
-                timer = Timer("torch", device, threads=self.config.measure_threads, warmup=3,
-                              repeats=10, min_time=0)
-                ms = measure_network(arch, timer).ms
-            self._measured[key] = distributed.broadcast_object(ms)
-        return self._measured[key]
+            device = "cuda" if self.config.device.startswith("cuda") else "cpu"
+            timer = Timer("torch", device, threads=self.config.measure_threads, **QUICK_TIMING)
+            ms, speed = Meter(timer, self.net.space, reference=self._time_base).measure(
+                list(new.values()))
+            values = [m / speed for m in ms]
+        self._measured.update(zip(new, distributed.broadcast_object(values), strict=True))
 
     def latency(self, arch: Architecture) -> float | None:
         if self.latency_fn is not None:
@@ -134,6 +145,8 @@ class ReinforceStrategy:
 
     def step(self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> dict:
         samples = self.sample(self.config.reinforce_samples, generator)
+        if self._measuring and self.config.target is not None:  # all new samples in one go
+            self._measure_new([Architecture.from_indices(self.net.space, s) for s in samples])
         rewards = [self.reward(Architecture.from_indices(self.net.space, indices),
                                self.evaluate(indices, x, y)) for indices in samples]
         stats = self.update(samples, rewards)
@@ -147,10 +160,12 @@ class ReinforceStrategy:
 
     def state_dict(self) -> dict:
         return {"optimizer": self.optimizer.state_dict(), "baseline": self.baseline,
-                "measured": dict(self._measured), "multiplier": self.multiplier}
+                "measured": dict(self._measured), "time_base": dict(self._time_base),
+                "multiplier": self.multiplier}
 
     def load_state_dict(self, state: dict) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
         self.baseline = state["baseline"]
         self._measured = dict(state.get("measured", {}))
+        self._time_base = dict(state.get("time_base", {}))
         self.multiplier = state.get("multiplier", 0.0)

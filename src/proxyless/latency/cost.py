@@ -26,8 +26,6 @@ from proxyless.latency.table import LatencyTable
 from proxyless.space import SearchSpace
 from proxyless.walk import candidate_layers, fixed_layers
 
-METRICS = ("latency", "flops", "params")
-
 
 @dataclass
 class CostModel:

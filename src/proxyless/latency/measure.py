@@ -1,0 +1,112 @@
+"""The one way to measure whole networks end to end: anchored, on a table's time base.
+
+A shared machine's speed drifts by several percent from minute to minute. So every group of
+workloads is timed together with a fixed anchor network (`anchor_architecture`), and the
+ratio of the anchor's latency now to its latency when the reference was set (the first group
+of a table, or of a standalone meter) is the machine's speed factor (> 1: slower now).
+Dividing by it puts every measurement on one time base. Profiling, calibration,
+`latency-check`, the search's outputs, `run` and REINFORCE all measure through a `Meter`.
+
+    >>> ms, speed = Meter.for_table(table).measure(archs)     # raw ms, and the speed factor
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from proxyless.arch import Architecture
+from proxyless.errors import ProxylessError
+from proxyless.latency.table import Entry, LatencyTable
+from proxyless.latency.timer import Timer, cpu_model
+from proxyless.net import build_network
+from proxyless.space import ZERO, SearchSpace
+
+# Timing for measuring many networks during a search (REINFORCE): a few runs each, no minimum
+# time, because every architecture step measures its new samples; the anchor measured beside
+# them keeps the figures on one time base all the same.
+QUICK_TIMING = {"warmup": 3, "repeats": 10, "min_time": 0.0}
+
+
+def anchor_architecture(space: SearchSpace) -> Architecture:
+    """The fixed mid-sized network measured alongside every group of workloads."""
+    tokens = [t for t in space.candidates if t != ZERO]
+    return Architecture.uniform(space, tokens[len(tokens) // 2])
+
+
+def timer_for(table: LatencyTable, **overrides: Any) -> Timer:
+    """A timer with the table's own settings, on this machine (which must be the table's)."""
+    meta = table.meta
+    if meta.get("source") == "reference" or "backend" not in meta or "threads" not in meta:
+        raise ProxylessError("this table was not measured here (it has no backend/threads "
+                             "settings, e.g. the reference Pixel 1 table), so networks cannot "
+                             "be measured against it on this machine")
+    if meta.get("cpu") and meta["cpu"] != cpu_model():
+        raise ProxylessError(f"the table was measured on {meta['cpu']!r} but this machine is "
+                             f"{cpu_model()!r}; profile this machine with `proxyless profile`")
+    settings = {"warmup": int(meta.get("warmup", 10)), "repeats": int(meta.get("repeats", 50)),
+                "min_time": float(meta.get("min_time", 20.0)), **overrides}
+    return Timer(meta["backend"], meta.get("device", "cpu"), int(meta["threads"]), **settings)
+
+
+class Meter:
+    """Times workloads or networks of `space` beside the anchor network.
+
+    `reference` holds the anchor's latency at the time base (`anchor_ms`); a table's meter
+    uses the table's meta, so a table made here keeps its anchor. An empty reference is set
+    by the first measurement.
+    """
+
+    def __init__(self, timer: Timer, space: SearchSpace, batch: int = 1,
+                 reference: dict[str, Any] | None = None) -> None:
+        self.timer, self.space, self.batch = timer, space, batch
+        self.reference = {} if reference is None else reference
+
+    @classmethod
+    def for_table(cls, table: LatencyTable, **timing: Any) -> Meter:
+        """Measures as the table was measured (its backend, threads, batch and anchor)."""
+        return cls(timer_for(table, **timing), table.space, int(table.meta.get("batch", 1)),
+                   table.meta)
+
+    def input_shape(self) -> tuple[int, int, int, int]:
+        s = self.space
+        return (self.batch, s.in_channels, s.input_size, s.input_size)
+
+    def time(self, workloads: list[tuple[nn.Module, tuple[int, ...]]], progress: bool = False,
+             desc: str = "measure") -> tuple[list[Entry], float]:
+        """Entries of `workloads` (raw ms) and the speed factor of the moment."""
+        anchor = anchor_architecture(self.space)
+        entries = self.timer.time([*workloads, (build_network(anchor), self.input_shape())],
+                                  progress, desc)
+        anchor_ms = entries[-1].ms
+        if "anchor_ms" not in self.reference:
+            self.reference["anchor_arch"] = anchor.encode()
+            self.reference["anchor_ms"] = anchor_ms
+        return entries[:-1], anchor_ms / float(self.reference["anchor_ms"])
+
+    def measure(self, archs: list[Architecture], progress: bool = False,
+                desc: str = "measure") -> tuple[list[float], float]:
+        """End-to-end ms of each network (measured together), and the speed factor."""
+        entries, speed = self.time([(build_network(a), self.input_shape()) for a in archs],
+                                   progress, desc)
+        return [e.ms for e in entries], speed
+
+
+def spread_architectures(space: SearchSpace, count: int, seed: int) -> list[Architecture]:
+    """Random architectures spread from light to heavy: each draws its blocks from its own
+    random preference over the candidates (Dirichlet), so the sample covers the latency range
+    instead of piling up around the mean as uniform draws do."""
+    rng = np.random.default_rng(seed)
+    tokens = list(space.candidates)
+    archs = []
+    for _ in range(count):
+        preference = rng.dirichlet(np.full(len(tokens), 0.5))
+        chosen = []
+        for slot in space.slots():
+            weights = np.array([preference[tokens.index(t)] for t in slot.candidates]) + 1e-9
+            chosen.append(slot.candidates[rng.choice(len(slot.candidates),
+                                                     p=weights / weights.sum())])
+        archs.append(Architecture(space, tuple(chosen)))
+    return archs

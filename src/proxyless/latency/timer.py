@@ -1,0 +1,159 @@
+"""Timing modules on the device at hand: a backend, a device and a thread count.
+
+    >>> entries = Timer("torch", threads=1).time([(module, (1, 3, 224, 224))])
+
+Workloads are warmed up, then timed round-robin (see `Timer`), keeping a low percentile and
+the interquartile range. CPU timing fixes the thread count; CUDA timing synchronizes the
+device around every run. The ONNX Runtime backend exports the module to ONNX and times an
+`onnxruntime.InferenceSession` at the same thread count: what CPU deployments run.
+`fingerprint` records what a measurement depends on (device, CPU, library versions, settings).
+"""
+
+from __future__ import annotations
+
+import io
+import platform
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from proxyless.errors import ProxylessError
+from proxyless.latency.table import Entry
+from proxyless.runtime import resolve_device
+
+BACKENDS = ("torch", "onnxruntime")
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def fingerprint(backend: str, device: str, threads: int, batch: int) -> dict:
+    """What a measurement depends on; a cached table is reused only when all of it matches."""
+    info = {"backend": backend, "device": device, "threads": threads, "batch": batch,
+            "cpu": cpu_model(), "machine": platform.machine(), "torch": torch.__version__,
+            "python": platform.python_version()}
+    if device.startswith("cuda"):
+        info["gpu"] = torch.cuda.get_device_name(resolve_device(device))
+    if backend == "onnxruntime":
+        import onnxruntime
+
+        info["onnxruntime"] = onnxruntime.__version__
+    return info
+
+
+def _export_onnx(module: nn.Module, example: torch.Tensor) -> bytes:
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (example,), buffer, input_names=["x"], output_names=["y"],
+                          opset_version=17, dynamo=False)
+    return buffer.getvalue()
+
+
+class Timer:
+    """Times `nn.Module`s at fixed input shapes on one backend, device and thread count.
+
+    Shared machines drift between speed states for seconds at a time (seen here: the same
+    network at 5.5 ms for 5 s, then 8.2 ms for 12 s). So workloads are measured together,
+    round-robin, for at least `min_time` seconds and `repeats` rounds, and each keeps a low
+    percentile of its runs: every workload is sampled across the same states, and the figure
+    is the latency of the machine when nothing else slows it down. Each visit runs the
+    workload once untimed, then times two runs, so what ran before it does not matter.
+    """
+
+    def __init__(self, backend: str = "torch", device: str = "cpu", threads: int = 1,
+                 warmup: int = 10, repeats: int = 50, min_time: float = 20.0) -> None:
+        if backend not in BACKENDS:
+            raise ProxylessError(f"--backend {backend!r}: expected one of {', '.join(BACKENDS)}")
+        if backend == "onnxruntime" and device != "cpu":
+            raise ProxylessError("--backend onnxruntime measures on the CPU; use --device cpu")
+        if threads < 1 or warmup < 0 or repeats < 1 or min_time < 0:
+            raise ProxylessError("--threads and --repeats must be >= 1, warm-up and "
+                                 "--min-time >= 0")
+        self.backend, self.threads = backend, threads
+        self.device = resolve_device(device)
+        self.warmup, self.repeats, self.min_time = warmup, repeats, min_time
+
+    def _runner(self, module: nn.Module, shape: tuple[int, ...]) -> Callable[[], object]:
+        module = module.eval()
+        example = torch.randn(shape)
+        if self.backend == "onnxruntime":
+            import onnxruntime as ort
+
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = self.threads
+            options.inter_op_num_threads = 1
+            options.log_severity_level = 3
+            session = ort.InferenceSession(_export_onnx(module, example), options,
+                                           providers=["CPUExecutionProvider"])
+            feed = {"x": example.numpy()}
+            return lambda: session.run(None, feed)
+        module = module.to(self.device)
+        x = example.to(self.device)
+        if self.device.type == "cuda":
+            def run() -> object:
+                with torch.inference_mode():
+                    out = module(x)
+                torch.cuda.synchronize(self.device)
+                return out
+            return run
+
+        def run_cpu() -> object:
+            with torch.inference_mode():
+                return module(x)
+        return run_cpu
+
+    def time(self, workloads: list[tuple[nn.Module, tuple[int, ...]]],
+             progress: bool = False, desc: str = "measure") -> list[Entry]:
+        """Latency of each (module, input shape), measured round-robin (see the class)."""
+        previous = torch.get_num_threads()
+        torch.set_num_threads(self.threads)
+        try:
+            runners = [self._runner(module, shape) for module, shape in workloads]
+            for run in runners:
+                for _ in range(self.warmup):
+                    run()
+            times: list[list[float]] = [[] for _ in runners]
+            started = time.perf_counter()
+            bar = tqdm(total=self.repeats, desc=desc, unit="round", disable=not progress,
+                       leave=False)
+            rounds = 0
+            while rounds < self.repeats or time.perf_counter() - started < self.min_time:
+                for run, record in zip(runners, times, strict=True):
+                    # One untimed run first: each visit then times the workload with its own
+                    # weights in cache, as in repeated inference, whatever ran before it.
+                    run()
+                    for _ in range(2):
+                        t0 = time.perf_counter()
+                        run()
+                        record.append((time.perf_counter() - t0) * 1e3)
+                rounds += 1
+                if rounds <= self.repeats:
+                    bar.update(1)
+            bar.close()
+        finally:
+            torch.set_num_threads(previous)
+        return [_summarize(record) for record in times]
+
+    def time_one(self, module: nn.Module, shape: tuple[int, ...]) -> Entry:
+        return self.time([(module, shape)])[0]
+
+
+def _summarize(times: list[float]) -> Entry:
+    """The 10th percentile (the machine's undisturbed speed) and the interquartile range."""
+    values = np.asarray(times)
+    q10, q25, q75 = np.percentile(values, [10, 25, 75])
+    return Entry(float(q10), float(q75 - q25), len(values))
