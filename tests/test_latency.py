@@ -185,3 +185,23 @@ def test_bad_table_file(tmp_path):
     path.write_text("just: a string\n")
     with pytest.raises(ProxylessError, match="not a latency table"):
         LatencyTable.load(path)
+
+
+def test_reinforce_measures_new_samples_together_on_one_time_base(monkeypatch):
+    from proxyless.search import SearchConfig
+    from proxyless.search.reinforce import ReinforceStrategy
+
+    real, calls = Timer.time, []
+    monkeypatch.setattr(Timer, "time",
+                        lambda self, w, *a, **k: calls.append(len(w)) or real(self, w, *a, **k))
+    space = tiny_space()
+    strategy = ReinforceStrategy(SuperNet(space), None, SearchConfig(
+        strategy="reinforce", reinforce_measure=True, target=1.0))
+    archs = [Architecture.random(space, random.Random(seed)) for seed in range(3)]
+    strategy._measure_new(archs + archs[:1])
+    assert calls == [len({a.encode() for a in archs}) + 1]  # one group, with the anchor
+    assert "anchor_ms" in strategy.state_dict()["time_base"]
+    assert all(strategy.latency(a) > 0 for a in archs) and len(calls) == 1  # cached
+    resumed = ReinforceStrategy(SuperNet(space), None, strategy.config)
+    resumed.load_state_dict(strategy.state_dict())
+    assert resumed.latency(archs[0]) == strategy.latency(archs[0]) and len(calls) == 1

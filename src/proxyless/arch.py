@@ -269,6 +269,6 @@ def load_architecture(path: str | Path, input_size: int | None = None) -> Archit
     data = read_mapping(path, "architecture file")
     if mapping_kind(data) == REFERENCE_NET:
         return import_reference_config(data, path.stem, input_size or 224)
-    if "arch" in data and isinstance(data["arch"], dict):  # e.g. a search summary
+    if "arch" in data and isinstance(data["arch"], dict):  # e.g. a training run's config.json
         data = data["arch"]
     return Architecture.from_dict(data, f"architecture file {path}")

@@ -125,8 +125,9 @@ REFERENCE_NET, ARCHITECTURE, SPACE = "reference-net", "architecture", "space"
 
 def mapping_kind(data: dict) -> str:
     """What a mapping read from a file holds: the reference code's `net.config`
-    (REFERENCE_NET), one of our architecture files or a search summary (ARCHITECTURE), or
-    else a search space (SPACE). The one place where file contents are told apart."""
+    (REFERENCE_NET), one of our architecture files or a file holding one under `arch`
+    (ARCHITECTURE), or else a search space (SPACE). The one place where file contents are
+    told apart."""
     if "first_conv" in data and "feature_mix_layer" in data:
         return REFERENCE_NET
     if "blocks" in data or "arch" in data:
