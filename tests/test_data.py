@@ -257,13 +257,15 @@ def test_split_validation_seeded_and_sized():
     assert split_validation(data, 0, seed=0) == (data, None)
     assert split_validation(data, 0.0, seed=0)[1] is None
     assert len(split_validation(data, np.int64(4), seed=0)[1]) == 4
+    assert torch.equal(split_validation(data, 6.0, seed=0)[1].images, a.images)  # a count
     for bad in (40, 1.5, -1):
         with pytest.raises(ProxylessError, match="validation size"):
             split_validation(data, bad, seed=0)
 
 
 def test_load_data_auto_branches(tmp_path, monkeypatch):
-    monkeypatch.setattr(D, "DEBIAN_FASHION_DIR", tmp_path / "debian")
+    # load_data reads DEBIAN_FASHION_DIR from proxyless.data.loading, so patch it there.
+    monkeypatch.setattr("proxyless.data.loading.DEBIAN_FASHION_DIR", tmp_path / "debian")
     lines = []
     assert load_data(val_size=0, notify=lines.append).name == "fashion-mnist-builtin"
     assert "apt-get install dataset-fashion-mnist" in lines[-1]

@@ -91,10 +91,6 @@ class SearchConfig:
               "--measure-latency measures latency: give --target-ms, not --target-mflops")
         check(self.measure_threads >= 1, "measure_threads must be >= 1")
 
-    @property
-    def val_split(self) -> int | float:
-        return self.val_size if self.val_size < 1 else int(self.val_size)
-
     @classmethod
     def from_dict(cls, data: dict) -> SearchConfig:
         return from_dict(cls, data, "search config")

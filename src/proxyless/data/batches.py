@@ -1,0 +1,90 @@
+"""`Batches`: iterate normalized float batches of an `ImageSet`, shuffled per epoch with a seed,
+optionally augmented (random crop + flip), sharded across DDP ranks, on any device."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from proxyless.data.sets import ImageSet
+
+
+class Batches:
+    """Iterate (x, y) float batches of an ImageSet: normalized, optionally augmented, shuffled
+    per epoch with a seed, sharded across DDP ranks."""
+
+    def __init__(self, data: ImageSet, batch_size: int, *, mean: Sequence[float],
+                 std: Sequence[float], shuffle: bool, augment: bool, seed: int = 0,
+                 drop_last: bool = False, rank: int = 0, world_size: int = 1,
+                 image_size: int | None = None, device: torch.device | str = "cpu",
+                 pad: bool = True) -> None:
+        if batch_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"bad batch_size={batch_size} / rank={rank} / world={world_size}")
+        if len(mean) != data.channels or len(std) != data.channels:
+            raise ValueError(f"mean/std need {data.channels} values, got {len(mean)}/{len(std)}")
+        self.data, self.batch_size, self.shuffle, self.augment = data, batch_size, shuffle, augment
+        self.seed, self.drop_last, self.rank, self.world_size = seed, drop_last, rank, world_size
+        self.image_size, self.device, self.epoch = image_size, torch.device(device), 0
+        inv_std = 1.0 / torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+        # (x / 255 - mean) / std folded into one multiply-subtract, done on the device.
+        self._scale = (inv_std / 255).to(self.device)
+        self._shift = (torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1) * inv_std
+                       ).to(self.device)
+        # Training pads by wrap-around so every rank runs the same number of steps (as
+        # DistributedSampler); evaluation (pad=False) splits exactly, so no image counts twice.
+        self.pad = pad
+        self.samples = (math.ceil(len(data) / world_size) if pad
+                        else len(range(rank, len(data), world_size)))
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        if self.drop_last:
+            return self.samples // self.batch_size
+        return math.ceil(self.samples / self.batch_size)
+
+    def _order(self, generator: torch.Generator) -> torch.Tensor:
+        n = len(self.data)
+        order = torch.randperm(n, generator=generator) if self.shuffle else torch.arange(n)
+        if not self.pad:
+            return order[self.rank::self.world_size]
+        total = self.samples * self.world_size
+        if total > n:  # every rank gets the same count, as DistributedSampler does
+            order = order.repeat(math.ceil(total / n))[:total]
+        return order[self.rank:total:self.world_size]
+
+    def _augment(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Random crop from a zero-padded image plus random horizontal flip, per sample."""
+        b, c, h, w = x.shape
+        pad = 4 if min(h, w) >= 28 else 2
+        padded = F.pad(x, (pad, pad, pad, pad))
+        dy = torch.randint(0, 2 * pad + 1, (b, 1), generator=generator)
+        dx = torch.randint(0, 2 * pad + 1, (b, 1), generator=generator)
+        flip = torch.rand(b, 1, generator=generator) < 0.5
+        rows = dy + torch.arange(h)
+        cols = dx + torch.where(flip, torch.arange(w - 1, -1, -1), torch.arange(w))
+        # One flat gather per sample is ~3x faster than 4-D advanced indexing.
+        flat = (rows[:, :, None] * (w + 2 * pad) + cols[:, None, :]).view(b, 1, h * w)
+        return padded.view(b, c, -1).gather(2, flat.expand(b, c, h * w)).view(b, c, h, w)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        base = self.seed * 1_000_003 + self.epoch
+        order = self._order(torch.Generator().manual_seed(base))
+        # Ranks share the permutation but must not share crop/flip draws.
+        aug_generator = torch.Generator().manual_seed(base * 1_009 + self.rank)
+        size = self.data.size
+        for start in range(0, len(self) * self.batch_size, self.batch_size):
+            index = order[start:start + self.batch_size]
+            x = self.data.images[index]
+            if self.augment:
+                x = self._augment(x, aug_generator)
+            # Ship uint8 (4x fewer bytes than float) and normalize on the device.
+            x = x.to(self.device, non_blocking=True).float().mul_(self._scale).sub_(self._shift)
+            if self.image_size is not None and self.image_size != size:
+                x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear",
+                                  align_corners=False)
+            yield x, self.data.labels[index].to(self.device, non_blocking=True)

@@ -1,0 +1,241 @@
+"""Readers for the on-disk formats, each returning (train, test) `ImageSet`s, and the one place
+that tells a folder's format: Fashion-MNIST IDX files (raw or gzipped; the built-in subset is
+one), CIFAR-10 python batches (through an allowlisting unpickler) and image folders."""
+
+from __future__ import annotations
+
+import codecs
+import gzip
+import math
+import pickle
+import struct
+import zlib
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from proxyless.data.sets import ImageSet, from_arrays
+from proxyless.data.splits import holdout
+from proxyless.errors import ProxylessError
+
+try:
+    from numpy._core.multiarray import _reconstruct, scalar
+except ImportError:  # numpy < 1.26
+    from numpy.core.multiarray import _reconstruct, scalar
+
+FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                   "Sneaker", "Bag", "Ankle boot")
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                   "ship", "truck")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+_FASHION_FILES = (("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+                  ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"))
+_LAYOUTS = ("the four Fashion-MNIST IDX files (train-images-idx3-ubyte[.gz], ...); "
+            "CIFAR-10 python batches (data_batch_1..5, test_batch, or a cifar-10-batches-py "
+            "folder); or an image folder (DIR/<class>/*.png|jpg|jpeg|bmp, optionally split "
+            "into DIR/train/<class>/ and DIR/test/<class>/)")
+
+
+# ------------------------------------------------------------------------------- detection
+
+def detect_format(directory: Path) -> str:
+    """The data name ("fashion-mnist", "cifar10" or "imagefolder") of the folder's layout."""
+    if not directory.is_dir():
+        raise ProxylessError(f"data folder {directory} does not exist")
+    if any(_find_idx(directory, s) for pair in _FASHION_FILES for s in pair):
+        return "fashion-mnist"
+    if (directory / "data_batch_1").is_file() or (directory / "cifar-10-batches-py").is_dir():
+        return "cifar10"
+    root = directory / "train" if (directory / "train").is_dir() else directory
+    if any(files for files in _class_dirs(root).values()):
+        return "imagefolder"
+    raise ProxylessError(f"cannot tell the data format of {directory}; expected {_LAYOUTS}")
+
+
+def has_fashion_files(directory: Path) -> bool:
+    """Whether `directory` holds all four Fashion-MNIST IDX files (each raw or .gz)."""
+    return all(_find_idx(directory, s) for pair in _FASHION_FILES for s in pair)
+
+
+# ---------------------------------------------------------------------------- Fashion-MNIST
+
+def read_idx(path: Path) -> np.ndarray:
+    """A uint8 IDX file (raw or gzipped, detected by its magic bytes) as an array."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+        if raw[:2] == b"\x1f\x8b":
+            raw = gzip.decompress(raw)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise ProxylessError(f"cannot read IDX file {path}: {exc}; re-download it") from exc
+    if len(raw) < 4 or raw[:3] != b"\x00\x00\x08":
+        raise ProxylessError(f"{path} is not a uint8 IDX file: it starts with {raw[:4].hex(' ')}"
+                             ", expected 00 00 08 <ndim>")
+    header = 4 + 4 * raw[3]
+    if len(raw) < header:
+        raise ProxylessError(f"{path}: IDX header truncated (expected {header} bytes, got "
+                             f"{len(raw)}); re-download the file")
+    dims = struct.unpack(f">{raw[3]}I", raw[4:header])
+    expected, got = math.prod(dims), len(raw) - header
+    if got != expected:
+        raise ProxylessError(f"{path}: truncated or corrupt IDX file of shape {dims}: expected "
+                             f"{expected} data bytes, got {got}; re-download the file")
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims).copy()
+
+
+def _find_idx(directory: Path, stem: str) -> Path | None:
+    return next((p for p in (directory / f"{stem}.gz", directory / stem) if p.is_file()), None)
+
+
+def load_fashion_mnist(directory: Path) -> tuple[ImageSet, ImageSet]:
+    """(train, test) from a folder with the four Fashion-MNIST IDX files; images N x 1 x H x W."""
+    directory = Path(directory).expanduser()
+    if not directory.is_dir():
+        raise ProxylessError(f"Fashion-MNIST folder {directory} does not exist")
+    stems = [s for pair in _FASHION_FILES for s in pair]
+    missing = [s for s in stems if _find_idx(directory, s) is None]
+    if missing:
+        raise ProxylessError(f"{directory} lacks {', '.join(missing)}; a Fashion-MNIST folder "
+                             f"needs the four IDX files {', '.join(stems)} (each raw or .gz)")
+    sets = []
+    for image_stem, label_stem in _FASHION_FILES:
+        image_path, label_path = _find_idx(directory, image_stem), _find_idx(directory, label_stem)
+        images, labels = read_idx(image_path), read_idx(label_path)
+        if images.ndim != 3 or labels.ndim != 1:
+            raise ProxylessError(f"{image_path} / {label_path}: expected N x H x W images and N "
+                                 f"labels, got shapes {images.shape} and {labels.shape}")
+        if len(images) != len(labels):
+            raise ProxylessError(f"{image_path} holds {len(images)} images but {label_path} "
+                                 f"holds {len(labels)} labels; the counts must match")
+        sets.append(from_arrays(images[:, None], labels, FASHION_CLASSES, label_path))
+    return sets[0], sets[1]
+
+
+def load_builtin() -> tuple[ImageSet, ImageSet]:
+    """The shipped Fashion-MNIST subset: 6,000 train and 1,000 test images, class-balanced."""
+    # Package data of `proxyless` (src/proxyless/builtin_data/), not a path beside this file.
+    with resources.as_file(resources.files("proxyless") / "builtin_data") as directory:
+        return load_fashion_mnist(Path(directory))
+
+
+# ---------------------------------------------------------------------------------- CIFAR-10
+
+# Exactly what a pickled numpy array needs: an allowlist, so a hostile file cannot run code.
+_SAFE_GLOBALS = {("numpy.core.multiarray", "_reconstruct"): _reconstruct,
+                 ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+                 ("numpy.core.multiarray", "scalar"): scalar,
+                 ("numpy._core.multiarray", "scalar"): scalar,
+                 ("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype,
+                 ("_codecs", "encode"): codecs.encode}  # how Python 3 protocol 2 writes bytes
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> object:
+        try:
+            return _SAFE_GLOBALS[module, name]
+        except KeyError:
+            raise pickle.UnpicklingError(f"refusing to load global {module}.{name}") from None
+
+
+def _unpickle(path: Path) -> dict[str, object]:
+    try:
+        with open(path, "rb") as file:
+            obj = _ArrayUnpickler(file, encoding="bytes").load()
+    # Unpickling damaged or hostile data can raise nearly any exception type.
+    except Exception as exc:
+        raise ProxylessError(f"cannot load CIFAR-10 batch {path}: {exc}; expected the "
+                             "python version of CIFAR-10 (cifar-10-python.tar.gz)") from exc
+    if not isinstance(obj, dict):
+        raise ProxylessError(f"{path}: expected a pickled dict, got {type(obj).__name__}")
+    return {k.decode("latin1") if isinstance(k, bytes) else str(k): v for k, v in obj.items()}
+
+
+def _cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    batch = _unpickle(path)
+    data, labels = batch.get("data"), np.asarray(batch.get("labels", []))
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.shape[1:] != (3072,) \
+            or labels.shape != (len(data),) or labels.dtype.kind not in "iu":
+        raise ProxylessError(f"{path}: expected 'data' (uint8 N x 3072) and N integer 'labels'")
+    return data.reshape(-1, 3, 32, 32), labels.astype(np.int64)
+
+
+def load_cifar10(directory: Path) -> tuple[ImageSet, ImageSet]:
+    """(train, test) from CIFAR-10 python batches: data_batch_1[..5], test_batch, batches.meta."""
+    directory = Path(directory).expanduser()
+    if (directory / "cifar-10-batches-py").is_dir():
+        directory = directory / "cifar-10-batches-py"
+    if not (directory / "data_batch_1").is_file() or not (directory / "test_batch").is_file():
+        raise ProxylessError(f"{directory} is not a CIFAR-10 folder: expected data_batch_1 (to "
+                             "data_batch_5) and test_batch, from cifar-10-python.tar.gz")
+    classes: Sequence[str] = CIFAR10_CLASSES
+    if (directory / "batches.meta").is_file():
+        names = _unpickle(directory / "batches.meta").get("label_names")
+        if isinstance(names, list | tuple) and names:
+            classes = [n.decode("utf-8", "replace") if isinstance(n, bytes) else str(n)
+                       for n in names]
+    parts = [_cifar_batch(directory / f"data_batch_{i}") for i in range(1, 6)
+             if (directory / f"data_batch_{i}").is_file()]
+    train = from_arrays(np.concatenate([p[0] for p in parts]),
+                        np.concatenate([p[1] for p in parts]), classes, directory)
+    return train, from_arrays(*_cifar_batch(directory / "test_batch"), classes, directory)
+
+
+# ------------------------------------------------------------------------------ image folder
+
+def _class_dirs(directory: Path) -> dict[str, list[Path]]:
+    """Class name -> sorted image files, for every visible subfolder."""
+    try:
+        return {d.name: sorted(f for f in d.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+                for d in sorted(directory.iterdir()) if d.is_dir() and not d.name.startswith(".")}
+    except OSError as exc:
+        raise ProxylessError(f"cannot list image folder {directory}: {exc}") from exc
+
+
+def _read_images(directory: Path, size: int, channels: int) -> ImageSet:
+    from PIL import Image
+
+    classes = _class_dirs(directory)
+    if not classes:
+        raise ProxylessError(f"{directory} has no class subfolders; expected {directory}/<class>/"
+                             f"*{'|'.join(IMAGE_SUFFIXES)}")
+    images = np.empty((sum(map(len, classes.values())), size, size, channels), np.uint8)
+    labels, i = [], 0
+    for label, (name, files) in enumerate(classes.items()):
+        if not files:
+            raise ProxylessError(f"class folder {directory / name} holds no images "
+                                 f"({', '.join(IMAGE_SUFFIXES)})")
+        for file in files:
+            try:
+                with Image.open(file) as image:
+                    image = image.convert("L" if channels == 1 else "RGB")
+                    pixels = np.asarray(image.resize((size, size), Image.Resampling.BILINEAR))
+            except (OSError, ValueError, Image.DecompressionBombError) as exc:
+                raise ProxylessError(f"cannot read image {file}: {exc}") from exc
+            images[i] = pixels.reshape(size, size, channels)
+            labels.append(label)
+            i += 1
+    return from_arrays(images.transpose(0, 3, 1, 2), np.array(labels), list(classes), directory)
+
+
+def load_image_folder(directory: Path, size: int, channels: int) -> tuple[ImageSet, ImageSet]:
+    """(train, test) from DIR/train/<class>/ + DIR/test/<class>/, or DIR/<class>/ (seeded 10%
+    class-balanced test hold-out); images resized to size x size, 1 (L) or 3 (RGB) channels."""
+    directory = Path(directory).expanduser()
+    if channels not in (1, 3):
+        raise ProxylessError(f"image folders load as 1 (grayscale) or 3 (RGB) channels, "
+                             f"not {channels}")
+    if not directory.is_dir():
+        raise ProxylessError(f"image folder {directory} does not exist")
+    train_dir, test_dir = directory / "train", directory / "test"
+    if train_dir.is_dir() != test_dir.is_dir():
+        raise ProxylessError(f"{directory} has only one of train/ and test/; give both, or put "
+                             "the class folders directly in it")
+    if not train_dir.is_dir():
+        return holdout(_read_images(directory, size, channels), 0.1, 0, "test")
+    train, test = (_read_images(d, size, channels) for d in (train_dir, test_dir))
+    if train.classes != test.classes:
+        raise ProxylessError(f"{train_dir} and {test_dir} must have the same class folders: "
+                             f"{list(train.classes)} vs {list(test.classes)}")
+    return train, test

@@ -1,0 +1,69 @@
+"""The in-memory data containers: `ImageSet` (uint8 images + labels) and `DataSplits`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from proxyless.errors import ProxylessError
+
+
+@dataclass
+class ImageSet:
+    """Images (uint8, N x C x H x W, contiguous) with int64 labels indexing `classes`."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    classes: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != torch.uint8 or self.images.dim() != 4:
+            raise ValueError(f"images must be uint8 N x C x H x W, got {self.images.dtype} "
+                             f"{tuple(self.images.shape)}")
+        if self.labels.shape != (len(self.images),):
+            raise ValueError(f"need {len(self.images)} labels, got {tuple(self.labels.shape)}")
+        self.images = self.images.contiguous()
+        self.labels = self.labels.to(torch.int64)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def channels(self) -> int:
+        return self.images.shape[1]
+
+    @property
+    def size(self) -> int:
+        return self.images.shape[2]
+
+    def subset(self, indices: Sequence[int] | np.ndarray | torch.Tensor) -> ImageSet:
+        index = torch.as_tensor(np.asarray(indices), dtype=torch.long)
+        return ImageSet(self.images[index], self.labels[index], self.classes)
+
+
+@dataclass
+class DataSplits:
+    """Train / optional validation / test sets with the train split's per-channel stats."""
+
+    train: ImageSet
+    val: ImageSet | None
+    test: ImageSet
+    name: str
+    source: str
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
+def from_arrays(images: np.ndarray, labels: np.ndarray, classes: Sequence[str],
+                where: Path) -> ImageSet:
+    """An ImageSet from numpy arrays read from `where`, checking labels index `classes`."""
+    labels = labels.astype(np.int64)
+    if labels.size and (labels.min() < 0 or labels.max() >= len(classes)):
+        raise ProxylessError(f"{where}: labels range {labels.min()}..{labels.max()}, expected "
+                             f"0..{len(classes) - 1} for {len(classes)} classes")
+    return ImageSet(torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(labels),
+                    tuple(classes))
