@@ -82,16 +82,14 @@ def measure(preset: str, config: str, steps: int, warmup: int, device: str) -> d
         a_opt = torch.optim.Adam(model.arch_parameters(), lr=1e-3, betas=(0.0, 0.999))
 
         def weight_step(fixed) -> None:
-            model.set_mode("sample")
-            model.sample_gates(gen, fixed=fixed)
+            model.sample_gates("sample", gen, fixed=fixed)
             loss = criterion(model(x), y)
             w_opt.zero_grad(set_to_none=True)
             loss.backward()
             w_opt.step()
 
         def arch_step(mode: str, fixed) -> None:
-            model.set_mode(mode)
-            model.sample_gates(gen, fixed=fixed)
+            model.sample_gates(mode, gen, fixed=fixed)
             old = [a.detach().clone() for a in model.arch_parameters()]
             a_opt.zero_grad(set_to_none=True)
             with model.frozen_weights():

@@ -3,10 +3,9 @@
 import json
 
 import pytest
-import torch
 
 from proxyless import load_space
-from proxyless.data import DataSplits, load_data, split_validation
+from proxyless.data import DataSplits
 from proxyless.errors import ProxylessError
 from proxyless.pipeline import RunConfig, run_pipeline
 from proxyless.search import SearchConfig
@@ -22,13 +21,8 @@ def tiny_space() -> SearchSpace:
 
 
 @pytest.fixture(scope="module")
-def tiny_data() -> DataSplits:
-    data = load_data("builtin", notify=None)
-    g = torch.Generator().manual_seed(0)
-    train = data.train.subset(torch.randperm(len(data.train), generator=g)[:600])
-    train, val = split_validation(train, 100, seed=0)
-    return DataSplits(train=train, val=val, test=data.test.subset(torch.arange(200)),
-                      name=data.name, source=data.source, mean=data.mean, std=data.std)
+def tiny_data(builtin_subset) -> DataSplits:
+    return builtin_subset(500, 100)
 
 
 def run_config() -> RunConfig:

@@ -3,7 +3,7 @@
 import torch
 
 from proxyless.arch import Architecture
-from proxyless.latency.model import flops_model
+from proxyless.latency.cost import flops_model
 from proxyless.search import SearchConfig
 from proxyless.search.reinforce import ReinforceStrategy
 from proxyless.space import SearchSpace, StageSpec

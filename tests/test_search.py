@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from proxyless import load_space
-from proxyless.data import DataSplits, load_data, split_validation
+from proxyless.data import DataSplits
 from proxyless.errors import ProxylessError
-from proxyless.latency.model import flops_model, params_model
+from proxyless.latency.cost import flops_model, params_model
 from proxyless.search import SearchConfig, search
 from proxyless.search.losses import hardware_loss
 from proxyless.search.outputs import write_search_outputs
@@ -24,13 +24,8 @@ def tiny_space() -> SearchSpace:
 
 
 @pytest.fixture(scope="module")
-def tiny_data() -> DataSplits:
-    data = load_data("builtin", notify=None)
-    g = torch.Generator().manual_seed(0)
-    train = data.train.subset(torch.randperm(len(data.train), generator=g)[:1200])
-    train, val = split_validation(train, 200, seed=0)
-    return DataSplits(train=train, val=val, test=data.test.subset(torch.arange(200)),
-                      name=data.name, source=data.source, mean=data.mean, std=data.std)
+def tiny_data(builtin_subset) -> DataSplits:
+    return builtin_subset(1000, 200)
 
 
 def config(**changes) -> SearchConfig:

@@ -37,8 +37,7 @@ def loss_of(net, x, y):
 def reference_alpha_grads(net: SuperNet, actives, x, y, involved_sets):
     """dL/dα by the formula, with dL/dg_j from `full` mode (autograd on continuous gates)."""
     ref = copy.deepcopy(net)
-    ref.set_mode("full")
-    ref.sample_gates(fixed=actives)
+    ref.sample_gates("full", fixed=actives)
     loss_of(ref, x, y).backward()
     grads = []
     for op, involved in zip(ref.mixed_ops, involved_sets, strict=True):
@@ -56,8 +55,7 @@ def reference_alpha_grads(net: SuperNet, actives, x, y, involved_sets):
 def test_recompute_estimator_matches_the_formula(seed):
     net = make_net(seed)
     x, y = batch(seed)
-    net.set_mode("recompute")
-    net.sample_gates(torch.Generator().manual_seed(seed))
+    net.sample_gates("recompute", torch.Generator().manual_seed(seed))
     actives = [op.active for op in net.mixed_ops]
     expected = reference_alpha_grads(net, actives, x, y,
                                      [list(range(len(op.tokens))) for op in net.mixed_ops])
@@ -73,8 +71,7 @@ def test_recompute_estimator_matches_the_formula(seed):
 def test_two_path_estimator_matches_the_formula_on_the_pair(seed):
     net = make_net(seed)
     x, y = batch(seed)
-    net.set_mode("two")
-    net.sample_gates(torch.Generator().manual_seed(seed))
+    net.sample_gates("two", torch.Generator().manual_seed(seed))
     pairs = [list(op.involved) for op in net.mixed_ops]
     assert all(len(set(p)) == 2 and op.active in p for p, op in zip(pairs, net.mixed_ops,
                                                                        strict=True))
@@ -93,10 +90,9 @@ def test_zero_op_gate_gradient_is_kept():
     """A pair holding `zero`: its gate gradient is 0 but α still moves through p's coupling."""
     net = make_net(3)
     x, y = batch(3)
-    net.set_mode("two")
     op = net.mixed_ops[1]
     zero = op.tokens.index("zero")
-    net.sample_gates(torch.Generator().manual_seed(0))
+    net.sample_gates("two", torch.Generator().manual_seed(0))
     op.set_gates("two", None, active=zero)
     with net.frozen_weights():
         loss_of(net, x, y).backward()
@@ -109,8 +105,7 @@ def test_zero_op_gate_gradient_is_kept():
 def test_two_path_update_rescale_keeps_unsampled_probabilities():
     net = make_net(4)
     x, y = batch(4)
-    net.set_mode("two")
-    net.sample_gates(torch.Generator().manual_seed(4))
+    net.sample_gates("two", torch.Generator().manual_seed(4))
     optimizer = torch.optim.Adam(net.arch_parameters(), lr=0.05, betas=(0.0, 0.999))
     old_alpha = [op.alpha.detach().clone() for op in net.mixed_ops]
     old_probs = [op.probs().detach() for op in net.mixed_ops]
@@ -140,8 +135,7 @@ def test_sample_mode_runs_and_updates_only_the_sampled_paths():
         for j, cand in enumerate(op.candidates):
             cand.register_forward_hook(lambda m, i, o, key=(b, j): calls.__setitem__(
                 key, calls.get(key, 0) + 1))
-    net.set_mode("sample")
-    net.sample_gates(torch.Generator().manual_seed(5))
+    net.sample_gates("sample", torch.Generator().manual_seed(5))
     loss_of(net, x, y).backward()
     for b, op in enumerate(net.mixed_ops):
         for j, cand in enumerate(op.candidates):
@@ -157,8 +151,7 @@ def test_recompute_leaves_bn_statistics_of_inactive_paths_alone():
     net = make_net(6)
     x, y = batch(6)
     net.train()
-    net.set_mode("recompute")
-    net.sample_gates(torch.Generator().manual_seed(6))
+    net.sample_gates("recompute", torch.Generator().manual_seed(6))
     before = {k: v.clone() for k, v in net.state_dict().items() if "running" in k
               or "num_batches" in k}
     with net.frozen_weights():
@@ -180,8 +173,7 @@ def test_argmax_and_derive():
             op.alpha[i % len(op.tokens)] = 1.0
     arch = net.derive()
     assert arch.indices() == [i % len(op.tokens) for i, op in enumerate(net.mixed_ops)]
-    net.set_mode("argmax")
-    net.sample_gates()
+    net.sample_gates("argmax")
     assert net.active_architecture() == arch
     derived = net.derived_network()
     chosen = sum(p.numel() for op, j in zip(net.mixed_ops, arch.indices(), strict=True)
@@ -209,11 +201,9 @@ def test_fixed_gates_hold_an_architecture():
     net = SuperNet(space)
     arch = Architecture.uniform(space, "k5e6")
     for mode in ("sample", "recompute", "full"):
-        net.set_mode(mode)
-        net.sample_gates(fixed=arch)
+        net.sample_gates(mode, fixed=arch)
         assert net.active_architecture() == arch
-    net.set_mode("two")
-    net.sample_gates(fixed=arch)
+    net.sample_gates("two", fixed=arch)
     assert net.active_architecture() == arch
     assert all(len(set(op.involved)) == 2 for op in net.mixed_ops)
 
@@ -225,8 +215,7 @@ def test_full_mode_memory_holds_every_path_output():
     for op in net.mixed_ops:
         for cand in op.candidates:
             cand.register_forward_hook(lambda *a: calls.append(1))
-    net.set_mode("full")
-    net.sample_gates()
+    net.sample_gates("full")
     loss_of(net, *batch(9))
     assert len(calls) == sum(len(op.tokens) for op in net.mixed_ops)
 

@@ -6,24 +6,15 @@ import pytest
 import torch
 
 from proxyless import Architecture, build_network, load_space
-from proxyless.data import DataSplits, load_data
 from proxyless.errors import ProxylessError
 from proxyless.train import TrainConfig, train_network
 
 
-def small_data(train: int, test: int) -> DataSplits:
-    data = load_data("builtin", notify=None)
-    g = torch.Generator().manual_seed(0)
-    return DataSplits(train=data.train.subset(torch.randperm(len(data.train), generator=g)[:train]),
-                      val=None, test=data.test.subset(torch.arange(test)), name=data.name,
-                      source=data.source, mean=data.mean, std=data.std)
-
-
 @pytest.mark.slow
-def test_short_training_beats_chance_by_a_wide_margin(tmp_path):
+def test_short_training_beats_chance_by_a_wide_margin(tmp_path, builtin_subset):
     arch = Architecture.uniform(load_space("fashion"), "k3e3")
     config = TrainConfig(epochs=2, batch_size=64, lr=0.1, seed=0)
-    final = train_network(arch, small_data(3000, 1000), config, tmp_path, progress=False)
+    final = train_network(arch, builtin_subset(3000, 0, 1000), config, tmp_path, progress=False)
     assert final["test_top1"] > 55.0  # chance is 10%
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["epoch"] for x in lines] == [1, 2]
@@ -33,9 +24,9 @@ def test_short_training_beats_chance_by_a_wide_margin(tmp_path):
     assert saved["macs"] > 0
 
 
-def test_resume_after_interruption_is_exact(tmp_path, monkeypatch):
+def test_resume_after_interruption_is_exact(tmp_path, builtin_subset, monkeypatch):
     arch = Architecture.uniform(load_space("fashion"), "k3e3")
-    data = small_data(256, 100)
+    data = builtin_subset(256, 0, 100)
     config = TrainConfig(epochs=3, batch_size=64, seed=3)
     full = train_network(arch, data, config, tmp_path / "a", progress=False)
 
@@ -66,9 +57,9 @@ def test_resume_after_interruption_is_exact(tmp_path, monkeypatch):
     assert [json.loads(x)["epoch"] for x in lines] == [1, 2, 3]
 
 
-def test_resume_refuses_other_settings(tmp_path):
+def test_resume_refuses_other_settings(tmp_path, builtin_subset):
     arch = Architecture.uniform(load_space("fashion"), "k3e3")
-    data = small_data(128, 50)
+    data = builtin_subset(128, 0, 50)
     train_network(arch, data, TrainConfig(epochs=1, batch_size=64), tmp_path, progress=False)
     with pytest.raises(ProxylessError, match="lr"):
         train_network(arch, data, TrainConfig(epochs=1, batch_size=64, lr=0.3), tmp_path,
@@ -79,17 +70,17 @@ def test_resume_refuses_other_settings(tmp_path):
                       resume=True, progress=False)
 
 
-def test_wrong_channel_count_is_a_clear_error(tmp_path):
+def test_wrong_channel_count_is_a_clear_error(tmp_path, builtin_subset):
     arch = Architecture.uniform(load_space("cifar"), "k3e3")
     with pytest.raises(ProxylessError, match="channel"):
-        train_network(arch, small_data(64, 10), TrainConfig(epochs=1, batch_size=32), tmp_path,
-                      progress=False)
+        train_network(arch, builtin_subset(64, 0, 10), TrainConfig(epochs=1, batch_size=32),
+                      tmp_path, progress=False)
 
 
-def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path, builtin_subset):
     arch = Architecture.uniform(load_space("fashion"), "k3e3")
     (tmp_path / "checkpoint.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ProxylessError, match="cannot be read"):
-        train_network(arch, small_data(64, 10), TrainConfig(epochs=1, batch_size=32), tmp_path,
-                      resume=True, progress=False)
+        train_network(arch, builtin_subset(64, 0, 10), TrainConfig(epochs=1, batch_size=32),
+                      tmp_path, resume=True, progress=False)
     assert (tmp_path / "checkpoint.pt").read_bytes() == b"not a checkpoint"  # nothing lost

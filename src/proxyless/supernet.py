@@ -2,7 +2,7 @@
 
 Each searchable block is a `MixedOp` over its candidates, with architecture parameters α
 (init N(0, 1e-3)) and p = softmax(α). Binary gates pick the path(s) that run; the others are
-not called and hold no activations. Modes (`SuperNet.set_mode`), chosen per step:
+not called and hold no activations. Modes (`SuperNet.sample_gates`), chosen per step:
 
 - `sample`:    one path drawn from p. Weight steps; inactive candidates get no gradient.
 - `two`:       two distinct paths drawn without replacement, p renormalized over the pair;
@@ -20,13 +20,12 @@ dL/dα_i = Σ_j dL/dg_j p_j (δ_ij − p_i) over the involved paths (`MixedOp.se
 Recomputation runs BatchNorm on batch statistics without touching its running statistics.
 
     >>> net = SuperNet(load_space("fashion"))
-    >>> net.set_mode("sample"); net.sample_gates(); loss = criterion(net(x), y)
+    >>> net.sample_gates("sample"); loss = criterion(net(x), y)
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -226,7 +225,6 @@ class SuperNet(Backbone):
         super().__init__(space, dropout)
         for slot in space.slots():
             self.blocks.append(Block(MixedOp(slot), slot.has_skip))
-        self.mode = "sample"
 
     @property
     def mixed_ops(self) -> list[MixedOp]:
@@ -239,20 +237,15 @@ class SuperNet(Backbone):
         arch = {id(p) for p in self.arch_parameters()}
         return [p for p in self.parameters() if id(p) not in arch]
 
-    def named_weight_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
-        return ((n, p) for n, p in self.named_parameters() if not n.endswith(".alpha"))
-
-    def set_mode(self, mode: str) -> None:
+    def sample_gates(self, mode: str, generator: torch.Generator | None = None,
+                     fixed: Architecture | Sequence[int] | None = None) -> None:
+        """Fresh gates for every block in `mode` (one of MODES), drawn with `generator`;
+        `fixed` holds the active paths instead of drawing them."""
         if mode not in MODES:
             raise ProxylessError(f"unknown supernet mode {mode!r}; expected one of {MODES}")
-        self.mode = mode
-
-    def sample_gates(self, generator: torch.Generator | None = None,
-                     fixed: Architecture | Sequence[int] | None = None) -> None:
-        """Fresh gates for every block in the current mode (`fixed` holds the active paths)."""
         indices = fixed.indices() if isinstance(fixed, Architecture) else fixed
         for i, op in enumerate(self.mixed_ops):
-            op.set_gates(self.mode, generator, None if indices is None else int(indices[i]))
+            op.set_gates(mode, generator, None if indices is None else int(indices[i]))
 
     def parent_indices(self) -> list[int]:
         return [op.parent_index() for op in self.mixed_ops]
@@ -335,8 +328,3 @@ def recalibrate_batchnorm(model: nn.Module, batches, max_batches: int) -> None:
         for bn, momentum in zip(bns, momenta, strict=True):
             bn.momentum = momentum
         model.train(was_training)
-
-
-def uniform_entropy(space: SearchSpace) -> float:
-    """Mean entropy of a uniform p: the starting point of a search."""
-    return sum(math.log(len(s.candidates)) for s in space.slots()) / space.num_blocks

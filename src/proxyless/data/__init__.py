@@ -32,10 +32,10 @@ from proxyless.data.formats import (
     read_idx,
 )
 from proxyless.data.loading import load_data
-from proxyless.data.sets import DataSplits, ImageSet
+from proxyless.data.sets import DataSplits, ImageSet, check_channels
 from proxyless.data.splits import split_validation
 from proxyless.data.stats import channel_stats
 
 __all__ = ["FASHION_CLASSES", "Batches", "DataSplits", "ImageSet", "channel_stats",
-           "load_builtin", "load_cifar10", "load_data", "load_fashion_mnist",
+           "check_channels", "load_builtin", "load_cifar10", "load_data", "load_fashion_mnist",
            "load_image_folder", "read_idx", "split_validation"]

@@ -14,7 +14,7 @@ from proxyless.data.formats import (
     load_fashion_mnist,
     load_image_folder,
 )
-from proxyless.data.sets import DataSplits, ImageSet
+from proxyless.data.sets import DataSplits, ImageSet, check_channels
 from proxyless.data.splits import split_validation
 from proxyless.data.stats import channel_stats
 from proxyless.errors import ProxylessError
@@ -31,11 +31,8 @@ def load_data(data: str | None = None, data_dir: str | Path | None = None, *,
     """Load a data set by name or path, hold out validation, and compute train statistics."""
     name, directory = _resolve(data, data_dir)
     train, test, label, source = _read(name, directory, image_size, channels)
-    if channels is not None and channels != train.channels:
-        c, s = train.channels, train.size
-        raise ProxylessError(f"data {name!r} from {source} has {c}x{s}x{s} images (channels x "
-                             f"height x width) but the search space expects {channels} "
-                             f"channel(s); use a space with {c} input channel(s) or other data")
+    if channels is not None:
+        check_channels(train, channels, f"data {name!r} from {source}")
     if notify is not None:
         counts = f"({len(train):,} train / {len(test):,} test)"
         notify(f"data: {label} {counts} from {source}" if name != "builtin" else

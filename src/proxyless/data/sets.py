@@ -58,6 +58,15 @@ class DataSplits:
     std: tuple[float, ...]
 
 
+def check_channels(images: ImageSet, expected: int, what: str) -> None:
+    """Refuse images with another channel count than the search space's input, naming both."""
+    if images.channels != expected:
+        c, s = images.channels, images.size
+        raise ProxylessError(f"{what} has {c}x{s}x{s} images (channels x height x width) but "
+                             f"the search space expects {expected} channel(s); use a space "
+                             f"with {c} input channel(s) or other data")
+
+
 def from_arrays(images: np.ndarray, labels: np.ndarray, classes: Sequence[str],
                 where: Path) -> ImageSet:
     """An ImageSet from numpy arrays read from `where`, checking labels index `classes`."""

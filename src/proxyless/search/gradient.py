@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from proxyless import distributed
-from proxyless.latency.model import CostModel
+from proxyless.latency.cost import CostModel
 from proxyless.search.config import SearchConfig
 from proxyless.search.losses import constraint_term, dual_update, hardware_loss
 from proxyless.supernet import SuperNet, frozen_bn_statistics, rescale_pair
@@ -31,8 +31,7 @@ class GradientStrategy:
 
     def step(self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> dict:
         net, config = self.net, self.config
-        net.set_mode(config.estimator)
-        net.sample_gates(generator)
+        net.sample_gates(config.estimator, generator)
         old_alpha = [a.detach().clone() for a in net.arch_parameters()]
         self.optimizer.zero_grad(set_to_none=True)
         # A validation batch must not leak into BatchNorm's running statistics either.

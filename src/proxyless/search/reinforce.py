@@ -136,8 +136,7 @@ class ReinforceStrategy:
     def evaluate(self, indices: list[int], x: torch.Tensor, y: torch.Tensor) -> float:
         """Top-1 (fraction) of one sampled network on a validation batch."""
         net = self.net
-        net.set_mode("sample")
-        net.sample_gates(fixed=indices)
+        net.sample_gates("sample", fixed=indices)
         with frozen_bn_statistics(net):
             correct = (net(x).argmax(1) == y).sum().item()
         correct, count = distributed.all_reduce_sum([correct, y.numel()], x.device)

@@ -1,0 +1,171 @@
+"""What every training loop shares: the run skeleton, the evaluation, the optimizer of the
+weights and the cosine schedule.
+
+    >>> run = start_run(out, config.device, config.threads, resume, "run", "checkpoint.pt")
+    >>> epochs = Epochs(run, out, "proxyless-train/1", config.epochs, config.seed,
+    ...                 state={"model": model, "optimizer": optimizer, "scheduler": scheduler},
+    ...                 saved={"arch": arch.to_dict(), "config": to_dict(config)})
+    >>> epochs.start(resume, config_json, check=refuse_other_settings, log=print)
+    >>> epochs.run(one_epoch, line, desc="train", progress=True)  # one_epoch(epoch) -> record
+
+A run folder holds `config.json`, `metrics.jsonl` (one line per finished epoch) and
+`checkpoint.pt`, written atomically after every epoch (by rank 0 under torchrun). Each epoch
+starts by seeding every global RNG from (seed, epoch), so a resumed run continues exactly as
+if it had never stopped: `start(resume=True)` restores `state` from the checkpoint, after
+`check` has refused one written with other settings.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from proxyless import distributed
+from proxyless.config import to_dict, write_json_atomic
+from proxyless.runtime import RunContext, load_checkpoint, save_checkpoint, seed_epoch
+
+
+def weight_optimizer(params: Iterable[nn.Parameter], lr: float, momentum: float,
+                     weight_decay: float) -> torch.optim.SGD:
+    """SGD with Nesterov momentum; weight decay on conv/linear weights only (BatchNorm
+    parameters and biases are the 1-D ones)."""
+    decay, no_decay = [], []
+    for param in params:
+        if param.requires_grad:
+            (no_decay if param.ndim <= 1 else decay).append(param)
+    return torch.optim.SGD([{"params": decay, "weight_decay": weight_decay},
+                            {"params": no_decay, "weight_decay": 0.0}], lr=lr,
+                           momentum=momentum, nesterov=True)
+
+
+def cosine_schedule(steps: int, restart_at: int = 0) -> Callable[[int], float]:
+    """The learning-rate factor of a step: a cosine from 1 to 0 over `steps`, then 0.
+
+    With `restart_at`, a first cosine over the steps before it and a fresh one over `steps`
+    after it (the search: one over the warm-up, one over the search, as the reference).
+    """
+    def factor(step: int) -> float:
+        if step < restart_at:
+            return _cosine(step, restart_at)
+        return _cosine(step - restart_at, steps)
+    return factor
+
+
+def _cosine(step: int, total: int) -> float:
+    return 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
+
+
+class Tally:
+    """Loss and top-1 over batches, summed over DDP ranks."""
+
+    def __init__(self) -> None:
+        self.loss_sum = self.correct = self.count = 0.0
+
+    def add(self, loss_sum: float, logits: torch.Tensor, y: torch.Tensor) -> None:
+        self.loss_sum += loss_sum
+        self.correct += (logits.argmax(1) == y).sum().item()
+        self.count += y.numel()
+
+    def totals(self, device: torch.device) -> tuple[float, float]:
+        """(mean loss, top-1 in %) over every rank's batches."""
+        loss_sum, correct, count = distributed.all_reduce_sum(
+            [self.loss_sum, self.correct, self.count], device)
+        return loss_sum / max(count, 1), 100.0 * correct / max(count, 1)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, batches: Iterable, device: torch.device) -> tuple[float, float]:
+    """(mean cross-entropy, top-1 in %) over all batches, summed over DDP ranks."""
+    model.eval()
+    tally = Tally()
+    for x, y in batches:
+        logits = model(x.contiguous(memory_format=torch.channels_last))
+        tally.add(nn.functional.cross_entropy(logits, y, reduction="sum").item(), logits, y)
+    return tally.totals(device)
+
+
+def batch_bar(batches: Iterable, desc: str, show: bool) -> tqdm:
+    """The progress bar of one epoch's batches (gone when the epoch ends)."""
+    return tqdm(batches, desc=desc, unit="batch", leave=False, disable=not show)
+
+
+def changed_settings(checkpoint: dict, config, resumable: Iterable[str]) -> list[str]:
+    """The settings of `config` that differ from the checkpoint's, but those in `resumable`."""
+    before = checkpoint.get("config", {})
+    return [k for k, v in to_dict(config).items() if k not in resumable and before.get(k) != v]
+
+
+class Epochs:
+    """The epochs of one run folder: resume, per-epoch seeding, metrics and checkpoints.
+
+    `state`: checkpoint key -> what the run restores on resume, an object with
+    `state_dict()`/`load_state_dict()` (models, optimizers, schedulers, strategies) or a list
+    (its items are replaced). `saved`: checkpoint key -> a value saved as it is (what the run
+    is: its space or architecture, its config, its data), for `check` to compare on resume.
+    """
+
+    def __init__(self, run: RunContext, out: Path, checkpoint_format: str, total: int,
+                 seed: int, state: dict[str, Any], saved: dict[str, Any]) -> None:
+        self.context, self.out, self.format = run, out, checkpoint_format
+        self.total, self.seed = total, seed
+        self.state, self.saved = state, saved
+        self.metrics: list[dict] = []
+        self.start_epoch, self.elapsed = 0, 0.0
+
+    @property
+    def is_main(self) -> bool:
+        return self.context.dist.is_main
+
+    def start(self, resume: bool, config_json: dict, check: Callable[[dict], None],
+              log: Callable[[str], None] = print) -> None:
+        """Restore the last finished epoch (`resume`), then (re)write metrics and config."""
+        if resume:
+            checkpoint = load_checkpoint(self.context.checkpoint)
+            check(checkpoint)
+            for key, target in self.state.items():
+                if isinstance(target, list):
+                    target[:] = checkpoint[key]
+                else:
+                    target.load_state_dict(checkpoint[key])
+            self.start_epoch, self.metrics = checkpoint["epoch"], checkpoint["metrics"]
+            self.elapsed = checkpoint["elapsed_s"]
+            if self.is_main:
+                log(f"resuming {self.out} after epoch {self.start_epoch}/{self.total}")
+        if self.is_main:  # rewritten, so that a resumed run never duplicates lines
+            (self.out / "metrics.jsonl").write_text(
+                "".join(json.dumps(m) + "\n" for m in self.metrics))
+            write_json_atomic(self.out / "config.json", config_json)
+
+    def run(self, one_epoch: Callable[[int], dict], line: Callable[[dict], str], desc: str,
+            progress: bool = True) -> list[dict]:
+        """`one_epoch(epoch)` -> its record, for each epoch left; returns every record."""
+        bar = tqdm(range(self.start_epoch, self.total), desc=desc, unit="epoch",
+                   initial=self.start_epoch, total=self.total,
+                   disable=not (progress and self.is_main))
+        for epoch in bar:
+            started = time.perf_counter()
+            seed_epoch(self.seed, epoch)
+            record = one_epoch(epoch)
+            record["epoch_time_s"] = time.perf_counter() - started
+            self.elapsed += record["epoch_time_s"]
+            self.metrics.append(record)
+            if self.is_main:
+                with open(self.out / "metrics.jsonl", "a") as f:
+                    f.write(json.dumps(record) + "\n")
+                save_checkpoint(self.context.checkpoint, self.checkpoint(epoch + 1))
+                bar.write(line(record))
+        return self.metrics
+
+    def checkpoint(self, epoch: int) -> dict[str, Any]:
+        state = {key: target if isinstance(target, list) else target.state_dict()
+                 for key, target in self.state.items()}
+        return {"format": self.format, "epoch": epoch, **state, **self.saved,
+                "metrics": self.metrics, "elapsed_s": self.elapsed}
