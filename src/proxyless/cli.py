@@ -383,9 +383,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
-    from proxyless.latency.check import calibrate
+    from proxyless.latency.calibration import calibrate
     from proxyless.latency.cost import latency_model
-    from proxyless.latency.profile import Timer, profile_space
+    from proxyless.latency.profile import profile_space
+    from proxyless.latency.timer import Timer
     from proxyless.space import load_space
 
     space = load_space(args.space)
