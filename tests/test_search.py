@@ -49,19 +49,23 @@ def test_search_writes_its_outputs(tmp_path, tiny_data):
     for key in ("train_loss", "train_top1", "val_top1", "expected_flops", "argmax_flops",
                 "entropy", "arch", "expected_params", "argmax_params"):
         assert key in lines[-1]
-    for key in ("arch", "predicted_ms", "measured_ms", "params", "macs", "target_ms"):
+    for key in ("arch", "predicted_ms", "measured_ms", "params", "macs", "target_ms",
+                "weight_sharing", "peak_rss_mib"):
         assert key in summary
     for name in ("arch.json", "summary.json", "probs.png", "arch.png", "checkpoint.pt"):
         assert (tmp_path / name).stat().st_size > 0
     assert len(result.probs_history) == 4  # initial + one per epoch
 
 
-@pytest.mark.parametrize("strategy", ["gradient", "reinforce"])
-def test_resume_gives_the_same_architecture(tmp_path, tiny_data, monkeypatch, strategy):
+@pytest.mark.parametrize(("strategy", "sharing"), [("gradient", "separate"),
+                                                 ("reinforce", "separate"),
+                                                 ("gradient", "entangled")])
+def test_resume_gives_the_same_architecture(tmp_path, tiny_data, monkeypatch, strategy,
+                                            sharing):
     space = tiny_space()
     cost = flops_model(space)
     cfg = config(metric="flops", target=cost.bounds()[0] * 1.5, epochs=3, strategy=strategy,
-                 reinforce_samples=4)
+                 reinforce_samples=4, weight_sharing=sharing)
     full = search(space, tiny_data, cost, cfg, tmp_path / "a", progress=False)
 
     import proxyless.search.loop as loop

@@ -16,9 +16,9 @@ def tiny_space() -> SearchSpace:
                        candidates=("k3e3", "k3e6", "k5e3", "zero"), feature_mix=16)
 
 
-def make_net(seed: int = 0) -> SuperNet:
+def make_net(seed: int = 0, weight_sharing: str = "separate") -> SuperNet:
     torch.manual_seed(seed)
-    net = SuperNet(tiny_space())
+    net = SuperNet(tiny_space(), weight_sharing=weight_sharing)
     with torch.no_grad():
         for op in net.mixed_ops:
             op.alpha.normal_(0, 0.5)  # distinct probabilities make the formula non-trivial
@@ -51,9 +51,10 @@ def reference_alpha_grads(net: SuperNet, actives, x, y, involved_sets):
     return grads
 
 
+@pytest.mark.parametrize("sharing", ["separate", "entangled"])
 @pytest.mark.parametrize("seed", range(3))
-def test_recompute_estimator_matches_the_formula(seed):
-    net = make_net(seed)
+def test_recompute_estimator_matches_the_formula(seed, sharing):
+    net = make_net(seed, sharing)
     x, y = batch(seed)
     net.sample_gates("recompute", torch.Generator().manual_seed(seed))
     actives = [op.active for op in net.mixed_ops]
@@ -67,9 +68,10 @@ def test_recompute_estimator_matches_the_formula(seed):
         assert op.alpha.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("sharing", ["separate", "entangled"])
 @pytest.mark.parametrize("seed", range(3))
-def test_two_path_estimator_matches_the_formula_on_the_pair(seed):
-    net = make_net(seed)
+def test_two_path_estimator_matches_the_formula_on_the_pair(seed, sharing):
+    net = make_net(seed, sharing)
     x, y = batch(seed)
     net.sample_gates("two", torch.Generator().manual_seed(seed))
     pairs = [list(op.involved) for op in net.mixed_ops]
@@ -263,3 +265,28 @@ def test_inherited_kernel_of_a_larger_size_computes_the_same_function():
     k5e3.eval()
     x = torch.randn(2, 8, 4, 4)
     assert torch.allclose(parent(x), k5e3(x), atol=1e-5)
+
+
+def test_entangled_candidates_are_slices_of_one_kernel():
+    net = make_net(10, "entangled")
+    for op in net.mixed_ops:  # one MBConv's weights per block: k5 (largest), e6 (largest)
+        assert not any(p.numel() for c in op.candidates for p in c.parameters())
+        assert op.shared.conv_dw.conv.weight.shape[-1] == 5
+    x, y = batch(10)
+    net.sample_gates("sample", fixed=Architecture.uniform(net.space, "k3e3"))
+    loss_of(net, x, y).backward()
+    for op in net.mixed_ops:
+        grad = op.shared.conv_dw.conv.weight.grad  # [mid(e6), 1, 5, 5]
+        mid = op.shared.in_chs * 3
+        assert grad[:mid, :, 1:4, 1:4].abs().sum() > 0
+        outside = grad.clone()
+        outside[:mid, :, 1:4, 1:4] = 0
+        assert outside.abs().sum() == 0  # k3e3 trains the centre of the first channels only
+    net.eval()
+    for seed in range(3):
+        arch = Architecture.from_indices(net.space, [
+            (seed + i) % len(op.tokens) for i, op in enumerate(net.mixed_ops)])
+        net.sample_gates("sample", fixed=arch)
+        derived = net.derived_network(arch).eval()
+        with torch.no_grad():
+            torch.testing.assert_close(derived(x), net(x))

@@ -42,6 +42,7 @@ def _add_search_args(p: argparse.ArgumentParser, run: bool = False) -> None:
         SearchConfig,
     )
     from proxyless.search.losses import LOSSES
+    from proxyless.shared_weights import WEIGHT_SHARING
 
     d = SearchConfig()
     p.add_argument("--strategy", default=d.strategy, choices=STRATEGIES)
@@ -61,6 +62,10 @@ def _add_search_args(p: argparse.ArgumentParser, run: bool = False) -> None:
                         "derived network; soft: the paper's loss alone")
     p.add_argument("--dual-lr", type=float, default=d.dual_lr,
                    help="the multiplier's step per architecture step")
+    p.add_argument("--weight-sharing", default=d.weight_sharing, choices=WEIGHT_SHARING,
+                   help="separate: every candidate has its own weights (the paper); "
+                        "entangled: a block's candidates are slices of one kernel (centre "
+                        "kernels, first channels), so every step trains what every path uses")
     p.add_argument("--warmup-epochs", type=int, default=d.warmup_epochs)
     p.add_argument("--warmup-parent", type=float, default=d.warmup_parent,
                    help="share of the warm-up that trains only the largest path, which then "
@@ -95,6 +100,7 @@ def _search_config(args: argparse.Namespace, measure_threads: int = 1):
     target = args.target_mflops if metric == "flops" else args.target_ms
     return SearchConfig(
         strategy=args.strategy, epochs=args.epochs, warmup_epochs=args.warmup_epochs,
+        weight_sharing=args.weight_sharing,
         warmup_parent=args.warmup_parent,
         batch_size=args.batch_size, lr=args.lr, arch_lr=args.arch_lr,
         arch_every=args.arch_every, estimator=args.estimator, loss=args.loss,

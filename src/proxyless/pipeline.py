@@ -217,7 +217,8 @@ def write_report(out: Path, r: dict, scfg: SearchConfig, tcfg: TrainConfig,
         "![retraining](retrain.png)",
         "",
         f"Search: {scfg.strategy} strategy ({strategy_details(scfg)}), {scfg.warmup_epochs} "
-        f"warm-up + {scfg.epochs} search epochs, target as a `{scfg.constraint}` constraint. "
+        f"warm-up + {scfg.epochs} search epochs, `{scfg.weight_sharing}` candidate weights, "
+        f"target as a `{scfg.constraint}` constraint. "
         "Files: `search/` (arch.json, "
         "summary.json, metrics.jsonl), `retrain/` (final.json, metrics.jsonl, model.pt), "
         "`latency_table.json`, `results.json`.",

@@ -35,7 +35,8 @@ from proxyless.arch import Architecture
 from proxyless.errors import ProxylessError
 from proxyless.net import Backbone, ProxylessNet, build_network
 from proxyless.ops import Block, MBConv, build_op
-from proxyless.space import BlockSlot, SearchSpace
+from proxyless.shared_weights import WEIGHT_SHARING, SharedMBConv, SharedPath
+from proxyless.space import BlockSlot, SearchSpace, parse_token
 
 MODES = ("sample", "two", "recompute", "full", "argmax")
 ARCH_MODES = ("two", "recompute", "full")  # modes that give α a gradient
@@ -80,9 +81,8 @@ class _GateGradient(torch.autograd.Function):
                 if j == mixed.active:
                     o_j = out
                 else:
-                    candidate = mixed.candidates[j]
-                    with frozen_bn_statistics(candidate):
-                        o_j = candidate(x)
+                    with frozen_bn_statistics(mixed):  # entangled paths share their BN
+                        o_j = mixed.candidates[j](x)
                 gate_grad[j] = (grad_out * o_j).sum()
         return grad_out, gate_grad, None, None
 
@@ -90,11 +90,21 @@ class _GateGradient(torch.autograd.Function):
 class MixedOp(nn.Module):
     """One searchable block's candidates, α, and binary gates (gate index = candidate index)."""
 
-    def __init__(self, slot: BlockSlot) -> None:
+    def __init__(self, slot: BlockSlot, weight_sharing: str = "separate") -> None:
         super().__init__()
+        if weight_sharing not in WEIGHT_SHARING:
+            raise ProxylessError(f"weight sharing {weight_sharing!r}: expected one of "
+                                 f"{', '.join(WEIGHT_SHARING)}")
         self.tokens = slot.candidates
+        self.specs = [parse_token(t) for t in self.tokens]
+        self.entangled = weight_sharing == "entangled"
+        mbconvs = [s for s in self.specs if not s.is_zero]
+        if self.entangled and mbconvs:
+            self.shared = SharedMBConv(slot.in_channels, slot.out_channels, slot.stride, mbconvs)
         self.candidates = nn.ModuleList(
-            build_op(t, slot.in_channels, slot.out_channels, slot.stride) for t in self.tokens)
+            SharedPath(self.shared, s.kernel, s.expand) if self.entangled and not s.is_zero
+            else build_op(t, slot.in_channels, slot.out_channels, slot.stride)
+            for t, s in zip(self.tokens, self.specs, strict=True))
         self.alpha = nn.Parameter(torch.randn(len(self.tokens)) * 1e-3)
         self.mode = "sample"
         self.active = 0                 # the path whose output is the block's output
@@ -157,9 +167,15 @@ class MixedOp(nn.Module):
 
     def parent_index(self) -> int:
         """The largest candidate (expansion, then kernel): the one the others inherit from."""
-        sizes = [(c.expand_ratio, c.kernel_size) if isinstance(c, MBConv) else (0, 0)
-                 for c in self.candidates]
+        sizes = [(s.expand, s.kernel) for s in self.specs]  # zero: (0, 0)
         return max(range(len(sizes)), key=sizes.__getitem__)
+
+    def candidate_state(self, index: int) -> dict[str, torch.Tensor]:
+        """The weights of candidate `index` as a standalone op's state dict."""
+        candidate = self.candidates[index]
+        if isinstance(candidate, SharedPath):
+            return candidate.standalone_state()
+        return candidate.state_dict()
 
     @torch.no_grad()
     def inherit_from_parent(self) -> None:
@@ -168,8 +184,11 @@ class MixedOp(nn.Module):
         Kernels take the parent's centre (or the parent's kernel, zero-padded), expansions take
         its first channels (BatchNorm affine and running statistics alike). Each candidate
         keeps its own weights afterwards: this only aligns them, so that downstream layers see
-        compatible features whichever path is drawn (see `search.loop`'s warm-up).
+        compatible features whichever path is drawn (see `search.loop`'s warm-up). Entangled
+        candidates share their weights already: nothing to copy.
         """
+        if self.entangled:
+            return
         parent = self.candidates[self.parent_index()]
         for child in self.candidates:
             if child is parent or not isinstance(child, MBConv):
@@ -221,10 +240,12 @@ def rescale_pair(alpha: torch.Tensor, old_alpha: torch.Tensor, pair: Sequence[in
 class SuperNet(Backbone):
     """The over-parameterized network of a space: one MixedOp per searchable block."""
 
-    def __init__(self, space: SearchSpace, dropout: float = 0.0) -> None:
+    def __init__(self, space: SearchSpace, dropout: float = 0.0,
+                 weight_sharing: str = "separate") -> None:
         super().__init__(space, dropout)
+        self.weight_sharing = weight_sharing
         for slot in space.slots():
-            self.blocks.append(Block(MixedOp(slot), slot.has_skip))
+            self.blocks.append(Block(MixedOp(slot, weight_sharing), slot.has_skip))
 
     @property
     def mixed_ops(self) -> list[MixedOp]:
@@ -292,14 +313,10 @@ class SuperNet(Backbone):
         arch = arch or self.derive()
         net = build_network(arch, dropout)
         own = self.state_dict()
-        state = {}
-        for name in net.state_dict():
-            if name.startswith("blocks."):
-                _, i, _, rest = name.split(".", 3)
-                j = self.mixed_ops[int(i)].tokens.index(arch.blocks[int(i)])
-                state[name] = own[f"blocks.{i}.op.candidates.{j}.{rest}"]
-            else:
-                state[name] = own[name]
+        state = {name: own[name] for name in net.state_dict() if not name.startswith("blocks.")}
+        for i, (op, token) in enumerate(zip(self.mixed_ops, arch.blocks, strict=True)):
+            ops_state = op.candidate_state(op.tokens.index(token))
+            state.update((f"blocks.{i}.op.{name}", value) for name, value in ops_state.items())
         net.load_state_dict(state)
         return net
 

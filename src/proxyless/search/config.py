@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from proxyless.config import from_dict
 from proxyless.errors import ProxylessError
 from proxyless.search.losses import LOSSES
+from proxyless.shared_weights import WEIGHT_SHARING
 
 ESTIMATORS = ("two", "recompute")
 STRATEGIES = ("gradient", "reinforce")
@@ -20,6 +21,8 @@ class SearchConfig:
     strategy: str = "gradient"      # gradient (binarized paths) or reinforce
     epochs: int = 4                 # search epochs, after the warm-up
     warmup_epochs: int = 2          # weights only (see warmup_parent), then random paths
+    weight_sharing: str = "separate"  # separate: each candidate its own weights (the paper);
+                                    # entangled: candidates are slices of one kernel
     warmup_parent: float = 0.3      # share of the warm-up that trains only the largest path,
                                     # which then seeds the others; 0: the paper's warm-up
     batch_size: int = 128
@@ -62,6 +65,8 @@ class SearchConfig:
                 raise ProxylessError(f"search config: {message}")
 
         check(self.strategy in STRATEGIES, f"strategy {self.strategy!r} not in {STRATEGIES}")
+        check(self.weight_sharing in WEIGHT_SHARING,
+              f"weight_sharing {self.weight_sharing!r} not in {WEIGHT_SHARING}")
         check(self.epochs >= 2, f"epochs must be >= 2 (no α step in the first search epoch), "
                                 f"got {self.epochs}")
         check(self.train_limit is None or self.train_limit > 0, "train_limit must be > 0")

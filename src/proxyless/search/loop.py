@@ -118,7 +118,8 @@ def search(space, data: DataSplits, cost_model: CostModel | None, config: Search
     out = Path(out_dir)
     run = start_run(out, config.device, config.threads, resume, "search", CHECKPOINT)
     torch.manual_seed(config.seed)
-    net = SuperNet(space).to(run.device, memory_format=torch.channels_last)
+    net = SuperNet(space, weight_sharing=config.weight_sharing).to(
+        run.device, memory_format=torch.channels_last)
     batches = SearchBatches.build(space, data, config, run)
     w_opt = skeleton.weight_optimizer(net.weight_parameters(), config.lr, config.momentum,
                                       config.weight_decay)  # never α

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import resource
 from pathlib import Path
 
 from proxyless.arch import Architecture
@@ -55,9 +56,13 @@ def write_search_outputs(result: SearchResult, out_dir: str | Path, config: Sear
         "strategy": config.strategy,
         "estimator": config.estimator if config.strategy == "gradient" else None,
         "loss": config.loss,
+        "weight_sharing": config.weight_sharing,
         "epochs": config.epochs,
         "warmup_epochs": config.warmup_epochs,
         "search_time_s": sum(m["epoch_time_s"] for m in result.metrics),
+        # the process's peak resident memory so far (Linux reports KiB): the search's own
+        # where a process runs one search, as `proxyless search` does
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "table_device": (table.meta.get("cpu") or table.meta.get("device")) if table else None,
     }
     write_json_atomic(out / "summary.json", summary)

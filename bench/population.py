@@ -1,0 +1,273 @@
+"""Population benchmark: does the search find networks that picked ones do not? (issue 11)
+
+1. A population of the `fashion` space: `--random` architectures spread over the latency range,
+   the uniform family (all-k3e3 ... all-k7e6) and uniform k3e6 networks cut to several depths.
+2. Every network retrained from scratch with one protocol (`--epochs` x `--train-images`, on
+   full Fashion-MNIST, test top-1), `--seed-archs` of them with `--seeds` seeds to measure
+   seed noise. Results are cached by (architecture, protocol, seed) in `OUT/runs.jsonl`
+   (committed with the figures), so a rerun trains only what is missing; an interrupted
+   training resumes from its checkpoint in the cache folder.
+3. The latency of every network measured together, on the latency table's time base.
+4. Searched networks (`--search DIR ...`, folders of `proxyless search`) retrained alike with
+   `--seeds` seeds, and each search's supernet ranking: every population network scored on the
+   final supernet (BatchNorm re-estimated) against its retrained accuracy, Kendall's tau over
+   the population and within +-15% of the search's target.
+5. `OUT/population.png` (accuracy vs measured latency, the population's Pareto front, the
+   searched networks) and `OUT/table.txt`.
+
+    .venv/bin/python bench/population.py --search runs/s-gradient runs/s-entangled
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+from scipy.stats import kendalltau
+
+from proxyless import Architecture, load_space
+from proxyless.arch import decode
+from proxyless.data import Batches, DataSplits, load_data
+from proxyless.latency.cache import cache_dir, cached_table
+from proxyless.latency.cost import latency_model
+from proxyless.latency.measure import Meter, spread_architectures
+from proxyless.runtime import load_checkpoint
+from proxyless.space import SearchSpace
+from proxyless.supernet import SuperNet, recalibrate_batchnorm
+from proxyless.train import TrainConfig, train_network
+
+sys.path.insert(0, str(Path(__file__).parent))
+from search_vs_baselines import uniform_meeting  # noqa: E402
+
+
+def population(space: SearchSpace, model, count: int) -> list[tuple[str, Architecture]]:
+    fastest, slowest = model.bounds()
+    members = [(f"random {i + 1}", a)
+               for i, a in enumerate(spread_architectures(space, count, seed=3000))]
+    members += [(f"all-{t}", Architecture.uniform(space, t))
+                for t in space.candidates if t != "zero"]
+    for fraction in (0.15, 0.35, 0.6):
+        target = fastest + fraction * (slowest - fastest)
+        members.append((f"k3e6 cut to {fraction:.0%}", uniform_meeting(space, model, target)))
+    unique, seen = [], set()
+    for name, arch in members:
+        if arch.encode() not in seen:
+            seen.add(arch.encode())
+            unique.append((name, arch))
+    return unique
+
+
+def subset(data: DataSplits, limit: int) -> DataSplits:
+    g = torch.Generator().manual_seed(0)
+    train = data.train.subset(torch.randperm(len(data.train), generator=g)[:limit])
+    return DataSplits(train, None, data.test, data.name, data.source, data.mean, data.std)
+
+
+class Runs:
+    """Retrained results by (architecture, protocol, seed), kept in OUT/runs.jsonl."""
+
+    def __init__(self, path: Path, protocol: dict, data: DataSplits, threads: int) -> None:
+        self.path, self.protocol, self.data, self.threads = path, protocol, data, threads
+        self.done: dict[str, dict] = {}
+        if path.exists():
+            for line in path.read_text().splitlines():
+                row = json.loads(line)
+                self.done[row["key"]] = row
+
+    def key(self, arch: Architecture, seed: int) -> str:
+        text = json.dumps({"arch": arch.encode(), "protocol": self.protocol, "seed": seed},
+                          sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def top1(self, arch: Architecture, seed: int) -> float:
+        key = self.key(arch, seed)
+        if key not in self.done:
+            work = cache_dir() / "bench" / "population" / key
+            config = TrainConfig(epochs=self.protocol["epochs"], seed=seed, threads=self.threads)
+            resume = (work / "checkpoint.pt").exists()
+            final = train_network(arch, self.data, config, work, resume=resume, progress=False,
+                                  log=lambda m: None)
+            row = {"key": key, "arch": arch.encode(), "seed": seed, "protocol": self.protocol,
+                   "test_top1": final["test_top1"], "train_time_s": final["train_time_s"]}
+            with open(self.path, "a") as f:
+                f.write(json.dumps(row) + "\n")
+            self.done[key] = row
+            print(f"  trained {arch.encode()} seed {seed}: {final['test_top1']:.2f}% "
+                  f"({final['train_time_s']:.0f} s)", flush=True)
+        return self.done[key]["test_top1"]
+
+
+def supernet_scores(search_dir: Path, archs: list[Architecture], data: DataSplits,
+                    images: int) -> tuple[list[float], dict]:
+    """Val top-1 of each architecture on the search's final supernet, BN re-estimated."""
+    checkpoint = load_checkpoint(search_dir / "checkpoint.pt")
+    config = checkpoint["config"]
+    space = SearchSpace.from_dict(checkpoint["space"])
+    net = SuperNet(space, weight_sharing=config.get("weight_sharing", "separate"))
+    net.load_state_dict(checkpoint["supernet"])
+    held = load_data(None, val_size=config["val_size"], seed=config["seed"],
+                     image_size=space.input_size, channels=space.in_channels, notify=None)
+    common = dict(mean=held.mean, std=held.std, augment=False)
+    val = Batches(held.val.subset(torch.arange(min(images, len(held.val)))), 500,
+                  shuffle=False, pad=False, **common)
+    calibration = Batches(held.train, 128, shuffle=True, **common)
+    scores = []
+    for arch in archs:
+        model = net.derived_network(arch)
+        recalibrate_batchnorm(model, calibration, 20)
+        model.eval()
+        correct = count = 0
+        with torch.no_grad():
+            for x, y in val:
+                correct += (model(x).argmax(1) == y).sum().item()
+                count += y.numel()
+        scores.append(100 * correct / count)
+    return scores, config
+
+
+def tau(xs: list[float], ys: list[float]) -> float | None:
+    return float(kendalltau(xs, ys).statistic) if len(xs) >= 3 else None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", default="bench/results/population")
+    parser.add_argument("--random", type=int, default=20)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--train-images", type=int, default=20000)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seed-archs", type=int, default=3,
+                        help="population networks retrained with --seeds seeds (seed noise)")
+    parser.add_argument("--search", nargs="*", default=[], help="folders of `proxyless search`")
+    parser.add_argument("--rank-images", type=int, default=2000)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    space = load_space("fashion")
+    table, _ = cached_table(space, "cpu", 1, 10.0, 20, progress=False)
+    model = latency_model(table, space)
+    data = load_data(None, val_size=0, image_size=28, channels=1)
+    protocol = {"epochs": args.epochs, "train_images": args.train_images, "data": data.name}
+    runs = Runs(out / "runs.jsonl", protocol, subset(data, args.train_images), args.threads)
+
+    members = population(space, model, args.random)
+    seeded = {arch.encode() for _, arch in members[:args.seed_archs]}
+    rows = []
+    for name, arch in members:
+        seeds = range(args.seeds) if arch.encode() in seeded else range(1)
+        rows.append({"name": name, "arch": arch, "top1": [runs.top1(arch, s) for s in seeds]})
+    searched = []
+    for folder in map(Path, args.search):
+        summary = json.loads((folder / "summary.json").read_text())
+        arch = decode(space, summary["arch"])
+        searched.append({"name": f"searched: {folder.name}", "arch": arch, "summary": summary,
+                         "top1": [runs.top1(arch, s) for s in range(args.seeds)]})
+    everyone = rows + searched
+    measured, speed = Meter.for_table(table).measure([r["arch"] for r in everyone])
+    for r, ms in zip(everyone, measured, strict=True):
+        r["latency_ms"] = ms / speed
+        r["mean"] = statistics.mean(r["top1"])
+        r["sd"] = statistics.stdev(r["top1"]) if len(r["top1"]) > 1 else None
+    report(out, rows, searched, args, runs, data)
+
+
+def report(out: Path, rows: list[dict], searched: list[dict], args, runs: Runs,
+           data: DataSplits) -> None:
+    sds = [r["sd"] for r in rows if r["sd"] is not None]
+    seed_sd = statistics.mean(sds) if sds else float("nan")
+    spread = statistics.stdev([r["mean"] for r in rows])
+    lines = [f"protocol: retrain {args.epochs} epochs on {args.train_images} images of "
+             f"{data.name}, test top-1 on {len(data.test)}; latency on the table's time base",
+             f"seed sd (mean over {len(sds)} networks x {args.seeds} seeds): {seed_sd:.2f} "
+             f"points; sd of accuracy across the population: {spread:.2f} points; "
+             f"resolution: differences under ~{2 * seed_sd:.2f} points are inside the noise", ""]
+    lines.append(f"{'network':<26}{'top-1 (mean ± sd)':>20}{'latency':>10}  architecture")
+    for r in sorted(rows + searched, key=lambda r: r["latency_ms"]):
+        sd = f" ± {r['sd']:.2f}" if r["sd"] is not None else ""
+        lines.append(f"{r['name']:<26}{r['mean']:>13.2f}{sd:<7}{r['latency_ms']:>8.2f}ms  "
+                     f"{r['arch'].encode()}")
+    lines.append("")
+    for s in searched:
+        lines += verdict(s, rows, seed_sd)
+        lines += ranking(Path(args.search[searched.index(s)]), s, rows, args, data)
+    text = "\n".join(lines)
+    (out / "table.txt").write_text(text + "\n")
+    print(text)
+    plot(out / "population.png", rows, searched, args)
+
+
+def verdict(s: dict, rows: list[dict], seed_sd: float) -> list[str]:
+    """Does any population network at equal or lower latency beat the searched one?"""
+    sd = max(s["sd"] or 0.0, seed_sd)
+    faster = [r for r in rows if r["latency_ms"] <= s["latency_ms"]]
+    best = max(faster, key=lambda r: r["mean"]) if faster else None
+    summary = s["summary"]
+    head = (f"{s['name']}: {s['mean']:.2f}% at {s['latency_ms']:.2f} ms (target "
+            f"{summary.get('target_ms')}, search {summary['search_time_s']:.0f} s, peak RSS "
+            f"{summary.get('peak_rss_mib', float('nan')):.0f} MiB)")
+    if best is None:
+        return [head, "  no population network is as fast: none dominates it"]
+    gap = s["mean"] - best["mean"]
+    if gap >= 2 * sd:
+        word = "beats every population network at equal or lower latency by >= 2 sd"
+    elif gap > -2 * sd:
+        word = "ties the best population network at equal or lower latency (inside 2 sd)"
+    else:
+        word = "is dominated"
+    return [head, f"  {word}: best such is {best['name']} {best['mean']:.2f}% at "
+                  f"{best['latency_ms']:.2f} ms (difference {gap:+.2f}, 2 sd = {2 * sd:.2f})"]
+
+
+def ranking(folder: Path, s: dict, rows: list[dict], args, data) -> list[str]:
+    if not (folder / "checkpoint.pt").exists():
+        return ["  supernet ranking: no checkpoint.pt"]
+    scores, config = supernet_scores(folder, [r["arch"] for r in rows], data, args.rank_images)
+    retrained = [r["mean"] for r in rows]
+    lines = [f"  supernet ranking ({config.get('weight_sharing', 'separate')} weights): "
+             f"Kendall tau {tau(scores, retrained):.3f} over {len(rows)} networks"]
+    target = config.get("target")
+    if target:
+        near = [i for i, r in enumerate(rows) if abs(r["latency_ms"] / target - 1) <= 0.15]
+        value = tau([scores[i] for i in near], [retrained[i] for i in near])
+        lines.append(f"    within ±15% of T={target}: {len(near)} networks, tau "
+                     + (f"{value:.3f}" if value is not None else "n/a"))
+    return lines
+
+
+def plot(path: Path, rows: list[dict], searched: list[dict], args) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    ax.errorbar([r["latency_ms"] for r in rows], [r["mean"] for r in rows],
+                yerr=[r["sd"] or 0 for r in rows], fmt="o", color="0.5", label="population")
+    front, best = [], -1.0
+    for r in sorted(rows, key=lambda r: r["latency_ms"]):
+        if r["mean"] > best:
+            front.append(r)
+            best = r["mean"]
+    ax.step([r["latency_ms"] for r in front], [r["mean"] for r in front], where="post",
+            color="0.3", label="population Pareto front")
+    for s in searched:
+        ax.errorbar(s["latency_ms"], s["mean"], yerr=s["sd"] or 0, fmt="*", ms=14,
+                    label=s["name"])
+    ax.set_xlabel("measured latency (ms, torch batch 1, 1 thread, table time base)")
+    ax.set_ylabel(f"test top-1 (%), retrained {args.epochs} epochs on {args.train_images} images")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
