@@ -80,3 +80,19 @@ def test_train_command_end_to_end(capsys, tmp_path):
     code, _, err = run_cli(capsys, "train", str(arch), "--data", "builtin", "--epochs", "1",
                            "--out", str(tmp_path / "run"))
     assert code == 2 and "--resume" in err
+
+
+def test_run_budget_fills_what_was_not_given():
+    from proxyless.cli import _apply_budget, build_parser
+    from proxyless.pipeline import BUDGETS
+
+    args = build_parser().parse_args(["run", "--budget", "standard", "--epochs", "5"])
+    _apply_budget(args)
+    standard = BUDGETS["standard"]
+    assert args.epochs == 5  # given: kept
+    assert (args.warmup_epochs, args.retrain_epochs, args.arch_every, args.train_limit) == (
+        standard.warmup_epochs, standard.retrain_epochs, standard.arch_every,
+        standard.train_limit)
+    args = build_parser().parse_args(["run"])
+    _apply_budget(args)
+    assert args.budget == "quick" and args.retrain_epochs == BUDGETS["quick"].retrain_epochs

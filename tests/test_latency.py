@@ -198,10 +198,21 @@ def test_reinforce_measures_new_samples_together_on_one_time_base(monkeypatch):
     strategy = ReinforceStrategy(SuperNet(space), None, SearchConfig(
         strategy="reinforce", reinforce_measure=True, target=1.0))
     archs = [Architecture.random(space, random.Random(seed)) for seed in range(3)]
-    strategy._measure_new(archs + archs[:1])
+    strategy.measured.measure_new(archs + archs[:1])
     assert calls == [len({a.encode() for a in archs}) + 1]  # one group, with the anchor
     assert "anchor_ms" in strategy.state_dict()["time_base"]
     assert all(strategy.latency(a) > 0 for a in archs) and len(calls) == 1  # cached
     resumed = ReinforceStrategy(SuperNet(space), None, strategy.config)
     resumed.load_state_dict(strategy.state_dict())
     assert resumed.latency(archs[0]) == strategy.latency(archs[0]) and len(calls) == 1
+
+
+def test_measured_latency_takes_the_tables_time_base(tiny_table):
+    from proxyless.latency.measure import MeasuredLatency
+
+    table, _ = tiny_table
+    table = LatencyTable(dict(table.entries), dict(table.meta))
+    measured = MeasuredLatency.for_table(table)
+    arch = Architecture.uniform(tiny_space(), "k5e6")
+    assert measured(arch) > 0
+    assert measured.state_dict()["time_base"]["anchor_ms"] == table.meta["anchor_ms"]

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from proxyless import Architecture, build_network, load_space
+from proxyless.config import to_dict
 from proxyless.errors import ProxylessError
 from proxyless.train import TrainConfig, train_network
 
@@ -84,3 +85,14 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path, builtin_subset):
         train_network(arch, builtin_subset(64, 0, 10), TrainConfig(epochs=1, batch_size=32),
                       tmp_path, resume=True, progress=False)
     assert (tmp_path / "checkpoint.pt").read_bytes() == b"not a checkpoint"  # nothing lost
+
+
+def test_a_setting_added_since_the_checkpoint_counts_as_its_default():
+    from proxyless.epochs import changed_settings
+    from proxyless.search import SearchConfig
+
+    saved = {"config": {k: v for k, v in to_dict(SearchConfig()).items()
+                        if k != "weight_sharing"}}  # written before weight_sharing existed
+    assert changed_settings(saved, SearchConfig(), ()) == []
+    assert changed_settings(saved, SearchConfig(weight_sharing="entangled"), ()) == \
+        ["weight_sharing"]

@@ -45,6 +45,7 @@ def _add_search_args(p: argparse.ArgumentParser, run: bool = False) -> None:
     from proxyless.shared_weights import WEIGHT_SHARING
 
     d = SearchConfig()
+    budget = " (default: from --budget)" if run else ""
     p.add_argument("--strategy", default=d.strategy, choices=STRATEGIES)
     if not run:
         p.add_argument("--table", default=None,
@@ -66,21 +67,20 @@ def _add_search_args(p: argparse.ArgumentParser, run: bool = False) -> None:
                    help="separate: every candidate has its own weights (the paper); "
                         "entangled: a block's candidates are slices of one kernel (centre "
                         "kernels, first channels), so every step trains what every path uses")
-    p.add_argument("--warmup-epochs", type=int, default=d.warmup_epochs)
+    p.add_argument("--warmup-epochs", type=int, default=d.warmup_epochs if not run else None,
+                   help="weight-only epochs before the search" + budget)
     p.add_argument("--warmup-parent", type=float, default=d.warmup_parent,
                    help="share of the warm-up that trains only the largest path, which then "
                         "seeds the other candidates (0: uniform random paths throughout)")
-    p.add_argument("--epochs", type=int, default=d.epochs if not run else 3,
-                   help="search epochs after the warm-up")
+    p.add_argument("--epochs", type=int, default=d.epochs if not run else None,
+                   help="search epochs after the warm-up" + budget)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--lr", type=float, default=d.lr, help="weights' learning rate")
     p.add_argument("--arch-lr", type=float, default=d.arch_lr, help="α's learning rate (Adam)")
-    p.add_argument("--arch-every", type=int, default=d.arch_every if not run else 2,
-                   help="one architecture step every N weight steps"
-                        + (" (default 2 for run's short search)" if run else ""))
-    p.add_argument("--train-limit", type=int, default=None if not run else 20000,
-                   help="training images per search epoch (default: all"
-                        + (", 20000 for run" if run else "") + ")")
+    p.add_argument("--arch-every", type=int, default=d.arch_every if not run else None,
+                   help="one architecture step every N weight steps" + budget)
+    p.add_argument("--train-limit", type=int, default=None,
+                   help="training images per search epoch" + (budget or " (default: all)"))
     p.add_argument("--reinforce-samples", type=int, default=d.reinforce_samples)
     p.add_argument("--reward", default=d.reinforce_reward, choices=REWARDS,
                    help="REINFORCE reward: mnas ACC*(LAT/T)^w, reference ACC*(T/LAT)^0.1")
@@ -90,7 +90,7 @@ def _add_search_args(p: argparse.ArgumentParser, run: bool = False) -> None:
                         "table")
 
 
-def _search_config(args: argparse.Namespace, measure_threads: int = 1):
+def _search_config(args: argparse.Namespace):
     """The search settings from the options (validated where they are used)."""
     from proxyless.search.config import SearchConfig
 
@@ -108,7 +108,7 @@ def _search_config(args: argparse.Namespace, measure_threads: int = 1):
         target=target, train_limit=args.train_limit, seed=args.seed, device=args.device,
         threads=args.threads, reinforce_samples=args.reinforce_samples,
         reinforce_reward=args.reward, reinforce_w=args.reward_w,
-        reinforce_measure=args.measure_latency, measure_threads=measure_threads,
+        reinforce_measure=args.measure_latency,
         **({} if args.val_size is None else {"val_size": args.val_size}))
 
 
@@ -194,13 +194,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(p)
     _add_runtime_args(p)
 
+    from proxyless.pipeline import BUDGETS
+
     p = sub.add_parser("run", help="the whole job in one command: profile, search, retrain, "
                                    "evaluate, measure, report")
     p.add_argument("--space", default="fashion", help="preset or space file (default fashion)")
     p.add_argument("--out", default=None,
                    help="run folder (default runs/<space>-<date>-<time>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
-    p.add_argument("--retrain-epochs", type=int, default=4)
+    p.add_argument("--budget", default="quick", choices=list(BUDGETS),
+                   help="how long to search and retrain, on 2 CPU cores with full "
+                        "Fashion-MNIST: " + "; ".join(f"{name}: {b.describe()}"
+                                                      for name, b in BUDGETS.items()))
+    p.add_argument("--retrain-epochs", type=int, default=None,
+                   help="epochs of retraining the derived network (default: from --budget)")
     p.add_argument("--profile-threads", type=int, default=1,
                    help="threads for latency (default 1: batch-1 inference)")
     p.add_argument("--profile-min-time", type=float, default=10.0,
@@ -290,12 +297,11 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return _inspect_space(space, args.json) if arch is None else _inspect_arch(arch, args.json)
 
 
-def _data_from_args(args: argparse.Namespace, space, val_size: float | int | None = None):
+def _data_from_args(args: argparse.Namespace, space, val_size: float | int):
     """The dataset of --data/--data-dir, fitted to the space (channels, input size), with
-    --val-size images (default: `val_size`, none for training) held out for validation."""
+    `val_size` images held out for validation."""
     from proxyless.data import load_data
 
-    val_size = args.val_size if args.val_size is not None else (val_size or 0)
     return load_data(args.data, args.data_dir, val_size=val_size, seed=args.seed,
                      image_size=space.input_size, channels=space.in_channels)
 
@@ -310,7 +316,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                          dropout=args.dropout, augment=not args.no_augment, seed=args.seed,
                          device=args.device, threads=args.threads)
     config.validate()
-    data = _data_from_args(args, arch.space)
+    data = _data_from_args(args, arch.space, args.val_size or 0)
     final = train_network(arch, data, config, args.out, resume=args.resume,
                           progress=not args.no_progress)
     if not _is_main_rank():
@@ -328,19 +334,20 @@ def _is_main_rank() -> bool:
 
 def cmd_search(args: argparse.Namespace) -> int:
     from proxyless.latency.table import LatencyTable
-    from proxyless.search.costs import search_costs, table_threads
+    from proxyless.search.costs import search_costs
     from proxyless.search.loop import search
     from proxyless.search.outputs import write_search_outputs
     from proxyless.space import load_space
 
     space = load_space(args.space)
     table = LatencyTable.load(args.table) if args.table else None
-    config = _search_config(args, measure_threads=table_threads(table))  # the target's units
+    config = _search_config(args)
     config.validate()
     costs = search_costs(space, config, table, log=lambda m: print(m, file=sys.stderr))
     data = _data_from_args(args, space, config.val_size)
     result = search(space, data, costs.constrained, config, args.out, resume=args.resume,
-                    progress=not args.no_progress, also_log=costs.also_log)
+                    progress=not args.no_progress, latency_fn=costs.measured,
+                    also_log=costs.also_log)
     if not _is_main_rank():
         return 0
     summary = write_search_outputs(result, args.out, config, costs.latency, table)
@@ -354,6 +361,16 @@ def cmd_search(args: argparse.Namespace) -> int:
     print(line + f"\n  -> {out / 'arch.json'}, {out / 'summary.json'}, {out / 'probs.png'}, "
                  f"{out / 'arch.png'}")
     return 0
+
+
+def _apply_budget(args: argparse.Namespace) -> None:
+    """Fill the search and retraining lengths that were not given from `--budget`."""
+    from proxyless.pipeline import BUDGETS
+
+    budget = BUDGETS[args.budget]
+    for name in ("warmup_epochs", "epochs", "train_limit", "arch_every", "retrain_epochs"):
+        if getattr(args, name) is None:  # an option given wins over the budget
+            setattr(args, name, getattr(budget, name))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -370,10 +387,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     distributed.setup(args.device)
     args.out = distributed.broadcast_object(args.out)  # ranks may start a second apart
+    _apply_budget(args)
     train_config = TrainConfig(epochs=args.retrain_epochs, batch_size=args.batch_size,
                                seed=args.seed, device=args.device, threads=args.threads)
     config = RunConfig(_search_config(args), train_config, profile_threads=args.profile_threads,
-                       profile_min_time=args.profile_min_time)
+                       profile_min_time=args.profile_min_time, budget=args.budget)
     config.validate()
     data = _data_from_args(args, space, config.search.val_size)
     results = run_pipeline(space, data, config, args.out, resume=args.resume,

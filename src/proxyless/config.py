@@ -125,10 +125,10 @@ REFERENCE_NET, ARCHITECTURE, SPACE = "reference-net", "architecture", "space"
 
 def mapping_kind(data: dict) -> str:
     """What a mapping read from a file holds: the reference code's `net.config`
-    (REFERENCE_NET), one of our architecture files or a file holding one under `arch`
-    (ARCHITECTURE), or else a search space (SPACE). The one place where file contents are
-    told apart."""
-    if "first_conv" in data and "feature_mix_layer" in data:
+    (REFERENCE_NET), one of our architecture files or a file holding one as a mapping under
+    `arch`, e.g. a training run's config.json (ARCHITECTURE), or else a search space (SPACE).
+    The one place where file contents are told apart."""
+    if "first_conv" in data:  # a broken net.config still goes to its importer's messages
         return REFERENCE_NET
     if "blocks" in data or "arch" in data:
         return ARCHITECTURE

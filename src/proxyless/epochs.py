@@ -98,9 +98,11 @@ def batch_bar(batches: Iterable, desc: str, show: bool) -> tqdm:
 
 
 def changed_settings(checkpoint: dict, config, resumable: Iterable[str]) -> list[str]:
-    """The settings of `config` that differ from the checkpoint's, but those in `resumable`."""
-    before = checkpoint.get("config", {})
-    return [k for k, v in to_dict(config).items() if k not in resumable and before.get(k) != v]
+    """The settings of `config` that differ from the checkpoint's, but those in `resumable`.
+    A setting the checkpoint does not know (added since) ran at its default."""
+    before, defaults = checkpoint.get("config", {}), to_dict(type(config)())
+    return [k for k, v in to_dict(config).items()
+            if k not in resumable and before.get(k, defaults[k]) != v]
 
 
 class Epochs:

@@ -33,6 +33,31 @@ from proxyless.space import SearchSpace
 from proxyless.train import TrainConfig, train_network
 
 
+@dataclass(frozen=True)
+class Budget:
+    """How long `run` searches and retrains (`proxyless run --budget NAME`)."""
+
+    warmup_epochs: int
+    epochs: int                 # search epochs after the warm-up
+    train_limit: int | None     # training images per search epoch (None: all)
+    arch_every: int
+    retrain_epochs: int
+    wall_time: str = ""         # on 2 CPU cores, full Fashion-MNIST, profiling included
+
+    def describe(self) -> str:
+        images = "all" if self.train_limit is None else f"{self.train_limit:,}"
+        return (f"{self.warmup_epochs}+{self.epochs} search epochs on {images} images, "
+                f"{self.retrain_epochs} retraining epochs, {self.wall_time}")
+
+
+# Wall times: measured for quick (README); the others from the per-epoch times measured there.
+BUDGETS = {
+    "quick": Budget(2, 3, 20000, 2, 8, "~15 min"),
+    "standard": Budget(3, 8, None, 2, 20, "~35 min"),
+    "thorough": Budget(5, 20, None, 1, 50, "~1.5 h"),
+}
+
+
 @dataclass
 class RunConfig:
     search: SearchConfig
@@ -41,21 +66,26 @@ class RunConfig:
     profile_threads: int = 1
     profile_min_time: float = 10.0
     calibration_networks: int = 20
+    budget: str = "custom"          # the --budget it was made from, for the record
 
     def validate(self) -> None:
         self.search.validate()
         self.train.validate()
         if self.search.metric != "latency":
             raise ProxylessError("run searches for a latency target; use --target-ms")
-        checks = {"target_fraction": 0 <= self.target_fraction <= 1,
-                  "profile_threads": self.profile_threads >= 1,
-                  "profile_min_time": self.profile_min_time > 0,
-                  "calibration_networks": self.calibration_networks >= 2}
-        for name, ok in checks.items():
-            if not ok:
-                raise ProxylessError(f"run config: {name}={getattr(self, name)!r} is out of "
-                                     "range" + (" (--profile-min-time must be > 0)"
-                                                if name == "profile_min_time" else ""))
+        if not 0 <= self.target_fraction <= 1:
+            raise ProxylessError(f"run config: target_fraction must be in [0, 1], got "
+                                 f"{self.target_fraction}")
+        if self.profile_threads < 1:
+            raise ProxylessError(f"--profile-threads must be >= 1, got {self.profile_threads}")
+        if not self.profile_min_time > 0:
+            raise ProxylessError(f"--profile-min-time must be > 0, got {self.profile_min_time}")
+        if self.calibration_networks < 2:
+            raise ProxylessError(f"run config: calibration_networks must be >= 2, got "
+                                 f"{self.calibration_networks}")
+        if self.budget != "custom" and self.budget not in BUDGETS:
+            raise ProxylessError(f"--budget {self.budget!r}: expected one of "
+                                 f"{', '.join(BUDGETS)}")
 
 
 def _run_table(out: Path, space: SearchSpace, config: RunConfig, resume: bool, progress: bool,
@@ -99,7 +129,8 @@ def _run_search(space: SearchSpace, data: DataSplits, scfg: SearchConfig, costs:
         say(f"search: done before ({summary['arch']})")
         return summary
     result = search(space, data, costs.constrained, scfg, search_dir,
-                    resume=(search_dir / "checkpoint.pt").exists(), progress=progress, log=log)
+                    resume=(search_dir / "checkpoint.pt").exists(), progress=progress, log=log,
+                    latency_fn=costs.measured)
     summary = (write_search_outputs(result, search_dir, scfg, costs.latency, table, log)
                if main else None)
     del result  # the supernet's memory is the retraining's
@@ -128,8 +159,7 @@ def run_pipeline(space: SearchSpace, data: DataSplits, config: RunConfig, out_di
     table = table if main else LatencyTable.load(table_path)
     model = latency_model(table, space)
     target = _run_target(config, model, search_dir / "config.json", resume, say)
-    # measured latency (REINFORCE) in the table's units
-    scfg = replace(config.search, target=target, measure_threads=config.profile_threads)
+    scfg = replace(config.search, target=target)
     costs = search_costs(space, scfg, table, say)
     if main:
         write_json_atomic(out / "run_config.json", to_dict(replace(config, search=scfg)))
@@ -156,7 +186,7 @@ def run_pipeline(space: SearchSpace, data: DataSplits, config: RunConfig, out_di
         "retrain_time_s": final["train_time_s"], "data": data.name,
         "train_images": len(data.train), "test_images": len(data.test),
         "device": table.meta.get("cpu"), "threads": table.meta.get("threads"),
-        "table": str(table_path),
+        "table": str(table_path), "budget": config.budget,
     }
     if main:  # 5. the report
         metrics = [json.loads(line) for line in (train_dir / "metrics.jsonl").read_text()
@@ -201,6 +231,7 @@ def write_report(out: Path, r: dict, scfg: SearchConfig, tcfg: TrainConfig,
         f"| parameters | {r['params'] / 1e6:.3f}M |",
         f"| multiply-adds | {r['macs'] / 1e6:.2f}M |",
         f"| search: argmax validation top-1 | {r['search_val_top1']:.2f}% |",
+        f"| budget | `{r['budget']}` |",
         f"| search time / retrain time | {r['search_time_s']:.0f} s / "
         f"{r['retrain_time_s']:.0f} s |",
         "",

@@ -96,7 +96,8 @@ def train_network(arch: Architecture, data: DataSplits, config: TrainConfig,
     out = Path(out_dir)
     run = start_run(out, config.device, config.threads, resume, "run", CHECKPOINT)
     space = arch.space
-    check_channels(data.train, space.in_channels, f"data {data.name!r}")
+    check_channels(data.train, space.in_channels, f"data {data.name!r}",
+                   f"space {space.name!r}")
     torch.manual_seed(config.seed)
     # channels_last: oneDNN's depthwise convolutions run ~20% faster in NHWC on the CPU.
     bare = build_network(arch, dropout=config.dropout).to(run.device,

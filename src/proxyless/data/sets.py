@@ -58,13 +58,14 @@ class DataSplits:
     std: tuple[float, ...]
 
 
-def check_channels(images: ImageSet, expected: int, what: str) -> None:
-    """Refuse images with another channel count than the search space's input, naming both."""
+def check_channels(images: ImageSet, expected: int, what: str,
+                   space: str = "the search space") -> None:
+    """Refuse images with another channel count than the space's input, naming both."""
     if images.channels != expected:
         c, s = images.channels, images.size
         raise ProxylessError(f"{what} has {c}x{s}x{s} images (channels x height x width) but "
-                             f"the search space expects {expected} channel(s); use a space "
-                             f"with {c} input channel(s) or other data")
+                             f"{space} expects {expected} channel(s); use a space with {c} "
+                             "input channel(s) or other data")
 
 
 def from_arrays(images: np.ndarray, labels: np.ndarray, classes: Sequence[str],

@@ -12,11 +12,13 @@ Dividing by it puts every measurement on one time base. Profiling, calibration,
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from torch import nn
 
+from proxyless import distributed
 from proxyless.arch import Architecture
 from proxyless.errors import ProxylessError
 from proxyless.latency.table import Entry, LatencyTable
@@ -92,6 +94,52 @@ class Meter:
         entries, speed = self.time([(build_network(a), self.input_shape()) for a in archs],
                                    progress, desc)
         return [e.ms for e in entries], speed
+
+
+class MeasuredLatency:
+    """`arch -> ms` measured end to end on this machine, cached per network (REINFORCE's
+    latency without a model). New networks are measured together (`measure_new`), beside
+    the anchor, with `QUICK_TIMING`, on the time base of the meter's reference: a table's
+    (`for_table`), or the first measurement's. Under torchrun rank 0 measures (ranks timing
+    at once would slow each other down) and every rank receives its figures."""
+
+    def __init__(self, meter: Meter | None) -> None:
+        self.meter = meter  # None on ranks other than 0
+        self.cache: dict[str, float] = {}
+
+    @classmethod
+    def for_table(cls, table: LatencyTable) -> MeasuredLatency:
+        return cls(Meter.for_table(table, **QUICK_TIMING) if distributed.is_main() else None)
+
+    @classmethod
+    def standalone(cls, space: SearchSpace, device: str, threads: int) -> MeasuredLatency:
+        timer = (Timer("torch", device, threads, **QUICK_TIMING) if distributed.is_main()
+                 else None)
+        return cls(Meter(timer, space) if timer is not None else None)
+
+    def measure_new(self, archs: Sequence[Architecture]) -> None:
+        """Measure, in one group, the networks not measured yet."""
+        new = {a.encode(): a for a in archs if a.encode() not in self.cache}
+        if not new:
+            return
+        values = None
+        if self.meter is not None:
+            ms, speed = self.meter.measure(list(new.values()))
+            values = [m / speed for m in ms]
+        self.cache.update(zip(new, distributed.broadcast_object(values), strict=True))
+
+    def __call__(self, arch: Architecture) -> float:
+        self.measure_new([arch])
+        return self.cache[arch.encode()]
+
+    def state_dict(self) -> dict[str, Any]:
+        reference = dict(self.meter.reference) if self.meter is not None else {}
+        return {"measured": dict(self.cache), "time_base": reference}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.cache = dict(state.get("measured", {}))
+        if self.meter is not None and state.get("time_base"):
+            self.meter.reference.update(state["time_base"])
 
 
 def spread_architectures(space: SearchSpace, count: int, seed: int) -> list[Architecture]:

@@ -148,9 +148,6 @@ class Timer:
             torch.set_num_threads(previous)
         return [_summarize(record) for record in times]
 
-    def time_one(self, module: nn.Module, shape: tuple[int, ...]) -> Entry:
-        return self.time([(module, shape)])[0]
-
 
 def _summarize(times: list[float]) -> Entry:
     """The 10th percentile (the machine's undisturbed speed) and the interquartile range."""

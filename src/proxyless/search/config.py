@@ -54,7 +54,7 @@ class SearchConfig:
     reinforce_w: float = -0.07
     reinforce_baseline_decay: float = 0.9
     reinforce_measure: bool = False  # REINFORCE: LAT measured end to end, not from the table
-    measure_threads: int = 1        # ... with this many threads (those of the table, if any)
+    measure_threads: int = 1        # ... with this many threads where there is no table
     seed: int = 0
     device: str = "cpu"
     threads: int | None = None
@@ -85,8 +85,9 @@ class SearchConfig:
         check(self.dual_lr > 0, f"dual_lr must be > 0, got {self.dual_lr}")
         check(self.metric in METRICS, f"metric {self.metric!r} not in {METRICS}")
         check(self.target is None or self.target > 0, f"target must be > 0, got {self.target}")
-        check(0 < self.val_size < 1 or self.val_size >= 10,
-              f"val_size must be a fraction in (0, 1) or a count >= 10, got {self.val_size}")
+        check(0 < self.val_size < 1 or (self.val_size >= 10 and self.val_size.is_integer()),
+              f"val_size must be a fraction in (0, 1) or a whole count >= 10, got "
+              f"{self.val_size}")
         check(self.reinforce_samples >= 2, "reinforce_samples must be >= 2")
         check(self.reinforce_reward in REWARDS, f"reinforce_reward not in {REWARDS}")
         check(0 <= self.reinforce_baseline_decay < 1, "reinforce_baseline_decay in [0, 1)")

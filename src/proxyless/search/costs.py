@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from proxyless.errors import ProxylessError
 from proxyless.latency.cost import CostModel, flops_model, latency_model
+from proxyless.latency.measure import MeasuredLatency
 from proxyless.latency.table import LatencyTable
 from proxyless.search.config import SearchConfig
 from proxyless.space import SearchSpace
@@ -21,26 +22,32 @@ class SearchCosts:
     constrained: CostModel | None   # what the target binds: latency (from a table) or FLOPs
     latency: CostModel | None       # latency from the table, where there is one
     also_log: list[CostModel] = field(default_factory=list)  # logged beside `constrained`
+    # REINFORCE --measure-latency with a table: measured as the table was, on its time base
+    measured: MeasuredLatency | None = None
 
 
-def table_threads(table: LatencyTable | None) -> int:
-    """The thread count latency is measured with: the table's own, else 1."""
-    return int(table.meta.get("threads") or 1) if table is not None else 1
+def require_cost(config: SearchConfig, cost_model: CostModel | None,
+                 latency_fn: object | None = None) -> None:
+    """A target needs something to measure it by."""
+    measured = config.strategy == "reinforce" and config.metric == "latency" and (
+        latency_fn is not None or config.reinforce_measure)
+    if config.target is not None and cost_model is None and not measured:
+        raise ProxylessError("a target needs a cost model: a latency table (--table, made by "
+                             "`proxyless profile --space SPACE --out table.json`) or "
+                             "--target-mflops; or --strategy reinforce --measure-latency")
 
 
 def search_costs(space: SearchSpace, config: SearchConfig, table: LatencyTable | None,
                  log: Callable[[str], None] = print) -> SearchCosts:
     latency = latency_model(table, space) if table is not None else None
-    if config.metric == "latency" and config.target is not None and latency is None \
-            and not config.reinforce_measure:
-        raise ProxylessError("--target-ms needs --table (make one with `proxyless profile "
-                             f"--space {space.name} --out table.json`), or --strategy "
-                             "reinforce --measure-latency")
+    constrained = flops_model(space) if config.metric == "flops" else latency
+    require_cost(config, constrained)
     if latency is not None and config.target is not None and config.metric == "latency":
         fastest, _ = latency.bounds()
         if config.target < fastest:
             log(f"note: target {config.target} ms is below the fastest network of the space "
                 f"({fastest:.3f} ms); the search will favour the fastest ops")
-    constrained = flops_model(space) if config.metric == "flops" else latency
     also_log = [latency] if latency is not None and constrained is not latency else []
-    return SearchCosts(constrained, latency, also_log)
+    measured = (MeasuredLatency.for_table(table)
+                if config.reinforce_measure and table is not None else None)
+    return SearchCosts(constrained, latency, also_log, measured)

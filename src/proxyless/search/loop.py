@@ -35,6 +35,7 @@ from proxyless.errors import ProxylessError
 from proxyless.latency.cost import CostModel
 from proxyless.runtime import RunContext, start_run
 from proxyless.search.config import SearchConfig
+from proxyless.search.costs import require_cost
 from proxyless.search.gradient import GradientStrategy
 from proxyless.search.reinforce import Objective, ReinforceStrategy
 from proxyless.supernet import SuperNet, recalibrate_batchnorm
@@ -146,18 +147,15 @@ def search(space, data: DataSplits, cost_model: CostModel | None, config: Search
 
 def _check_inputs(space, data: DataSplits, cost_model: CostModel | None,
                   config: SearchConfig, latency_fn: Objective | None) -> None:
-    measured = config.strategy == "reinforce" and config.metric == "latency" and (
-        latency_fn is not None or config.reinforce_measure)
-    if config.target is not None and cost_model is None and not measured:
-        raise ProxylessError("a target needs a cost model (a latency table, or --target-mflops)"
-                             ", or REINFORCE with latency measured end to end")
+    require_cost(config, cost_model, latency_fn)
     if cost_model is not None and cost_model.space.slots() != space.slots():
         raise ProxylessError(f"the {cost_model.name} model was built for space "
                              f"{cost_model.space.name!r}, not the searched space "
                              f"{space.name!r}; profile this space or pass its own table")
     if data.val is None:
         raise ProxylessError("the search needs a validation split held out of the training set")
-    check_channels(data.train, space.in_channels, f"data {data.name!r}")
+    check_channels(data.train, space.in_channels, f"data {data.name!r}",
+                   f"space {space.name!r}")
 
 
 def _check_resume(checkpoint: dict, space, config: SearchConfig, out: Path) -> None:

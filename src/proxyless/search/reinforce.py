@@ -13,8 +13,8 @@ times any extra objectives `arch -> float`; b is a moving average of the rewards
 ascends J. With `constraint="dual"` (the default) the target also binds as in the gradient
 strategy: R − ν (LAT / T − 1), with ν raised while the argmax network misses T.
 LAT comes from the cost model (a lookup table), or from measuring each sampled network end
-to end on this machine (`measure=True`, cached by architecture, anchored on the time base of
-its first measurement as in `latency.measure`), or from any
+to end on this machine (`measure=True`, or `latency.measure.MeasuredLatency` on a table's time
+base: cached by architecture, new samples measured together beside the anchor), or from any
 function `arch -> float` given through the Python API.
 """
 
@@ -27,6 +27,7 @@ import torch
 from proxyless import distributed
 from proxyless.arch import Architecture
 from proxyless.latency.cost import CostModel
+from proxyless.latency.measure import MeasuredLatency
 from proxyless.search.config import SearchConfig
 from proxyless.search.losses import dual_update
 from proxyless.supernet import SuperNet, frozen_bn_statistics
@@ -44,41 +45,16 @@ class ReinforceStrategy:
                                           eps=config.arch_eps, weight_decay=0.0)
         self.baseline: float | None = None
         self.objectives = list(objectives)
+        if latency_fn is None and config.reinforce_measure:
+            device = "cuda" if config.device.startswith("cuda") else "cpu"
+            latency_fn = MeasuredLatency.standalone(supernet.space, device,
+                                                    config.measure_threads)
         self.latency_fn = latency_fn
-        self._measured: dict[str, float] = {}
-        self._time_base: dict[str, float | str] = {}  # anchor ms at the first measurement
-        self._measuring = latency_fn is None and config.reinforce_measure
-        if self._measuring:
-            self.latency_fn = self._measure
+        # measured end to end: cached, checkpointed, new samples measured together
+        self.measured = latency_fn if isinstance(latency_fn, MeasuredLatency) else None
         self.multiplier = 0.0  # ν of the constraint cost <= target
 
     # -- the reward ---------------------------------------------------------------------
-    def _measure(self, arch: Architecture) -> float:
-        """End-to-end latency on this machine (torch, batch 1), cached per network."""
-        self._measure_new([arch])
-        return self._measured[arch.encode()]
-
-    def _measure_new(self, archs: Sequence[Architecture]) -> None:
-        """Measure the networks not measured yet, together and beside the anchor network, and
-        cache them on the time base of the search's first measurement (see latency.measure).
-
-        Under torchrun rank 0 measures (ranks timing at once would slow each other down) and
-        every rank gets its figures, so all ranks compute the same rewards."""
-        new = {a.encode(): a for a in archs if a.encode() not in self._measured}
-        if not new:
-            return
-        values = None
-        if distributed.is_main():
-            from proxyless.latency.measure import QUICK_TIMING, Meter
-            from proxyless.latency.timer import Timer
-
-            device = "cuda" if self.config.device.startswith("cuda") else "cpu"
-            timer = Timer("torch", device, threads=self.config.measure_threads, **QUICK_TIMING)
-            ms, speed = Meter(timer, self.net.space, reference=self._time_base).measure(
-                list(new.values()))
-            values = [m / speed for m in ms]
-        self._measured.update(zip(new, distributed.broadcast_object(values), strict=True))
-
     def latency(self, arch: Architecture) -> float | None:
         if self.latency_fn is not None:
             return self.latency_fn(arch)
@@ -144,8 +120,9 @@ class ReinforceStrategy:
 
     def step(self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> dict:
         samples = self.sample(self.config.reinforce_samples, generator)
-        if self._measuring and self.config.target is not None:  # all new samples in one go
-            self._measure_new([Architecture.from_indices(self.net.space, s) for s in samples])
+        if self.measured is not None and self.config.target is not None:
+            self.measured.measure_new([Architecture.from_indices(self.net.space, s)
+                                       for s in samples])
         rewards = [self.reward(Architecture.from_indices(self.net.space, indices),
                                self.evaluate(indices, x, y)) for indices in samples]
         stats = self.update(samples, rewards)
@@ -159,12 +136,12 @@ class ReinforceStrategy:
 
     def state_dict(self) -> dict:
         return {"optimizer": self.optimizer.state_dict(), "baseline": self.baseline,
-                "measured": dict(self._measured), "time_base": dict(self._time_base),
-                "multiplier": self.multiplier}
+                "multiplier": self.multiplier,
+                **(self.measured.state_dict() if self.measured is not None else {})}
 
     def load_state_dict(self, state: dict) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
         self.baseline = state["baseline"]
-        self._measured = dict(state.get("measured", {}))
-        self._time_base = dict(state.get("time_base", {}))
+        if self.measured is not None:
+            self.measured.load_state_dict(state)
         self.multiplier = state.get("multiplier", 0.0)
