@@ -8,14 +8,17 @@
    (committed with the figures), so a rerun trains only what is missing; an interrupted
    training resumes from its checkpoint in the cache folder.
 3. The latency of every network measured together, on the latency table's time base.
-4. Searched networks (`--search DIR ...`, folders of `proxyless search`) retrained alike with
-   `--seeds` seeds, and each search's supernet ranking: every population network scored on the
-   final supernet (BatchNorm re-estimated) against its retrained accuracy, Kendall's tau over
-   the population and within +-15% of the search's target.
+4. Searches (`--fractions` of the table's latency range x `--strategies`, run as
+   `proxyless search` processes into OUT/searches/, skipped when done) and any other search
+   folders (`--search DIR ...`): each searched network retrained alike with `--seeds` seeds,
+   and each search's supernet ranking: every population network scored on the final supernet
+   (BatchNorm re-estimated) against its retrained accuracy, Kendall's tau over the population
+   and within +-15% of the search's target.
 5. `OUT/population.png` (accuracy vs measured latency, the population's Pareto front, the
    searched networks) and `OUT/table.txt`.
 
-    .venv/bin/python bench/population.py --search runs/s-gradient runs/s-entangled
+    .venv/bin/python bench/population.py --fractions 0.2 0.45 0.7 \
+        --strategies gradient reinforce --weight-sharing entangled
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import argparse
 import hashlib
 import json
 import statistics
+import subprocess
 import sys
 from pathlib import Path
 
@@ -102,6 +106,29 @@ class Runs:
         return self.done[key]["test_top1"]
 
 
+def run_searches(out: Path, args, model, table_path: Path) -> list[Path]:
+    """`proxyless search` at each target and strategy, one process each (so that summary.json's
+    peak memory is the search's own); a finished one is kept."""
+    fastest, slowest = model.bounds()
+    folders = []
+    for fraction in args.fractions:
+        target = round(fastest + fraction * (slowest - fastest), 3)
+        for strategy in args.strategies:
+            folder = out / "searches" / f"T{target}-{strategy}-{args.weight_sharing}"
+            folders.append(folder)
+            if (folder / "summary.json").exists():
+                continue
+            command = [sys.executable, "-m", "proxyless.cli", "search", "--space", "fashion",
+                       "--table", str(table_path), "--target-ms", str(target), "--strategy",
+                       strategy, "--weight-sharing", args.weight_sharing, "--out", str(folder),
+                       "--no-progress", *args.search_args.split()]
+            if (folder / "checkpoint.pt").exists():
+                command.append("--resume")
+            print(" ".join(command[1:]), flush=True)
+            subprocess.run(command, check=True)
+    return folders
+
+
 def supernet_scores(search_dir: Path, archs: list[Architecture], data: DataSplits,
                     images: int) -> tuple[list[float], dict]:
     """Val top-1 of each architecture on the search's final supernet, BN re-estimated."""
@@ -144,6 +171,13 @@ def main() -> None:
     parser.add_argument("--seed-archs", type=int, default=3,
                         help="population networks retrained with --seeds seeds (seed noise)")
     parser.add_argument("--search", nargs="*", default=[], help="folders of `proxyless search`")
+    parser.add_argument("--fractions", type=float, nargs="*", default=[],
+                        help="search at these fractions of the latency range (0 fastest)")
+    parser.add_argument("--strategies", nargs="*", default=["gradient"])
+    parser.add_argument("--weight-sharing", default="separate")
+    parser.add_argument("--search-args", default="--warmup-epochs 2 --epochs 3 "
+                        "--train-limit 20000 --arch-every 2",
+                        help="the searches' other options (default: run's quick budget)")
     parser.add_argument("--rank-images", type=int, default=2000)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
@@ -151,7 +185,7 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     space = load_space("fashion")
-    table, _ = cached_table(space, "cpu", 1, 10.0, 20, progress=False)
+    table, table_path = cached_table(space, "cpu", 1, 10.0, 20, progress=False)
     model = latency_model(table, space)
     data = load_data(None, val_size=0, image_size=28, channels=1)
     protocol = {"epochs": args.epochs, "train_images": args.train_images, "data": data.name}
@@ -163,8 +197,10 @@ def main() -> None:
     for name, arch in members:
         seeds = range(args.seeds) if arch.encode() in seeded else range(1)
         rows.append({"name": name, "arch": arch, "top1": [runs.top1(arch, s) for s in seeds]})
+    folders = [Path(f) for f in args.search] + run_searches(out, args, model, table_path)
+    args.search = [str(f) for f in folders]
     searched = []
-    for folder in map(Path, args.search):
+    for folder in folders:
         summary = json.loads((folder / "summary.json").read_text())
         arch = decode(space, summary["arch"])
         searched.append({"name": f"searched: {folder.name}", "arch": arch, "summary": summary,

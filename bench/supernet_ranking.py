@@ -17,6 +17,7 @@ import torch
 
 from proxyless import Architecture
 from proxyless.data import Batches, load_data
+from proxyless.runtime import load_checkpoint
 from proxyless.space import SearchSpace
 from proxyless.supernet import SuperNet, recalibrate_batchnorm
 
@@ -28,10 +29,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    checkpoint = torch.load(Path(args.search_dir) / "checkpoint.pt", map_location="cpu",
-                            weights_only=False)
+    checkpoint = load_checkpoint(Path(args.search_dir) / "checkpoint.pt")
     space = SearchSpace.from_dict(checkpoint["space"])
-    net = SuperNet(space)
+    net = SuperNet(space, weight_sharing=checkpoint["config"].get("weight_sharing", "separate"))
     net.load_state_dict(checkpoint["supernet"])
     search = checkpoint["config"]
     data = load_data(None, val_size=search["val_size"], seed=search["seed"],

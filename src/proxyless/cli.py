@@ -207,7 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "Fashion-MNIST: " + "; ".join(f"{name}: {b.describe()}"
                                                       for name, b in BUDGETS.items()))
     p.add_argument("--retrain-epochs", type=int, default=None,
-                   help="epochs of retraining the derived network (default: from --budget)")
+                   help="epochs of retraining the derived network (default: from --budget, "
+                        "by the size of the training set)")
     p.add_argument("--profile-threads", type=int, default=1,
                    help="threads for latency (default 1: batch-1 inference)")
     p.add_argument("--profile-min-time", type=float, default=10.0,
@@ -368,13 +369,13 @@ def _apply_budget(args: argparse.Namespace) -> None:
     from proxyless.pipeline import BUDGETS
 
     budget = BUDGETS[args.budget]
-    for name in ("warmup_epochs", "epochs", "train_limit", "arch_every", "retrain_epochs"):
+    for name in ("warmup_epochs", "epochs", "train_limit", "arch_every"):
         if getattr(args, name) is None:  # an option given wins over the budget
             setattr(args, name, getattr(budget, name))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from proxyless.pipeline import RunConfig, run_pipeline
+    from proxyless.pipeline import BUDGETS, RunConfig, run_pipeline
     from proxyless.space import load_space
     from proxyless.train import TrainConfig
 
@@ -388,12 +389,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     distributed.setup(args.device)
     args.out = distributed.broadcast_object(args.out)  # ranks may start a second apart
     _apply_budget(args)
-    train_config = TrainConfig(epochs=args.retrain_epochs, batch_size=args.batch_size,
-                               seed=args.seed, device=args.device, threads=args.threads)
-    config = RunConfig(_search_config(args), train_config, profile_threads=args.profile_threads,
+    search_config = _search_config(args)
+    search_config.validate()
+    data = _data_from_args(args, space, search_config.val_size)
+    epochs = (args.retrain_epochs if args.retrain_epochs is not None
+              else BUDGETS[args.budget].retrain_epochs(len(data.train)))
+    train_config = TrainConfig(epochs=epochs, batch_size=args.batch_size, seed=args.seed,
+                               device=args.device, threads=args.threads)
+    config = RunConfig(search_config, train_config, profile_threads=args.profile_threads,
                        profile_min_time=args.profile_min_time, budget=args.budget)
     config.validate()
-    data = _data_from_args(args, space, config.search.val_size)
     results = run_pipeline(space, data, config, args.out, resume=args.resume,
                            progress=not args.no_progress)
     if not _is_main_rank():

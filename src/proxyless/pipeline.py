@@ -41,20 +41,25 @@ class Budget:
     epochs: int                 # search epochs after the warm-up
     train_limit: int | None     # training images per search epoch (None: all)
     arch_every: int
-    retrain_epochs: int
+    retrain_images: int         # images seen while retraining: epochs = this / training set
     wall_time: str = ""         # on 2 CPU cores, full Fashion-MNIST, profiling included
+
+    def retrain_epochs(self, train_images: int) -> int:
+        """As many epochs as see `retrain_images` images: a small data set gets more."""
+        return max(1, round(self.retrain_images / max(train_images, 1)))
 
     def describe(self) -> str:
         images = "all" if self.train_limit is None else f"{self.train_limit:,}"
         return (f"{self.warmup_epochs}+{self.epochs} search epochs on {images} images, "
-                f"{self.retrain_epochs} retraining epochs, {self.wall_time}")
+                f"retraining on {self.retrain_images:,} images ({self.retrain_epochs(54000)} "
+                f"epochs of Fashion-MNIST), {self.wall_time}")
 
 
 # Wall times: measured for quick (README); the others from the per-epoch times measured there.
 BUDGETS = {
-    "quick": Budget(2, 3, 20000, 2, 8, "~15 min"),
-    "standard": Budget(3, 8, None, 2, 20, "~35 min"),
-    "thorough": Budget(5, 20, None, 1, 50, "~1.5 h"),
+    "quick": Budget(2, 3, 20000, 2, 10 * 54000, "~15 min"),
+    "standard": Budget(3, 8, None, 2, 20 * 54000, "~35 min"),
+    "thorough": Budget(5, 20, None, 1, 50 * 54000, "~1.5 h"),
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,13 +51,25 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
+    """A checkpoint's tensors and plain data. Read with `weights_only=True`: a file holding
+    anything else (code a crafted pickle would run) is refused before it can run."""
     if not path.is_file():
         raise ProxylessError(f"no checkpoint at {path}; start without --resume")
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise ProxylessError(f"checkpoint {path} holds objects other than tensors and plain "
+                             "data (a file made elsewhere, or a hostile one); it was not "
+                             "loaded. Remove it to start over, or point --out at another "
+                             "folder") from None
     except Exception as err:  # a truncated or foreign file: say which and what to do
-        raise ProxylessError(f"checkpoint {path} cannot be read ({err}); remove it to start "
-                             "over, or point --out at another folder") from None
+        message = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+        raise ProxylessError(f"checkpoint {path} cannot be read ({message}); remove it to "
+                             "start over, or point --out at another folder") from None
+    if not isinstance(state, dict):
+        raise ProxylessError(f"checkpoint {path} is not a proxyless checkpoint; remove it to "
+                             "start over, or point --out at another folder")
+    return state
 
 
 def check_run_dir(out: Path, checkpoint: str, resume: bool, what: str) -> Path:
