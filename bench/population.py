@@ -291,8 +291,9 @@ def plot(path: Path, rows: list[dict], searched: list[dict], args) -> None:
         if r["mean"] > best:
             front.append(r)
             best = r["mean"]
-    ax.step([r["latency_ms"] for r in front], [r["mean"] for r in front], where="post",
-            color="0.3", label="population Pareto front")
+    right = max(r["latency_ms"] for r in rows + searched)  # the front holds to the right edge
+    ax.step([r["latency_ms"] for r in front] + [right], [r["mean"] for r in front]
+            + [front[-1]["mean"]], where="post", color="0.3", label="population Pareto front")
     for s in searched:
         ax.errorbar(s["latency_ms"], s["mean"], yerr=s["sd"] or 0, fmt="*", ms=14,
                     label=s["name"])
