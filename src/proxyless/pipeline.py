@@ -55,11 +55,13 @@ class Budget:
                 f"epochs of Fashion-MNIST), {self.wall_time}")
 
 
-# Wall times: measured for quick (README); the others from the per-epoch times measured there.
+# Wall times on 2 cores, profiling included: quick measured (9 min 54 s from an empty cache,
+# README); the others estimated from its per-epoch times (search ~54 s per epoch on all
+# images, retraining ~43 s per epoch).
 BUDGETS = {
-    "quick": Budget(2, 3, 20000, 2, 10 * 54000, "~15 min"),
-    "standard": Budget(3, 8, None, 2, 20 * 54000, "~35 min"),
-    "thorough": Budget(5, 20, None, 1, 50 * 54000, "~1.5 h"),
+    "quick": Budget(2, 3, 20000, 2, 10 * 54000, "~10 min"),
+    "standard": Budget(3, 8, None, 2, 20 * 54000, "~30 min (estimated)"),
+    "thorough": Budget(5, 20, None, 1, 50 * 54000, "~1.1 h (estimated)"),
 }
 
 
