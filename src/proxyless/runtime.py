@@ -50,6 +50,13 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def _first_line(err: Exception) -> str:
+    return str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+
+
+_START_OVER = "remove it to start over, or point --out at another folder"
+
+
 def load_checkpoint(path: Path) -> dict[str, Any]:
     """A checkpoint's tensors and plain data. Read with `weights_only=True`: a file holding
     anything else (code a crafted pickle would run) is refused before it can run."""
@@ -57,18 +64,19 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         raise ProxylessError(f"no checkpoint at {path}; start without --resume")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise ProxylessError(f"checkpoint {path} holds objects other than tensors and plain "
-                             "data (a file made elsewhere, or a hostile one); it was not "
-                             "loaded. Remove it to start over, or point --out at another "
-                             "folder") from None
+    except pickle.UnpicklingError as err:
+        # torch names the class it refused ("GLOBAL ..."); other complaints mean a damaged file
+        if "global" in str(err).lower():
+            raise ProxylessError(f"checkpoint {path} holds objects other than tensors and plain "
+                                 "data (a file made elsewhere, or a hostile one); it was not "
+                                 f"loaded: {_START_OVER}") from None
+        raise ProxylessError(f"checkpoint {path} cannot be read (not a torch checkpoint, or a "
+                             f"damaged one): {_START_OVER}") from None
     except Exception as err:  # a truncated or foreign file: say which and what to do
-        message = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
-        raise ProxylessError(f"checkpoint {path} cannot be read ({message}); remove it to "
-                             "start over, or point --out at another folder") from None
+        raise ProxylessError(f"checkpoint {path} cannot be read ({_first_line(err)}): "
+                             f"{_START_OVER}") from None
     if not isinstance(state, dict):
-        raise ProxylessError(f"checkpoint {path} is not a proxyless checkpoint; remove it to "
-                             "start over, or point --out at another folder")
+        raise ProxylessError(f"checkpoint {path} is not a proxyless checkpoint: {_START_OVER}")
     return state
 
 
