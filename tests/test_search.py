@@ -227,3 +227,128 @@ def test_reinforce_takes_a_measured_latency_and_user_objectives(tmp_path, tiny_d
                objectives=[no_k7])
     with pytest.raises(ProxylessError, match="--strategy reinforce"):
         SearchConfig(reinforce_measure=True).validate()
+
+
+def test_the_entropy_term_lowers_entropy_and_its_gradient_is_exact():
+    from proxyless.search.losses import entropy_term
+
+    alphas = [torch.tensor([0.3, -0.2, 0.1], requires_grad=True),
+              torch.tensor([0.0, 0.5], requires_grad=True)]
+    assert entropy_term(alphas, 0.0) == 0.0
+    term = entropy_term(alphas, 2.0)
+    term.backward()
+    p = torch.softmax(alphas[0].detach(), 0)
+    h = -(p * p.log()).sum()
+    # dH/dα_j = -p_j (log p_j + H); the term is 2 · mean of two blocks' entropies
+    assert torch.allclose(alphas[0].grad, -p * (p.log() + h), atol=1e-6)
+    with torch.no_grad():
+        stepped = [a - 0.1 * a.grad for a in alphas]
+    assert entropy_term(stepped, 2.0) < term
+
+
+@pytest.mark.parametrize("strategy", ["gradient", "reinforce"])
+def test_decide_ends_the_search_more_decided(tmp_path, tiny_data, strategy):
+    space = tiny_space()
+    ends = []
+    for decide in (0.0, 5.0):
+        out = tmp_path / f"{strategy}-{decide}"
+        result = search(space, tiny_data, None,
+                        config(strategy=strategy, decide=decide, epochs=3, arch_lr=0.1),
+                        out, progress=False)
+        ends.append(result.metrics[-1]["entropy"])
+    assert ends[1] < ends[0] - 0.1, ends
+
+
+def test_decide_must_be_finite_and_not_negative():
+    for bad in (-1.0, math.inf, math.nan):
+        with pytest.raises(ProxylessError, match="decide"):
+            config(decide=bad).validate()
+
+
+# -- a loss or α that becomes NaN/inf stops the search, and no such epoch is checkpointed --
+@pytest.fixture(scope="module")
+def small_data(builtin_subset) -> DataSplits:
+    return builtin_subset(300, 100)  # 6 training batches of 50
+
+
+def kept_epochs(out) -> int:
+    """The epoch the run folder's checkpoint holds (its metrics.jsonl agrees)."""
+    epoch = torch.load(out / "checkpoint.pt", weights_only=True)["epoch"]
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == epoch
+    return epoch
+
+
+def test_a_nan_weight_loss_stops_the_search_and_resume_continues(tmp_path, small_data,
+                                                                  monkeypatch):
+    cfg, calls = config(epochs=2, eval_limit=100), []
+    real = torch.nn.CrossEntropyLoss.forward  # the weight steps' loss (α steps: functional)
+
+    def nan_in_epoch_two(self, logits, y):
+        calls.append(1)
+        return real(self, logits, y) * (math.nan if len(calls) == 6 + 3 else 1.0)
+
+    monkeypatch.setattr(torch.nn.CrossEntropyLoss, "forward", nan_in_epoch_two)
+    with pytest.raises(ProxylessError) as err:
+        search(tiny_space(), small_data, None, cfg, tmp_path, progress=False)
+    message = str(err.value)
+    assert "the weight step's loss became nan in epoch 2/3, batch 3/6; lower --lr" in message
+    assert "--arch-lr" not in message and "last good epoch (1/3" in message
+    assert kept_epochs(tmp_path) == 1
+    monkeypatch.undo()
+    resumed = search(tiny_space(), small_data, None, cfg, tmp_path, resume=True,
+                     progress=False)
+    assert [m["epoch"] for m in resumed.metrics] == [1, 2, 3] and kept_epochs(tmp_path) == 3
+
+
+def test_a_nan_architecture_loss_blames_the_weights_not_alpha(tmp_path, small_data,
+                                                               monkeypatch):
+    from proxyless.search.gradient import GradientStrategy
+
+    real = GradientStrategy.step
+
+    def diverged_weights(self, x, y, generator):
+        with torch.no_grad():
+            self.net.weight_parameters()[-1].fill_(math.nan)  # the classifier's bias
+        return real(self, x, y, generator)
+
+    monkeypatch.setattr(GradientStrategy, "step", diverged_weights)
+    cfg = config(warmup_epochs=0, epochs=2, eval_limit=100)  # α steps from epoch 2 on
+    with pytest.raises(ProxylessError) as err:
+        search(tiny_space(), small_data, None, cfg, tmp_path, progress=False)
+    message = str(err.value)
+    assert "architecture step's cross-entropy became nan in epoch 2/2, batch 1/6" in message
+    assert "lower --lr" in message and "--arch-lr" not in message
+    assert kept_epochs(tmp_path) == 1
+
+
+def test_alpha_that_diverges_says_lower_the_arch_lr(tmp_path, small_data, monkeypatch):
+    from proxyless.search.gradient import GradientStrategy
+
+    real, calls = GradientStrategy.step, []
+
+    def overshoot(self, x, y, generator):  # what too large a step does, finite loss and all
+        stats = real(self, x, y, generator)
+        calls.append(1)
+        if len(calls) == 2:
+            with torch.no_grad():
+                self.net.arch_parameters()[1][0] = -math.inf
+        return stats
+
+    monkeypatch.setattr(GradientStrategy, "step", overshoot)
+    cfg = config(warmup_epochs=0, epochs=2, eval_limit=100)
+    with pytest.raises(ProxylessError, match="α of block 1 became -inf in epoch 2/2, "
+                                             "batch 2/6; lower --arch-lr"):
+        search(tiny_space(), small_data, None, cfg, tmp_path, progress=False)
+    assert kept_epochs(tmp_path) == 1
+    alphas = torch.load(tmp_path / "checkpoint.pt", weights_only=True)["supernet"]
+    assert all(torch.isfinite(v).all() for k, v in alphas.items() if k.endswith("alpha"))
+
+
+def test_a_nan_reinforce_reward_is_named(tmp_path, small_data):
+    cfg = config(warmup_epochs=0, epochs=2, eval_limit=100, strategy="reinforce",
+                 reinforce_samples=2)
+    with pytest.raises(ProxylessError, match="REINFORCE reward became nan in epoch 2/2, "
+                                             "batch 1/6; a sampled network's latency"):
+        search(tiny_space(), small_data, None, cfg, tmp_path, progress=False,
+               objectives=[lambda arch: math.nan])
+    assert kept_epochs(tmp_path) == 1

@@ -290,3 +290,25 @@ def test_entangled_candidates_are_slices_of_one_kernel():
         derived = net.derived_network(arch).eval()
         with torch.no_grad():
             torch.testing.assert_close(derived(x), net(x))
+
+
+@pytest.mark.parametrize("mode", ["two", "recompute", "full"])
+def test_gates_drawn_again_before_backward_keep_alphas_gradient(mode):
+    """Backward credits the paths of its own forward, whatever was drawn since."""
+    x, y = batch(11)
+    grads = []
+    for redraw in (False, True):
+        net = make_net(11)
+        net.sample_gates(mode, torch.Generator().manual_seed(11))
+        drawn = [(op.active, list(op.involved)) for op in net.mixed_ops]
+        with net.frozen_weights():
+            loss = loss_of(net, x, y)
+            if redraw:  # other paths, and new gate tensors, before backward
+                net.sample_gates(mode, torch.Generator().manual_seed(12))
+                assert [(op.active, list(op.involved)) for op in net.mixed_ops] != drawn
+            loss.backward()
+        net.set_alpha_grads()
+        grads.append([op.alpha.grad.clone() for op in net.mixed_ops])
+        assert all(g.abs().sum() > 0 for g in grads[-1])
+    for plain, redrawn in zip(*grads, strict=True):
+        torch.testing.assert_close(redrawn, plain, rtol=0, atol=0)

@@ -24,16 +24,27 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from proxyless.config import REFERENCE_NET, mapping_kind, read_mapping, write_mapping_atomic
+from proxyless.config import (
+    REFERENCE_NET,
+    excerpt,
+    mapping_kind,
+    read_mapping,
+    write_mapping_atomic,
+)
 from proxyless.errors import ProxylessError
 from proxyless.space import (
     DEFAULT_CANDIDATES,
+    MAX_EXPAND,
+    MAX_NAME,
+    PRESETS,
     ZERO,
     FirstBlockSpec,
     SearchSpace,
     StageSpec,
     StemSpec,
+    check_int,
     load_space,
     parse_token,
 )
@@ -106,29 +117,53 @@ class Architecture:
 
     @classmethod
     def from_dict(cls, data: dict, where: str = "architecture") -> Architecture:
+        if not isinstance(data, dict):
+            raise ProxylessError(f"{where}: expected a mapping, got {type(data).__name__} "
+                                 f"{excerpt(data)}")
         if data.get("format", FORMAT) != FORMAT:
-            raise ProxylessError(f"{where}: unsupported format {data.get('format')!r}; "
+            raise ProxylessError(f"{where}: unsupported format {excerpt(data.get('format'))}; "
                                  f"expected {FORMAT!r}")
-        unknown = sorted(set(data) - {"format", "blocks", "encoding", "space"})
+        unknown = sorted(set(data) - {"format", "blocks", "encoding", "space"}, key=repr)
         if unknown:
-            raise ProxylessError(f"{where}: unknown key(s) {unknown}")
+            raise ProxylessError(f"{where}: unknown key(s) {excerpt(unknown, 120)}; allowed keys "
+                                 "are format, blocks, encoding, space")
         if "space" not in data or "blocks" not in data:
             raise ProxylessError(f"{where}: needs the keys 'space' and 'blocks'")
-        space = (SearchSpace.from_dict(data["space"], f"{where}: space")
-                 if isinstance(data["space"], dict) else load_space(data["space"]))
-        blocks = data["blocks"]
-        if isinstance(blocks, str):
-            arch = decode(space, blocks)
-        elif isinstance(blocks, list) and all(isinstance(b, str) for b in blocks):
-            arch = cls(space, tuple(blocks))
-        else:
-            raise ProxylessError(f"{where}: 'blocks' must be a list of op tokens")
+        arch = _blocks(_file_space(data["space"], f"{where}: space"), data["blocks"], where)
         if "encoding" in data and data["encoding"] != arch.encode():
-            raise ProxylessError(f"{where}: 'encoding' disagrees with 'blocks'")
+            raise ProxylessError(f"{where}: 'encoding' {excerpt(data['encoding'])} disagrees "
+                                 "with 'blocks'; fix one of them (or drop 'encoding')")
         return arch
 
     def save(self, path: str | Path) -> Path:
         return write_mapping_atomic(path, self.to_dict())
+
+
+def _blocks(space: SearchSpace, blocks: Any, where: str) -> Architecture:
+    """An architecture file's `blocks` (a list of tokens, or an encoded string) in `space`."""
+    if isinstance(blocks, list):
+        for i, token in enumerate(blocks):
+            if not isinstance(token, str):
+                raise ProxylessError(f"{where}: blocks[{i}] must be an op token such as "
+                                     f"'k3e6', got {excerpt(token)}")
+    elif not isinstance(blocks, str):
+        raise ProxylessError(f"{where}: 'blocks' must be a list of op tokens, got "
+                             f"{excerpt(blocks)}")
+    try:
+        return decode(space, blocks) if isinstance(blocks, str) else Architecture(space, blocks)
+    except ProxylessError as err:  # the decoder names the block; say which file too
+        raise ProxylessError(f"{where}: {err}") from None
+
+
+def _file_space(value: Any, where: str) -> SearchSpace:
+    """The space an architecture file holds: the space itself, or a preset's name (a path
+    here would be read relative to wherever the command runs, not to the file)."""
+    if isinstance(value, dict):
+        return SearchSpace.from_dict(value, where)
+    if isinstance(value, str) and value in PRESETS:
+        return load_space(value)
+    raise ProxylessError(f"{where}: expected the space (a mapping) or a preset name "
+                         f"({', '.join(PRESETS)}), got {excerpt(value)}")
 
 
 def encode(arch: Architecture) -> str:
@@ -143,7 +178,7 @@ def encode(arch: Architecture) -> str:
 def decode(space: SearchSpace, text: str) -> Architecture:
     """Parse an encoded architecture strictly (the inverse of `encode`)."""
     if not isinstance(text, str):
-        raise ProxylessError(f"an encoded architecture must be a string, got {text!r}")
+        raise ProxylessError(f"an encoded architecture must be a string, got {excerpt(text)}")
     groups = text.split("|")
     if len(groups) == 1:
         tokens = text.split()
@@ -168,17 +203,29 @@ def decode(space: SearchSpace, text: str) -> Architecture:
 
 
 # -- the reference code's net.config ---------------------------------------------------
-def _field(layer: dict, key: str, where: str):
-    if not isinstance(layer, dict) or key not in layer:
+def _mapping(value: Any, where: str) -> dict:
+    if not isinstance(value, dict):
+        raise ProxylessError(f"{where}: expected a mapping, got {type(value).__name__} "
+                             f"{excerpt(value)} (is this a reference net.config?)")
+    return value
+
+
+def _field(layer: Any, key: str, where: str) -> Any:
+    if key not in _mapping(layer, where):
         raise ProxylessError(f"{where}: missing key {key!r} (is this a reference net.config?)")
     return layer[key]
 
 
-def _int(layer: dict, key: str, where: str) -> int:
+def _int(layer: Any, key: str, where: str, allowed: tuple[int, ...] = (), odd: bool = False,
+         top: int | None = None) -> int:
+    """A whole-number field, checked on its own (>= 1, a stride 1 or 2, an odd kernel) before
+    any shape is derived from it, so the message names the field rather than a mismatch."""
     value = _field(layer, key, where)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
-        raise ProxylessError(f"{where}: {key} must be an integer, got {value!r}")
-    return int(value)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    bound = {} if top is None else {"top": top}
+    check_int(value, f"{where}: {key}", allowed, odd, **bound)
+    return value
 
 
 def _reference_stages(blocks: list, channels: int,
@@ -188,9 +235,10 @@ def _reference_stages(blocks: list, channels: int,
     stages: list[list[int]] = []  # [width, depth, stride]
     tokens: list[str] = []
     for i, block in enumerate(blocks, start=1):
-        conv = _field(block, "mobile_inverted_conv", f"{where}: blocks[{i}]")
-        kind = conv.get("name")
         here = f"{where}: blocks[{i}]"
+        conv = _mapping(_field(block, "mobile_inverted_conv", here),
+                        f"{here}.mobile_inverted_conv")
+        kind = conv.get("name")
         if kind == "ZeroLayer":
             if not stages or conv.get("stride", 1) != 1:
                 raise ProxylessError(f"{where}: blocks[{i}]: a zero block must keep the shape")
@@ -198,10 +246,11 @@ def _reference_stages(blocks: list, channels: int,
             tokens.append(ZERO)
             continue
         if kind != "MBInvertedConvLayer":
-            raise ProxylessError(f"{where}: blocks[{i}]: unsupported layer {kind!r}")
+            raise ProxylessError(f"{where}: blocks[{i}]: unsupported layer {excerpt(kind)}")
         in_chs, out_chs = _int(conv, "in_channels", here), _int(conv, "out_channels", here)
-        stride, kernel = _int(conv, "stride", here), _int(conv, "kernel_size", here)
-        expand = _int(conv, "expand_ratio", here)
+        stride = _int(conv, "stride", here, allowed=(1, 2))
+        kernel = _int(conv, "kernel_size", here, odd=True)
+        expand = _int(conv, "expand_ratio", here, top=MAX_EXPAND)
         if in_chs != channels:
             raise ProxylessError(f"{where}: blocks[{i}] takes {in_chs} channels but the "
                                  f"previous block gives {channels}")
@@ -219,19 +268,21 @@ def _reference_stages(blocks: list, channels: int,
     return stages, tokens
 
 
-def import_reference_config(config: dict, name: str = "reference",
-                            input_size: int = 224) -> Architecture:
+def import_reference_config(config: dict, name: str = "reference", input_size: int = 224,
+                            where: str | None = None) -> Architecture:
     """Convert the reference code's `net.config` (ProxylessNASNets) into an Architecture.
 
     Widths are taken from the file (the released networks differ from the paper's space), so
-    the space returned is that network's own, with the paper's candidate list.
+    the space returned is that network's own, with the paper's candidate list. `where`
+    names the config in messages (default: `net.config 'NAME'`).
     """
-    where = f"net.config {name!r}"
+    where = where or f"net.config {name!r}"
     first_conv = _field(config, "first_conv", where)
     blocks = _field(config, "blocks", where)
     if not isinstance(blocks, list) or len(blocks) < 2:
         raise ProxylessError(f"{where}: 'blocks' must list the first block and the searchable ones")
-    first = _field(blocks[0], "mobile_inverted_conv", f"{where}: blocks[0]")
+    first = _mapping(_field(blocks[0], "mobile_inverted_conv", f"{where}: blocks[0]"),
+                     f"{where}: blocks[0].mobile_inverted_conv")
     if first.get("name") != "MBInvertedConvLayer" or first.get("expand_ratio") != 1:
         raise ProxylessError(f"{where}: blocks[0] must be the fixed MBConv with expand_ratio 1")
 
@@ -251,10 +302,10 @@ def import_reference_config(config: dict, name: str = "reference",
         in_channels=_int(first_conv, "in_channels", f"{where}: first_conv"),
         num_classes=_int(classifier, "out_features", f"{where}: classifier"),
         stem=StemSpec(_int(first_conv, "out_channels", f"{where}: first_conv"),
-                      _int(first_conv, "stride", f"{where}: first_conv"),
-                      _int(first_conv, "kernel_size", f"{where}: first_conv")),
+                      _int(first_conv, "stride", f"{where}: first_conv", allowed=(1, 2)),
+                      _int(first_conv, "kernel_size", f"{where}: first_conv", odd=True)),
         first_block=FirstBlockSpec(_int(first, "out_channels", f"{where}: blocks[0]"),
-                                   _int(first, "kernel_size", f"{where}: blocks[0]")),
+                                   _int(first, "kernel_size", f"{where}: blocks[0]", odd=True)),
         stages=tuple(StageSpec(w, d, s) for w, d, s in stages),
         candidates=tuple(candidates),
         feature_mix=_int(mix, "out_channels", f"{where}: feature_mix_layer"),
@@ -267,8 +318,11 @@ def load_architecture(path: str | Path, input_size: int | None = None) -> Archit
     default 224)."""
     path = Path(path)
     data = read_mapping(path, "architecture file")
+    where = f"architecture file {path}"
     if mapping_kind(data) == REFERENCE_NET:
-        return import_reference_config(data, path.stem, input_size or 224)
+        name = path.stem[:MAX_NAME] or "reference"  # the space's name, which is bounded
+        size = 224 if input_size is None else input_size
+        return import_reference_config(data, name, size, f"net.config {path}")
     if "arch" in data and isinstance(data["arch"], dict):  # e.g. a training run's config.json
-        data = data["arch"]
-    return Architecture.from_dict(data, f"architecture file {path}")
+        data, where = data["arch"], f"{where}: arch"
+    return Architecture.from_dict(data, where)

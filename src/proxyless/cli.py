@@ -14,12 +14,76 @@ an interrupted run keeps its last checkpoint and says how to resume (exit code 1
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import math
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
+from proxyless.config import MAX_SEED
 from proxyless.errors import ProxylessError
+
+
+def _shown(text: str) -> str:
+    """The value as typed, quoted, at most ~80 characters: a pasted blob stays one line."""
+    from proxyless.runtime import clip
+
+    return repr(clip(text))
+
+
+def _number(text: str, kind: type, low: float | None, high: float | None,
+            strict_low: bool, what: str) -> float | int:
+    """Parse one option value as `kind` within [low, high] ((low, high] when strict_low);
+    argparse reports the ArgumentTypeError as `argument --x: <message>`, exit code 2."""
+    try:
+        value = kind(text)
+    except (TypeError, ValueError):
+        raise argparse.ArgumentTypeError(f"expected {what}, got {_shown(text)}") from None
+    # inf and nan pass float(): a nan compares false with every bound, so it lands here too
+    ok = math.isfinite(value) and (low is None or (value > low if strict_low else value >= low))
+    if not ok or (high is not None and value > high):
+        raise argparse.ArgumentTypeError(f"must be {what}, got {_shown(text)}")
+    return value
+
+
+def finite_float(text: str) -> float:
+    return _number(text, float, None, None, False, "a finite number")
+
+
+def positive_float(text: str) -> float:
+    return _number(text, float, 0, None, True, "a finite number > 0")
+
+
+def nonneg_float(text: str) -> float:
+    return _number(text, float, 0, None, False, "a finite number >= 0")
+
+
+def min_time(text: str) -> float:
+    from proxyless.latency.timer import MAX_MIN_TIME  # one limit for profile and run
+
+    return _number(text, float, 0, MAX_MIN_TIME, False,
+                   f"a number of seconds from 0 to {MAX_MIN_TIME:g}")
+
+
+def positive_min_time(text: str) -> float:
+    from proxyless.latency.timer import MAX_MIN_TIME
+
+    return _number(text, float, 0, MAX_MIN_TIME, True,
+                   f"a number of seconds above 0, at most {MAX_MIN_TIME:g}")
+
+
+def positive_int(text: str) -> int:
+    return _number(text, int, 1, None, False, "a whole number >= 1")
+
+
+def nonneg_int(text: str) -> int:
+    return _number(text, int, 0, None, False, "a whole number >= 0")
+
+
+def seed_int(text: str) -> int:
+    return _number(text, int, 0, MAX_SEED, False, f"a whole number from 0 to {MAX_SEED}")
 
 
 def _add_data_args(parser: argparse.ArgumentParser) -> None:
@@ -28,7 +92,7 @@ def _add_data_args(parser: argparse.ArgumentParser) -> None:
                              "or a path; default: full Fashion-MNIST if installed, else the "
                              "built-in subset")
     parser.add_argument("--data-dir", default=None, help="folder holding the dataset files")
-    parser.add_argument("--val-size", type=float, default=None,
+    parser.add_argument("--val-size", type=nonneg_float, default=None,
                         help="images held out of the training split for validation "
                              "(count, or a fraction below 1)")
 
@@ -51,40 +115,44 @@ def _add_search_args(p: argparse.ArgumentParser, run: bool = False) -> None:
         p.add_argument("--table", default=None,
                        help="latency table (from `proxyless profile`, or the reference "
                             "code's format)")
-    p.add_argument("--target-ms", type=float, default=None,
+    p.add_argument("--target-ms", type=positive_float, default=None,
                    help="latency target in ms on the table's device"
                         + (" (default: chosen from this device's table)" if run else ""))
-    p.add_argument("--target-mflops", type=float, default=None,
+    p.add_argument("--target-mflops", type=positive_float, default=None,
                    help="multiply-add target in millions, instead of latency")
     p.add_argument("--loss", default=d.loss, choices=LOSSES)
     p.add_argument("--estimator", default=d.estimator, choices=ESTIMATORS)
     p.add_argument("--constraint", default=d.constraint, choices=CONSTRAINTS,
                    help="dual (default): a Lagrange multiplier makes the target bind the "
                         "derived network; soft: the paper's loss alone")
-    p.add_argument("--dual-lr", type=float, default=d.dual_lr,
+    p.add_argument("--dual-lr", type=positive_float, default=d.dual_lr,
                    help="the multiplier's step per architecture step")
     p.add_argument("--weight-sharing", default=d.weight_sharing, choices=WEIGHT_SHARING,
                    help="separate: every candidate has its own weights (the paper); "
                         "entangled: a block's candidates are slices of one kernel (centre "
                         "kernels, first channels), so every step trains what every path uses")
-    p.add_argument("--warmup-epochs", type=int, default=d.warmup_epochs if not run else None,
+    p.add_argument("--warmup-epochs", type=nonneg_int, default=d.warmup_epochs if not run else None,
                    help="weight-only epochs before the search" + budget)
-    p.add_argument("--warmup-parent", type=float, default=d.warmup_parent,
+    p.add_argument("--warmup-parent", type=nonneg_float, default=d.warmup_parent,
                    help="share of the warm-up that trains only the largest path, which then "
                         "seeds the other candidates (0: uniform random paths throughout)")
-    p.add_argument("--epochs", type=int, default=d.epochs if not run else None,
+    p.add_argument("--epochs", type=positive_int, default=d.epochs if not run else None,
                    help="search epochs after the warm-up" + budget)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--lr", type=float, default=d.lr, help="weights' learning rate")
-    p.add_argument("--arch-lr", type=float, default=d.arch_lr, help="α's learning rate (Adam)")
-    p.add_argument("--arch-every", type=int, default=d.arch_every if not run else None,
+    p.add_argument("--batch-size", type=positive_int, default=d.batch_size)
+    p.add_argument("--lr", type=positive_float, default=d.lr, help="weights' learning rate")
+    p.add_argument("--arch-lr", type=positive_float, default=d.arch_lr,
+                   help="α's learning rate (Adam)")
+    p.add_argument("--arch-every", type=positive_int, default=d.arch_every if not run else None,
                    help="one architecture step every N weight steps" + budget)
-    p.add_argument("--train-limit", type=int, default=None,
+    p.add_argument("--decide", type=nonneg_float, default=d.decide,
+                   help="weight of the entropy term in the architecture loss: it settles "
+                        "the blocks the data leaves undecided (0: the paper's loss)")
+    p.add_argument("--train-limit", type=positive_int, default=None,
                    help="training images per search epoch" + (budget or " (default: all)"))
-    p.add_argument("--reinforce-samples", type=int, default=d.reinforce_samples)
+    p.add_argument("--reinforce-samples", type=positive_int, default=d.reinforce_samples)
     p.add_argument("--reward", default=d.reinforce_reward, choices=REWARDS,
                    help="REINFORCE reward: mnas ACC*(LAT/T)^w, reference ACC*(T/LAT)^0.1")
-    p.add_argument("--reward-w", type=float, default=d.reinforce_w)
+    p.add_argument("--reward-w", type=finite_float, default=d.reinforce_w)
     p.add_argument("--measure-latency", action="store_true",
                    help="REINFORCE: measure each sampled network end to end instead of the "
                         "table")
@@ -103,7 +171,8 @@ def _search_config(args: argparse.Namespace):
         weight_sharing=args.weight_sharing,
         warmup_parent=args.warmup_parent,
         batch_size=args.batch_size, lr=args.lr, arch_lr=args.arch_lr,
-        arch_every=args.arch_every, estimator=args.estimator, loss=args.loss,
+        arch_every=args.arch_every, decide=args.decide, estimator=args.estimator,
+        loss=args.loss,
         constraint=args.constraint, dual_lr=args.dual_lr, metric=metric,
         target=target, train_limit=args.train_limit, seed=args.seed, device=args.device,
         threads=args.threads, reinforce_samples=args.reinforce_samples,
@@ -114,8 +183,8 @@ def _search_config(args: argparse.Namespace):
 
 def _add_runtime_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch")
+    parser.add_argument("--seed", type=seed_int, default=0)
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
@@ -126,12 +195,12 @@ def _add_train_parser(sub) -> None:
     p = sub.add_parser("train", help="train a network from scratch and evaluate it")
     p.add_argument("arch", help="architecture file (ours or a reference net.config)")
     p.add_argument("--out", required=True, help="run folder (checkpoints, metrics, results)")
-    p.add_argument("--epochs", type=int, default=d.epochs)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    p.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
-    p.add_argument("--dropout", type=float, default=d.dropout)
+    p.add_argument("--epochs", type=positive_int, default=d.epochs)
+    p.add_argument("--batch-size", type=positive_int, default=d.batch_size)
+    p.add_argument("--lr", type=positive_float, default=d.lr)
+    p.add_argument("--weight-decay", type=nonneg_float, default=d.weight_decay)
+    p.add_argument("--label-smoothing", type=nonneg_float, default=d.label_smoothing)
+    p.add_argument("--dropout", type=nonneg_float, default=d.dropout)
     p.add_argument("--no-augment", action="store_true")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     _add_data_args(p)
@@ -147,14 +216,14 @@ def _add_latency_parsers(sub) -> None:
                                                 "unfinished one is resumed")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--backend", default="torch", choices=BACKENDS)
-    p.add_argument("--threads", type=int, default=1, help="CPU threads (fixed; default 1)")
-    p.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
-    p.add_argument("--repeats", type=int, default=50, help="timed runs per layer")
-    p.add_argument("--warmup", type=int, default=10, help="untimed runs first")
-    p.add_argument("--min-time", type=float, default=20.0,
+    p.add_argument("--threads", type=positive_int, default=1, help="CPU threads (fixed; default 1)")
+    p.add_argument("--batch", type=positive_int, default=1, help="batch size (default 1)")
+    p.add_argument("--repeats", type=positive_int, default=50, help="timed runs per layer")
+    p.add_argument("--warmup", type=nonneg_int, default=10, help="untimed runs first")
+    p.add_argument("--min-time", type=min_time, default=20.0,
                    help="seconds to keep measuring each group of layers round-robin, so "
                         "that drift in the machine's speed hits all of them alike")
-    p.add_argument("--calibrate", type=int, default=20, metavar="K",
+    p.add_argument("--calibrate", type=nonneg_int, default=20, metavar="K",
                    help="measure K architectures end to end and fit the table's correction "
                         "(0: skip)")
     p.add_argument("--no-progress", action="store_true")
@@ -162,8 +231,8 @@ def _add_latency_parsers(sub) -> None:
     p = sub.add_parser("latency-check",
                        help="measure random architectures and compare with the table")
     p.add_argument("--table", required=True)
-    p.add_argument("--samples", type=int, default=50, help="architectures to measure")
-    p.add_argument("--seed", type=int, default=2000)
+    p.add_argument("--samples", type=positive_int, default=50, help="architectures to measure")
+    p.add_argument("--seed", type=seed_int, default=2000)
     p.add_argument("--plot", default=None, help="scatter plot path (default: next to the "
                                                 "table, <table>-check.png)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -180,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", help="architecture file, reference net.config, or a space "
                                 "(preset name or file)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--input-size", type=int, default=None,
+    p.add_argument("--input-size", type=positive_int, default=None,
                    help="input resolution for a reference net.config (default 224)")
 
     _add_train_parser(sub)
@@ -206,12 +275,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how long to search and retrain, on 2 CPU cores with full "
                         "Fashion-MNIST: " + "; ".join(f"{name}: {b.describe()}"
                                                       for name, b in BUDGETS.items()))
-    p.add_argument("--retrain-epochs", type=int, default=None,
+    p.add_argument("--retrain-epochs", type=positive_int, default=None,
                    help="epochs of retraining the derived network (default: from --budget, "
                         "by the size of the training set)")
-    p.add_argument("--profile-threads", type=int, default=1,
+    p.add_argument("--profile-threads", type=positive_int, default=1,
                    help="threads for latency (default 1: batch-1 inference)")
-    p.add_argument("--profile-min-time", type=float, default=10.0,
+    p.add_argument("--profile-min-time", type=positive_min_time, default=10.0,
                    help="seconds of round-robin timing per group of layers when profiling")
     _add_search_args(p, run=True)
     _add_data_args(p)
@@ -307,8 +376,26 @@ def _data_from_args(args: argparse.Namespace, space, val_size: float | int):
                      image_size=space.input_size, channels=space.in_channels)
 
 
+@contextlib.contextmanager
+def _run_folder(out: str | Path) -> Iterator[None]:
+    """Check --out before any work (a file there or above it, a folder that cannot be made);
+    and when this command made the folder and fails with a ProxylessError before writing a
+    file into it, remove it again: a failed command leaves no empty folder behind."""
+    from proxyless.runtime import prepare_out_dir, remove_if_empty
+
+    path = prepare_out_dir(out, "--out", create=False)
+    existed = path.exists()
+    try:
+        yield
+    except ProxylessError:
+        if not existed:
+            remove_if_empty(path)
+        raise
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from proxyless.arch import load_architecture
+    from proxyless.space import check_space_fits
     from proxyless.train import TrainConfig, train_network
 
     arch = load_architecture(args.arch)
@@ -317,9 +404,11 @@ def cmd_train(args: argparse.Namespace) -> int:
                          dropout=args.dropout, augment=not args.no_augment, seed=args.seed,
                          device=args.device, threads=args.threads)
     config.validate()
-    data = _data_from_args(args, arch.space, args.val_size or 0)
-    final = train_network(arch, data, config, args.out, resume=args.resume,
-                          progress=not args.no_progress)
+    check_space_fits(arch.space, config.batch_size, supernet=False)
+    with _run_folder(args.out):
+        data = _data_from_args(args, arch.space, args.val_size or 0)
+        final = train_network(arch, data, config, args.out, resume=args.resume,
+                              progress=not args.no_progress)
     if not _is_main_rank():
         return 0
     print(f"test top-1 {final['test_top1']:.2f}%  params {final['params'] / 1e6:.3f}M  "
@@ -338,20 +427,22 @@ def cmd_search(args: argparse.Namespace) -> int:
     from proxyless.search.costs import search_costs
     from proxyless.search.loop import search
     from proxyless.search.outputs import write_search_outputs
-    from proxyless.space import load_space
+    from proxyless.space import check_space_fits, load_space
 
     space = load_space(args.space)
     table = LatencyTable.load(args.table) if args.table else None
     config = _search_config(args)
     config.validate()
-    costs = search_costs(space, config, table, log=lambda m: print(m, file=sys.stderr))
-    data = _data_from_args(args, space, config.val_size)
-    result = search(space, data, costs.constrained, config, args.out, resume=args.resume,
-                    progress=not args.no_progress, latency_fn=costs.measured,
-                    also_log=costs.also_log)
-    if not _is_main_rank():
-        return 0
-    summary = write_search_outputs(result, args.out, config, costs.latency, table)
+    check_space_fits(space, config.batch_size)
+    with _run_folder(args.out):
+        costs = search_costs(space, config, table, log=lambda m: print(m, file=sys.stderr))
+        data = _data_from_args(args, space, config.val_size)
+        result = search(space, data, costs.constrained, config, args.out, resume=args.resume,
+                        progress=not args.no_progress, latency_fn=costs.measured,
+                        also_log=costs.also_log)
+        if not _is_main_rank():
+            return 0
+        summary = write_search_outputs(result, args.out, config, costs.latency, table)
     out = Path(args.out)
     line = f"searched: {summary['arch']}\n  params {summary['params'] / 1e6:.3f}M  MACs " \
            f"{summary['macs'] / 1e6:.2f}M  val(argmax) {summary['val_top1']:.2f}%"
@@ -376,7 +467,7 @@ def _apply_budget(args: argparse.Namespace) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from proxyless.pipeline import BUDGETS, RunConfig, run_pipeline
-    from proxyless.space import load_space
+    from proxyless.space import check_space_fits, load_space
     from proxyless.train import TrainConfig
 
     space = load_space(args.space)
@@ -391,16 +482,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     _apply_budget(args)
     search_config = _search_config(args)
     search_config.validate()
-    data = _data_from_args(args, space, search_config.val_size)
-    epochs = (args.retrain_epochs if args.retrain_epochs is not None
-              else BUDGETS[args.budget].retrain_epochs(len(data.train)))
-    train_config = TrainConfig(epochs=epochs, batch_size=args.batch_size, seed=args.seed,
-                               device=args.device, threads=args.threads)
-    config = RunConfig(search_config, train_config, profile_threads=args.profile_threads,
-                       profile_min_time=args.profile_min_time, budget=args.budget)
-    config.validate()
-    results = run_pipeline(space, data, config, args.out, resume=args.resume,
-                           progress=not args.no_progress)
+    check_space_fits(space, search_config.batch_size)
+    with _run_folder(args.out):
+        data = _data_from_args(args, space, search_config.val_size)
+        epochs = (args.retrain_epochs if args.retrain_epochs is not None
+                  else BUDGETS[args.budget].retrain_epochs(len(data.train)))
+        train_config = TrainConfig(epochs=epochs, batch_size=args.batch_size, seed=args.seed,
+                                   device=args.device, threads=args.threads)
+        config = RunConfig(search_config, train_config, profile_threads=args.profile_threads,
+                           profile_min_time=args.profile_min_time, budget=args.budget)
+        config.validate()
+        results = run_pipeline(space, data, config, args.out, resume=args.resume,
+                               progress=not args.no_progress)
     if not _is_main_rank():
         return 0
     measured = (f"{results['measured_ms']:.3f} ms" if results["measured_ms"] is not None
@@ -416,13 +509,14 @@ def cmd_profile(args: argparse.Namespace) -> int:
     from proxyless.latency.cost import latency_model
     from proxyless.latency.profile import profile_space
     from proxyless.latency.timer import Timer
-    from proxyless.space import load_space
+    from proxyless.runtime import check_out_file
+    from proxyless.space import check_space_fits, load_space
 
     space = load_space(args.space)
+    check_space_fits(space, args.batch)  # every layer gets built and timed
+    check_out_file(args.out, "--out")
     timer = Timer(args.backend, args.device, args.threads, args.warmup, args.repeats,
                   args.min_time)
-    if args.batch < 1:
-        raise ProxylessError(f"--batch must be >= 1, got {args.batch}")
     table = profile_space(space, args.out, timer, args.batch, progress=not args.no_progress)
     print(f"{len(table.entries)} entries -> {args.out}")
     if args.calibrate > 0:
@@ -438,9 +532,12 @@ def cmd_profile(args: argparse.Namespace) -> int:
 def cmd_latency_check(args: argparse.Namespace) -> int:
     from proxyless.latency.check import latency_check
     from proxyless.latency.table import LatencyTable
+    from proxyless.runtime import check_out_file
 
     table = LatencyTable.load(args.table)
     plot = args.plot or str(Path(args.table).with_suffix("")) + "-check.png"
+    # before the minutes of measuring, not after them
+    check_out_file(plot, "--plot" if args.plot else "the plot (next to --table; set --plot)")
     result = latency_check(table, args.samples, args.seed, plot, progress=not args.no_progress,
                            log=lambda m: print(m, file=sys.stderr))
     if args.json:

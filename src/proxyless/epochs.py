@@ -13,14 +13,19 @@ A run folder holds `config.json`, `metrics.jsonl` (one line per finished epoch) 
 starts by seeding every global RNG from (seed, epoch), so a resumed run continues exactly as
 if it had never stopped: `start(resume=True)` restores `state` from the checkpoint, after
 `check` has refused one written with other settings.
+
+A loss or parameter that becomes NaN/inf raises `Diverged` inside the epoch; `run` stops there,
+before that epoch is checkpointed (it also checks the models' tensors and the record's losses
+before every checkpoint), and says where it happened and which epoch the checkpoint holds.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +35,58 @@ from tqdm import tqdm
 
 from proxyless import distributed
 from proxyless.config import to_dict, write_json_atomic
+from proxyless.errors import ProxylessError
 from proxyless.runtime import RunContext, load_checkpoint, save_checkpoint, seed_epoch
+
+LOWER_LR = "lower --lr (the weights diverged) and start again in a new --out"
+LOWER_ARCH_LR = "lower --arch-lr (α diverged) and start again in a new --out"
+
+
+class Diverged(ProxylessError):
+    """A loss or parameter became NaN/inf. `what` names it, `advice` says what to change;
+    `batch` ("7/42") is filled in by `at_batch`, the epoch and the checkpoint by `Epochs.run`.
+    """
+
+    def __init__(self, what: str, value: float, advice: str) -> None:
+        self.what, self.value, self.advice = what, value, advice
+        self.batch: str | None = None
+        super().__init__(self.describe())
+
+    def describe(self, epoch: str | None = None) -> str:
+        where = ", ".join(filter(None, (epoch and f"epoch {epoch}",
+                                        self.batch and f"batch {self.batch}")))
+        return f"{self.what} became {self.value}" + (f" in {where}" if where else "") + \
+            f"; {self.advice}"
+
+    def __str__(self) -> str:  # the batch is known only after construction
+        return self.describe()
+
+
+def require_finite(value: float, what: str, advice: str = LOWER_LR) -> float:
+    """`value`, or `Diverged` where it is NaN or infinite."""
+    if not math.isfinite(value):
+        raise Diverged(what, value, advice)
+    return value
+
+
+@contextlib.contextmanager
+def at_batch(index: int, total: int) -> Iterator[None]:
+    """Tag a `Diverged` raised inside with the batch (`index` from 0) it happened in."""
+    try:
+        yield
+    except Diverged as err:
+        if err.batch is None:
+            err.batch = f"{index + 1}/{total}"
+        raise
+
+
+def first_nonfinite(module: nn.Module) -> tuple[str, float] | None:
+    """The first parameter or buffer of `module` holding NaN/inf, and one such value."""
+    for name, tensor in module.state_dict().items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            bad = tensor[~torch.isfinite(tensor)].flatten()[0].item()
+            return name, bad
+    return None
 
 
 def weight_optimizer(params: Iterable[nn.Parameter], lr: float, momentum: float,
@@ -142,8 +198,11 @@ class Epochs:
             if self.is_main:
                 log(f"resuming {self.out} after epoch {self.start_epoch}/{self.total}")
         if self.is_main:  # rewritten, so that a resumed run never duplicates lines
-            (self.out / "metrics.jsonl").write_text(
-                "".join(json.dumps(m) + "\n" for m in self.metrics))
+            # atomically: a kill mid-write must not leave it shorter than the checkpoint's
+            metrics = self.out / "metrics.jsonl"
+            tmp = metrics.with_name(metrics.name + ".tmp")
+            tmp.write_text("".join(json.dumps(m) + "\n" for m in self.metrics))
+            tmp.replace(metrics)
             write_json_atomic(self.out / "config.json", config_json)
 
     def run(self, one_epoch: Callable[[int], dict], line: Callable[[dict], str], desc: str,
@@ -155,7 +214,12 @@ class Epochs:
         for epoch in bar:
             started = time.perf_counter()
             seed_epoch(self.seed, epoch)
-            record = one_epoch(epoch)
+            try:
+                record = one_epoch(epoch)
+                self.check_finite(record)
+            except Diverged as err:
+                bar.close()
+                raise ProxylessError(self.diverged_message(err, epoch)) from None
             record["epoch_time_s"] = time.perf_counter() - started
             self.elapsed += record["epoch_time_s"]
             self.metrics.append(record)
@@ -165,6 +229,29 @@ class Epochs:
                 save_checkpoint(self.context.checkpoint, self.checkpoint(epoch + 1))
                 bar.write(line(record))
         return self.metrics
+
+    def check_finite(self, record: dict) -> None:
+        """Nothing NaN/inf goes into a checkpoint: the record's losses and every model's
+        tensors are checked first (a step can leave NaN weights behind a finite loss)."""
+        for key, value in record.items():
+            if key.endswith("loss") and isinstance(value, float):
+                require_finite(value, f"the epoch's {key.replace('_', ' ')}")
+        for key, target in self.state.items():
+            bad = first_nonfinite(target) if isinstance(target, nn.Module) else None
+            if bad is not None:
+                name, value = bad
+                # α are the only parameters the architecture optimizer moves
+                advice = LOWER_ARCH_LR if name.endswith("alpha") else LOWER_LR
+                raise Diverged(f"{key} tensor {name}", value, advice)
+
+    def diverged_message(self, err: Diverged, epoch: int) -> str:
+        """Where it diverged, what to do, and what the run folder still holds."""
+        if epoch == 0:
+            kept = "no epoch had finished, so no checkpoint was written"
+        else:
+            kept = (f"{self.context.checkpoint} still holds the last good epoch "
+                    f"({epoch}/{self.total}; --resume continues from it)")
+        return f"{err.describe(f'{epoch + 1}/{self.total}')}. The run stopped: {kept}"
 
     def checkpoint(self, epoch: int) -> dict[str, Any]:
         state = {key: target if isinstance(target, list) else target.state_dict()

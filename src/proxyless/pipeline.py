@@ -13,18 +13,21 @@ Each step writes into the run folder and is skipped when its output is already t
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from proxyless import distributed
 from proxyless.arch import decode
-from proxyless.config import to_dict, write_json_atomic
+from proxyless.config import read_mapping, to_dict, write_json_atomic
 from proxyless.data import DataSplits
 from proxyless.errors import ProxylessError
 from proxyless.latency.cache import cached_table
 from proxyless.latency.cost import CostModel, latency_model
 from proxyless.latency.table import LatencyTable
+from proxyless.latency.timer import MAX_MIN_TIME
 from proxyless.report import training_curves
+from proxyless.runtime import prepare_out_dir
 from proxyless.search.config import SearchConfig
 from proxyless.search.costs import SearchCosts, search_costs
 from proxyless.search.loop import search
@@ -80,13 +83,14 @@ class RunConfig:
         self.train.validate()
         if self.search.metric != "latency":
             raise ProxylessError("run searches for a latency target; use --target-ms")
-        if not 0 <= self.target_fraction <= 1:
+        if not 0 <= self.target_fraction <= 1:  # also refuses nan
             raise ProxylessError(f"run config: target_fraction must be in [0, 1], got "
                                  f"{self.target_fraction}")
         if self.profile_threads < 1:
             raise ProxylessError(f"--profile-threads must be >= 1, got {self.profile_threads}")
-        if not self.profile_min_time > 0:
-            raise ProxylessError(f"--profile-min-time must be > 0, got {self.profile_min_time}")
+        if not 0 < self.profile_min_time <= MAX_MIN_TIME:  # inf would profile forever
+            raise ProxylessError(f"--profile-min-time must be a number of seconds in (0, "
+                                 f"{MAX_MIN_TIME:g}], got {self.profile_min_time}")
         if self.calibration_networks < 2:
             raise ProxylessError(f"run config: calibration_networks must be >= 2, got "
                                  f"{self.calibration_networks}")
@@ -99,7 +103,7 @@ def _run_table(out: Path, space: SearchSpace, config: RunConfig, resume: bool, p
                log) -> tuple[LatencyTable, Path]:
     """Rank 0: this run's table (a resumed run keeps the very table it started with)."""
     table_copy = out / "latency_table.json"
-    out.mkdir(parents=True, exist_ok=True)
+    prepare_out_dir(out)
     if resume and table_copy.exists():
         log(f"latency table: reusing this run's {table_copy}")
         return LatencyTable.load(table_copy), table_copy
@@ -110,13 +114,41 @@ def _run_table(out: Path, space: SearchSpace, config: RunConfig, resume: bool, p
     return table, path
 
 
+def _saved(path: Path, keys: tuple[str, ...]) -> dict:
+    """A step's saved result from an earlier (resumed) run, or a clear error when the file
+    was damaged: removing it redoes that step alone."""
+    data = read_mapping(path, "saved result")
+    missing = [key for key in keys if key not in data]
+    if missing:
+        raise ProxylessError(f"saved result {path} lacks {', '.join(missing)} (damaged or from "
+                             "another version); remove it to redo that step with --resume")
+    return data
+
+
+def _epoch_records(path: Path, say) -> list[dict]:
+    """metrics.jsonl's records for the plot; a damaged file costs the plot, not the run."""
+    try:
+        records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+        if all(isinstance(r, dict) and "train_top1" in r and "test_top1" in r
+               for r in records):
+            return records
+    except (OSError, ValueError):
+        pass
+    say(f"warning: {path} is damaged; the report has no training curves")
+    return []
+
+
 def _run_target(config: RunConfig, model: CostModel, saved_search: Path, resume: bool,
                 say) -> float:
     """The given target; else a resumed run's own; else one chosen from the table's range."""
     if config.search.target is not None:
         return config.search.target
     if resume and saved_search.exists():
-        target = json.loads(saved_search.read_text())["search"]["target"]
+        saved = _saved(saved_search, ("search",))["search"]
+        target = saved.get("target") if isinstance(saved, dict) else None
+        if not isinstance(target, (int, float)) or not 0 < target < math.inf:
+            raise ProxylessError(f"saved result {saved_search}: search.target is not a "
+                                 "positive number; remove it to redo the search")
         say(f"latency target: {target} ms (this run's)")
         return target
     fastest, slowest = model.bounds()
@@ -132,7 +164,8 @@ def _run_search(space: SearchSpace, data: DataSplits, scfg: SearchConfig, costs:
     """The search step, or its summary when it finished before."""
     summary_path = search_dir / "summary.json"
     if summary_path.exists():
-        summary = json.loads(summary_path.read_text())
+        summary = _saved(summary_path, ("arch", "measured_ms", "speed_factor", "val_top1",
+                                        "search_time_s"))
         say(f"search: done before ({summary['arch']})")
         return summary
     result = search(space, data, costs.constrained, scfg, search_dir,
@@ -153,6 +186,7 @@ def run_pipeline(space: SearchSpace, data: DataSplits, config: RunConfig, out_di
     rank = distributed.setup(config.search.device)
     main = rank.is_main
     say = log if main else (lambda message: None)
+    prepare_out_dir(out, create=False)  # a file there would fail the listing below
     busy = main and out.exists() and any(out.iterdir()) and not resume
     if distributed.broadcast_object(busy):
         raise ProxylessError(f"{out} already holds a run; pass --resume to continue it or "
@@ -177,7 +211,7 @@ def run_pipeline(space: SearchSpace, data: DataSplits, config: RunConfig, out_di
     train_dir = out / "retrain"
     final_path = train_dir / "final.json"
     if final_path.exists():
-        final = json.loads(final_path.read_text())
+        final = _saved(final_path, ("test_top1", "params", "macs", "train_time_s"))
     else:
         final = train_network(arch, data, config.train, train_dir,
                               resume=(train_dir / "checkpoint.pt").exists(), progress=progress,
@@ -196,10 +230,10 @@ def run_pipeline(space: SearchSpace, data: DataSplits, config: RunConfig, out_di
         "table": str(table_path), "budget": config.budget,
     }
     if main:  # 5. the report
-        metrics = [json.loads(line) for line in (train_dir / "metrics.jsonl").read_text()
-                   .splitlines()]
-        training_curves(metrics, out / "retrain.png", ("train_top1", "test_top1"),
-                        "retraining the derived network")
+        metrics = _epoch_records(train_dir / "metrics.jsonl", say)
+        if metrics:
+            training_curves(metrics, out / "retrain.png", ("train_top1", "test_top1"),
+                            "retraining the derived network")
         write_json_atomic(out / "results.json", results)
         write_report(out, results, scfg, config.train, space)
     return results
@@ -256,7 +290,7 @@ def write_report(out: Path, r: dict, scfg: SearchConfig, tcfg: TrainConfig,
         "",
         f"Search: {scfg.strategy} strategy ({strategy_details(scfg)}), {scfg.warmup_epochs} "
         f"warm-up + {scfg.epochs} search epochs, `{scfg.weight_sharing}` candidate weights, "
-        f"target as a `{scfg.constraint}` constraint. "
+        f"entropy weight (--decide) {scfg.decide:g}, target as a `{scfg.constraint}` constraint. "
         "Files: `search/` (arch.json, "
         "summary.json, metrics.jsonl), `retrain/` (final.json, metrics.jsonl, model.pt), "
         "`latency_table.json`, `results.json`.",

@@ -80,6 +80,86 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     return state
 
 
+def clip(value: object, limit: int = 80) -> str:
+    """`value` as text of at most `limit` characters: a pasted blob or a very long path must
+    not flood the one-line error; the middle goes, since a path's both ends tell the most."""
+    text = str(value)
+    if len(text) <= limit:
+        return text
+    half = (limit - 3) // 2
+    return f"{text[:half]}...{text[-(limit - 3 - half):]}"
+
+
+def _nearest_existing(path: Path) -> Path:
+    """`path` itself or its closest ancestor that exists (`exists` is False below a file)."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _check_creatable(path: Path, option: str, given: Path) -> None:
+    """Refuse a folder that cannot exist: under a file, or where nothing may be written."""
+    base = _nearest_existing(path)
+    if not base.is_dir():
+        raise ProxylessError(f"{option} {clip(given)}: {clip(base)} is a file, so nothing can "
+                             f"be created under it; choose another {option}")
+    if not os.access(base, os.W_OK | os.X_OK):  # root passes this: mkdir then says why
+        raise ProxylessError(f"{option} {clip(given)}: no permission to write in "
+                             f"{clip(base)}; choose another {option}")
+
+
+def prepare_out_dir(path: str | Path, option: str = "--out", create: bool = True) -> Path:
+    """The output folder `path`, checked before any work (and created unless `create` is
+    False): a file in its place or above it, or a folder that cannot be made, is one clear
+    error now rather than an OSError traceback after minutes of computing."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ProxylessError(f"{option} {clip(path)} is a file, not a folder; remove it or "
+                             f"choose another {option}")
+    _check_creatable(path, option, path)
+    if create:
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise ProxylessError(f"{option} {clip(path)}: cannot create the folder "
+                                 f"({err.strerror or _first_line(err)}); choose another "
+                                 f"{option}") from None
+    return path
+
+
+def check_out_file(path: str | Path, option: str) -> Path:
+    """Refuse an output file path that could not be written (a folder in its place, a file
+    above it, no permission), before the work whose result it would hold."""
+    path = Path(path)
+    if path.is_dir():
+        raise ProxylessError(f"{option} {clip(path)} is a folder; give a file path inside it "
+                             "or another name")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise ProxylessError(f"{option} {clip(path)}: the file is not writable; choose "
+                             f"another {option}")
+    _check_creatable(path.parent, option, path)
+    return path
+
+
+def remove_if_empty(path: str | Path) -> bool:
+    """Remove `path` when it is a folder tree without a single file (what a run that failed
+    before writing anything leaves); a tree holding any file or link is left untouched."""
+    path = Path(path)
+    if path.is_symlink() or not path.is_dir():
+        return False
+    folders = []
+    for root, subdirs, files in os.walk(path):  # top-down: parents before their children
+        if files or any((Path(root) / d).is_symlink() for d in subdirs):
+            return False
+        folders.append(root)
+    try:
+        for folder in reversed(folders):  # children first
+            os.rmdir(folder)
+    except OSError:  # something appeared meanwhile, or no permission: keep what is left
+        return False
+    return True
+
+
 def check_run_dir(out: Path, checkpoint: str, resume: bool, what: str) -> Path:
     """The checkpoint path of a run folder; refuse to overwrite a run, or to resume none."""
     path = out / checkpoint
@@ -109,5 +189,5 @@ def start_run(out: Path, device: str, threads: int | None, resume: bool,
     set_threads(threads)
     path = check_run_dir(out, checkpoint, resume, what)
     if info.is_main:
-        out.mkdir(parents=True, exist_ok=True)
+        prepare_out_dir(out)
     return RunContext(info, resolved, path)

@@ -14,17 +14,49 @@ from __future__ import annotations
 
 import math
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from proxyless.config import ARCHITECTURE, from_dict, mapping_kind, read_mapping, to_dict
+from proxyless.config import (
+    ARCHITECTURE,
+    excerpt,
+    from_dict,
+    mapping_kind,
+    read_mapping,
+    to_dict,
+)
 from proxyless.errors import ProxylessError
 
 PRESETS = ("imagenet", "cifar", "fashion")
 ZERO = "zero"
 DEFAULT_CANDIDATES = ("k3e3", "k3e6", "k5e3", "k5e6", "k7e3", "k7e6", ZERO)  # the paper's
 _MBCONV_TOKEN = re.compile(r"k([1-9][0-9]?)e([1-9][0-9]?)")
+
+# Bounds on a space's fields, far beyond any real space: they keep a hostile or mistyped file
+# from making sizes absurd (a depth of 10^9 would hang listing the blocks). Whether a space
+# fits in memory is `check_space_fits`'s question.
+MAX_NAME = 100
+MAX_SIZE = 1_000_000      # channels, classes, pixels
+MAX_KERNEL = 99           # as in op tokens
+MAX_EXPAND = 99
+MAX_BLOCKS = 1000         # searchable blocks in all
+MAX_WIDTH_MULT = 16.0
+
+
+def check_int(value: object, where: str, allowed: tuple[int, ...] = (), odd: bool = False,
+               top: int = MAX_SIZE) -> None:
+    """An integer field: >= 1 and <= `top` (MAX_KERNEL and odd for kernels), or in `allowed`."""
+    if odd:
+        top = MAX_KERNEL
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ProxylessError(f"{where} must be an integer, got {excerpt(value)}")
+    if allowed and value not in allowed:
+        raise ProxylessError(f"{where} must be {' or '.join(map(str, allowed))}, got {value}")
+    if not 1 <= value <= top or (odd and value % 2 == 0):
+        need = "an odd number" if odd else "a whole number"
+        raise ProxylessError(f"{where} must be {need} from 1 to {top:,}, got {excerpt(value)}")
 
 
 def conv_out_size(size: int, stride: int) -> int:
@@ -60,8 +92,8 @@ def parse_token(token: str, where: str = "token") -> OpSpec:
     match = _MBCONV_TOKEN.fullmatch(token) if isinstance(token, str) else None
     if match is None:
         raise ProxylessError(
-            f"{where}: unknown op token {token!r}; expected 'zero' or 'k<kernel>e<expansion>' "
-            "such as 'k3e6'"
+            f"{where}: unknown op token {excerpt(token)}; expected 'zero' or "
+            "'k<kernel>e<expansion>' such as 'k3e6'"
         )
     kernel, expand = int(match.group(1)), int(match.group(2))
     if kernel % 2 == 0:
@@ -129,48 +161,55 @@ class SearchSpace:
 
     # -- validation -------------------------------------------------------------------
     def validate(self) -> None:
+        """Every field by name, each before anything is derived from it: a bad stride is
+        reported as the stride, not as the odd shape it would lead to."""
+        if not isinstance(self.name, str) or not self.name.strip() or len(self.name) > MAX_NAME:
+            raise ProxylessError(f"space: name must be a non-empty string of at most {MAX_NAME} "
+                                 f"characters, got {excerpt(self.name)}")
         where = f"space {self.name!r}"
+        self._validate_sizes(where)
+        self._validate_stages(where)
+        self._validate_candidates(where)
 
-        def positive(value: int, name: str) -> None:
-            if value < 1:
-                raise ProxylessError(f"{where}: {name} must be >= 1, got {value}")
-
-        if not self.name:
-            raise ProxylessError("space: name must be a non-empty string")
+    def _validate_sizes(self, where: str) -> None:
         for name in ("input_size", "in_channels", "num_classes", "feature_mix"):
-            positive(getattr(self, name), name)
-        positive(self.stem.channels, "stem.channels")
-        positive(self.first_block.channels, "first_block.channels")
-        if self.stem.stride not in (1, 2):
-            raise ProxylessError(f"{where}: stem.stride must be 1 or 2, got {self.stem.stride}")
+            check_int(getattr(self, name), f"{where}: {name}")
+        check_int(self.stem.channels, f"{where}: stem.channels")
+        check_int(self.first_block.channels, f"{where}: first_block.channels")
+        check_int(self.stem.stride, f"{where}: stem.stride", allowed=(1, 2))
         for attr in ("stem", "first_block"):
-            kernel = getattr(self, attr).kernel
-            if kernel < 1 or kernel % 2 == 0:
-                raise ProxylessError(f"{where}: {attr}.kernel must be odd and >= 1, got {kernel}")
-        if not math.isfinite(self.width_mult) or self.width_mult <= 0:
-            raise ProxylessError(f"{where}: width_mult must be > 0, got {self.width_mult}")
-        if not self.stages:
+            check_int(getattr(self, attr).kernel, f"{where}: {attr}.kernel", odd=True)
+        mult = self.width_mult
+        if (isinstance(mult, bool) or not isinstance(mult, (int, float))
+                or not math.isfinite(mult) or not 0 < mult <= MAX_WIDTH_MULT):
+            raise ProxylessError(f"{where}: width_mult must be a number > 0 and <= "
+                                 f"{MAX_WIDTH_MULT:g}, got {excerpt(mult)}")
+
+    def _validate_stages(self, where: str) -> None:
+        if not isinstance(self.stages, (tuple, list)) or not self.stages:
             raise ProxylessError(f"{where}: stages must list at least one stage")
         for i, stage in enumerate(self.stages):
-            positive(stage.width, f"stages[{i}].width")
-            positive(stage.depth, f"stages[{i}].depth")
-            if stage.stride not in (1, 2):
-                raise ProxylessError(
-                    f"{where}: stages[{i}].stride must be 1 or 2, got {stage.stride}"
-                )
-        if not self.candidates:
+            if not isinstance(stage, StageSpec):
+                raise ProxylessError(f"{where}: stages[{i}] must be a mapping of width, depth "
+                                     f"and stride, got {excerpt(stage)}")
+            check_int(stage.width, f"{where}: stages[{i}].width")
+            check_int(stage.depth, f"{where}: stages[{i}].depth", top=MAX_BLOCKS)
+            check_int(stage.stride, f"{where}: stages[{i}].stride", allowed=(1, 2))
+        blocks = sum(stage.depth for stage in self.stages)
+        if blocks > MAX_BLOCKS:  # slots() lists every block: bound it before anyone asks
+            raise ProxylessError(f"{where}: the stages' depths add up to {blocks:,} searchable "
+                                 f"blocks, over the limit of {MAX_BLOCKS:,}; lower them")
+
+    def _validate_candidates(self, where: str) -> None:
+        if not isinstance(self.candidates, (tuple, list)) or not self.candidates:
             raise ProxylessError(f"{where}: candidates must list at least one op")
-        if len(set(self.candidates)) != len(self.candidates):
-            raise ProxylessError(f"{where}: candidates has duplicates: {list(self.candidates)}")
         for i, token in enumerate(self.candidates):
             parse_token(token, f"{where}: candidates[{i}]")
+        if len(set(self.candidates)) != len(self.candidates):
+            twice = sorted(t for t, n in Counter(self.candidates).items() if n > 1)
+            raise ProxylessError(f"{where}: candidates has duplicates: {excerpt(twice)}")
         if all(t == ZERO for t in self.candidates):
             raise ProxylessError(f"{where}: candidates needs at least one non-zero op")
-        size = self.input_size
-        for stride in [self.stem.stride] + [s.stride for s in self.stages]:
-            size = conv_out_size(size, stride)
-        if size < 1:
-            raise ProxylessError(f"{where}: input_size {self.input_size} is too small")
 
     # -- derived structure -------------------------------------------------------------
     def _width(self, channels: int) -> int:
@@ -234,7 +273,12 @@ class SearchSpace:
 
     @classmethod
     def from_dict(cls, data: dict, where: str = "space") -> SearchSpace:
-        return from_dict(cls, data, where)
+        try:
+            return from_dict(cls, data, where)
+        except ProxylessError as err:  # validate() names the space; say which file too
+            if str(err).startswith(where):
+                raise
+            raise ProxylessError(f"{where}: {err}") from None
 
 
 def load_space(name_or_path: str | Path | SearchSpace) -> SearchSpace:
@@ -247,11 +291,79 @@ def load_space(name_or_path: str | Path | SearchSpace) -> SearchSpace:
                             f"preset {text!r}")
         return SearchSpace.from_dict(data, f"preset {text!r}")
     path = Path(text)
-    if not path.exists():
-        raise ProxylessError(
-            f"space {text!r} is neither a preset ({', '.join(PRESETS)}) nor an existing file"
-        )
+    try:
+        exists = path.exists()
+    except (OSError, ValueError):  # a name too long for a path, or holding a NUL
+        exists = False
+    if not exists:
+        raise ProxylessError(f"space {excerpt(text)} is neither a preset ({', '.join(PRESETS)}) "
+                             "nor an existing file")
     data = read_mapping(path, "space file")
-    if mapping_kind(data) == ARCHITECTURE and "space" in data:  # it names its space too
-        data = data["space"]
-    return SearchSpace.from_dict(data, f"space file {path}")
+    where = f"space file {path}"
+    if mapping_kind(data) == ARCHITECTURE:  # an architecture file, or a run's config.json
+        holder = data["arch"] if isinstance(data.get("arch"), dict) else data
+        if "space" in holder:
+            data, where = holder["space"], f"{where}: space"
+            if isinstance(data, str) and data in PRESETS:
+                return load_space(data)
+    return SearchSpace.from_dict(data, where)
+
+
+# -- size limits ---------------------------------------------------------------------------
+# Far beyond any real space (the paper's ImageNet space: a 16M-parameter supernet, ~0.1 GB
+# of training activations per image) yet below what makes a machine swap or the allocator
+# fail: a space over them is refused before anything is built. (Its block count is bounded
+# by `validate`, so the layer records counted here are few.)
+MAX_PARAMS = 2_000_000_000              # 8 GB of float32 weights, before gradients and momenta
+MAX_ACTIVATION_BYTES = 64 * 2**30       # one training batch through the largest network
+
+
+def estimate_size(space: SearchSpace) -> tuple[int, int, int]:
+    """(supernet parameters, largest network's parameters, float32 bytes of one image's
+    training activations through the largest network), counted off the layer records
+    without building anything. Activations count each conv's output three times (conv,
+    BatchNorm, activation), as autograd keeps them."""
+    from proxyless.walk import candidate_layers, fixed_layers  # walk imports this module
+
+    def activations(layer) -> int:
+        if not layer.key:  # zero: the block's input passes through
+            return 0
+        out = layer.out_channels * layer.out_size ** 2
+        if layer.kind != "mbconv":
+            return 3 * out
+        mid = layer.in_channels * layer.expand
+        expand = mid * layer.in_size ** 2 if layer.expand != 1 else 0
+        return 3 * (expand + mid * layer.out_size ** 2 + out)
+
+    rows = candidate_layers(space)
+    fixed = fixed_layers(space)
+    supernet = sum(f.params for f in fixed) + sum(c.params for row in rows for c in row)
+    largest = sum(f.params for f in fixed) + sum(max(c.params for c in row) for row in rows)
+    floats = (space.in_channels * space.input_size ** 2 + sum(map(activations, fixed))
+              + sum(max(map(activations, row)) for row in rows))
+    return supernet, largest, 4 * floats
+
+
+def check_space_fits(space: SearchSpace, batch_size: int = 1, supernet: bool = True) -> None:
+    """Refuse, before allocating, a space whose supernet (or, `supernet=False`, whose largest
+    network) would not fit in memory at `batch_size`, naming the space and the sizes."""
+    where = f"space {space.name!r}"
+    whole, largest, per_image = estimate_size(space)
+    params = whole if supernet else largest
+    what = "its supernet" if supernet else "its largest network"
+    fix = "make the stages narrower or shallower, or feature_mix or input_size smaller"
+    if params > MAX_PARAMS:
+        raise ProxylessError(f"{where} is too large to build: {what} would hold "
+                             f"{params / 1e9:,.1f}G parameters ({4 * params / 2**30:,.0f} GiB "
+                             f"of float32), over the limit of {MAX_PARAMS / 1e9:g}G; {fix}")
+    if per_image * batch_size > MAX_ACTIVATION_BYTES:
+        image = (f"{per_image / 2**20:,.0f} MiB per {space.input_size}x{space.input_size} "
+                 f"image, {per_image * batch_size / 2**30:,.0f} GiB for a batch of "
+                 f"{batch_size}, over the limit of {MAX_ACTIVATION_BYTES // 2**30} GiB")
+        fits = MAX_ACTIVATION_BYTES // per_image
+        if fits >= 1:  # the batch, not the space, is what is too large
+            raise ProxylessError(f"--batch-size {batch_size} is too large for {where}: the "
+                                 f"largest network's activations take {image}; use at most "
+                                 f"--batch-size {fits}")
+        raise ProxylessError(f"{where} is too large to train: the largest network's "
+                             f"activations take {image}; {fix}")

@@ -60,13 +60,15 @@ class _GateGradient(torch.autograd.Function):
     """Identity on the active path's output; in backward, dL/dg_j for the involved paths.
 
     The inactive outputs o_j(x) are recomputed here, one at a time and without a graph, so an
-    architecture step holds one path of activations whatever the number of candidates.
+    architecture step holds one path of activations whatever the number of candidates. The
+    active path and the involved ones are those of the forward (kept in ctx): gates drawn
+    again before backward must not change which outputs the gradient is taken against.
     """
 
     @staticmethod
     def forward(ctx, out: torch.Tensor, gates: torch.Tensor, x: torch.Tensor,
-                mixed: MixedOp) -> torch.Tensor:
-        ctx.mixed = mixed
+                mixed: MixedOp, active: int, involved: tuple[int, ...]) -> torch.Tensor:
+        ctx.mixed, ctx.active, ctx.involved = mixed, active, involved
         ctx.save_for_backward(out, x)
         return out.view_as(out)
 
@@ -77,14 +79,14 @@ class _GateGradient(torch.autograd.Function):
         gate_grad = torch.zeros(len(mixed.candidates), dtype=grad_out.dtype,
                                 device=grad_out.device)
         with torch.no_grad():
-            for j in mixed.involved:
-                if j == mixed.active:
+            for j in ctx.involved:
+                if j == ctx.active:
                     o_j = out
                 else:
                     with frozen_bn_statistics(mixed):  # entangled paths share their BN
                         o_j = mixed.candidates[j](x)
                 gate_grad[j] = (grad_out * o_j).sum()
-        return grad_out, gate_grad, None, None
+        return grad_out, gate_grad, None, None, None, None
 
 
 class MixedOp(nn.Module):
@@ -110,6 +112,9 @@ class MixedOp(nn.Module):
         self.active = 0                 # the path whose output is the block's output
         self.involved: list[int] = [0]  # paths whose gate gradient the step needs
         self.gates: torch.Tensor | None = None
+        # (involved paths, dL/dg) per backward through gates of an α-step mode, filled by a
+        # hook on those very gates, so a re-draw before backward cannot lose or misfile them
+        self._gate_grads: list[tuple[tuple[int, ...], torch.Tensor]] = []
 
     def probs(self) -> torch.Tensor:
         return torch.softmax(self.alpha, dim=0)
@@ -156,13 +161,19 @@ class MixedOp(nn.Module):
         gates = torch.zeros(n)
         gates[self.active] = 1.0
         self.gates = gates.to(self.alpha.device).requires_grad_(mode in ARCH_MODES)
+        if mode in ARCH_MODES:
+            involved, collected = tuple(self.involved), self._gate_grads
+            # cloned: autograd may keep accumulating into the tensor it hands the hook
+            self.gates.register_hook(
+                lambda grad: collected.append((involved, grad.detach().clone())))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.mode == "full":
             return sum(self.gates[j] * self.candidates[j](x) for j in range(len(self.tokens)))
         out = self.candidates[self.active](x)
         if self.mode in ("two", "recompute") and torch.is_grad_enabled():
-            out = _GateGradient.apply(out, self.gates, x.detach(), self)
+            out = _GateGradient.apply(out, self.gates, x.detach(), self, self.active,
+                                      tuple(self.involved))
         return out
 
     def parent_index(self) -> int:
@@ -211,17 +222,25 @@ class MixedOp(nn.Module):
                 target[:, :, o:o + big, o:o + big] = source
 
     def set_alpha_grad(self) -> None:
-        """dL/dα from the gate gradients (two: restricted to the pair, p renormalized)."""
-        if self.gates is None or self.gates.grad is None:
+        """dL/dα from the gate gradients of every backward since the last call, each over the
+        paths its own forward involved (two: restricted to the pair, p renormalized)."""
+        collected = list(self._gate_grads)
+        self._gate_grads.clear()
+        if not collected and self.gates is not None and self.gates.grad is not None:
+            # gates that lost their hook (deepcopy drops hooks): this draw's own gradient
+            collected = [(tuple(self.involved), self.gates.grad)]
+        if self.gates is not None:
+            self.gates.grad = None
+        if not collected:
             return
-        idx = torch.tensor(self.involved, device=self.alpha.device)
-        probs = torch.softmax(self.alpha.detach()[idx], dim=0)
-        gate_grad = self.gates.grad[idx]
-        # Σ_j g_j p_j (δ_ij − p_i) = p_i (g_i − Σ_j g_j p_j)
         grad = torch.zeros_like(self.alpha)
-        grad[idx] = probs * (gate_grad - (gate_grad * probs).sum())
+        for involved, gate_grads in collected:
+            idx = torch.tensor(involved, device=self.alpha.device)
+            probs = torch.softmax(self.alpha.detach()[idx], dim=0)
+            gate_grad = gate_grads[idx]
+            # Σ_j g_j p_j (δ_ij − p_i) = p_i (g_i − Σ_j g_j p_j)
+            grad[idx] += probs * (gate_grad - (gate_grad * probs).sum())
         self.alpha.grad = grad if self.alpha.grad is None else self.alpha.grad + grad
-        self.gates.grad = None
 
 
 def _copy_bn(target: nn.BatchNorm2d, source: nn.BatchNorm2d, channels: int | None) -> None:

@@ -7,7 +7,8 @@ SGD with Nesterov momentum, a per-step cosine schedule, label smoothing, weight 
 and linear weights only (not on BatchNorm or biases). Each epoch appends a line to
 `metrics.jsonl` and writes `checkpoint.pt` atomically; `resume=True` continues exactly where
 the last finished epoch left off (the run skeleton: `proxyless.epochs`). `final.json` holds
-the test top-1, parameters and MACs.
+the test top-1, parameters and MACs. A loss that becomes NaN/inf stops the run with an error
+naming the epoch and batch; the checkpoint keeps the last good epoch.
 """
 
 from __future__ import annotations
@@ -20,20 +21,22 @@ from torch import nn
 from tqdm import tqdm
 
 from proxyless.arch import Architecture
-from proxyless.config import from_dict, to_dict, write_json_atomic
+from proxyless.config import from_dict, settings_problem, to_dict, write_json_atomic
 from proxyless.data import Batches, DataSplits, check_channels
 from proxyless.epochs import (
     Epochs,
     Tally,
+    at_batch,
     batch_bar,
     changed_settings,
     cosine_schedule,
     evaluate,
+    require_finite,
     weight_optimizer,
 )
 from proxyless.errors import ProxylessError
 from proxyless.net import build_network
-from proxyless.runtime import RunContext, start_run
+from proxyless.runtime import RunContext, save_checkpoint, start_run
 from proxyless.walk import count_macs, count_params
 
 CHECKPOINT = "checkpoint.pt"
@@ -55,6 +58,9 @@ class TrainConfig:
     eval_batch_size: int = 500
 
     def validate(self) -> None:
+        problem = settings_problem(self)
+        if problem is not None:
+            raise ProxylessError(f"train config: {problem}")
         checks = {
             "epochs": self.epochs >= 1, "batch_size": self.batch_size >= 1,
             "lr": self.lr > 0, "momentum": 0 <= self.momentum < 1,
@@ -133,9 +139,11 @@ def train_network(arch: Architecture, data: DataSplits, config: TrainConfig,
              "train_time_s": epochs.elapsed, "arch": arch.encode(), "space": space.name,
              "data": data.name, "train_images": len(data.train), "test_images": len(data.test)}
     if run.dist.is_main:
-        write_json_atomic(out / "final.json", final)
+        # model.pt first, atomically: final.json marks a finished run (`proxyless run` skips
+        # the retraining when it is there), so it must never exist without the model
         bare.cpu()
-        torch.save({"arch": arch.to_dict(), "model": bare.state_dict()}, out / "model.pt")
+        save_checkpoint(out / "model.pt", {"arch": arch.to_dict(), "model": bare.state_dict()})
+        write_json_atomic(out / "final.json", final)
     return final
 
 
@@ -160,15 +168,17 @@ def train_epoch(model: nn.Module, bar: tqdm, optimizer: torch.optim.Optimizer, s
     summed over DDP ranks."""
     model.train()
     tally = Tally()
-    for x, y in bar:
+    for i, (x, y) in enumerate(bar):
         logits = model(x.contiguous(memory_format=torch.channels_last))
         loss = criterion(logits, y)
+        with at_batch(i, len(bar)):  # before the step: the weights stay those of batch i - 1
+            value = require_finite(loss.item(), "the training loss")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         scheduler.step()
-        tally.add(loss.item() * y.numel(), logits, y)
-        bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+        tally.add(value * y.numel(), logits, y)
+        bar.set_postfix(loss=f"{value:.3f}", refresh=False)
     return tally.totals(device)
 
 

@@ -13,6 +13,7 @@ import zlib
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -61,28 +62,50 @@ def has_fashion_files(directory: Path) -> bool:
 
 # ---------------------------------------------------------------------------- Fashion-MNIST
 
+# The largest IDX payload read: full Fashion-MNIST's biggest file holds 47 MB, so a header
+# claiming gigabytes is a damaged or hostile file, not data to allocate memory for.
+MAX_IDX_BYTES = 2 * 2**30
+
+
+def _idx_header(stream: BinaryIO, path: Path) -> tuple[int, ...]:
+    """The dims of an IDX header (magic 00 00 08 <ndim>, then ndim big-endian uint32)."""
+    magic = stream.read(4)
+    if len(magic) < 4 or magic[:3] != b"\x00\x00\x08":
+        raise ProxylessError(f"{path} is not a uint8 IDX file: it starts with {magic.hex(' ')}"
+                             ", expected 00 00 08 <ndim>")
+    raw = stream.read(4 * magic[3])
+    if len(raw) < 4 * magic[3]:
+        raise ProxylessError(f"{path}: IDX header truncated (expected {4 + 4 * magic[3]} "
+                             f"bytes, got {4 + len(raw)}); re-download the file")
+    return struct.unpack(f">{magic[3]}I", raw)
+
+
 def read_idx(path: Path) -> np.ndarray:
-    """A uint8 IDX file (raw or gzipped, detected by its magic bytes) as an array."""
+    """A uint8 IDX file (raw or gzipped, detected by its magic bytes) as an array. Exactly the
+    bytes its header announces are read (decompressed), never more: a gzip bomb or a header
+    claiming absurd sizes is refused without filling the memory."""
     path = Path(path)
     try:
-        raw = path.read_bytes()
-        if raw[:2] == b"\x1f\x8b":
-            raw = gzip.decompress(raw)
+        with open(path, "rb") as file:
+            gzipped = file.read(2) == b"\x1f\x8b"
+            file.seek(0)
+            stream: BinaryIO = gzip.GzipFile(fileobj=file) if gzipped else file
+            dims = _idx_header(stream, path)
+            expected = math.prod(dims)
+            if expected > MAX_IDX_BYTES:
+                raise ProxylessError(f"{path}: the IDX header claims shape {dims} "
+                                     f"({expected / 2**30:.1f} GiB), over the "
+                                     f"{MAX_IDX_BYTES // 2**30} GiB limit; the file is damaged "
+                                     "or not a data set: re-download it")
+            data = stream.read(expected)
+            extra = len(stream.read(1))  # decompresses at most one more buffer
     except (OSError, EOFError, zlib.error) as exc:
         raise ProxylessError(f"cannot read IDX file {path}: {exc}; re-download it") from exc
-    if len(raw) < 4 or raw[:3] != b"\x00\x00\x08":
-        raise ProxylessError(f"{path} is not a uint8 IDX file: it starts with {raw[:4].hex(' ')}"
-                             ", expected 00 00 08 <ndim>")
-    header = 4 + 4 * raw[3]
-    if len(raw) < header:
-        raise ProxylessError(f"{path}: IDX header truncated (expected {header} bytes, got "
-                             f"{len(raw)}); re-download the file")
-    dims = struct.unpack(f">{raw[3]}I", raw[4:header])
-    expected, got = math.prod(dims), len(raw) - header
-    if got != expected:
+    if len(data) != expected or extra:
+        got = f"{len(data)}" if not extra else f"more than {expected}"
         raise ProxylessError(f"{path}: truncated or corrupt IDX file of shape {dims}: expected "
                              f"{expected} data bytes, got {got}; re-download the file")
-    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims).copy()
+    return np.frombuffer(data, dtype=np.uint8).reshape(dims).copy()
 
 
 def _find_idx(directory: Path, stem: str) -> Path | None:
@@ -109,6 +132,10 @@ def load_fashion_mnist(directory: Path) -> tuple[ImageSet, ImageSet]:
         if len(images) != len(labels):
             raise ProxylessError(f"{image_path} holds {len(images)} images but {label_path} "
                                  f"holds {len(labels)} labels; the counts must match")
+        if not len(images):  # else the first complaint would be about the batch size
+            raise ProxylessError(f"{image_path} holds no images (its header gives shape "
+                                 f"{images.shape}); {directory} needs the full Fashion-MNIST "
+                                 "files: re-download them")
         sets.append(from_arrays(images[:, None], labels, FASHION_CLASSES, label_path))
     return sets[0], sets[1]
 
@@ -158,6 +185,9 @@ def _cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.shape[1:] != (3072,) \
             or labels.shape != (len(data),) or labels.dtype.kind not in "iu":
         raise ProxylessError(f"{path}: expected 'data' (uint8 N x 3072) and N integer 'labels'")
+    if not len(data):
+        raise ProxylessError(f"CIFAR-10 batch {path} holds no images; re-download "
+                             "cifar-10-python.tar.gz")
     return data.reshape(-1, 3, 32, 32), labels.astype(np.int64)
 
 

@@ -18,6 +18,7 @@ from proxyless.data.sets import DataSplits, ImageSet, check_channels
 from proxyless.data.splits import split_validation
 from proxyless.data.stats import channel_stats
 from proxyless.errors import ProxylessError
+from proxyless.runtime import clip
 
 DEBIAN_FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 DATA_NAMES = ("auto", "builtin", "fashion-mnist", "cifar10", "imagefolder")
@@ -31,6 +32,11 @@ def load_data(data: str | None = None, data_dir: str | Path | None = None, *,
     """Load a data set by name or path, hold out validation, and compute train statistics."""
     name, directory = _resolve(data, data_dir)
     train, test, label, source = _read(name, directory, image_size, channels)
+    for split, images in (("training", train), ("test", test)):
+        if not len(images):  # name the data, not the batch size that would fail next
+            raise ProxylessError(f"data {name!r} from {clip(source)}: the {split} split holds "
+                                 "no images; point --data/--data-dir at a folder with both "
+                                 "training and test images")
     if channels is not None:
         check_channels(train, channels, f"data {name!r} from {source}")
     if notify is not None:

@@ -3,17 +3,30 @@
 The cache folder is `$PROXYLESS_CACHE`, else `$XDG_CACHE_HOME/proxyless`, else
 `~/.cache/proxyless`; tables live in its `tables/` folder, named by space and a digest of the
 device fingerprint (CPU, libraries, backend, threads, batch) and the space.
+
+Runs may share the folder: a table is checked, profiled and written under an exclusive lock
+(`flock` on `<table>.lock`, released by the kernel however its holder ends), so a second run
+waits for the first and reuses its table instead of profiling the device twice at once. A
+finished table is written atomically and read without the lock.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+try:
+    import fcntl
+except ImportError:  # not POSIX: no locking, as before
+    fcntl = None
+
+from proxyless.errors import ProxylessError
 from proxyless.latency.calibration import calibrate
-from proxyless.latency.profile import profile_space
+from proxyless.latency.profile import other_settings, profile_meta, profile_space
 from proxyless.latency.table import LatencyTable
 from proxyless.latency.timer import Timer, fingerprint
 from proxyless.space import SearchSpace
@@ -35,16 +48,69 @@ def cached_table(space: SearchSpace, device: str, threads: int, min_time: float,
     digest = hashlib.sha256(json.dumps({"fingerprint": info, "space": space.to_dict()},
                                        sort_keys=True).encode()).hexdigest()[:12]
     path = cache_dir() / "tables" / f"{space.name}-{digest}.json"
-    if path.exists():
-        table = LatencyTable.load(path)
-        if table.calibration:
-            log(f"latency table: reusing {path}")
-            return table, path
-    log(f"latency table: profiling {space.name} on {info['cpu']} ({threads} thread(s)) -> {path}")
-    table = profile_space(space, path, Timer("torch", device, threads, min_time=min_time),
-                          progress=progress, log=log)
+    table = _finished(path)
+    if table is None:
+        waiting = (f"latency table: waiting for another process profiling {space.name} on "
+                   f"this device ({path})")
+        with exclusive(path.with_name(path.name + ".lock"), lambda: log(waiting)):
+            table = _finished(path)  # the process we waited for may have written it
+            if table is None:
+                timer = Timer("torch", device, threads, min_time=min_time)
+                _drop_unusable(path, profile_meta(space, timer), log)
+                log(f"latency table: profiling {space.name} on {info['cpu']} ({threads} "
+                    f"thread(s)) -> {path}")
+                return _profile(space, path, timer, calibration_networks, progress, log), path
+    log(f"latency table: reusing {path}")
+    return table, path
+
+
+def _profile(space: SearchSpace, path: Path, timer: Timer, calibration_networks: int,
+             progress: bool, log) -> LatencyTable:
+    """Profile (resuming a partial table at `path`), calibrate, save: under the lock."""
+    table = profile_space(space, path, timer, progress=progress, log=log)
     fit = calibrate(table, calibration_networks, progress=progress).fit
-    table.save(path)
+    table.save(path)  # atomic, and calibrated: from now on `_finished`
     log(f"calibration: MAPE {fit['mape_plain_sum']:.1f}% (table sum) -> "
         f"{fit['mape_fitted']:.1f}% (fitted) on {fit['architectures']} networks")
-    return table, path
+    return table
+
+
+def _finished(path: Path) -> LatencyTable | None:
+    """The cached table at `path` when it is complete (calibrated) and readable."""
+    if not path.exists():
+        return None
+    try:
+        table = LatencyTable.load(path)
+    except ProxylessError:  # damaged: `_drop_unusable` removes it under the lock
+        return None
+    return table if table.calibration else None
+
+
+def _drop_unusable(path: Path, meta: dict, log: Callable[[str], None]) -> None:
+    """Under the lock: remove a cached partial table that cannot be resumed (damaged, or
+    measured with other settings, e.g. another --profile-min-time); the cache is ours."""
+    if not path.exists():
+        return
+    try:
+        problem = other_settings(LatencyTable.load(path), meta)
+    except ProxylessError as err:
+        problem = [str(err)]
+    if problem:
+        log(f"latency table: discarding the unfinished {path} ({', '.join(problem)})")
+        path.unlink()
+
+
+@contextlib.contextmanager
+def exclusive(lock: Path, on_wait: Callable[[], None]) -> Iterator[None]:
+    """Hold an exclusive `flock` on the file `lock` (created if missing, never removed: a
+    removed lock file lets two processes lock two different files); `on_wait()` runs once
+    first if another process holds it."""
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as handle:
+        if fcntl is not None:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                on_wait()
+                fcntl.flock(handle, fcntl.LOCK_EX)
+        yield  # closing the file releases the lock

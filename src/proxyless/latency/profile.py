@@ -36,21 +36,30 @@ def layer_workloads(space: SearchSpace, batch: int) -> dict[str, tuple[Callable[
     return work
 
 
+def profile_meta(space: SearchSpace, timer: Timer, batch: int = 1) -> dict:
+    """What a table records about how it was measured (a partial one resumes only if equal)."""
+    return {**fingerprint(timer.backend, str(timer.device), timer.threads, batch),
+            "space": space.to_dict(), "warmup": timer.warmup, "repeats": timer.repeats,
+            "min_time": timer.min_time, "statistic": "p10"}
+
+
+def other_settings(table: LatencyTable, meta: dict) -> list[str]:
+    """The settings of `meta` that `table` was measured with otherwise (the date aside)."""
+    return [k for k in meta if k != "date" and table.meta.get(k) != meta[k]]
+
+
 def profile_space(space: SearchSpace, out: str | Path, timer: Timer, batch: int = 1,
                   progress: bool = True, log: Callable[[str], None] = print,
                   chunk: int = 24) -> LatencyTable:
     """Measure every distinct layer of `space`; resumes a partial table at `out`."""
     out = Path(out)
-    meta = {**fingerprint(timer.backend, str(timer.device), timer.threads, batch),
-            "space": space.to_dict(), "warmup": timer.warmup, "repeats": timer.repeats,
-            "min_time": timer.min_time, "statistic": "p10"}
+    meta = profile_meta(space, timer, batch)
     table = LatencyTable(meta=meta)
     if out.exists():
         table = LatencyTable.load(out)
         table.meta.pop("path", None)
-        same = {k: table.meta.get(k) for k in meta if k != "date"}
-        if same != {k: v for k, v in meta.items() if k != "date"}:
-            diff = [k for k in meta if k != "date" and table.meta.get(k) != meta[k]]
+        diff = other_settings(table, meta)
+        if diff:
             raise ProxylessError(f"{out} holds a table measured with other settings "
                                  f"({', '.join(diff)}); use another --out, or delete it")
         if table.entries:

@@ -28,6 +28,8 @@ from proxyless.latency.table import Entry
 from proxyless.runtime import resolve_device
 
 BACKENDS = ("torch", "onnxruntime")
+# Seconds of round-robin timing per group of layers: beyond an hour a profile never ends.
+MAX_MIN_TIME = 3600.0
 
 
 def cpu_model() -> str:
@@ -80,9 +82,9 @@ class Timer:
             raise ProxylessError(f"--backend {backend!r}: expected one of {', '.join(BACKENDS)}")
         if backend == "onnxruntime" and device != "cpu":
             raise ProxylessError("--backend onnxruntime measures on the CPU; use --device cpu")
-        if threads < 1 or warmup < 0 or repeats < 1 or min_time < 0:
-            raise ProxylessError("--threads and --repeats must be >= 1, warm-up and "
-                                 "--min-time >= 0")
+        if threads < 1 or warmup < 0 or repeats < 1 or not 0 <= min_time <= MAX_MIN_TIME:
+            raise ProxylessError("--threads and --repeats must be >= 1, warm-up >= 0 and "
+                                 f"--min-time from 0 to {MAX_MIN_TIME} seconds")
         self.backend, self.threads = backend, threads
         self.device = resolve_device(device)
         self.warmup, self.repeats, self.min_time = warmup, repeats, min_time

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
-from proxyless.config import from_dict
+from proxyless.config import from_dict, settings_problem
 from proxyless.errors import ProxylessError
 from proxyless.search.losses import LOSSES
 from proxyless.shared_weights import WEIGHT_SHARING
@@ -35,6 +36,7 @@ class SearchConfig:
     arch_beta2: float = 0.999
     arch_eps: float = 1e-8
     arch_every: int = 5             # one α step every `arch_every` weight steps
+    decide: float = 0.0             # β of the entropy term that settles near ties (losses.py)
     estimator: str = "two"          # two (the paper's) or recompute (reference's full_v2)
     loss: str = "mul-log"
     loss_a: float = 0.2
@@ -64,6 +66,8 @@ class SearchConfig:
             if not ok:
                 raise ProxylessError(f"search config: {message}")
 
+        problem = settings_problem(self)
+        check(problem is None, problem or "")
         check(self.strategy in STRATEGIES, f"strategy {self.strategy!r} not in {STRATEGIES}")
         check(self.weight_sharing in WEIGHT_SHARING,
               f"weight_sharing {self.weight_sharing!r} not in {WEIGHT_SHARING}")
@@ -78,6 +82,8 @@ class SearchConfig:
         check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
         check(self.lr > 0 and self.arch_lr > 0, "learning rates must be > 0")
         check(self.arch_every >= 1, f"arch_every must be >= 1, got {self.arch_every}")
+        check(self.decide >= 0 and math.isfinite(self.decide),
+              f"decide must be a finite number >= 0, got {self.decide}")
         check(self.estimator in ESTIMATORS, f"estimator {self.estimator!r} not in {ESTIMATORS}")
         check(self.loss in LOSSES, f"loss {self.loss!r} not in {LOSSES}")
         check(self.constraint in CONSTRAINTS,

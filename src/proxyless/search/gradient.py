@@ -14,9 +14,10 @@ import torch
 from torch import nn
 
 from proxyless import distributed
+from proxyless.epochs import LOWER_LR, Diverged, require_finite
 from proxyless.latency.cost import CostModel
 from proxyless.search.config import SearchConfig
-from proxyless.search.losses import constraint_term, dual_update, hardware_loss
+from proxyless.search.losses import constraint_term, dual_update, entropy_term, hardware_loss
 from proxyless.supernet import SuperNet, frozen_bn_statistics, rescale_pair
 
 
@@ -28,6 +29,7 @@ class GradientStrategy:
                                           betas=(config.arch_beta1, config.arch_beta2),
                                           eps=config.arch_eps, weight_decay=0.0)
         self.multiplier = 0.0  # ν of the latency (or FLOPs) constraint
+        self.decide_weight = config.decide  # the search loop ramps it up (search_progress)
 
     def step(self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> dict:
         net, config = self.net, self.config
@@ -42,9 +44,12 @@ class GradientStrategy:
             loss = hardware_loss(ce, expected, config.target, config.loss, config.loss_a,
                                  config.loss_b, config.loss_lambda)
             loss = loss + constraint_term(expected, config.target, self.multiplier)
+            loss = loss + entropy_term(net.arch_parameters(), self.decide_weight)
+            require_finite_loss(ce, loss)
             loss.backward()
         net.set_alpha_grads()
         distributed.average_grads(net.arch_parameters())
+        require_finite_grads(net)
         self.optimizer.step()
         if config.estimator == "two":
             for op, old in zip(net.mixed_ops, old_alpha, strict=True):
@@ -60,3 +65,19 @@ class GradientStrategy:
     def load_state_dict(self, state: dict) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
         self.multiplier = state.get("multiplier", 0.0)
+
+
+def require_finite_loss(ce: torch.Tensor, loss: torch.Tensor) -> None:
+    """Before α moves, which part of its loss is not finite says what to change: the
+    cross-entropy comes from the supernet's weights, the rest from the cost and the target."""
+    require_finite(ce.item(), "the architecture step's cross-entropy", LOWER_LR)
+    require_finite(loss.item(), "the architecture loss (its cross-entropy is finite)",
+                   "check the latency table (or cost model) and the target")
+
+
+def require_finite_grads(net: SuperNet) -> None:
+    """dL/dα from finite losses can still overflow where inactive paths' weights diverged."""
+    for b, alpha in enumerate(net.arch_parameters()):
+        if alpha.grad is not None and not torch.isfinite(alpha.grad).all():
+            bad = alpha.grad[~torch.isfinite(alpha.grad)][0].item()
+            raise Diverged(f"the gradient of α of block {b}", bad, LOWER_LR)

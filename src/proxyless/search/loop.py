@@ -77,6 +77,15 @@ def warmup_paths(net: SuperNet, step: int, warm_steps: int, parent_steps: int,
     return paths
 
 
+def require_finite_alpha(net: SuperNet) -> None:
+    """After an architecture step, whose strategy checked its loss before stepping: α itself
+    diverged, so the step size is to blame."""
+    for b, alpha in enumerate(net.arch_parameters()):
+        if not torch.isfinite(alpha).all():
+            bad = alpha[~torch.isfinite(alpha)][0].item()
+            raise skeleton.Diverged(f"α of block {b}", bad, skeleton.LOWER_ARCH_LR)
+
+
 def make_strategy(supernet: SuperNet, cost_model: CostModel | None, config: SearchConfig,
                   latency_fn: Objective | None = None, objectives: Sequence[Objective] = ()):
     if config.strategy == "reinforce":
@@ -233,13 +242,23 @@ class SearchEpoch:
         tally, arch_stats = skeleton.Tally(), []
         bar = skeleton.batch_bar(train, f"{phase} {epoch + 1}", self.show)
         for i, (x, y) in enumerate(bar):
-            loss = self.weight_step(x, y, epoch * len(train) + i, gates, tally)
-            if arch_on and (i + 1) % config.arch_every == 0:
-                xv, yv = next(val_stream)
-                arch_stats.append(self.strategy.step(
-                    xv.contiguous(memory_format=torch.channels_last), yv, gates))
+            with skeleton.at_batch(i, len(train)):
+                loss = self.weight_step(x, y, epoch * len(train) + i, gates, tally)
+                if arch_on and (i + 1) % config.arch_every == 0:
+                    xv, yv = next(val_stream)
+                    self.strategy.decide_weight = config.decide * self.search_progress(epoch, i)
+                    arch_stats.append(self.strategy.step(
+                        xv.contiguous(memory_format=torch.channels_last), yv, gates))
+                    require_finite_alpha(self.net)
             bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
         return self.record(epoch, phase, tally, arch_stats)
+
+    def search_progress(self, epoch: int, batch: int) -> float:
+        """How far the architecture steps have come, 0 to 1: the entropy term ramps up with
+        it, so the data steers α first and near ties are settled at the end."""
+        arch_epochs = self.config.epochs - 1
+        done = epoch - self.config.warmup_epochs - 1 + (batch + 1) / len(self.batches.train)
+        return min(1.0, max(0.0, done / arch_epochs))
 
     def weight_step(self, x: torch.Tensor, y: torch.Tensor, step: int,
                     gates: torch.Generator, tally: skeleton.Tally) -> float:
@@ -251,13 +270,14 @@ class SearchEpoch:
             net, step, self.warm_steps, self.parent_steps, gates))
         logits = net(x.contiguous(memory_format=torch.channels_last))
         loss = self.criterion(logits, y)
+        value = skeleton.require_finite(loss.item(), "the weight step's loss")  # before the step
         self.w_opt.zero_grad(set_to_none=True)
         loss.backward()
         distributed.average_grads(self.weights)
         self.w_opt.step()
         self.w_sched.step()
-        tally.add(loss.item() * y.numel(), logits, y)
-        return loss.item()
+        tally.add(value * y.numel(), logits, y)
+        return value
 
     def record(self, epoch: int, phase: str, tally: skeleton.Tally, arch_stats: list[dict]) -> dict:
         """The epoch's line of metrics.jsonl (and its p in probs_history)."""

@@ -17,6 +17,13 @@ network the search will hand over). ν stays 0 while that network meets the targ
 paper's loss, unchanged), grows while it does not, and shrinks again once it does.
 
 Without a target the architecture step optimizes cross-entropy alone.
+
+`decide` (weight β, 0 by default) adds β·t · mean entropy of p over blocks to the
+architecture loss, t rising from 0 to 1 over the search (`SearchEpoch.search_progress`).
+The gate gradients are noisy and a short search takes a few hundred α steps, so p ends nearly
+flat and the argmax is picked among near ties; the entropy's gradient is exact and always
+points to the nearest decision, so it settles the blocks the data does not. The ramp lets
+the data steer α first: at full weight from the start p collapses within ~80 steps.
 """
 
 from __future__ import annotations
@@ -58,3 +65,11 @@ def constraint_term(expected: torch.Tensor | None, target: float | None,
 def dual_update(multiplier: float, cost: float, target: float, rate: float) -> float:
     """Dual ascent on ν from the argmax network's cost: up while over T, down while under."""
     return max(0.0, multiplier + rate * (cost / target - 1.0))
+
+
+def entropy_term(alphas: list[torch.Tensor], weight: float) -> torch.Tensor | float:
+    """β · mean over blocks of H(softmax(α)), differentiable in α; 0 when β is 0."""
+    if weight == 0:
+        return 0.0
+    entropies = [-(torch.softmax(a, 0) * torch.log_softmax(a, 0)).sum() for a in alphas]
+    return weight * torch.stack(entropies).mean()

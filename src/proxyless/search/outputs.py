@@ -57,6 +57,7 @@ def write_search_outputs(result: SearchResult, out_dir: str | Path, config: Sear
         "estimator": config.estimator if config.strategy == "gradient" else None,
         "loss": config.loss,
         "weight_sharing": config.weight_sharing,
+        "decide": config.decide,
         "epochs": config.epochs,
         "warmup_epochs": config.warmup_epochs,
         "search_time_s": sum(m["epoch_time_s"] for m in result.metrics),
@@ -65,7 +66,6 @@ def write_search_outputs(result: SearchResult, out_dir: str | Path, config: Sear
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "table_device": (table.meta.get("cpu") or table.meta.get("device")) if table else None,
     }
-    write_json_atomic(out / "summary.json", summary)
     tokens = [slot.candidates for slot in arch.space.slots()]
     probs_evolution(result.probs_history, tokens, out / "probs.png",
                     f"p per block over epochs ({config.strategy})")
@@ -74,4 +74,6 @@ def write_search_outputs(result: SearchResult, out_dir: str | Path, config: Sear
     if summary["predicted_ms"] is not None:
         label += f", predicted {summary['predicted_ms']:.2f} ms"
     arch_picture(arch, out / "arch.png", label)
+    # last: `proxyless run` takes summary.json for a finished search, plots included
+    write_json_atomic(out / "summary.json", summary)
     return summary

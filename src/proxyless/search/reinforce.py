@@ -26,10 +26,11 @@ import torch
 
 from proxyless import distributed
 from proxyless.arch import Architecture
+from proxyless.epochs import require_finite
 from proxyless.latency.cost import CostModel
 from proxyless.latency.measure import MeasuredLatency
 from proxyless.search.config import SearchConfig
-from proxyless.search.losses import dual_update
+from proxyless.search.losses import dual_update, entropy_term
 from proxyless.supernet import SuperNet, frozen_bn_statistics
 
 Objective = Callable[[Architecture], float]
@@ -53,6 +54,7 @@ class ReinforceStrategy:
         # measured end to end: cached, checkpointed, new samples measured together
         self.measured = latency_fn if isinstance(latency_fn, MeasuredLatency) else None
         self.multiplier = 0.0  # ν of the constraint cost <= target
+        self.decide_weight = config.decide  # the search loop ramps it up (search_progress)
 
     # -- the reward ---------------------------------------------------------------------
     def latency(self, arch: Architecture) -> float | None:
@@ -90,7 +92,9 @@ class ReinforceStrategy:
 
     def update(self, samples: list[list[int]], rewards: list[float]) -> dict:
         """One Adam step along (1/M) Σ (R_m − b) ∇ log p(g_m); then the baseline moves."""
-        mean = sum(rewards) / len(rewards)
+        mean = require_finite(sum(rewards) / len(rewards), "the mean REINFORCE reward",
+                              "a sampled network's latency (or an objective) is not a finite "
+                              "positive number; check the table or the latency function")
         if self.baseline is None:
             self.baseline = mean
         device = self.net.arch_parameters()[0].device
@@ -100,6 +104,7 @@ class ReinforceStrategy:
         for b, op in enumerate(self.net.mixed_ops):
             log_p = log_p + torch.log_softmax(op.alpha, 0)[index[:, b]]
         loss = -(advantages * log_p).mean()  # ascend J
+        loss = loss + entropy_term(self.net.arch_parameters(), self.decide_weight)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         distributed.average_grads(self.net.arch_parameters())

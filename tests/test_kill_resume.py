@@ -1,0 +1,335 @@
+"""Crash safety: `search`, `train`, `profile` and `run` killed with SIGKILL at seeded random
+moments, then resumed, end where an uninterrupted run ends; a loss that becomes NaN stops a
+run at its last good checkpoint; runs sharing the latency cache profile a table once.
+
+Every job is a real `python -m proxyless.cli` process on tiny files (a 2-block space, 300
+training images), one thread each, so results are bit-for-bit reproducible on the CPU. The
+uninterrupted reference runs beside the chain of killed ones (2 cores: wall time ~halved).
+A kill lands a random delay after an event of the job (its folder or a new checkpoint
+appears), so it hits mid-epoch, mid-write or between files depending on the draw.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import signal
+import struct
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from proxyless import Architecture, load_architecture, load_space
+from proxyless.data.formats import read_idx
+from proxyless.errors import ProxylessError
+from proxyless.latency.profile import layer_workloads
+from proxyless.latency.table import LatencyTable
+from proxyless.train import TrainConfig, train_network
+
+SPACE = """name: tiny-kill
+input_size: 28
+in_channels: 1
+num_classes: 10
+stem: {channels: 8, stride: 2, kernel: 3}
+first_block: {channels: 8, kernel: 3}
+stages:
+  - {width: 16, depth: 2, stride: 2}
+candidates: [k3e3, k5e3, zero]
+feature_mix: 32
+"""
+# more distinct layers than one profiling chunk (24), so a kill can fall between chunks
+PROFILE_SPACE = """name: tiny-profile
+input_size: 16
+in_channels: 1
+num_classes: 4
+stem: {channels: 8, stride: 2, kernel: 3}
+first_block: {channels: 8, kernel: 3}
+stages:
+  - {width: 8, depth: 2, stride: 2}
+  - {width: 16, depth: 2, stride: 1}
+candidates: [k3e3, k3e6, k5e3, k5e6, k7e3, k7e6, zero]
+feature_mix: 16
+"""
+COMMON = ("--threads", "1", "--no-progress")
+DATA = ("--val-size", "100")  # of 300 training images: 4 batches of 50 per epoch
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> Path:
+    """space.yaml, profile_space.yaml, arch.json and data/ (IDX files: 300 train, 100 test)."""
+    root = tmp_path_factory.mktemp("kill")
+    (root / "space.yaml").write_text(SPACE)
+    (root / "profile_space.yaml").write_text(PROFILE_SPACE)
+    Architecture.uniform(load_space(root / "space.yaml"), "k3e3").save(root / "arch.json")
+    source = Path(str(resources.files("proxyless") / "builtin_data"))
+    (root / "data").mkdir()
+    for split, count in (("train", 300), ("t10k", 100)):
+        images = read_idx(source / f"{split}-images-idx3-ubyte.gz")[:count]
+        labels = read_idx(source / f"{split}-labels-idx1-ubyte.gz")[:count]
+        (root / "data" / f"{split}-images-idx3-ubyte").write_bytes(
+            struct.pack(">IIII", 0x803, count, 28, 28) + images.astype(np.uint8).tobytes())
+        (root / "data" / f"{split}-labels-idx1-ubyte").write_bytes(
+            struct.pack(">II", 0x801, count) + labels.astype(np.uint8).tobytes())
+    return root
+
+
+STARTED: list[subprocess.Popen] = []
+TIMEOUT = 300  # seconds for one job, on a busy machine
+
+
+@pytest.fixture(autouse=True)
+def no_job_outlives_its_test():
+    yield
+    for proc in STARTED:  # a failed test's reference run, say: ours, killed by its id
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+    STARTED.clear()
+
+
+def start(args: list[str], log: Path, cache: Path) -> subprocess.Popen:
+    env = {**os.environ, "PROXYLESS_CACHE": str(cache), "OMP_NUM_THREADS": "1"}
+    with open(log, "a") as out:
+        STARTED.append(subprocess.Popen([sys.executable, "-m", "proxyless.cli", *args],
+                                        stdout=out, stderr=subprocess.STDOUT, env=env))
+    return STARTED[-1]
+
+
+def finish(proc: subprocess.Popen, log: Path) -> None:
+    assert proc.wait(TIMEOUT) == 0, log.read_text()[-3000:]
+
+
+def state(path: Path) -> tuple[int, int] | None:
+    """What tells a rewritten file apart (atomic writes give it a new inode)."""
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    return stat.st_ino, stat.st_mtime_ns
+
+
+def changes(path: Path) -> Callable[[], bool]:
+    """An event: `path` is (re)written after now."""
+    before = state(path)
+    return lambda: state(path) not in (None, before)
+
+
+def kill_after(args: list[str], log: Path, cache: Path, event: Callable[[], bool],
+               delay: float) -> bool:
+    """Run the command until `event()`, `delay` seconds more, then SIGKILL it. Whether the
+    kill came first (else the job had finished)."""
+    proc, give_up = start(args, log, cache), time.monotonic() + TIMEOUT
+    while proc.poll() is None and not event() and time.monotonic() < give_up:
+        time.sleep(0.005)
+    deadline = time.monotonic() + delay
+    while proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGKILL)  # our own child, by its id
+    code = proc.wait(TIMEOUT)
+    assert code in (0, -signal.SIGKILL), log.read_text()[-3000:]
+    tail = log.read_text().strip().splitlines()[-1:] or ["(no output yet)"]
+    print(f"{args[0]}: {'killed' if code else 'finished'} {delay:.2f}s after the event, "
+          f"last line: {tail[0][:100]}")  # shown where a test fails
+    return code == -signal.SIGKILL
+
+
+def kill_chain(args: list[str], out: Path, cache: Path, events: list[Callable[[], Callable]],
+               delays: list[float], resume: Callable[[], bool]) -> int:
+    """Kill the job at each (event, delay), resuming it each time (`--resume` where
+    `resume()`), then let it finish. How many kills landed before the job ended."""
+    log, kills = out.parent / f"{out.name}-chain.log", 0
+    for event, delay in zip(events, delays, strict=True):
+        kills += kill_after([*args, *(["--resume"] if resume() else [])], log, cache,
+                            event(), delay)
+    finish(start([*args, *(["--resume"] if resume() else [])], log, cache), log)
+    return kills
+
+
+def records(run: Path) -> list[dict]:
+    """metrics.jsonl without the timings."""
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in m.items() if k != "epoch_time_s"} for m in lines]
+
+
+def same(a, b) -> bool:
+    """Equal, tensors bit for bit, through dicts and lists."""
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and torch.equal(a, b)
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
+    return a == b
+
+
+def same_saved(a: Path, b: Path, *keys: str) -> None:
+    first, second = (torch.load(p, weights_only=True) for p in (a, b))
+    for key in keys:
+        assert same(first[key], second[key]), key
+
+
+def test_train_killed_and_resumed_ends_like_an_uninterrupted_run(tmp_path, files):
+    args = ["train", str(files / "arch.json"), "--data", str(files / "data"), "--epochs", "8",
+            "--batch-size", "50", "--seed", "3", *COMMON]
+    ref = start([*args, "--out", str(tmp_path / "ref")], tmp_path / "ref.log", tmp_path)
+    out, rng = tmp_path / "run", random.Random(1)
+    checkpoint = out / "checkpoint.pt"
+    kills = kill_chain([*args, "--out", str(out)], out, tmp_path,
+                       [lambda: changes(out / "config.json"), lambda: changes(checkpoint)],
+                       [rng.uniform(0, 0.8), rng.uniform(0, 0.3)], checkpoint.exists)
+    finish(ref, tmp_path / "ref.log")
+    assert kills >= 1
+    final, want = (json.loads((d / "final.json").read_text()) for d in (out, tmp_path / "ref"))
+    assert (final["test_top1"], final["test_loss"]) == (want["test_top1"], want["test_loss"])
+    assert records(out) == records(tmp_path / "ref")
+    same_saved(out / "model.pt", tmp_path / "ref" / "model.pt", "model")
+
+
+def test_search_killed_and_resumed_ends_with_the_same_architecture(tmp_path, files):
+    args = ["search", "--space", str(files / "space.yaml"), "--data", str(files / "data"),
+            *DATA, "--target-mflops", "0.12", "--warmup-epochs", "1", "--epochs", "3",
+            "--arch-every", "1", "--batch-size", "50", "--seed", "5", *COMMON]
+    ref = start([*args, "--out", str(tmp_path / "ref")], tmp_path / "ref.log", tmp_path)
+    out, rng = tmp_path / "run", random.Random(5)
+    checkpoint = out / "checkpoint.pt"
+    kills = kill_chain([*args, "--out", str(out)], out, tmp_path,
+                       [lambda: changes(out / "config.json"), lambda: changes(checkpoint)],
+                       [rng.uniform(0, 0.4), rng.uniform(0, 0.2)], checkpoint.exists)
+    finish(ref, tmp_path / "ref.log")
+    assert kills >= 1
+    assert (out / "arch.json").read_text() == (tmp_path / "ref" / "arch.json").read_text()
+    summary, want = (json.loads((d / "summary.json").read_text())
+                     for d in (out, tmp_path / "ref"))
+    for key in ("arch", "val_top1", "entropy", "params", "macs"):
+        assert summary[key] == want[key], key
+    assert records(out) == records(tmp_path / "ref")
+    same_saved(checkpoint, tmp_path / "ref" / "checkpoint.pt", "supernet", "w_optimizer",
+               "w_scheduler", "strategy", "probs_history")
+
+
+def test_profile_killed_and_rerun_keeps_what_it_measured(tmp_path, files):
+    space = files / "profile_space.yaml"
+    args = ["profile", "--space", str(space), "--repeats", "2", "--warmup", "0",
+            "--min-time", "0.05", "--calibrate", "3", "--threads", "1", "--no-progress",
+            "--out", str(tmp_path / "table.json")]
+    out, rng, log = tmp_path / "table.json", random.Random(3), tmp_path / "chain.log"
+    kept: dict[str, float] = {}  # what the killed profiles had saved
+    kills = 0
+    for delay in (rng.uniform(0, 0.15), rng.uniform(0, 0.3)):
+        kills += kill_after(args, log, tmp_path, changes(out), delay)
+        if out.exists():  # never half-written, whenever the kill came
+            kept = {k: e.ms for k, e in LatencyTable.load(out).entries.items()}
+    finish(start(args, log, tmp_path), log)
+    assert kills >= 1 and kept
+    table = LatencyTable.load(out)
+    assert table.entries.keys() == layer_workloads(load_space(space), 1).keys()
+    assert table.calibration
+    assert {k: table.entries[k].ms for k in kept} == kept  # reused, not measured again
+    if len(kept) < len(table.entries):
+        assert f"{len(kept)} entries already measured" in log.read_text()
+
+
+@pytest.mark.slow
+def test_run_killed_and_resumed_ends_with_the_same_results(tmp_path, files):
+    """Profiling (shared cache, the reference running beside it), search and retraining."""
+    args = ["run", "--space", str(files / "space.yaml"), "--data", str(files / "data"), *DATA,
+            "--warmup-epochs", "1", "--epochs", "2", "--arch-every", "1", "--batch-size", "50",
+            "--retrain-epochs", "3", "--profile-min-time", "0.02", "--seed", "7", *COMMON]
+    cache = tmp_path / "cache"
+    ref = start([*args, "--out", str(tmp_path / "ref")], tmp_path / "ref.log", cache)
+    out, rng = tmp_path / "run", random.Random(4)
+    kills = kill_chain(
+        [*args, "--out", str(out)], out, cache,
+        [lambda: lambda: out.exists(), lambda: changes(out / "search" / "checkpoint.pt"),
+         lambda: changes(out / "retrain" / "checkpoint.pt")],
+        [rng.uniform(0, 2.0), rng.uniform(0, 0.5), rng.uniform(0, 0.3)], out.exists)
+    finish(ref, tmp_path / "ref.log")
+    assert kills >= 1
+    results, want = (json.loads((d / "results.json").read_text())
+                     for d in (out, tmp_path / "ref"))
+    for key in ("arch", "test_top1", "target_ms", "predicted_ms", "params", "macs",
+                "search_val_top1"):
+        assert results[key] == want[key], key
+    same_saved(out / "retrain" / "model.pt", tmp_path / "ref" / "retrain" / "model.pt",
+               "model")
+    assert len(list((cache / "tables").glob("*.json"))) == 1  # one table, profiled once
+
+
+FAKE_PROFILER = """
+import sys, time
+from pathlib import Path
+import proxyless.latency.cache as cache
+from proxyless.latency.table import Entry, LatencyTable
+from proxyless.space import load_space
+
+marks = Path(sys.argv[2])
+
+def slow_profile(space, path, timer, progress, log):
+    (marks / f"profiled-{sys.argv[1]}").touch()
+    time.sleep(3.0)  # long enough for the other process to arrive while this one holds it
+    return LatencyTable({"layer": Entry(1.0)}, cache.profile_meta(space, timer))
+
+class Fit:
+    fit = {"mape_plain_sum": 1.0, "mape_fitted": 0.5, "architectures": 2}
+
+def fake_calibrate(table, count, progress):
+    table.calibration = {"offset": 0.0, "scales": {}, "fit": {}}
+    return Fit
+
+cache.profile_space, cache.calibrate = slow_profile, fake_calibrate
+(marks / f"ready-{sys.argv[1]}").touch()
+while len(list(marks.glob("ready-*"))) < 2:  # start together, imports done
+    time.sleep(0.01)
+table, path = cache.cached_table(load_space(sys.argv[3]), "cpu", 1, 0.01, 2, False)
+print("table", path, len(table.entries))
+"""
+
+
+def test_two_runs_sharing_the_cache_profile_a_table_once(tmp_path, files):
+    marks, env = tmp_path / "marks", {**os.environ, "PROXYLESS_CACHE": str(tmp_path / "c")}
+    marks.mkdir()
+    procs = [subprocess.Popen([sys.executable, "-c", FAKE_PROFILER, str(i), str(marks),
+                               str(files / "space.yaml")], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for i in range(2)]
+    STARTED.extend(procs)
+    outputs = [p.communicate(timeout=TIMEOUT)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), outputs
+    assert len(list(marks.glob("profiled-*"))) == 1, outputs  # one profiling, not two
+    waited = [o for o in outputs if "waiting for another process profiling" in o]
+    assert len(waited) == 1 and "reusing" in waited[0], outputs
+    tables = list((tmp_path / "c" / "tables").glob("*.json"))
+    assert len(tables) == 1 and LatencyTable.load(tables[0]).calibration
+
+
+def test_a_nan_training_loss_stops_at_the_last_good_checkpoint(tmp_path, files, builtin_subset,
+                                                               monkeypatch):
+    arch = load_architecture(files / "arch.json")  # the 2-block space, 28x28x1 like the data
+    data, config = builtin_subset(100, 0, 50), TrainConfig(epochs=3, batch_size=50, seed=3)
+    real, calls = torch.nn.CrossEntropyLoss.forward, []
+
+    def nan_in_epoch_two(self, logits, y):
+        calls.append(1)
+        return real(self, logits, y) * (math.nan if len(calls) == 2 + 2 else 1.0)
+
+    monkeypatch.setattr(torch.nn.CrossEntropyLoss, "forward", nan_in_epoch_two)
+    with pytest.raises(ProxylessError) as err:
+        train_network(arch, data, config, tmp_path / "b", progress=False)
+    assert "the training loss became nan in epoch 2/3, batch 2/2; lower --lr" in str(err.value)
+    assert "last good epoch (1/3" in str(err.value)
+    assert torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["epoch"] == 1
+    assert len(records(tmp_path / "b")) == 1 and not (tmp_path / "b" / "final.json").exists()
+    monkeypatch.undo()
+    resumed = train_network(arch, data, config, tmp_path / "b", resume=True, progress=False)
+    full = train_network(arch, data, config, tmp_path / "a", progress=False)
+    assert resumed["test_top1"] == full["test_top1"]
+    assert records(tmp_path / "b") == records(tmp_path / "a")
