@@ -97,3 +97,15 @@ def test_run_budget_fills_what_was_not_given():
     assert args.budget == "quick" and args.epochs == BUDGETS["quick"].epochs
     quick = BUDGETS["quick"]  # retraining sees the same images whatever the data set's size
     assert quick.retrain_epochs(54000) == 10 and quick.retrain_epochs(5400) == 100
+
+
+def test_budgets_size_the_search_in_images_too():
+    from proxyless.pipeline import BUDGETS
+
+    quick, standard = BUDGETS["quick"], BUDGETS["standard"]
+    # quick searches 20,000-image epochs: full data gets its epochs as they are
+    assert quick.search_epochs(54000) == (quick.warmup_epochs, quick.epochs)
+    # the built-in 5,400 images: ~3.7x the epochs, so as many weight and α steps
+    assert quick.search_epochs(5400) == (7, 11)
+    assert standard.search_epochs(54000) == (standard.warmup_epochs, standard.epochs)
+    assert standard.search_epochs(5400) == (30, 80)

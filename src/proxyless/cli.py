@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import math
 import sys
@@ -455,14 +456,17 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
-def _apply_budget(args: argparse.Namespace) -> None:
-    """Fill the search and retraining lengths that were not given from `--budget`."""
+def _apply_budget(args: argparse.Namespace) -> set[str]:
+    """Fill the search and retraining lengths that were not given from `--budget`; returns
+    the names it filled."""
     from proxyless.pipeline import BUDGETS
 
-    budget = BUDGETS[args.budget]
+    budget, filled = BUDGETS[args.budget], set()
     for name in ("warmup_epochs", "epochs", "train_limit", "arch_every"):
         if getattr(args, name) is None:  # an option given wins over the budget
             setattr(args, name, getattr(budget, name))
+            filled.add(name)
+    return filled
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -479,14 +483,20 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     distributed.setup(args.device)
     args.out = distributed.broadcast_object(args.out)  # ranks may start a second apart
-    _apply_budget(args)
+    from_budget = _apply_budget(args)
     search_config = _search_config(args)
     search_config.validate()
     check_space_fits(space, search_config.batch_size)
     with _run_folder(args.out):
         data = _data_from_args(args, space, search_config.val_size)
+        budget = BUDGETS[args.budget]
         epochs = (args.retrain_epochs if args.retrain_epochs is not None
-                  else BUDGETS[args.budget].retrain_epochs(len(data.train)))
+                  else budget.retrain_epochs(len(data.train)))
+        warmup, search_epochs = budget.search_epochs(len(data.train))
+        search_config = dataclasses.replace(
+            search_config,
+            warmup_epochs=warmup if "warmup_epochs" in from_budget else args.warmup_epochs,
+            epochs=search_epochs if "epochs" in from_budget else args.epochs)
         train_config = TrainConfig(epochs=epochs, batch_size=args.batch_size, seed=args.seed,
                                    device=args.device, threads=args.threads)
         config = RunConfig(search_config, train_config, profile_threads=args.profile_threads,

@@ -6,11 +6,14 @@ config file is caught at load time instead of being silently ignored.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import json
 import math
+import os
 import reprlib
+import tempfile
 import types
 import typing
 from collections.abc import Callable
@@ -348,18 +351,39 @@ def mapping_kind(data: dict) -> str:
     return SPACE
 
 
+def replace_atomically(path: Path, write: Callable[[typing.BinaryIO], None]) -> None:
+    """Write `path` through `write(file)` so that a kill or a power cut mid-write leaves the
+    previous version, never half a file: a temporary file of its own (two processes writing
+    the same path do not share it), flushed to disk, then renamed over `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(OSError):  # the rename itself reaches the disk with its folder
+        folder = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
+
+
 def write_mapping_atomic(path: str | Path, data: Any, indent: int = 2) -> Path:
     """Write JSON (or YAML for .yaml/.yml) so that a crash mid-write never leaves a
     half-written file behind: the previous version stays until the new one is complete."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix in (".yaml", ".yml"):
         text = yaml.safe_dump(data, sort_keys=False)
     else:
         text = json.dumps(data, indent=indent) + "\n"
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    replace_atomically(path, lambda f: f.write(text.encode("utf-8")))
     return path
 
 

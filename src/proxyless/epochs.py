@@ -34,7 +34,7 @@ from torch import nn
 from tqdm import tqdm
 
 from proxyless import distributed
-from proxyless.config import to_dict, write_json_atomic
+from proxyless.config import replace_atomically, to_dict, write_json_atomic
 from proxyless.errors import ProxylessError
 from proxyless.runtime import RunContext, load_checkpoint, save_checkpoint, seed_epoch
 
@@ -199,10 +199,8 @@ class Epochs:
                 log(f"resuming {self.out} after epoch {self.start_epoch}/{self.total}")
         if self.is_main:  # rewritten, so that a resumed run never duplicates lines
             # atomically: a kill mid-write must not leave it shorter than the checkpoint's
-            metrics = self.out / "metrics.jsonl"
-            tmp = metrics.with_name(metrics.name + ".tmp")
-            tmp.write_text("".join(json.dumps(m) + "\n" for m in self.metrics))
-            tmp.replace(metrics)
+            text = "".join(json.dumps(m) + "\n" for m in self.metrics)
+            replace_atomically(self.out / "metrics.jsonl", lambda f: f.write(text.encode()))
             write_json_atomic(self.out / "config.json", config_json)
 
     def run(self, one_epoch: Callable[[int], dict], line: Callable[[dict], str], desc: str,

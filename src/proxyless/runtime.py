@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from proxyless import distributed
+from proxyless.config import replace_atomically
 from proxyless.errors import ProxylessError
 
 
@@ -45,9 +46,7 @@ def seed_epoch(seed: int, epoch: int) -> None:
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """Write atomically: a crash mid-write leaves the previous checkpoint intact."""
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    replace_atomically(path, lambda f: torch.save(state, f))
 
 
 def _first_line(err: Exception) -> str:
@@ -167,7 +166,9 @@ def check_run_dir(out: Path, checkpoint: str, resume: bool, what: str) -> Path:
         raise ProxylessError(f"{out} already holds a {what} ({checkpoint}); pass --resume to "
                              "continue it or choose another --out")
     if resume and not path.exists():
-        raise ProxylessError(f"--resume: {path} does not exist; nothing to resume")
+        raise ProxylessError(f"--resume: {path} does not exist; nothing to resume (a run stopped "
+                             "before its first epoch ended has none: run the same command "
+                             "without --resume)")
     return path
 
 
