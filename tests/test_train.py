@@ -96,3 +96,18 @@ def test_a_setting_added_since_the_checkpoint_counts_as_its_default():
     assert changed_settings(saved, SearchConfig(), ()) == []
     assert changed_settings(saved, SearchConfig(weight_sharing="entangled"), ()) == \
         ["weight_sharing"]
+
+
+def test_a_checkpoint_with_missing_or_wrong_contents_is_a_clear_error(tmp_path, builtin_subset):
+    arch = Architecture.uniform(load_space("fashion"), "k3e3")
+    data, cfg = builtin_subset(64, 0, 10), TrainConfig(epochs=1, batch_size=32)
+    train_network(arch, data, cfg, tmp_path, progress=False)
+    good = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    damaged = [({k: v for k, v in good.items() if k != "optimizer"}, "lacks optimizer"),
+               ({**good, "epoch": "x"}, "do not fit together"),
+               ({**good, "metrics": 5}, "do not fit together"),
+               ({**good, "model": {"x": torch.zeros(2)}}, "'model' that does not fit")]
+    for state, message in damaged:
+        torch.save(state, tmp_path / "checkpoint.pt")
+        with pytest.raises(ProxylessError, match=message):
+            train_network(arch, data, cfg, tmp_path, resume=True, progress=False)

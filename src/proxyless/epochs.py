@@ -25,6 +25,7 @@ import contextlib
 import json
 import math
 import time
+import typing
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ from torch import nn
 from tqdm import tqdm
 
 from proxyless import distributed
-from proxyless.config import replace_atomically, to_dict, write_json_atomic
+from proxyless.config import replace_atomically, shorten, to_dict, write_json_atomic
 from proxyless.errors import ProxylessError
 from proxyless.runtime import RunContext, load_checkpoint, save_checkpoint, seed_epoch
 
@@ -182,19 +183,44 @@ class Epochs:
     def is_main(self) -> bool:
         return self.context.dist.is_main
 
+    def _restore(self, checkpoint: dict) -> None:
+        """Load a checkpoint's state, or say plainly that it is not one of this run's: a
+        damaged or foreign file must not end in a KeyError or a half-restored run."""
+        path = self.context.checkpoint
+
+        def refuse(problem: str) -> typing.NoReturn:
+            raise ProxylessError(f"checkpoint {path} {problem} (damaged, or written by another "
+                                 "version); remove it to start over, or use a new --out")
+
+        missing = [k for k in (*self.state, "epoch", "metrics", "elapsed_s")
+                   if k not in checkpoint]
+        if missing:
+            refuse(f"lacks {', '.join(missing)}")
+        epoch, metrics, elapsed = (checkpoint[k] for k in ("epoch", "metrics", "elapsed_s"))
+        if not (type(epoch) is int and 0 <= epoch <= self.total and isinstance(metrics, list)
+                and len(metrics) == epoch and all(isinstance(m, dict) for m in metrics)
+                and isinstance(elapsed, (int, float))):
+            refuse("holds an epoch count, metrics or time that do not fit together")
+        for key, target in self.state.items():
+            try:
+                if isinstance(target, list):
+                    if not isinstance(checkpoint[key], list):
+                        raise TypeError(f"expected a list, got {type(checkpoint[key]).__name__}")
+                    target[:] = checkpoint[key]
+                else:
+                    target.load_state_dict(checkpoint[key])
+            except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as err:
+                first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+                refuse(f"has a {key!r} that does not fit this run ({shorten(first)})")
+        self.start_epoch, self.metrics, self.elapsed = epoch, metrics, float(elapsed)
+
     def start(self, resume: bool, config_json: dict, check: Callable[[dict], None],
               log: Callable[[str], None] = print) -> None:
         """Restore the last finished epoch (`resume`), then (re)write metrics and config."""
         if resume:
             checkpoint = load_checkpoint(self.context.checkpoint)
             check(checkpoint)
-            for key, target in self.state.items():
-                if isinstance(target, list):
-                    target[:] = checkpoint[key]
-                else:
-                    target.load_state_dict(checkpoint[key])
-            self.start_epoch, self.metrics = checkpoint["epoch"], checkpoint["metrics"]
-            self.elapsed = checkpoint["elapsed_s"]
+            self._restore(checkpoint)
             if self.is_main:
                 log(f"resuming {self.out} after epoch {self.start_epoch}/{self.total}")
         if self.is_main:  # rewritten, so that a resumed run never duplicates lines
