@@ -352,3 +352,25 @@ def test_a_nan_reinforce_reward_is_named(tmp_path, small_data):
         search(tiny_space(), small_data, None, cfg, tmp_path, progress=False,
                objectives=[lambda arch: math.nan])
     assert kept_epochs(tmp_path) == 1
+
+
+def test_fair_paths_run_every_candidate_of_every_block_once(tiny_data):
+    from proxyless.search.loop import fair_paths
+    from proxyless.supernet import SuperNet
+
+    net = SuperNet(tiny_space())
+    paths = fair_paths(net, torch.Generator().manual_seed(0))
+    width = max(len(op.tokens) for op in net.mixed_ops)
+    assert len(paths) == width
+    for b, op in enumerate(net.mixed_ops):
+        column = [path[b] for path in paths]
+        assert set(column[:len(op.tokens)]) == set(range(len(op.tokens)))
+        assert all(0 <= i < len(op.tokens) for i in column)
+
+
+def test_a_search_with_fair_paths_trains_and_records_it(tmp_path, tiny_data):
+    cfg = config(fair_paths=True, epochs=2)
+    result = search(tiny_space(), tiny_data, None, cfg, tmp_path, progress=False)
+    assert result.metrics[-1]["train_top1"] > 0
+    summary = write_search_outputs(result, tmp_path, cfg, None, None)
+    assert summary["fair_paths"] is True

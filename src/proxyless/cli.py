@@ -145,6 +145,10 @@ def _add_search_args(p: argparse.ArgumentParser, run: bool = False) -> None:
                    help="α's learning rate (Adam)")
     p.add_argument("--arch-every", type=positive_int, default=d.arch_every if not run else None,
                    help="one architecture step every N weight steps" + budget)
+    p.add_argument("--fair-paths", action="store_true",
+                   help="each weight step trains every candidate of every block once (FairNAS "
+                        "strict fairness; ~N times the compute per step) instead of one path "
+                        "drawn from p")
     p.add_argument("--decide", type=nonneg_float, default=d.decide,
                    help="weight of the entropy term in the architecture loss: it settles "
                         "the blocks the data leaves undecided (0: the paper's loss)")
@@ -172,8 +176,8 @@ def _search_config(args: argparse.Namespace):
         weight_sharing=args.weight_sharing,
         warmup_parent=args.warmup_parent,
         batch_size=args.batch_size, lr=args.lr, arch_lr=args.arch_lr,
-        arch_every=args.arch_every, decide=args.decide, estimator=args.estimator,
-        loss=args.loss,
+        arch_every=args.arch_every, decide=args.decide, fair_paths=args.fair_paths,
+        estimator=args.estimator, loss=args.loss,
         constraint=args.constraint, dual_lr=args.dual_lr, metric=metric,
         target=target, train_limit=args.train_limit, seed=args.seed, device=args.device,
         threads=args.threads, reinforce_samples=args.reinforce_samples,

@@ -300,7 +300,9 @@ def write_report(out: Path, r: dict, scfg: SearchConfig, tcfg: TrainConfig,
         "",
         f"Search: {scfg.strategy} strategy ({strategy_details(scfg)}), {scfg.warmup_epochs} "
         f"warm-up + {scfg.epochs} search epochs, `{scfg.weight_sharing}` candidate weights, "
-        f"entropy weight (--decide) {scfg.decide:g}, target as a `{scfg.constraint}` constraint. "
+        f"entropy weight (--decide) {scfg.decide:g}, "
+        f"{'fair' if scfg.fair_paths else 'sampled'} weight paths, "
+        f"target as a `{scfg.constraint}` constraint. "
         "Files: `search/` (arch.json, "
         "summary.json, metrics.jsonl), `retrain/` (final.json, metrics.jsonl, model.pt), "
         "`latency_table.json`, `results.json`.",

@@ -37,6 +37,8 @@ class SearchConfig:
     arch_eps: float = 1e-8
     arch_every: int = 5             # one α step every `arch_every` weight steps
     decide: float = 0.0             # β of the entropy term that settles near ties (losses.py)
+    fair_paths: bool = False        # weight steps train every candidate once (FairNAS), not
+                                    # one path drawn from p; costs N forward/backward passes
     estimator: str = "two"          # two (the paper's) or recompute (reference's full_v2)
     loss: str = "mul-log"
     loss_a: float = 0.2

@@ -77,6 +77,21 @@ def warmup_paths(net: SuperNet, step: int, warm_steps: int, parent_steps: int,
     return paths
 
 
+def fair_paths(net: SuperNet, generator: torch.Generator) -> list[list[int]]:
+    """FairNAS's strict fairness: as many paths as the largest block has candidates, in which
+    every block runs each of its candidates exactly once (a random permutation; a block with
+    fewer candidates fills the rest with random ones). Candidates trained equally often rank
+    by what they are, not by how often p happened to pick them."""
+    width = max(len(op.tokens) for op in net.mixed_ops)
+    columns = []
+    for op in net.mixed_ops:
+        count = len(op.tokens)
+        order = torch.randperm(count, generator=generator).tolist()
+        order += torch.randint(count, (width - count,), generator=generator).tolist()
+        columns.append(order)
+    return [[column[k] for column in columns] for k in range(width)]
+
+
 def require_finite_alpha(net: SuperNet) -> None:
     """After an architecture step, whose strategy checked its loss before stepping: α itself
     diverged, so the step size is to blame."""
@@ -262,21 +277,27 @@ class SearchEpoch:
 
     def weight_step(self, x: torch.Tensor, y: torch.Tensor, step: int,
                     gates: torch.Generator, tally: skeleton.Tally) -> float:
-        """One SGD step of the weights on a path drawn from p (or the warm-up's path)."""
+        """One SGD step of the weights on a path drawn from p (or the warm-up's path), or
+        with `fair_paths` after the parent phase, on every candidate of every block once."""
         net = self.net
         if step == self.parent_steps and self.parent_steps > 0:
             net.inherit_from_parents()
-        net.sample_gates("sample", gates, fixed=warmup_paths(
-            net, step, self.warm_steps, self.parent_steps, gates))
-        logits = net(x.contiguous(memory_format=torch.channels_last))
-        loss = self.criterion(logits, y)
-        value = skeleton.require_finite(loss.item(), "the weight step's loss")  # before the step
+        if self.config.fair_paths and step >= self.parent_steps:
+            paths = fair_paths(net, gates)
+        else:
+            paths = [warmup_paths(net, step, self.warm_steps, self.parent_steps, gates)]
+        x = x.contiguous(memory_format=torch.channels_last)
         self.w_opt.zero_grad(set_to_none=True)
-        loss.backward()
+        for fixed in paths:  # gradients add up over the paths, then one update
+            net.sample_gates("sample", gates, fixed=fixed)
+            logits = net(x)
+            loss = self.criterion(logits, y)
+            value = skeleton.require_finite(loss.item(), "the weight step's loss")
+            (loss / len(paths)).backward()
         distributed.average_grads(self.weights)
         self.w_opt.step()
         self.w_sched.step()
-        tally.add(value * y.numel(), logits, y)
+        tally.add(value * y.numel(), logits, y)  # with fair paths: the last one's
         return value
 
     def record(self, epoch: int, phase: str, tally: skeleton.Tally, arch_stats: list[dict]) -> dict:
