@@ -168,6 +168,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--train-images", type=int, default=20000)
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--reseed", nargs="*", default=[], metavar="NAME",
+                        help="population networks (e.g. 'random 7') also retrained with "
+                             "--seeds seeds, where a verdict hinges on them")
     parser.add_argument("--seed-archs", type=int, default=3,
                         help="population networks retrained with --seeds seeds (seed noise)")
     parser.add_argument("--search", nargs="*", default=[], help="folders of `proxyless search`")
@@ -193,6 +196,7 @@ def main() -> None:
 
     members = population(space, model, args.random)
     seeded = {arch.encode() for _, arch in members[:args.seed_archs]}
+    seeded |= {arch.encode() for name, arch in members if name in args.reseed}
     rows = []
     for name, arch in members:
         seeds = range(args.seeds) if arch.encode() in seeded else range(1)
