@@ -23,14 +23,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from proxyless.config import MAX_SEED
+from proxyless.config import MAX_SEED, clip
 from proxyless.errors import ProxylessError
 
 
 def _shown(text: str) -> str:
     """The value as typed, quoted, at most ~80 characters: a pasted blob stays one line."""
-    from proxyless.runtime import clip
-
     return repr(clip(text))
 
 

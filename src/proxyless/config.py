@@ -59,6 +59,16 @@ def shorten(text: str, limit: int = 80) -> str:
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
+def clip(value: object, limit: int = 80) -> str:
+    """`value` as text of at most `limit` characters: a pasted blob or a very long path must
+    not flood the one-line error; the middle goes, since a path's both ends tell the most."""
+    text = str(value)
+    if len(text) <= limit:
+        return text
+    half = (limit - 3) // 2
+    return f"{text[:half]}...{text[-(limit - 3 - half):]}"
+
+
 def _child(where: str, name: str) -> str:
     """`where`'s field `name`: dotted inside a field path, after ': ' after a description
     such as 'space file x.json', so the field reads apart from the file name."""

@@ -37,7 +37,13 @@ from tqdm import tqdm
 from proxyless import distributed
 from proxyless.config import replace_atomically, shorten, to_dict, write_json_atomic
 from proxyless.errors import ProxylessError
-from proxyless.runtime import RunContext, load_checkpoint, save_checkpoint, seed_epoch
+from proxyless.runtime import (
+    RunContext,
+    first_line,
+    load_checkpoint,
+    save_checkpoint,
+    seed_epoch,
+)
 
 LOWER_LR = "lower --lr (the weights diverged) and start again in a new --out"
 LOWER_ARCH_LR = "lower --arch-lr (α diverged) and start again in a new --out"
@@ -210,8 +216,8 @@ class Epochs:
                 else:
                     target.load_state_dict(checkpoint[key])
             except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as err:
-                first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-                refuse(f"has a {key!r} that does not fit this run ({shorten(first)})")
+                refuse(f"has a {key!r} that does not fit this run "
+                       f"({shorten(first_line(err))})")
         self.start_epoch, self.metrics, self.elapsed = epoch, metrics, float(elapsed)
 
     def start(self, resume: bool, config_json: dict, check: Callable[[dict], None],

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from proxyless import distributed
-from proxyless.config import replace_atomically
+from proxyless.config import clip, replace_atomically
 from proxyless.errors import ProxylessError
 
 
@@ -49,7 +49,8 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     replace_atomically(path, lambda f: torch.save(state, f))
 
 
-def _first_line(err: Exception) -> str:
+def first_line(err: Exception) -> str:
+    """An exception's first line (at most 200 characters), or its type where it says nothing."""
     return str(err).splitlines()[0][:200] if str(err) else type(err).__name__
 
 
@@ -72,21 +73,11 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         raise ProxylessError(f"checkpoint {path} cannot be read (not a torch checkpoint, or a "
                              f"damaged one): {_START_OVER}") from None
     except Exception as err:  # a truncated or foreign file: say which and what to do
-        raise ProxylessError(f"checkpoint {path} cannot be read ({_first_line(err)}): "
+        raise ProxylessError(f"checkpoint {path} cannot be read ({first_line(err)}): "
                              f"{_START_OVER}") from None
     if not isinstance(state, dict):
         raise ProxylessError(f"checkpoint {path} is not a proxyless checkpoint: {_START_OVER}")
     return state
-
-
-def clip(value: object, limit: int = 80) -> str:
-    """`value` as text of at most `limit` characters: a pasted blob or a very long path must
-    not flood the one-line error; the middle goes, since a path's both ends tell the most."""
-    text = str(value)
-    if len(text) <= limit:
-        return text
-    half = (limit - 3) // 2
-    return f"{text[:half]}...{text[-(limit - 3 - half):]}"
 
 
 def _nearest_existing(path: Path) -> Path:
@@ -121,7 +112,7 @@ def prepare_out_dir(path: str | Path, option: str = "--out", create: bool = True
             path.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise ProxylessError(f"{option} {clip(path)}: cannot create the folder "
-                                 f"({err.strerror or _first_line(err)}); choose another "
+                                 f"({err.strerror or first_line(err)}); choose another "
                                  f"{option}") from None
     return path
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from proxyless.config import clip
 from proxyless.data.formats import (
     detect_format,
     has_fashion_files,
@@ -18,7 +19,6 @@ from proxyless.data.sets import DataSplits, ImageSet, check_channels
 from proxyless.data.splits import split_validation
 from proxyless.data.stats import channel_stats
 from proxyless.errors import ProxylessError
-from proxyless.runtime import clip
 
 DEBIAN_FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 DATA_NAMES = ("auto", "builtin", "fashion-mnist", "cifar10", "imagefolder")
