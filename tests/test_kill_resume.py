@@ -192,7 +192,7 @@ def test_train_killed_and_resumed_ends_like_an_uninterrupted_run(tmp_path, files
     final, want = (json.loads((d / "final.json").read_text()) for d in (out, tmp_path / "ref"))
     assert (final["test_top1"], final["test_loss"]) == (want["test_top1"], want["test_loss"])
     assert records(out) == records(tmp_path / "ref")
-    same_saved(out / "model.pt", tmp_path / "ref" / "model.pt", "model")
+    same_saved(out / "model.pt", tmp_path / "ref" / "model.pt", "weights")
 
 
 def test_search_killed_and_resumed_ends_with_the_same_architecture(tmp_path, files):
@@ -261,7 +261,7 @@ def test_run_killed_and_resumed_ends_with_the_same_results(tmp_path, files):
                 "search_val_top1"):
         assert results[key] == want[key], key
     same_saved(out / "retrain" / "model.pt", tmp_path / "ref" / "retrain" / "model.pt",
-               "model")
+               "weights")
     assert len(list((cache / "tables").glob("*.json"))) == 1  # one table, profiled once
 
 

@@ -51,8 +51,8 @@ def test_resume_after_interruption_is_exact(tmp_path, builtin_subset, monkeypatc
     resumed = train_network(arch, data, config, tmp_path / "b", resume=True, progress=False)
 
     assert resumed["test_top1"] == full["test_top1"]
-    a = torch.load(tmp_path / "a" / "model.pt")["model"]
-    b = torch.load(tmp_path / "b" / "model.pt")["model"]
+    a = torch.load(tmp_path / "a" / "model.pt", weights_only=True)["weights"]
+    b = torch.load(tmp_path / "b" / "model.pt", weights_only=True)["weights"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     lines = (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["epoch"] for x in lines] == [1, 2, 3]

@@ -8,9 +8,11 @@ Hardware", ICLR 2019).
     >>> space = load_space("fashion")
     >>> arch = Architecture.uniform(space, "k3e6")
     >>> net = build_network(arch)
+    >>> model = load_model("runs/x")        # a trained network, from a run folder or model.pt
 """
 
 from proxyless.arch import Architecture, decode, encode, load_architecture
+from proxyless.deploy import TrainedModel, load_model
 from proxyless.errors import ProxylessError
 from proxyless.net import ProxylessNet, build_network
 from proxyless.space import PRESETS, SearchSpace, load_space
@@ -21,10 +23,12 @@ __all__ = [
     "ProxylessError",
     "ProxylessNet",
     "SearchSpace",
+    "TrainedModel",
     "build_network",
     "decode",
     "encode",
     "load_architecture",
+    "load_model",
     "load_space",
 ]
 __version__ = "0.1.0"

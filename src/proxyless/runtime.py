@@ -57,26 +57,29 @@ def first_line(err: Exception) -> str:
 _START_OVER = "remove it to start over, or point --out at another folder"
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    """A checkpoint's tensors and plain data. Read with `weights_only=True`: a file holding
-    anything else (code a crafted pickle would run) is refused before it can run."""
+def load_checkpoint(path: Path, what: str = "checkpoint",
+                    advice: str = _START_OVER) -> dict[str, Any]:
+    """A checkpoint's (or model file's: `what`) tensors and plain data. Read with
+    `weights_only=True`: a file holding anything else (code a crafted pickle would run) is
+    refused before it can run. `advice` ends every error: what the user can do."""
     if not path.is_file():
-        raise ProxylessError(f"no checkpoint at {path}; start without --resume")
+        raise ProxylessError(f"no {what} at {path}; start without --resume" if what ==
+                             "checkpoint" else f"no {what} at {path}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         # torch names the class it refused ("GLOBAL ..."); other complaints mean a damaged file
         if "global" in str(err).lower():
-            raise ProxylessError(f"checkpoint {path} holds objects other than tensors and plain "
+            raise ProxylessError(f"{what} {path} holds objects other than tensors and plain "
                                  "data (a file made elsewhere, or a hostile one); it was not "
-                                 f"loaded: {_START_OVER}") from None
-        raise ProxylessError(f"checkpoint {path} cannot be read (not a torch checkpoint, or a "
-                             f"damaged one): {_START_OVER}") from None
+                                 f"loaded: {advice}") from None
+        raise ProxylessError(f"{what} {path} cannot be read (not a torch file, or a "
+                             f"damaged one): {advice}") from None
     except Exception as err:  # a truncated or foreign file: say which and what to do
-        raise ProxylessError(f"checkpoint {path} cannot be read ({first_line(err)}): "
-                             f"{_START_OVER}") from None
+        raise ProxylessError(f"{what} {path} cannot be read ({first_line(err)}): "
+                             f"{advice}") from None
     if not isinstance(state, dict):
-        raise ProxylessError(f"checkpoint {path} is not a proxyless checkpoint: {_START_OVER}")
+        raise ProxylessError(f"{what} {path} is not a proxyless {what}: {advice}")
     return state
 
 

@@ -23,6 +23,7 @@ from tqdm import tqdm
 from proxyless.arch import Architecture
 from proxyless.config import from_dict, settings_problem, to_dict, write_json_atomic
 from proxyless.data import Batches, DataSplits, check_channels
+from proxyless.deploy.model_file import MODEL_FILE, ModelInfo, save_model
 from proxyless.epochs import (
     Epochs,
     Tally,
@@ -36,7 +37,7 @@ from proxyless.epochs import (
 )
 from proxyless.errors import ProxylessError
 from proxyless.net import build_network
-from proxyless.runtime import RunContext, save_checkpoint, start_run
+from proxyless.runtime import RunContext, start_run
 from proxyless.walk import count_macs, count_params
 
 CHECKPOINT = "checkpoint.pt"
@@ -141,8 +142,10 @@ def train_network(arch: Architecture, data: DataSplits, config: TrainConfig,
     if run.dist.is_main:
         # model.pt first, atomically: final.json marks a finished run (`proxyless run` skips
         # the retraining when it is there), so it must never exist without the model
-        bare.cpu()
-        save_checkpoint(out / "model.pt", {"arch": arch.to_dict(), "model": bare.state_dict()})
+        info = ModelInfo(arch, data.mean, data.std, data.train.classes, source,
+                         {k: final[k] for k in ("test_top1", "test_loss", "params", "macs",
+                                                "epochs", "test_images")})
+        save_model(out / MODEL_FILE, bare, info)
         write_json_atomic(out / "final.json", final)
     return final
 
