@@ -125,6 +125,17 @@ class Timer:
         torch.set_num_threads(self.threads)
         try:
             runners = [self._runner(module, shape) for module, shape in workloads]
+        finally:
+            torch.set_num_threads(previous)
+        return self.time_runs(runners, progress, desc)
+
+    def time_runs(self, runners: list[Callable[[], object]], progress: bool = False,
+                  desc: str = "measure") -> list[Entry]:
+        """Latency of each ready-made run (e.g. an exported file's session), timed round-robin
+        like `time`, with torch at this timer's thread count."""
+        previous = torch.get_num_threads()
+        torch.set_num_threads(self.threads)
+        try:
             for run in runners:
                 for _ in range(self.warmup):
                     run()
