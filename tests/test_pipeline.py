@@ -71,3 +71,31 @@ def test_run_with_the_reinforce_strategy(tmp_path, tiny_data, monkeypatch):
     assert results["measured_ms"] > 0 and results["test_top1"] >= 0
     assert "reinforce strategy (4 architectures per update" in \
         (tmp_path / "run" / "report.md").read_text()
+
+
+def test_run_searches_for_onnxruntime_throughput_and_a_given_table(tmp_path, tiny_data,
+                                                                    monkeypatch):
+    """The latency a run searches for is the user's choice: another backend and batch (then
+    measured alike at the end), or a table made elsewhere (no profiling at all)."""
+    from dataclasses import replace
+
+    monkeypatch.setenv("PROXYLESS_CACHE", str(tmp_path / "cache"))
+    config = replace(run_config(), profile_backend="onnxruntime", profile_batch=4)
+    results = run_pipeline(tiny_space(), tiny_data, config, tmp_path / "ort", progress=False,
+                           log=lambda m: None)
+    table = json.loads((tmp_path / "ort" / "latency_table.json").read_text())
+    assert (table["meta"]["backend"], table["meta"]["batch"]) == ("onnxruntime", 4)
+    assert (results["backend"], results["batch"]) == ("onnxruntime", 4)
+    assert results["measured_ms"] > 0
+    assert "batch 4, onnxruntime" in (tmp_path / "ort" / "report.md").read_text()
+
+    logs = []
+    given = replace(config, table=str(tmp_path / "ort" / "latency_table.json"))
+    again = run_pipeline(tiny_space(), tiny_data, given, tmp_path / "given", progress=False,
+                         log=logs.append)
+    assert any("(given)" in line for line in logs)
+    assert not any("profiling" in line for line in logs)
+    assert again["target_ms"] == results["target_ms"]  # same table, same default target
+    with pytest.raises(ProxylessError):
+        run_pipeline(load_space("fashion"), tiny_data, given, tmp_path / "other",
+                     progress=False, log=logs.append)

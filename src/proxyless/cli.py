@@ -266,6 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(p)
     _add_runtime_args(p)
 
+    from proxyless.latency.timer import BACKENDS
     from proxyless.pipeline import BUDGETS
 
     p = sub.add_parser("run", help="the whole job in one command: profile, search, retrain, "
@@ -285,6 +286,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="threads for latency (default 1: batch-1 inference)")
     p.add_argument("--profile-min-time", type=positive_min_time, default=10.0,
                    help="seconds of round-robin timing per group of layers when profiling")
+    p.add_argument("--profile-backend", default="torch", choices=BACKENDS,
+                   help="what to search for: PyTorch (default) or ONNX Runtime latency")
+    p.add_argument("--profile-batch", type=positive_int, default=1,
+                   help="batch size of the latency (default 1; e.g. 64 with "
+                        "--profile-threads 2 searches for throughput)")
+    p.add_argument("--table", default=None,
+                   help="a latency table to search with instead of profiling this device "
+                        "(from `proxyless profile`, or the reference code's format)")
     _add_search_args(p, run=True)
     _add_data_args(p)
     _add_runtime_args(p)
@@ -502,7 +511,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         train_config = TrainConfig(epochs=epochs, batch_size=args.batch_size, seed=args.seed,
                                    device=args.device, threads=args.threads)
         config = RunConfig(search_config, train_config, profile_threads=args.profile_threads,
-                           profile_min_time=args.profile_min_time, budget=args.budget)
+                           profile_min_time=args.profile_min_time,
+                           profile_backend=args.profile_backend,
+                           profile_batch=args.profile_batch, table=args.table,
+                           budget=args.budget)
         config.validate()
         results = run_pipeline(space, data, config, args.out, resume=args.resume,
                                progress=not args.no_progress)

@@ -25,7 +25,7 @@ from proxyless.errors import ProxylessError
 from proxyless.latency.cache import cached_table
 from proxyless.latency.cost import CostModel, latency_model
 from proxyless.latency.table import LatencyTable
-from proxyless.latency.timer import MAX_MIN_TIME
+from proxyless.latency.timer import BACKENDS, MAX_MIN_TIME
 from proxyless.report import training_curves
 from proxyless.runtime import prepare_out_dir
 from proxyless.search.config import SearchConfig
@@ -85,6 +85,9 @@ class RunConfig:
     target_fraction: float = 0.35   # default target: this far from the fastest to the slowest
     profile_threads: int = 1
     profile_min_time: float = 10.0
+    profile_backend: str = "torch"  # what the latency is of: torch or onnxruntime ...
+    profile_batch: int = 1          # ... at this batch size (1: latency; larger: throughput)
+    table: str | None = None        # a latency table to use instead of profiling this device
     calibration_networks: int = 20
     budget: str = "custom"          # the --budget it was made from, for the record
 
@@ -96,8 +99,12 @@ class RunConfig:
         if not 0 <= self.target_fraction <= 1:  # also refuses nan
             raise ProxylessError(f"run config: target_fraction must be in [0, 1], got "
                                  f"{self.target_fraction}")
-        if self.profile_threads < 1:
-            raise ProxylessError(f"--profile-threads must be >= 1, got {self.profile_threads}")
+        if self.profile_threads < 1 or self.profile_batch < 1:
+            raise ProxylessError(f"--profile-threads and --profile-batch must be >= 1, got "
+                                 f"{self.profile_threads} and {self.profile_batch}")
+        if self.profile_backend not in BACKENDS:
+            raise ProxylessError(f"--profile-backend {self.profile_backend!r}: expected one of "
+                                 f"{', '.join(BACKENDS)}")
         if not 0 < self.profile_min_time <= MAX_MIN_TIME:  # inf would profile forever
             raise ProxylessError(f"--profile-min-time must be a number of seconds in (0, "
                                  f"{MAX_MIN_TIME:g}], got {self.profile_min_time}")
@@ -117,9 +124,14 @@ def _run_table(out: Path, space: SearchSpace, config: RunConfig, resume: bool, p
     if resume and table_copy.exists():
         log(f"latency table: reusing this run's {table_copy}")
         return LatencyTable.load(table_copy), table_copy
-    table, path = cached_table(space, config.search.device, config.profile_threads,
-                               config.profile_min_time, config.calibration_networks, progress,
-                               log)
+    if config.table is not None:
+        table, path = LatencyTable.load(config.table), Path(config.table)
+        latency_model(table, space)  # a table of another space: refused before the search
+        log(f"latency table: {path} (given)")
+    else:
+        table, path = cached_table(space, config.search.device, config.profile_threads,
+                                   config.profile_min_time, config.calibration_networks,
+                                   progress, log, config.profile_backend, config.profile_batch)
     table.save(table_copy)
     return table, path
 
@@ -236,7 +248,9 @@ def run_pipeline(space: SearchSpace, data: DataSplits, config: RunConfig, out_di
         "search_val_top1": summary["val_top1"], "search_time_s": summary["search_time_s"],
         "retrain_time_s": final["train_time_s"], "data": data.name,
         "train_images": len(data.train), "test_images": len(data.test),
-        "device": table.meta.get("cpu"), "threads": table.meta.get("threads"),
+        "device": table.meta.get("cpu") or table.meta.get("device"),
+        "threads": table.meta.get("threads"), "backend": table.meta.get("backend"),
+        "batch": table.meta.get("batch", 1),
         "table": str(table_path), "budget": config.budget,
     }
     if main:  # 5. the report
@@ -270,8 +284,9 @@ def write_report(out: Path, r: dict, scfg: SearchConfig, tcfg: TrainConfig,
         f"# proxyless run: {space.name}",
         "",
         f"Searched on **{r['data']}** ({r['train_images']:,} training images, "
-        f"{r['test_images']:,} test) for **{r['device']}** ({r['threads']} thread(s), batch 1, "
-        f"PyTorch), latency target **{r['target_ms']} ms**.",
+        f"{r['test_images']:,} test) for **{r['device']}** ({r['threads']} thread(s), batch "
+        f"{r.get('batch', 1)}, {r.get('backend') or 'torch'}), latency target "
+        f"**{r['target_ms']} ms**.",
         "",
         "| result | value |",
         "| --- | --- |",

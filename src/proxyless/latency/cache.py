@@ -41,10 +41,11 @@ def cache_dir() -> Path:
 
 
 def cached_table(space: SearchSpace, device: str, threads: int, min_time: float,
-                 calibration_networks: int, progress: bool, log=print) -> tuple[LatencyTable,
-                                                                              Path]:
-    """This device's table for `space`: from the cache when the fingerprint matches."""
-    info = fingerprint("torch", device, threads, 1)
+                 calibration_networks: int, progress: bool, log=print, backend: str = "torch",
+                 batch: int = 1) -> tuple[LatencyTable, Path]:
+    """This device's table for `space` (on `backend` at `batch`): from the cache when the
+    fingerprint matches."""
+    info = fingerprint(backend, device, threads, batch)
     digest = hashlib.sha256(json.dumps({"fingerprint": info, "space": space.to_dict()},
                                        sort_keys=True).encode()).hexdigest()[:12]
     path = cache_dir() / "tables" / f"{space.name}-{digest}.json"
@@ -55,19 +56,20 @@ def cached_table(space: SearchSpace, device: str, threads: int, min_time: float,
         with exclusive(path.with_name(path.name + ".lock"), lambda: log(waiting)):
             table = _finished(path)  # the process we waited for may have written it
             if table is None:
-                timer = Timer("torch", device, threads, min_time=min_time)
-                _drop_unusable(path, profile_meta(space, timer), log)
-                log(f"latency table: profiling {space.name} on {info['cpu']} ({threads} "
-                    f"thread(s)) -> {path}")
-                return _profile(space, path, timer, calibration_networks, progress, log), path
+                timer = Timer(backend, device, threads, min_time=min_time)
+                _drop_unusable(path, profile_meta(space, timer, batch), log)
+                log(f"latency table: profiling {space.name} on {info['cpu']} ({backend}, "
+                    f"{threads} thread(s), batch {batch}) -> {path}")
+                table = _profile(space, path, timer, batch, calibration_networks, progress, log)
+                return table, path
     log(f"latency table: reusing {path}")
     return table, path
 
 
-def _profile(space: SearchSpace, path: Path, timer: Timer, calibration_networks: int,
-             progress: bool, log) -> LatencyTable:
+def _profile(space: SearchSpace, path: Path, timer: Timer, batch: int,
+             calibration_networks: int, progress: bool, log) -> LatencyTable:
     """Profile (resuming a partial table at `path`), calibrate, save: under the lock."""
-    table = profile_space(space, path, timer, progress=progress, log=log)
+    table = profile_space(space, path, timer, batch, progress=progress, log=log)
     fit = calibrate(table, calibration_networks, progress=progress).fit
     table.save(path)  # atomic, and calibrated: from now on `_finished`
     log(f"calibration: MAPE {fit['mape_plain_sum']:.1f}% (table sum) -> "
