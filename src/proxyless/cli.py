@@ -498,6 +498,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     search_config = _search_config(args)
     search_config.validate()
     check_space_fits(space, search_config.batch_size)
+    if args.table is not None:  # a bad table is refused before the data is read
+        from proxyless.latency.cost import latency_model
+        from proxyless.latency.table import LatencyTable
+
+        latency_model(LatencyTable.load(args.table), space)
     with _run_folder(args.out):
         data = _data_from_args(args, space, search_config.val_size)
         budget = BUDGETS[args.budget]
