@@ -297,6 +297,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_search_args(p, run=True)
     _add_data_args(p)
     _add_runtime_args(p)
+
+    from proxyless.compare import add_compare_parser
+    from proxyless.latency.cross import add_cross_latency_parser
+
+    add_compare_parser(sub)
+    add_cross_latency_parser(sub)
     return parser
 
 
@@ -586,8 +592,21 @@ def cmd_latency_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from proxyless.compare import cmd_compare as compare
+
+    return compare(args)
+
+
+def cmd_cross_latency(args: argparse.Namespace) -> int:
+    from proxyless.latency.cross import cmd_cross_latency as cross_latency
+
+    return cross_latency(args)
+
+
 COMMANDS = {"inspect": cmd_inspect, "train": cmd_train, "profile": cmd_profile,
-            "latency-check": cmd_latency_check, "search": cmd_search, "run": cmd_run}
+            "latency-check": cmd_latency_check, "search": cmd_search, "run": cmd_run,
+            "compare": cmd_compare, "cross-latency": cmd_cross_latency}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -132,3 +132,89 @@ def training_curves(metrics: list[dict], path: str | Path, keys: tuple[str, ...]
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def _pareto_panel(ax, names, top1, xs, on_front, xlabel: str) -> None:
+    """One panel: each network with both figures, labelled; the front as a step line."""
+    shown = [(x, y, name, front) for name, y, x, front in zip(names, top1, xs, on_front,
+                                                              strict=True)
+             if x is not None and y is not None]
+    if not shown:
+        ax.text(0.5, 0.5, "no figures to plot", ha="center", va="center",
+                transform=ax.transAxes, fontsize=8, color="0.4")
+    for x, y, name, front in shown:
+        ax.scatter([x], [y], s=40 if front else 22, zorder=3,
+                   color="tab:red" if front else "0.6", edgecolors="black" if front else "none")
+        ax.annotate(name, (x, y), xytext=(4, 4), textcoords="offset points", fontsize=7)
+    front = sorted((x, y) for x, y, _, on in shown if on)
+    if front:
+        ax.step([x for x, _ in front], [y for _, y in front], where="post", color="tab:red",
+                lw=1, alpha=0.7, label="Pareto front")
+        ax.legend(fontsize=7, loc="best")
+    ax.margins(0.15)  # room for the labels of the outer points
+    ax.set(xlabel=xlabel, ylabel="test top-1 (%)")
+    ax.grid(alpha=0.3)
+
+
+def pareto_panels(names, top1, panels, path: str | Path, title: str = "") -> Path:
+    """Accuracy against each cost (`panels`: (x label, x values, on-front flags)), side by
+    side, so the networks that trade accuracy for speed best stand out."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), dpi=120,
+                             squeeze=False)
+    for ax, (xlabel, xs, on_front) in zip(axes[0], panels, strict=True):
+        _pareto_panel(ax, names, top1, xs, on_front, xlabel)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _blocks_row(ax, arch, y: float) -> float:
+    """One network's blocks along y: width and height grow with the expansion, colour by
+    kernel, zero blocks a thin mark, stage starts a tick; returns the row's length."""
+    from proxyless.space import parse_token
+
+    x, stage = 0.0, -1
+    for slot, token in zip(arch.space.slots(), arch.blocks, strict=True):
+        if slot.stage != stage:
+            stage = slot.stage
+            ax.plot([x - 0.1, x - 0.1], [y - 0.55, y + 0.55], color="0.8", lw=0.8)
+        spec = parse_token(token)
+        if spec.is_zero:
+            ax.plot([x, x + 0.15], [y, y], color="0.6", lw=1.5)
+            x += 0.35
+            continue
+        size = 0.3 + 0.1 * spec.expand
+        ax.add_patch(plt.Rectangle((x, y - size / 2), size, size,
+                                   color=_KERNEL_COLORS.get(spec.kernel, "0.5")))
+        x += size + 0.15
+    return x
+
+
+def architectures_side_by_side(archs, labels, path: str | Path, title: str = "") -> Path:
+    """Networks one row each, block by block, as in the paper's figure of its GPU, CPU and
+    mobile models: how the networks found for different hardware differ at a glance."""
+    fig, ax = plt.subplots(dpi=120)
+    length = max(_blocks_row(ax, arch, -1.8 * row) for row, arch in enumerate(archs))
+    for row, label in enumerate(labels):
+        ax.text(0, -1.8 * row + 0.6, label, fontsize=7, va="bottom")
+    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in _KERNEL_COLORS.values()]
+    ax.legend(handles, [f"{k}x{k}" for k in _KERNEL_COLORS], fontsize=6, loc="lower right",
+              ncol=3, frameon=False, bbox_to_anchor=(1, 1))
+    width, height = max(length, 12.0) + 0.6, 1.8 * len(archs) + 0.4
+    ax.set_xlim(-0.3, width - 0.3)
+    ax.set_ylim(-1.8 * (len(archs) - 1) - 0.8, 1.6)
+    ax.set_aspect("equal")  # square boxes stay square: size shows the expansion
+    inches = min(14.0, 0.5 * width)
+    fig.set_size_inches(inches, inches * height / width + 0.5)
+    ax.axis("off")
+    ax.set_title(title, fontsize=8, loc="left")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
