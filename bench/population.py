@@ -88,6 +88,11 @@ class Runs:
                           sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
+    def cached(self, arch: Architecture, seeds: range) -> list[float]:
+        """The results already held of `arch` for `seeds` (no training)."""
+        keys = [self.key(arch, s) for s in seeds]
+        return [self.done[k]["test_top1"] for k in keys if k in self.done]
+
     def top1(self, arch: Architecture, seed: int) -> float:
         key = self.key(arch, seed)
         if key not in self.done:
@@ -183,6 +188,9 @@ def main() -> None:
                         help="the searches' other options (default: run's quick budget)")
     parser.add_argument("--rank-images", type=int, default=2000)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--cached-only", action="store_true",
+                        help="train nothing: report the networks runs.jsonl already holds "
+                             "(all their seeds), e.g. while a long protocol is under way")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -197,18 +205,26 @@ def main() -> None:
     members = population(space, model, args.random)
     seeded = {arch.encode() for _, arch in members[:args.seed_archs]}
     seeded |= {arch.encode() for name, arch in members if name in args.reseed}
+    def results(arch: Architecture, seeds: range) -> list[float]:
+        return runs.cached(arch, seeds) if args.cached_only else [runs.top1(arch, s)
+                                                                 for s in seeds]
+
     rows = []
     for name, arch in members:
         seeds = range(args.seeds) if arch.encode() in seeded else range(1)
-        rows.append({"name": name, "arch": arch, "top1": [runs.top1(arch, s) for s in seeds]})
-    folders = [Path(f) for f in args.search] + run_searches(out, args, model, table_path)
-    args.search = [str(f) for f in folders]
+        rows.append({"name": name, "arch": arch, "top1": results(arch, seeds)})
+    folders = [Path(f) for f in args.search]
+    if not args.cached_only:
+        folders += run_searches(out, args, model, table_path)
     searched = []
     for folder in folders:
         summary = json.loads((folder / "summary.json").read_text())
         arch = decode(space, summary["arch"])
         searched.append({"name": f"searched: {folder.name}", "arch": arch, "summary": summary,
-                         "top1": [runs.top1(arch, s) for s in range(args.seeds)]})
+                         "top1": results(arch, range(args.seeds)), "folder": folder})
+    rows = [r for r in rows if r["top1"]]  # --cached-only: what is held so far
+    searched = [s for s in searched if s["top1"]]
+    args.search = [str(s["folder"]) for s in searched]
     everyone = rows + searched
     measured, speed = Meter.for_table(table).measure([r["arch"] for r in everyone])
     for r, ms in zip(everyone, measured, strict=True):

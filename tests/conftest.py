@@ -47,13 +47,13 @@ def small_space():
 
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory, builtin_subset) -> Path:
-    """The folder of a finished `train` of a small network (model.pt, final.json): 1 epoch on
-    600 built-in images, tested on 200."""
+    """The folder of a finished `train` of a small network (model.pt, final.json): 6 epochs on
+    2,000 built-in images, tested on 200 (~70% top-1: far from one class everywhere)."""
     from proxyless.arch import Architecture
     from proxyless.train import TrainConfig, train_network
 
     out = tmp_path_factory.mktemp("trained") / "run"
     arch = Architecture(small_space(), ("k3e3", "k5e6", "k5e6", "zero"))
-    train_network(arch, builtin_subset(600), TrainConfig(epochs=1, batch_size=64, seed=0),
+    train_network(arch, builtin_subset(2000), TrainConfig(epochs=6, batch_size=64, seed=0),
                   out, progress=False, log=lambda m: None)
     return out

@@ -6,6 +6,10 @@
     proxyless profile --space SPACE --out TABLE [--backend torch|onnxruntime] [--threads N]
     proxyless latency-check --table TABLE --samples K [--json]
     proxyless search --space SPACE --table TABLE --target-ms T --out DIR [--resume]
+    proxyless export MODEL_OR_RUN_DIR --format onnx|torchscript --out FILE [--int8]
+    proxyless evaluate MODEL [--data NAME_OR_PATH]
+    proxyless compare RUN_DIR... [--out DIR]        # Pareto picture: top-1 vs latency, MACs
+    proxyless cross-latency NETWORK... [--settings torch:b1:t1 ...] [--table TABLE]
 
 Every failure caused by input is printed as one `proxyless: error: ...` line (exit code 2);
 an interrupted run keeps its last checkpoint and says how to resume (exit code 130).
@@ -299,8 +303,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_runtime_args(p)
 
     from proxyless.compare import add_compare_parser
+    from proxyless.deploy.evaluate import add_evaluate_parser
+    from proxyless.deploy.export import add_export_parser
     from proxyless.latency.cross import add_cross_latency_parser
 
+    add_export_parser(sub)
+    add_evaluate_parser(sub)
     add_compare_parser(sub)
     add_cross_latency_parser(sub)
     return parser
@@ -592,6 +600,18 @@ def cmd_latency_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from proxyless.deploy.export import cmd_export as export
+
+    return export(args)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from proxyless.deploy.evaluate import cmd_evaluate as evaluate
+
+    return evaluate(args)
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     from proxyless.compare import cmd_compare as compare
 
@@ -606,7 +626,10 @@ def cmd_cross_latency(args: argparse.Namespace) -> int:
 
 COMMANDS = {"inspect": cmd_inspect, "train": cmd_train, "profile": cmd_profile,
             "latency-check": cmd_latency_check, "search": cmd_search, "run": cmd_run,
-            "compare": cmd_compare, "cross-latency": cmd_cross_latency}
+            "export": cmd_export, "evaluate": cmd_evaluate, "compare": cmd_compare,
+            "cross-latency": cmd_cross_latency}
+# commands that continue an interrupted run with --resume
+RESUMABLE = {"train", "search", "run"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -625,7 +648,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except KeyboardInterrupt:
         out = getattr(args, "out", None)
-        hint = f"; continue with the same command plus --resume (run folder {out})" if out else ""
+        hint = (f"; continue with the same command plus --resume (run folder {out})"
+                if out and args.command in RESUMABLE else "")
         print(f"proxyless: interrupted{hint}", file=sys.stderr)
         return 130
     finally:

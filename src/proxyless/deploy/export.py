@@ -43,7 +43,7 @@ EXTRA_FILE = "proxyless.json"              # TorchScript extra file of the JSON
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 DEFAULT_TOLERANCE = 1e-4                   # max |logit difference| a faithful export shows
 CALIBRATION_IMAGES = 256                   # training images that set the int8 ranges
-_KNOWN = ("a proxyless model file (model.pt), a TorchScript export or an ONNX file (.onnx)")
+_KNOWN = "a proxyless model file (model.pt), a TorchScript export or an ONNX file (.onnx)"
 
 
 Logits = Callable[[np.ndarray], np.ndarray]
