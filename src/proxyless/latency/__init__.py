@@ -11,6 +11,7 @@
 - `cost.py`         cost models: E[latency] differentiable in α; FLOPs and params alike
 - `calibration.py`  the fitted correction from table sums to end-to-end latency
 - `check.py`        the cost model's predictions against fresh networks measured end to end
+- `cross.py`        `proxyless cross-latency`: networks timed on several settings of this machine
 """
 
 from proxyless.latency.cost import CostModel, flops_model, latency_model, params_model
