@@ -46,8 +46,11 @@ def test_a_run_folder_finds_its_retrained_model(trained_run, tmp_path):
 
 def test_wrong_input_shape_is_a_clear_error(trained_run):
     model = load_model(trained_run)
-    with pytest.raises(ProxylessError, match="takes N x 1 x 28 x 28"):
+    with pytest.raises(ProxylessError, match=r"takes N x 1 x H x W images \(resized to 28 x 28\), "
+                                             r"got \(2, 3, 28, 28\)"):
         model.preprocess(torch.zeros(2, 3, 28, 28, dtype=torch.uint8))
+    with pytest.raises(ProxylessError, match="takes N x 1 x H x W"):
+        model.preprocess(torch.zeros(28, 28, dtype=torch.uint8))
 
 
 class Payload:
@@ -81,8 +84,14 @@ def test_a_model_file_that_would_run_code_is_refused_and_nothing_runs(trained_ru
     ({"input_size": 32}, "input_size 32 disagrees"),
     ({"weights": {"x": torch.zeros(1)}}, "weights do not fit its architecture"),
     ({"weights": [1, 2]}, "'weights' is not a mapping of tensors"),
-    ({"arch": {"blocks": ["k3e3"]}}, "arch"),
+    ({"arch": {"blocks": ["k3e3"]}}, "arch: needs the keys 'space' and 'blocks'"),
     ({"metrics": "good"}, "metrics must be a mapping"),
+    # data and metrics go into JSON (exports' metadata, reports): plain JSON values only
+    ({"metrics": {"test_top1": torch.tensor(90.0)}},
+     r"metrics\['test_top1'\] must be plain JSON data .*got a Tensor"),
+    ({"data": {"name": "x", "extra": [1, {"deep": torch.zeros(2)}]}},
+     r"data\['extra'\]\[1\]\['deep'\] must be plain JSON data"),
+    ({"metrics": {3: 1.0}}, "metrics: key 3 must be text"),
 ])
 def test_damaged_model_files_are_clear_errors(trained_run, tmp_path, change, message):
     state = torch.load(trained_run / "model.pt", weights_only=True)
@@ -106,3 +115,12 @@ def test_save_then_read_round_trips(trained_run, tmp_path):
     save_model(tmp_path / "again.pt", model.net, info)
     info2, weights2, _ = read_model_file(tmp_path / "again.pt")
     assert info2 == info and all(torch.equal(weights[k], weights2[k]) for k in weights)
+
+
+def test_plain_json_data_and_metrics_are_accepted(trained_run, tmp_path):
+    state = torch.load(trained_run / "model.pt", weights_only=True)
+    plain = {"test_top1": 91.5, "epochs": 3, "ok": True, "note": None,
+             "curve": [1.0, 2], "nested": {"a": ["b", {"c": 1.5}]}}
+    path = tmp_path / "model.pt"
+    torch.save({**state, "metrics": plain}, path)
+    assert load_model(path).info.metrics == plain

@@ -1,5 +1,9 @@
 """`Batches`: iterate normalized float batches of an `ImageSet`, shuffled per epoch with a seed,
-optionally augmented (random crop + flip), sharded across DDP ranks, on any device."""
+optionally augmented (random crop + flip), sharded across DDP ranks, on any device.
+
+`normalization` and `to_network_input` are the one uint8 -> network-input transform: training
+uses them here, and a trained model's `preprocess` and its exports use them too, so a model
+trained on resized images sees the same input when it is evaluated or deployed."""
 
 from __future__ import annotations
 
@@ -10,6 +14,27 @@ import torch
 import torch.nn.functional as F
 
 from proxyless.data.sets import ImageSet
+
+
+def normalization(mean: Sequence[float],
+                  std: Sequence[float]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scale, shift), each 1 x C x 1 x 1: (x / 255 - mean) / std folded into x * scale - shift,
+    one multiply-subtract per pixel."""
+    inv_std = 1.0 / torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+    return inv_std / 255, torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1) * inv_std
+
+
+def to_network_input(images: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor,
+                     image_size: int | None) -> torch.Tensor:
+    """uint8 (or 0..255) images N x C x H x W -> float32 network input: normalized per channel
+    (`normalization`), then resized bilinearly to image_size x image_size where they differ
+    (None: kept). Normalizing before resizing is training's order; `images` is left as
+    it was (the float copy is normalized in place)."""
+    x = images.to(torch.float32, copy=True).mul_(scale).sub_(shift)
+    if image_size is not None and tuple(x.shape[2:]) != (image_size, image_size):
+        x = F.interpolate(x, size=(image_size, image_size), mode="bilinear",
+                          align_corners=False)
+    return x
 
 
 class Batches:
@@ -28,11 +53,9 @@ class Batches:
         self.data, self.batch_size, self.shuffle, self.augment = data, batch_size, shuffle, augment
         self.seed, self.drop_last, self.rank, self.world_size = seed, drop_last, rank, world_size
         self.image_size, self.device, self.epoch = image_size, torch.device(device), 0
-        inv_std = 1.0 / torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
-        # (x / 255 - mean) / std folded into one multiply-subtract, done on the device.
-        self._scale = (inv_std / 255).to(self.device)
-        self._shift = (torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1) * inv_std
-                       ).to(self.device)
+        # normalized (and resized) on the device
+        scale, shift = normalization(mean, std)
+        self._scale, self._shift = scale.to(self.device), shift.to(self.device)
         # Training pads by wrap-around so every rank runs the same number of steps (as
         # DistributedSampler); evaluation (pad=False) splits exactly, so no image counts twice.
         self.pad = pad
@@ -76,15 +99,12 @@ class Batches:
         order = self._order(torch.Generator().manual_seed(base))
         # Ranks share the permutation but must not share crop/flip draws.
         aug_generator = torch.Generator().manual_seed(base * 1_009 + self.rank)
-        size = self.data.size
         for start in range(0, len(self) * self.batch_size, self.batch_size):
             index = order[start:start + self.batch_size]
             x = self.data.images[index]
             if self.augment:
                 x = self._augment(x, aug_generator)
             # Ship uint8 (4x fewer bytes than float) and normalize on the device.
-            x = x.to(self.device, non_blocking=True).float().mul_(self._scale).sub_(self._shift)
-            if self.image_size is not None and self.image_size != size:
-                x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear",
-                                  align_corners=False)
+            x = to_network_input(x.to(self.device, non_blocking=True), self._scale,
+                                 self._shift, self.image_size)
             yield x, self.data.labels[index].to(self.device, non_blocking=True)

@@ -3,39 +3,52 @@ against the PyTorch model they came from, and timed on this CPU.
 
     proxyless export runs/x --format onnx --out model.onnx [--int8]
 
-    >>> exported = load_exported("model.onnx")          # or a TorchScript file
-    >>> exported.info.classes, exported.info.mean       # the model's ModelInfo
-    >>> exported.predict_images(images_uint8)           # class indices (N x C x H x W, 0..255)
+    >>> model = load_exported("model.onnx")             # a `Classifier`
+    >>> model.info.classes, model.info.mean             # the model's ModelInfo
+    >>> model.predict_images(images_uint8)              # class indices (N x C x H x W, 0..255)
 
 An exported network takes normalized float input (N x C x H x W; (pixels / 255 - mean) / std
-per channel) and returns logits; the batch axis is free. The metadata (`ModelInfo.to_metadata`:
-architecture, input size, normalisation, class names, data, metrics) travels as JSON: in ONNX
-`metadata_props` (key "proxyless", with readable copies under "architecture", "classes",
-"mean", "std", "input_size"), in TorchScript as the archive's extra file `proxyless.json`.
-So a deployment needs the file alone, and `load_exported` refuses a file without it.
+per channel, at the model's input size) and returns logits; the batch axis is free.
+`Classifier.normalize` makes that input from images as training did (resizing images of
+another size). The metadata (`ModelInfo.to_metadata`: architecture, input size,
+normalisation, class names, data, metrics) travels as JSON: in ONNX `metadata_props` (key
+"proxyless", with readable copies under "architecture", "classes", "mean", "std",
+"input_size"), in TorchScript as the archive's extra file `proxyless.json`. So a deployment
+needs the file alone, and `load_exported` refuses a file without it.
+
+Nothing proxyless loads may run code it holds: ONNX files are data (external data refused), but
+a TorchScript file is code, so `load_exported` refuses one unless `trust_code` (`--trust-code`)
+says its maker is trusted. Name TorchScript files `.torchscript` or `.ts`, apart from the
+`.pt` of model files.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import json
 import sys
 import tempfile
 import warnings
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
+from proxyless.arch import Architecture
 from proxyless.config import clip, replace_atomically
-from proxyless.deploy.model_file import ModelInfo, TrainedModel
+from proxyless.data.batches import normalization, to_network_input
+from proxyless.deploy.model_file import ModelInfo, TrainedModel, check_images
 from proxyless.errors import ProxylessError
 from proxyless.runtime import first_line
+
+if TYPE_CHECKING:  # imported where used: `load_model` users need no latency code
+    from proxyless.latency.table import LatencyTable
 
 FORMATS = ("onnx", "torchscript")
 METADATA_KEY = "proxyless"                 # ONNX metadata_props key of the JSON
@@ -43,16 +56,18 @@ EXTRA_FILE = "proxyless.json"              # TorchScript extra file of the JSON
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 DEFAULT_TOLERANCE = 1e-4                   # max |logit difference| a faithful export shows
 CALIBRATION_IMAGES = 256                   # training images that set the int8 ranges
-_KNOWN = "a proxyless model file (model.pt), a TorchScript export or an ONNX file (.onnx)"
+_KNOWN = ("a proxyless model file (model.pt), a TorchScript export (.torchscript) or an ONNX "
+          "file (.onnx)")
 
 
 Logits = Callable[[np.ndarray], np.ndarray]
 
 
 @dataclass
-class ExportedModel:
-    """A classifier file ready to run on numpy input: an ONNX or TorchScript export (or, for
-    `evaluate`, a PyTorch model file: format "pytorch"), with the model's `ModelInfo`."""
+class Classifier:
+    """A classifier file ready to run on numpy input: an ONNX or TorchScript export, or a
+    PyTorch model file (format "pytorch": the reference exports are checked against, and what
+    `evaluate` runs for model files), with the model's `ModelInfo`."""
 
     path: Path
     format: str
@@ -69,24 +84,37 @@ class ExportedModel:
                                  f"{size} input, got {getattr(x, 'dtype', '')} {shape}")
         return self.run(np.ascontiguousarray(x))
 
+    def batched_logits(self, x: np.ndarray, batch_size: int = 500) -> np.ndarray:
+        """`logits`, `batch_size` images at a time (bounded memory)."""
+        return np.concatenate([self.logits(x[i:i + batch_size])
+                               for i in range(0, len(x), batch_size)])
+
     def normalize(self, images: torch.Tensor | np.ndarray) -> np.ndarray:
-        """uint8 (or 0..255) images N x C x H x W -> the network's float32 input."""
-        pixels = np.asarray(images, dtype=np.float32)
-        shape = (1, len(self.info.mean), 1, 1)
-        mean = np.asarray(self.info.mean, np.float32).reshape(shape)
-        std = np.asarray(self.info.std, np.float32).reshape(shape)
-        return (pixels / 255 - mean) / std
+        """uint8 (or 0..255) images N x C x H x W -> the network's float32 input, made as
+        training made it (`to_network_input`: normalized, resized where the size differs)."""
+        check_images(images, self.info)
+        scale, shift = normalization(self.info.mean, self.info.std)
+        return to_network_input(torch.as_tensor(images), scale, shift,
+                                self.info.input_size).numpy()
 
     def predict_images(self, images: torch.Tensor | np.ndarray,
                        batch_size: int = 500) -> np.ndarray:
-        """Class indices of uint8 images, `batch_size` at a time (bounded memory)."""
-        x = self.normalize(images)
-        return batched_logits(self, x, batch_size).argmax(1)
+        """Class indices of uint8 images."""
+        return self.batched_logits(self.normalize(images), batch_size).argmax(1)
 
 
-def batched_logits(model: ExportedModel, x: np.ndarray, batch_size: int) -> np.ndarray:
-    return np.concatenate([model.logits(x[i:i + batch_size])
-                           for i in range(0, len(x), batch_size)])
+def torch_runner(module: Callable[[torch.Tensor], torch.Tensor],
+                 device: torch.device) -> Logits:
+    """numpy in, numpy out, through a torch module (a network or TorchScript) on `device`."""
+    def run(x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return module(torch.from_numpy(x).to(device)).cpu().numpy()
+    return run
+
+
+def pytorch_classifier(model: TrainedModel, path: Path) -> Classifier:
+    """A loaded model file (from `path`) as a Classifier, on the model's device."""
+    return Classifier(path, "pytorch", model.info, torch_runner(model, model.scale.device))
 
 
 # ------------------------------------------------------------------------------- writing
@@ -107,15 +135,14 @@ def export_model(model: TrainedModel, out: str | Path, fmt: str) -> Path:
 
 
 def _onnx_bytes(net: torch.nn.Module, example: torch.Tensor, info: ModelInfo) -> bytes:
+    """The network as the onnxruntime latency backend exports it (one exporter for both),
+    with a free batch axis and our metadata."""
     import onnx
 
-    buffer = io.BytesIO()
-    with warnings.catch_warnings():  # the TorchScript-based exporter's deprecation notices
-        warnings.simplefilter("ignore")
-        torch.onnx.export(net, (example,), buffer, input_names=[INPUT_NAME],
-                          output_names=[OUTPUT_NAME], opset_version=17, dynamo=False,
-                          dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
-    proto = onnx.load_from_string(buffer.getvalue())
+    from proxyless.latency.timer import export_onnx
+
+    proto = onnx.load_from_string(export_onnx(net, example, INPUT_NAME, OUTPUT_NAME,
+                                              dynamic_batch=True))
     _set_metadata(proto, info)
     return proto.SerializeToString()
 
@@ -153,16 +180,17 @@ def _torchscript_bytes(net: torch.nn.Module, example: torch.Tensor, info: ModelI
     return buffer.getvalue()
 
 
-def quantize_int8(fp32: str | Path, out: str | Path, calibration: np.ndarray) -> Path:
+def quantize_int8(fp32: str | Path, out: str | Path, calibration: np.ndarray,
+                  info: ModelInfo) -> Path:
     """An int8 copy of the ONNX file `fp32` at `out` (atomically): ONNX Runtime static
     quantization, QDQ format, per-channel int8 weights and uint8 activations (the pairing
     ONNX Runtime's x86 kernels run fastest), activation ranges from `calibration` (normalized
-    training images: test images would leak into the figures reported on them)."""
+    training images: test images would leak into the figures reported on them). `info`, the
+    model's, becomes the int8 file's metadata."""
     import onnx
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    info = load_exported(fp32).info
     with tempfile.TemporaryDirectory(prefix="proxyless-int8-") as tmp:
         prepared, quantized = Path(tmp) / "prepared.onnx", Path(tmp) / "int8.onnx"
         try:
@@ -225,16 +253,16 @@ def file_format(path: str | Path) -> str:
     return "torchscript" if code else "pytorch"
 
 
-def load_exported(path: str | Path, threads: int | None = None,
-                  device: str = "cpu") -> ExportedModel:
+def load_exported(path: str | Path, threads: int | None = None, device: str = "cpu",
+                  trust_code: bool = False) -> Classifier:
     """An exported ONNX or TorchScript file, ready to run, with the metadata it carries.
 
-    ONNX runs in ONNX Runtime on the CPU (`threads` intra-op threads; None: its default);
-    the file is read without external data, so it cannot make ONNX Runtime read other files.
-    TorchScript loads with `torch.jit.load`, whose restricted unpickler rebuilds tensors and
-    TorchScript classes only, never arbitrary Python classes; the archive's TorchScript code
-    runs when the model is called, so run files you trust, as with any model. A missing file,
-    another format, a damaged file or one without our metadata is a ProxylessError."""
+    ONNX runs in ONNX Runtime on the CPU (`threads` intra-op threads; None: its default), from
+    bytes, after every tensor is checked to hold its data inline: the file cannot make ONNX
+    Runtime read other files. A TorchScript archive holds code, which runs when it is loaded
+    and called, so it is refused unless `trust_code` (you made it, e.g. with `proxyless
+    export`). A missing file, another format, a damaged file or one without our metadata is a
+    ProxylessError."""
     path = Path(path)
     fmt = file_format(path)
     if fmt == "pytorch":
@@ -242,10 +270,14 @@ def load_exported(path: str | Path, threads: int | None = None,
                              "load it with load_model, or export it with `proxyless export`")
     if fmt == "onnx":
         return _load_onnx(path, threads)
+    if not trust_code:
+        raise ProxylessError(f"{clip(path)} is a TorchScript file, whose code runs when loaded "
+                             "and called; pass --trust-code (trust_code=True) if you made it "
+                             "(e.g. with `proxyless export`)")
     return _load_torchscript(path, device)
 
 
-def _load_onnx(path: Path, threads: int | None) -> ExportedModel:
+def _load_onnx(path: Path, threads: int | None) -> Classifier:
     import onnx
     import onnxruntime as ort
 
@@ -255,11 +287,12 @@ def _load_onnx(path: Path, threads: int | None) -> ExportedModel:
         what = "a damaged ONNX file" if path.suffix == ".onnx" else "not a model file"
         raise ProxylessError(f"{clip(path)} cannot be read ({what}: {first_line(err)}); "
                              f"expected {_KNOWN}") from None
+    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in _all_tensors(proto)):
+        raise ProxylessError(f"{clip(path)} refers to tensor data in other files (ONNX "
+                             "external data), which proxyless exports never do and which could "
+                             "read any file; export the model again")
     props = {p.key: p.value for p in proto.metadata_props}
     info = _info_from_json(props.get(METADATA_KEY), path, "ONNX metadata_props")
-    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer):
-        raise ProxylessError(f"{clip(path)} keeps weights in external files, which proxyless "
-                             "exports never do; export the model again")
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or 0
     options.inter_op_num_threads = 1
@@ -272,7 +305,30 @@ def _load_onnx(path: Path, threads: int | None) -> ExportedModel:
                              "export the model again") from None
     _check_onnx_input(session, info, path)
     name = session.get_inputs()[0].name
-    return ExportedModel(path, "onnx", info, lambda x: session.run(None, {name: x})[0])
+    return Classifier(path, "onnx", info, lambda x: session.run(None, {name: x})[0])
+
+
+def _all_tensors(model: Any) -> Iterator[Any]:
+    """Every TensorProto of an ONNX model, wherever ONNX Runtime may read one: initializers
+    (dense and sparse), tensors in node attributes (Constant's value, ...), and those of the
+    graphs in attributes (If, Loop and Scan bodies), of functions and of training graphs, at
+    any depth. A stack, not recursion: a crafted file may nest graphs deeply."""
+    graphs = [model.graph, *(graph for training in model.training_info
+                             for graph in (training.initialization, training.algorithm))]
+    nodes = [node for function in model.functions for node in function.node]
+    while graphs or nodes:
+        tensors, sparse = [], []
+        if graphs:
+            graph = graphs.pop()
+            nodes.extend(graph.node)
+            tensors, sparse = list(graph.initializer), list(graph.sparse_initializer)
+        else:
+            for attr in nodes.pop().attribute:
+                graphs.extend([attr.g, *attr.graphs])
+                tensors.extend([attr.t, *attr.tensors])
+                sparse.extend([attr.sparse_tensor, *attr.sparse_tensors])
+        yield from tensors
+        yield from (part for tensor in sparse for part in (tensor.values, tensor.indices))
 
 
 def _check_onnx_input(session: Any, info: ModelInfo, path: Path) -> None:
@@ -288,7 +344,7 @@ def _check_onnx_input(session: Any, info: ModelInfo, path: Path) -> None:
                              "; export the model again")
 
 
-def _load_torchscript(path: Path, device: str) -> ExportedModel:
+def _load_torchscript(path: Path, device: str) -> Classifier:
     from proxyless.runtime import resolve_device
 
     target = resolve_device(device)
@@ -304,12 +360,7 @@ def _load_torchscript(path: Path, device: str) -> ExportedModel:
     raw = extra[EXTRA_FILE]
     text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
     info = _info_from_json(text or None, path, f"TorchScript extra file {EXTRA_FILE}")
-    module.eval()
-
-    def run(x: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return module(torch.from_numpy(x).to(target)).cpu().numpy()
-    return ExportedModel(path, "torchscript", info, run)
+    return Classifier(path, "torchscript", info, torch_runner(module.eval(), target))
 
 
 def _info_from_json(text: str | None, path: Path, where: str) -> ModelInfo:
@@ -346,15 +397,11 @@ def top1(logits: np.ndarray, labels: np.ndarray) -> float:
     return 100.0 * float(np.mean(logits.argmax(1) == labels)) if len(labels) else 0.0
 
 
-def pytorch_logits(model: TrainedModel, x: torch.Tensor, batch_size: int = 500) -> np.ndarray:
-    with torch.inference_mode():
-        return torch.cat([model(x[i:i + batch_size])
-                          for i in range(0, len(x), batch_size)]).numpy()
-
-
-def predicted_latency(model_file: Path, info: ModelInfo, table: str | None) -> dict[str, Any]:
-    """The latency table's prediction for the model's architecture: from `table`, else the
-    run folder's own table when the model is a run's `retrain/model.pt`; none without one."""
+def predicted_latency(model_file: Path, info: ModelInfo,
+                      table: str | None) -> tuple[LatencyTable | None, dict[str, Any]]:
+    """The latency table (`table`, else the run folder's own table when the model is a run's
+    `retrain/model.pt`; None without one) and its prediction for the model's architecture,
+    which is on the table's setting (device, backend, threads, batch) and time base."""
     from proxyless.latency.cost import latency_model
     from proxyless.latency.table import LatencyTable
 
@@ -364,22 +411,52 @@ def predicted_latency(model_file: Path, info: ModelInfo, table: str | None) -> d
     elif model_file.parent.name == "retrain" and run_table.is_file():
         path = run_table
     else:
-        return {"predicted_ms": None, "table": None}
+        return None, {"table": None, "predicted_ms": None, "table_setting": None}
     loaded = LatencyTable.load(path)
-    meta = loaded.meta
-    return {"predicted_ms": latency_model(loaded, info.arch.space).predict(info.arch),
-            "table": str(path), "table_backend": meta.get("backend"),
-            "table_threads": meta.get("threads"), "table_batch": meta.get("batch")}
+    return loaded, {"table": str(path), "table_setting": table_setting(loaded.meta),
+                    "predicted_ms": latency_model(loaded, info.arch.space).predict(info.arch)}
 
 
-def measure_latency(runs: dict[str, Callable[[], object]], threads: int,
+def table_setting(meta: dict[str, Any]) -> dict[str, Any]:
+    """Where and how a table was measured, from its meta: the fields it records, no more."""
+    where = meta.get("gpu") or meta.get("cpu") or meta.get("device")
+    setting = {"device": where, "backend": meta.get("backend"), "threads": meta.get("threads"),
+               "batch": meta.get("batch", 1)}
+    return {key: value for key, value in setting.items() if value is not None}
+
+
+def measure_on_table(table: LatencyTable | None, arch: Architecture,
+                     min_time: float) -> dict[str, Any]:
+    """The model measured as the table was (its backend, batch, threads and anchor: raw ms
+    divided by the machine's speed factor, so on the table's time base), which makes it
+    comparable with the table's prediction. Only where the table was measured on this machine
+    (`Meter.for_table` refuses others): a phone's or another CPU's figures cannot be."""
+    from proxyless.latency.measure import Meter
+
+    result: dict[str, Any] = {"measured_on_table_ms": None, "speed_factor": None,
+                              "table_comparable": None, "table_not_comparable_because": None}
+    if table is None:
+        return result
+    try:
+        if table.space is None:
+            raise ProxylessError("the table does not say which space it covers")
+        meter = Meter.for_table(table, min_time=min_time)
+    except ProxylessError as err:
+        return {**result, "table_comparable": False, "table_not_comparable_because": str(err)}
+    ms, speed = meter.measure([arch])
+    return {**result, "measured_on_table_ms": ms[0] / speed, "speed_factor": speed,
+            "table_comparable": True}
+
+
+def measure_latency(runs: dict[str, Classifier], sample: np.ndarray, threads: int,
                     min_time: float) -> dict[str, Any]:
-    """Batch-1 latency (ms, 10th percentile) and its interquartile range of each run, timed
-    together round-robin (`Timer.time_runs`) so that drift in the machine's speed hits all."""
+    """Latency (ms, 10th percentile) and its interquartile range of each classifier on
+    `sample` (normalized input), at `threads`, timed together round-robin
+    (`Timer.time_runs`) so that drift in the machine's speed hits all."""
     from proxyless.latency.timer import Timer
 
-    entries = Timer("torch", "cpu", threads, warmup=10, repeats=50,
-                    min_time=min_time).time_runs(list(runs.values()))
+    entries = Timer("torch", "cpu", threads, warmup=10, repeats=50, min_time=min_time
+                    ).time_runs([functools.partial(run.logits, sample) for run in runs.values()])
     return {"latency_ms": {name: e.ms for name, e in zip(runs, entries, strict=True)},
             "latency_iqr_ms": {name: e.spread for name, e in zip(runs, entries, strict=True)}}
 
@@ -395,7 +472,8 @@ def add_export_parser(sub: Any) -> None:
                                       "verified against PyTorch and timed on this CPU")
     p.add_argument("model", help="model.pt, or the folder of a `train` or `run`")
     p.add_argument("--format", default="onnx", choices=FORMATS, help="default onnx")
-    p.add_argument("--out", required=True, help="file to write (e.g. model.onnx)")
+    p.add_argument("--out", required=True,
+                   help="file to write (e.g. model.onnx, or model.torchscript)")
     p.add_argument("--int8", action="store_true",
                    help="also write <out stem>.int8.onnx: ONNX Runtime static int8 "
                         f"quantization calibrated on {CALIBRATION_IMAGES} training images")
@@ -405,12 +483,13 @@ def add_export_parser(sub: Any) -> None:
     p.add_argument("--tolerance", type=positive_float, default=DEFAULT_TOLERANCE,
                    help=f"largest |logit difference| accepted (default {DEFAULT_TOLERANCE:g})")
     p.add_argument("--threads", type=positive_int, default=1,
-                   help="CPU threads for the latency figures (default 1)")
+                   help="CPU threads for the measured latencies (default 1)")
     p.add_argument("--latency-time", type=min_time, default=2.0,
                    help="seconds of round-robin latency timing (default 2; 0: 50 rounds)")
     p.add_argument("--table", default=None,
                    help="latency table for the predicted latency (default: a run folder's "
-                        "own latency_table.json)")
+                        "own latency_table.json); one measured here also gets the model "
+                        "measured on its setting and time base")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -430,7 +509,8 @@ def _check_outputs(args: argparse.Namespace, source: Path) -> list[Path]:
     out = Path(args.out)
     if args.format == "torchscript" and out.suffix == ".onnx":
         raise ProxylessError(f"--out {clip(out)}: a TorchScript file named .onnx would mislead "
-                             "every tool that opens it; name it .pt or use --format onnx")
+                             "every tool that opens it; name it .torchscript (or .ts), or use "
+                             "--format onnx")
     outputs = [check_out_file(out, "--out")]
     if args.int8:
         outputs.append(check_out_file(int8_path(out), "--out (its .int8.onnx beside it)"))
@@ -449,28 +529,27 @@ def cmd_export(args: argparse.Namespace) -> int:
     source = model_path(args.model)
     outputs = _check_outputs(args, source)
     model = load_model(source)
+    table, prediction = predicted_latency(source, model.info, args.table)  # both before the
+    data = model_data(model.info, args.data, args.data_dir)                # export: fail fast
     report = {"model": str(source), "architecture": model.info.arch.encode(),
               "format": args.format, "export": str(outputs[0]), "threads": args.threads,
-              **predicted_latency(source, model.info, args.table)}
-    data = model_data(model.info, args.data, args.data_dir)  # both before the export
-    report["data"] = data.name
+              "data": data.name, **prediction}
     test = data.test.subset(range(min(args.verify_images, len(data.test))))
-    x = model.preprocess(test.images)
+    x, labels = model.preprocess(test.images).numpy(), test.labels.numpy()
     export_model(model, outputs[0], args.format)
     report["export_bytes"] = outputs[0].stat().st_size
-    exported = load_exported(outputs[0], threads=args.threads)
-    fp32 = batched_logits(exported, x.numpy(), 500)
-    report.update(compare_logits(pytorch_logits(model, x), fp32, test.labels.numpy(),
-                                 args.tolerance))
-    sample = x[:1].clone()
-    runs = {"pytorch": lambda: pytorch_logits(model, sample),
-            args.format: lambda: exported.logits(sample.numpy())}
+    reference = pytorch_classifier(model, source)
+    # the file just written, by this process: its TorchScript code is ours
+    exported = load_exported(outputs[0], threads=args.threads, trust_code=True)
+    fp32 = exported.batched_logits(x)
+    report.update(compare_logits(reference.batched_logits(x), fp32, labels, args.tolerance))
+    runs = {"pytorch": reference, args.format: exported}
     report["int8"] = None
     if args.int8:
-        quantized, report["int8"] = _int8(model, data, outputs[1], outputs[0], x, fp32,
-                                          test.labels.numpy(), args.threads)
-        runs["onnx int8"] = lambda: quantized.logits(sample.numpy())
-    report.update(measure_latency(runs, args.threads, args.latency_time))
+        runs["onnx int8"], report["int8"] = _int8(model, data, outputs, x, fp32, labels,
+                                                  args.threads)
+    report.update(measure_latency(runs, x[:1].copy(), args.threads, args.latency_time))
+    report.update(measure_on_table(table, model.info.arch, args.latency_time))
     if report["int8"] is not None:
         report["int8"]["latency_ms"] = report["latency_ms"]["onnx int8"]
     print(json.dumps(report, indent=2) if args.json else _describe(report))
@@ -481,18 +560,18 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _int8(model: TrainedModel, data: Any, out: Path, fp32_file: Path, x: torch.Tensor,
-          fp32: np.ndarray, labels: np.ndarray,
-          threads: int) -> tuple[ExportedModel, dict[str, Any]]:
-    """Quantize the fp32 export with training images; its figures on the test images."""
+def _int8(model: TrainedModel, data: Any, outputs: list[Path], x: np.ndarray, fp32: np.ndarray,
+          labels: np.ndarray, threads: int) -> tuple[Classifier, dict[str, Any]]:
+    """Quantize the fp32 export (outputs[0]) to outputs[1], calibrated on training images;
+    its figures on the test images (its fp32 top-1 is the report's `top1_export`)."""
     drawn = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(0))
     calibration = model.preprocess(data.train.images[drawn[:CALIBRATION_IMAGES]]).numpy()
-    quantize_int8(fp32_file, out, calibration)
+    fp32_file, out = outputs
+    quantize_int8(fp32_file, out, calibration, model.info)
     quantized = load_exported(out, threads=threads)
-    logits = batched_logits(quantized, x.numpy(), 500)
+    logits = quantized.batched_logits(x)
     return quantized, {"file": str(out), "bytes": out.stat().st_size,
                        "calibration_images": len(calibration), "top1": top1(logits, labels),
-                       "top1_fp32": top1(fp32, labels),
                        "same_top1_as_fp32": int(np.sum(logits.argmax(1) == fp32.argmax(1)))}
 
 
@@ -511,7 +590,7 @@ def _failure(report: dict[str, Any]) -> str:
 
 
 def _describe(report: dict[str, Any]) -> str:
-    """The text report: export, verification, accuracy, latency table."""
+    """The text report: export, verification, accuracy, latency."""
     n, fmt = report["verify_images"], report["format"]
     diff = report["max_abs_diff"]
     lines = [f"exported {report['architecture']} -> {report['export']} ({fmt}, "
@@ -525,16 +604,44 @@ def _describe(report: dict[str, Any]) -> str:
     int8 = report["int8"]
     if int8 is not None:
         lines.append(f"int8 -> {int8['file']} ({int8['bytes'] / 1024:.0f} KiB): test top-1 "
-                     f"{int8['top1']:.2f}% (fp32 {int8['top1_fp32']:.2f}%), same top-1 as "
+                     f"{int8['top1']:.2f}% (fp32 {report['top1_export']:.2f}%), same top-1 as "
                      f"fp32 on {int8['same_top1_as_fp32']:,}/{n:,}")
     from proxyless.latency.timer import cpu_model
 
-    lines.append(f"batch-1 latency, {report['threads']} thread(s), {cpu_model()}:")
+    lines.append(f"batch-1 latency, {report['threads']} thread(s), {cpu_model()}, as measured "
+                 "now:")
     for name, ms in report["latency_ms"].items():
-        lines.append(f"  {name + ' (measured)':<22}{ms:>9.3f} ms   IQR "
+        lines.append(f"  {name + ' (measured)':<28}{ms:>9.3f} ms   IQR "
                      f"{report['latency_iqr_ms'][name]:.3f}")
-    lines.append(f"  {'predicted (table)':<22}" + (
-        "      n/a (give --table)" if report["predicted_ms"] is None else
-        f"{report['predicted_ms']:>9.3f} ms   {report['table']}: {report['table_backend']}, "
-        f"{report['table_threads']} thread(s), batch {report['table_batch']}"))
-    return "\n".join(lines)
+    return "\n".join(lines + _describe_table(report))
+
+
+def _describe_table(report: dict[str, Any]) -> list[str]:
+    """The latency table's lines: its prediction, labelled with the table's setting, beside
+    the model measured on that setting where the table is this machine's; a table of another
+    device is said not to be comparable with the figures above."""
+    if report["table"] is None:
+        return [f"  {'predicted (table)':<28}      n/a (give --table)"]
+    setting = report["table_setting"]
+    batch = setting.get("batch", 1)
+    unit = "ms" if batch == 1 else f"ms per batch of {batch}"
+    comparable = report["table_comparable"]
+    note = "on the table's time base" if comparable else "not comparable with this CPU's figures"
+    lines = [f"latency table {report['table']} ({_setting_text(setting)}), {note}:",
+             f"  {'predicted (table)':<28}{report['predicted_ms']:>9.3f} {unit}"]
+    if comparable:
+        lines.append(f"  {'measured (table setting)':<28}{report['measured_on_table_ms']:>9.3f}"
+                     f" {unit}   the PyTorch model timed as the table was (raw ms / "
+                     f"machine speed x{report['speed_factor']:.3f})")
+    else:
+        lines.append(f"  not measured here: {report['table_not_comparable_because']}")
+    return lines
+
+
+def _setting_text(setting: dict[str, Any]) -> str:
+    """"device: backend, N thread(s), batch B", of the fields the table records."""
+    parts = [setting.get("backend"),
+             f"{setting['threads']} thread(s)" if "threads" in setting else None,
+             f"batch {setting.get('batch', 1)}"]
+    text = ", ".join(part for part in parts if part)
+    return f"{setting['device']}: {text}" if "device" in setting else text

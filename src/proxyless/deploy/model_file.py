@@ -12,8 +12,10 @@
 
 `load_model` reads with `torch.load(weights_only=True)`, so a crafted file cannot run code,
 and checks every field before building the network. The network takes images normalized as
-(pixels / 255 - mean) / std, per channel: `TrainedModel.preprocess` does it, and exported
-files carry the same metadata (`ModelInfo.to_metadata`).
+(pixels / 255 - mean) / std, per channel, and resized to its input size where the data's
+differ, exactly as training fed it (`proxyless.data.batches.to_network_input`):
+`TrainedModel.preprocess` does it, and exported files carry the same metadata
+(`ModelInfo.to_metadata`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from torch import nn
 
 from proxyless.arch import Architecture
 from proxyless.config import clip, excerpt
+from proxyless.data.batches import normalization, to_network_input
 from proxyless.errors import ProxylessError
 from proxyless.net import ProxylessNet, build_network
 from proxyless.runtime import load_checkpoint, save_checkpoint
@@ -98,7 +101,33 @@ class ModelInfo:
         for key, value in extra.items():
             if not isinstance(value, dict):
                 raise ProxylessError(f"{where}: {key} must be a mapping, got {excerpt(value)}")
+            _check_plain(value, f"{where}: {key}")
         return cls(arch, mean, std, tuple(classes), extra["data"], extra["metrics"])
+
+
+_PLAIN = (str, int, float, bool, type(None))
+
+
+def _check_plain(value: Any, where: str) -> None:
+    """Refuse anything but JSON's kinds of data (text, numbers, booleans, null, lists, mappings
+    with text keys): `data` and `metrics` are written into exports' JSON metadata and reports,
+    where a tensor or another object would fail later, far from the file that held it.
+    Walked with a stack, so a deeply nested value cannot exhaust Python's recursion."""
+    stack = [(value, where)]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, dict):
+            for key, inner in item.items():
+                if not isinstance(key, str):
+                    raise ProxylessError(f"{path}: key {excerpt(key)} must be text (plain JSON "
+                                         "data only); use " + _RETRAIN)
+                stack.append((inner, f"{path}[{key!r}]"))
+        elif isinstance(item, (list, tuple)):
+            stack.extend((inner, f"{path}[{i}]") for i, inner in enumerate(item))
+        elif not isinstance(item, _PLAIN):
+            raise ProxylessError(f"{path} must be plain JSON data (text, numbers, booleans, "
+                                 f"lists, mappings), got a {type(item).__name__}; use "
+                                 + _RETRAIN)
 
 
 def _floats(value: Any, count: int, where: str, positive: bool) -> tuple[float, ...]:
@@ -119,11 +148,10 @@ class TrainedModel(nn.Module):
     def __init__(self, net: ProxylessNet, info: ModelInfo) -> None:
         super().__init__()
         self.net, self.info = net, info
-        channels = info.in_channels
-        self.register_buffer("mean", torch.tensor(info.mean).view(1, channels, 1, 1),
-                             persistent=False)
-        self.register_buffer("std", torch.tensor(info.std).view(1, channels, 1, 1),
-                             persistent=False)
+        scale, shift = normalization(info.mean, info.std)
+        # buffers, so that they follow the model to its device; not saved: info holds them
+        self.register_buffer("scale", scale, persistent=False)
+        self.register_buffer("shift", shift, persistent=False)
 
     @property
     def arch(self) -> Architecture:
@@ -137,17 +165,26 @@ class TrainedModel(nn.Module):
         return self.net(x)
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 (or 0..255 float) N x C x H x W at the model's input size -> network input."""
-        size, channels = self.info.input_size, self.info.in_channels
-        if images.dim() != 4 or tuple(images.shape[1:]) != (channels, size, size):
-            raise ProxylessError(f"the model takes N x {channels} x {size} x {size} images, got "
-                                 f"{tuple(images.shape)}")
-        return (images.to(self.mean.device, torch.float32) / 255 - self.mean) / self.std
+        """uint8 (or 0..255 float) N x C x H x W -> network input, as training made it:
+        normalized, then resized to the model's input size where the images differ."""
+        check_images(images, self.info)
+        return to_network_input(images.to(self.scale.device), self.scale, self.shift,
+                                self.info.input_size)
 
     @torch.no_grad()
     def predict(self, images: torch.Tensor) -> torch.Tensor:
         """Class indices of uint8 images (eval mode)."""
         return self(self.preprocess(images)).argmax(1)
+
+
+def check_images(images: Any, info: ModelInfo) -> None:
+    """Images must be N x C x H x W with the model's channel count; any size H x W is resized
+    to its input size, as training resized data of another size."""
+    shape = tuple(getattr(images, "shape", ()))
+    if len(shape) != 4 or shape[1] != info.in_channels:
+        size = info.input_size
+        raise ProxylessError(f"the model takes N x {info.in_channels} x H x W images (resized "
+                             f"to {size} x {size}), got {shape or type(images).__name__}")
 
 
 def save_model(path: str | Path, net: nn.Module, info: ModelInfo) -> Path:

@@ -56,12 +56,18 @@ def fingerprint(backend: str, device: str, threads: int, batch: int) -> dict:
     return info
 
 
-def _export_onnx(module: nn.Module, example: torch.Tensor) -> bytes:
+def export_onnx(module: nn.Module, example: torch.Tensor, input_name: str = "x",
+                output_name: str = "y", dynamic_batch: bool = False) -> bytes:
+    """The ONNX bytes of `module` at `example`'s shape (the batch axis free where
+    `dynamic_batch`): the one export both the onnxruntime timer and `proxyless export` use, so
+    what is timed is what is deployed."""
+    axes = {input_name: {0: "batch"}, output_name: {0: "batch"}} if dynamic_batch else None
     buffer = io.BytesIO()
-    with warnings.catch_warnings():
+    with warnings.catch_warnings():  # the TorchScript-based exporter's deprecation notices
         warnings.simplefilter("ignore")
-        torch.onnx.export(module, (example,), buffer, input_names=["x"], output_names=["y"],
-                          opset_version=17, dynamo=False)
+        torch.onnx.export(module, (example,), buffer, input_names=[input_name],
+                          output_names=[output_name], opset_version=17, dynamo=False,
+                          dynamic_axes=axes)
     return buffer.getvalue()
 
 
@@ -99,7 +105,7 @@ class Timer:
             options.intra_op_num_threads = self.threads
             options.inter_op_num_threads = 1
             options.log_severity_level = 3
-            session = ort.InferenceSession(_export_onnx(module, example), options,
+            session = ort.InferenceSession(export_onnx(module, example), options,
                                            providers=["CPUExecutionProvider"])
             feed = {"x": example.numpy()}
             return lambda: session.run(None, feed)
