@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,9 @@ from proxyless.latency.cross import (
     verdict,
 )
 from proxyless.latency.profile import profile_space
-from proxyless.latency.timer import Timer
+from proxyless.latency.table import Entry
+from proxyless.latency.timer import Timer, cpu_model
+from proxyless.networks import load_network, name_networks
 from proxyless.space import SearchSpace, StageSpec
 
 FAST = ["--min-time", "0"]
@@ -46,14 +49,16 @@ def run_command(*argv: str) -> int:
 
 
 def write_run(folder: Path, blocks: tuple[str, ...], top1: float, ms: float,
-              data: str = "fashion-mnist") -> Path:
-    """A finished `proxyless run` folder as far as compare reads it."""
+              data: str = "fashion-mnist", threads: int = 1) -> Path:
+    """A finished `proxyless run` folder as far as compare reads it (without its copy of
+    the latency table: the setting comes from results.json)."""
     arch = Architecture(small_space(), blocks)
     arch.save(folder / "search" / "arch.json")
     write_json_atomic(folder / "results.json", {
         "arch": arch.encode(), "test_top1": top1, "target_ms": 1.0, "predicted_ms": ms * 1.1,
         "measured_ms": ms * 1.25, "speed_factor": 1.25, "search_val_top1": top1 - 5,
-        "data": data, "device": "a test CPU", "threads": 1, "backend": "torch", "batch": 1})
+        "data": data, "device": "a test CPU", "threads": threads, "backend": "torch",
+        "batch": 1})
     return folder
 
 
@@ -100,12 +105,27 @@ def test_compare_run_train_and_search_folders(tmp_path, capsys):
     rows = table_rows(text)
     assert list(rows) == ["fast", "searched", "dominated", "big", "trained"]  # by latency
     # network | top-1 | latency | predicted | MACs | params | recorded on | front (lat) | ...
-    assert rows["fast"][1] == "1.000" and rows["fast"][5] == "torch:b1:t1"  # 1.25 / 1.25
+    assert rows["fast"][1] == "1.000"  # 1.25 / 1.25
+    assert rows["fast"][5] == "torch:b1:t1 on a test CPU"
     assert [rows[n][6] for n in ("fast", "big", "dominated", "trained")] == \
         ["**yes**", "**yes**", "no", "n/a"]
     assert rows["searched"][0].startswith("n/a (supernet val 70.00%)")
     assert rows["searched"][6] == "n/a"  # no test top-1: not on the accuracy plot
     assert "different data sets (cifar10, fashion-mnist)" in text and "cifar10" in err
+
+
+def test_compare_warns_of_latencies_recorded_with_different_settings(tmp_path, capsys):
+    folders = [write_run(tmp_path / "one", ("k3e3", "k3e3", "k3e3", "zero"), 80.0, 1.0),
+               write_run(tmp_path / "two", ("k5e6", "k5e6", "k5e6", "k5e6"), 85.0, 2.0,
+                         threads=2)]
+    run_command("compare", *folders, "--out", tmp_path / "cmp")
+    text, err = (tmp_path / "cmp" / "compare.md").read_text(), capsys.readouterr().err
+    rows = table_rows(text)
+    assert [rows[n][5] for n in ("one", "two")] == ["torch:b1:t1 on a test CPU",
+                                                    "torch:b1:t2 on a test CPU"]
+    warning = ("warning: the recorded latencies were measured with different settings or "
+               "machines; they do not compare: --measure times all networks now")
+    assert f"- {warning}" in text and f"proxyless: {warning}" in err
 
 
 def test_compare_measure_times_every_network_now(trained_run, tmp_path, capsys):
@@ -116,11 +136,36 @@ def test_compare_measure_times_every_network_now(trained_run, tmp_path, capsys):
         {**json.loads((run / "results.json").read_text()), "arch": other.encode()}))
     run_command("compare", trained_run, run, "--measure", *FAST, "--no-progress", "--names",
                 "trained", "wider", "--out", tmp_path / "cmp")
-    rows = table_rows((tmp_path / "cmp" / "compare.md").read_text())
+    text = (tmp_path / "cmp" / "compare.md").read_text()
+    rows = table_rows(text)
     assert set(rows) == {"trained", "wider"}
     assert rows["trained"][0] == "small" and rows["wider"][0] == "wider"  # a space column
     assert all(float(row[2]) > 0 for row in rows.values())  # measured now, train folder too
-    assert "measured now" in capsys.readouterr().out
+    # the prediction stays the folder's own table's, labelled with that table's setting
+    header = next(line for line in text.splitlines() if line.startswith("| network"))
+    assert "| predicted (ms) |" in header and "| predicted on |" in header
+    assert "recorded on" not in header
+    assert rows["wider"][3] == "1.100" and rows["wider"][6] == "torch:b1:t1 on a test CPU"
+    assert rows["trained"][3] == "n/a" and rows["trained"][6] == "n/a"
+    assert ("Predicted: each folder's own latency table's sum, for the setting in "
+            "\"predicted on\" (its table's, not the setting measured now)") in text
+    assert "measured now, torch:b1:t1 on" in capsys.readouterr().out
+
+
+def test_default_names_keep_dots_and_name_model_files_by_their_folder(trained_run, tmp_path):
+    blocks = ("k3e3", "k3e3", "k3e3", "zero")
+    dotted = write_run(tmp_path / "runs" / "lr0.1", blocks, 80.0, 1.0)
+    folder_named_model = write_train(tmp_path / "model", blocks, 80.0, "fashion-mnist")
+    retrain = tmp_path / "runs" / "x" / "retrain"
+    retrain.mkdir(parents=True)
+    shutil.copy(trained_run / "model.pt", retrain / "model.pt")
+    search = write_search(tmp_path / "runs" / "x" / "search", blocks, 70.0, 1.0)
+    arch_file = Architecture(small_space(), blocks).save(tmp_path / "v1.2.json")
+    paths = [dotted, folder_named_model, retrain / "model.pt", search,
+             trained_run / "model.pt", arch_file, dotted]
+    named = name_networks([load_network(path) for path in paths], None)
+    assert [n.name for n in named] == ["lr0.1", "model", "x", "x/search", "run", "v1.2",
+                                       "lr0.1#2"]
 
 
 def test_compare_refuses_folders_it_does_not_know(tmp_path):
@@ -202,7 +247,80 @@ def test_cross_latency_matrix(small_table, trained_run, tmp_path, capsys):
     rows = table_rows(text)
     for column in range(1, 4):  # one bold (fastest) cell per column
         assert sum(row[column].startswith("**") for row in rows.values()) == 1
-    assert rows["found"][1].endswith("†") and text.count("fastest is **") >= 1
+    assert rows["found"][1].endswith("†") and rows["found"][3].endswith("†")
+    for column in matrix["columns"]:  # the verdict names the column's fastest network
+        line = next(line for line in text.splitlines()
+                    if line.startswith(f"- `{column['label']}`: "))
+        assert f"fastest is **{column['fastest']}**" in line or "do not differ" in line
+    assert (f"- `small.json`: predicted from the latency table {small_table} "
+            f"(torch:b1:t1 on {cpu_model()})") in text
+
+
+def fake_measuring(monkeypatch, figures: dict[str, list[list[float]]]) -> list[str]:
+    """cross-latency's measuring replaced by `figures` (per setting label, per round, ms per
+    network); returns the progress labels of the calls, in order."""
+    calls: list[str] = []
+
+    def measure(archs, setting, timing, progress=False, desc=None):
+        calls.append(desc)
+        done = sum(call.startswith(setting.label) for call in calls) - 1
+        return [Entry(ms) for ms in figures[setting.label][done]]
+    monkeypatch.setattr("proxyless.latency.cross.measure_setting", measure)
+    return calls
+
+
+def test_cross_latency_rounds_interleave_and_marks_only_this_cpus_tables(monkeypatch,
+                                                                         tmp_path):
+    here = {"backend": "torch", "device": "cpu", "cpu": cpu_model(), "threads": 1, "batch": 1}
+    home = write_run(tmp_path / "home", ("k3e3", "k3e3", "k3e3", "zero"), 80.0, 1.0)
+    LatencyTable(meta=here).save(home / "latency_table.json")
+    abroad = write_run(tmp_path / "abroad", ("k5e6", "k5e6", "k5e6", "zero"), 81.0, 1.0)
+    LatencyTable(meta={**here, "cpu": "another CPU"}).save(abroad / "latency_table.json")
+    plain = Architecture(small_space(), ("k5e6",) * 4).save(tmp_path / "plain.json")
+    calls = fake_measuring(monkeypatch, {  # home, abroad, plain
+        "torch:b1:t1": [[2.0, 1.0, 3.0], [2.2, 1.1, 3.3]],
+        "onnxruntime:b1:t1": [[2.0, 1.0, 3.0], [1.0, 3.0, 3.0]]})
+    run_command("cross-latency", home, abroad, plain, "--settings", "torch:b1:t1",
+                "onnxruntime:b1:t1", "--rounds", "2", *QUICK_TIMING, "--out", tmp_path / "x")
+    assert calls == ["torch:b1:t1 round 1/2", "onnxruntime:b1:t1 round 1/2",
+                     "torch:b1:t1 round 2/2", "onnxruntime:b1:t1 round 2/2"]
+    text = (tmp_path / "x" / "matrix.md").read_text()
+    verdicts = text.split("## Which network is fastest where\n\n")[1].split("\n\n")[0]
+    assert verdicts.splitlines() == [
+        "- `torch:b1:t1`: fastest is **abroad**, not the one found for this setting: home "
+        "(x2.00)",  # abroad's table has the same setting, on another CPU: not found for it
+        "- `onnxruntime:b1:t1`: fastest is **home**; none of these networks was found for "
+        "this setting",
+        "- note: the rounds of `onnxruntime:b1:t1` disagree by more than 10% about the "
+        "fastest network (round 1: **abroad** fastest, home x2.00); its verdict (on the "
+        "medians) is not firm: more --rounds or a quieter machine"]
+    rows = table_rows(text)
+    assert rows["home"][1] == "2.100 ms x2.00 †" and rows["abroad"][1] == "**1.050 ms x1.00**"
+    matrix = json.loads((tmp_path / "x" / "matrix.json").read_text())
+    found, away, _ = matrix["networks"]
+    assert found["found_for"] == ["torch:b1:t1"] and away["found_for"] == []
+    assert found["ms"]["onnxruntime:b1:t1"] == 1.5  # the median of the rounds
+    assert found["rounds_ms"]["onnxruntime:b1:t1"] == [2.0, 1.0]
+    assert found["spread"] == {"torch:b1:t1": pytest.approx(1.1), "onnxruntime:b1:t1": 2.0}
+    assert [c["fastest_per_round"] for c in matrix["columns"]] == [["abroad", "abroad"],
+                                                                   ["abroad", "home"]]
+
+
+def test_cross_latency_rounds_measured(tmp_path):
+    archs = [Architecture(small_space(), blocks).save(tmp_path / f"{name}.json")
+             for name, blocks in (("light", ("k3e3", "k3e3", "k3e3", "zero")),
+                                  ("heavy", ("k5e6",) * 4))]
+    run_command("cross-latency", *archs, "--settings", "torch:b1:t1", "--rounds", "2",
+                *QUICK_TIMING, "--out", tmp_path / "x")
+    matrix = json.loads((tmp_path / "x" / "matrix.json").read_text())
+    assert matrix["timing"]["rounds"] == 2
+    for network in matrix["networks"]:
+        rounds = network["rounds_ms"]["torch:b1:t1"]
+        assert len(rounds) == 2 and network["ms"]["torch:b1:t1"] == pytest.approx(sum(rounds) / 2)
+        assert network["spread"]["torch:b1:t1"] == pytest.approx(max(rounds) / min(rounds))
+    assert len(matrix["columns"][0]["fastest_per_round"]) == 2
+    assert "Each setting measured 2 times, the settings interleaved" in \
+        (tmp_path / "x" / "matrix.md").read_text()
 
 
 def test_reference_networks_predicted_for_the_pixel_phone_without_measuring(reference_dir,

@@ -4,10 +4,12 @@
 
 Each folder is a `proxyless run` (results.json), a `proxyless train` (final.json) or a
 `proxyless search` (summary.json), told apart by the files in it. For each network: test
-top-1, end-to-end latency, predicted latency, MACs, parameters. Latency is what each folder
-recorded (measured on its table's device, divided by the speed factor of the moment: the
-table's time base), or with `--measure` all networks timed now on this CPU together (torch,
-batch 1, one thread), so that runs from different days or machines compare. Writes
+top-1, end-to-end latency, predicted latency, MACs, parameters, and the setting of the
+folder's latency table. Latency is what each folder recorded (measured on its table's
+device, divided by the speed factor of the moment: the table's time base), or with
+`--measure` all networks timed now on this CPU together (torch, batch 1, one thread), so that
+runs from different days or machines compare; the predicted figures stay each table's, and
+the table's setting is shown beside them ("predicted on"). Writes
 `compare.png` (top-1 against latency and against MACs, the Pareto front as a step line) and
 `compare.md` (the table, also printed).
 
@@ -16,214 +18,31 @@ trained on different data sets are compared with a warning, since their accuraci
 measure the same thing. A search folder has no test top-1 (only its supernet's validation
 top-1), so it is left off the accuracy plots but listed.
 
-`load_network` (folders, model files, architecture files) and `name_networks` serve
-`proxyless cross-latency` too.
+The folders are read by `proxyless.networks` (as for `proxyless cross-latency`), and
+`--measure` times through cross-latency's `measure_setting`.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from proxyless.arch import Architecture, load_architecture
-from proxyless.config import clip, excerpt, read_mapping, shorten
-from proxyless.errors import ProxylessError
+from proxyless.latency.cross import Setting, Timing, measure_setting, table_text
+from proxyless.latency.timer import cpu_model
+from proxyless.networks import (
+    SEARCH,
+    Network,
+    cell,
+    format_ms,
+    name_networks,
+    read_folder,
+    top1_text,
+)
 from proxyless.walk import count_macs, count_params
 
-RUN, TRAIN, SEARCH = "run folder", "train folder", "search folder"
-MODEL_FILE, ARCH_FILE = "model file", "architecture file"
-MODEL_SUFFIXES = (".pt", ".pth")
-_TABLE_FIELDS = ("backend", "threads", "batch")
-
-
-@dataclass(frozen=True)
-class Network:
-    """One network to compare, with what its folder or file recorded about it."""
-
-    name: str
-    source: Path
-    kind: str                           # RUN, TRAIN, SEARCH, MODEL_FILE or ARCH_FILE
-    arch: Architecture
-    test_top1: float | None = None
-    val_top1: float | None = None       # a search's supernet (argmax) validation top-1
-    data: str | None = None             # the data set it was trained or searched on
-    recorded_ms: float | None = None    # end to end, on its latency table's time base
-    predicted_ms: float | None = None
-    table_meta: dict[str, Any] | None = None  # the latency table it was searched with
-
-
-# -- reading folders and files ------------------------------------------------------------
-def _number(data: dict, key: str, where: str) -> float | None:
-    value = data.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) \
-            or not math.isfinite(value):
-        raise ProxylessError(f"{where}: {key} must be a number, got {excerpt(value)}; the "
-                             "file is damaged (redo the step that wrote it)")
-    return float(value)
-
-
-def _on_time_base(data: dict, where: str) -> float | None:
-    """measured_ms divided by the speed factor of the moment: the latency at the speed the
-    table was measured at, so figures from different moments compare."""
-    measured, speed = _number(data, "measured_ms", where), _number(data, "speed_factor", where)
-    if measured is None:
-        return None
-    return measured / speed if speed and speed > 0 else measured
-
-
-def _data_name(value: Any) -> str | None:
-    if isinstance(value, dict):  # a search's config.json: {"name": ..., "source": ...}
-        value = value.get("name")
-    return value if isinstance(value, str) else None
-
-
-def _recorded_arch(folder: Path, files: tuple[str, ...], encoding: Any,
-                   where: str) -> Architecture:
-    """The network with its space, from the first of `files` the folder holds; it must be
-    the one the results name (`encoding`), or the folder mixes two runs."""
-    for name in files:
-        path = folder / name
-        if path.is_file():
-            arch = load_architecture(path)
-            if encoding is not None and arch.encode() != encoding:
-                raise ProxylessError(f"{where}: arch {excerpt(encoding)} is not the network of "
-                                     f"{path} ({arch.encode()}); the folder mixes two runs")
-            return arch
-    raise ProxylessError(f"{clip(folder)} lacks {' and '.join(files)}, which hold its "
-                         "network's space; give the whole folder its command wrote")
-
-
-def _table_meta(path: Path) -> dict[str, Any] | None:
-    from proxyless.latency.table import LatencyTable
-
-    return LatencyTable.load(path).meta if path.is_file() else None
-
-
-def _read_run(folder: Path) -> Network:
-    path = folder / "results.json"
-    results, where = read_mapping(path, "run results"), f"run results {path}"
-    arch = _recorded_arch(folder, ("search/arch.json", "retrain/config.json"),
-                          results.get("arch"), where)
-    meta = _table_meta(folder / "latency_table.json") or {
-        **{key: results[key] for key in _TABLE_FIELDS if key in results},
-        "device_name": results.get("device")}  # results name the CPU model, not cpu/cuda
-    return Network(_default_name(folder), folder, RUN, arch,
-                   test_top1=_number(results, "test_top1", where),
-                   val_top1=_number(results, "search_val_top1", where),
-                   data=_data_name(results.get("data")),
-                   recorded_ms=_on_time_base(results, where),
-                   predicted_ms=_number(results, "predicted_ms", where), table_meta=meta)
-
-
-def _read_train(folder: Path) -> Network:
-    path = folder / "final.json"
-    final, where = read_mapping(path, "training results"), f"training results {path}"
-    arch = _recorded_arch(folder, ("config.json",), final.get("arch"), where)
-    return Network(_default_name(folder), folder, TRAIN, arch,
-                   test_top1=_number(final, "test_top1", where),
-                   data=_data_name(final.get("data")))
-
-
-def _read_search(folder: Path) -> Network:
-    path = folder / "summary.json"
-    summary, where = read_mapping(path, "search summary"), f"search summary {path}"
-    arch = _recorded_arch(folder, ("arch.json",), summary.get("arch"), where)
-    config = folder / "config.json"
-    data = read_mapping(config, "search config").get("data") if config.is_file() else None
-    # inside a run folder the search's table is the run's; alone, only its device is known
-    meta = _table_meta(folder.parent / "latency_table.json")
-    if meta is None and isinstance(summary.get("table_device"), str):
-        meta = {"device_name": summary["table_device"]}
-    return Network(_default_name(folder), folder, SEARCH, arch,
-                   val_top1=_number(summary, "val_top1", where), data=_data_name(data),
-                   recorded_ms=_on_time_base(summary, where),
-                   predicted_ms=_number(summary, "predicted_ms", where), table_meta=meta)
-
-
-_FOLDER_KINDS = (("results.json", _read_run), ("final.json", _read_train),
-                 ("summary.json", _read_search))
-
-
-def read_folder(path: str | Path) -> Network:
-    """A finished run, train or search folder, told apart by the files in it."""
-    folder = Path(path)
-    if folder.is_file():
-        raise ProxylessError(f"{clip(folder)} is a file; give the run, train or search folder "
-                             "that holds it (`proxyless cross-latency` also takes files)")
-    if not folder.is_dir():
-        raise ProxylessError(f"{clip(folder)}: no such folder")
-    for marker, read in _FOLDER_KINDS:
-        if (folder / marker).is_file():
-            return read(folder)
-    hint = ""
-    if (folder / "search" / "summary.json").is_file():
-        hint = f" (its search has finished: give {clip(folder / 'search')})"
-    raise ProxylessError(f"{clip(folder)} holds none of results.json (a finished `proxyless "
-                         "run`), final.json (`proxyless train`) or summary.json (`proxyless "
-                         f"search`); give a finished run, train or search folder{hint}")
-
-
-def _read_file(file: Path) -> Network:
-    """A model file (its test top-1 and data set come along) or an architecture file."""
-    if file.suffix in MODEL_SUFFIXES:
-        from proxyless.deploy.model_file import read_model_file
-
-        info = read_model_file(file)[0]
-        return Network(_default_name(file), file, MODEL_FILE, info.arch,
-                       test_top1=_number(info.metrics, "test_top1", f"model file {file}"),
-                       data=_data_name(info.data))
-    return Network(_default_name(file), file, ARCH_FILE, load_architecture(file))
-
-
-def load_network(path: str | Path) -> Network:
-    """A network from a run, train or search folder, a model file or an architecture file
-    (ours or a reference net.config)."""
-    path = Path(path)
-    if path.is_dir():
-        return read_folder(path)
-    if not path.exists():
-        raise ProxylessError(f"{clip(path)}: no such folder or file; give a run, train or "
-                             "search folder, a model file or an architecture file")
-    return _read_file(path)
-
-
-def _default_name(path: Path) -> str:
-    """The folder's or file's name; a run's inner `search`/`retrain` and a `model.pt` take
-    their parent's name too, which tells more."""
-    path = path.resolve()
-    if path.name in ("search", "retrain"):
-        return f"{path.parent.name}/{path.name}"
-    return path.parent.name if path.stem == "model" else (path.stem or path.name)
-
-
-def name_networks(networks: list[Network], names: list[str] | None) -> list[Network]:
-    """The networks under `--names` (one each, distinct), or under their default names made
-    distinct (a repeated name gets #2, #3, ...)."""
-    if names is not None:
-        if len(names) != len(networks):
-            raise ProxylessError(f"--names gives {len(names)} names for {len(networks)} "
-                                 "networks; give one per network")
-        if len(set(names)) != len(names) or not all(n.strip() for n in names):
-            raise ProxylessError(f"--names {excerpt(names)}: names must be distinct and not "
-                                 "empty")
-        chosen = list(names)
-    else:
-        chosen, used = [], set()
-        for network in networks:
-            name, count = network.name, 1
-            while name in used:
-                count += 1
-                name = f"{network.name}#{count}"
-            used.add(name)
-            chosen.append(name)
-    return [replace(n, name=name) for n, name in zip(networks, chosen, strict=True)]
-
+MEASURED_ON = Setting("torch", 1, 1)  # --measure: what a deployment on one core runs
 
 # -- the comparison -----------------------------------------------------------------------
 def pareto_front(points: list[tuple[float | None, float | None]]) -> list[bool | None]:
@@ -259,17 +78,6 @@ def compare_rows(networks: list[Network], latencies: list[float | None]) -> list
     return sorted(rows, key=lambda r: (r.latency_ms is None, r.latency_ms or 0.0, r.network.name))
 
 
-def table_text(meta: dict[str, Any] | None) -> str:
-    """The setting a recorded latency was measured with, in short."""
-    from proxyless.latency.cross import Setting
-
-    setting = Setting.of_table(meta)
-    if setting is not None:
-        return setting.label
-    device = (meta or {}).get("device_name") or (meta or {}).get("device")
-    return shorten(device, 40) if isinstance(device, str) else "n/a"
-
-
 def compare_notes(networks: list[Network], measured_now: bool) -> list[str]:
     """What the reader must know before trusting the table: mixed data sets, spaces or
     measuring settings, and the search folders left off the accuracy plots."""
@@ -282,8 +90,7 @@ def compare_notes(networks: list[Network], measured_now: bool) -> list[str]:
     if len(spaces) > 1:
         notes.append(f"the networks come from {len(spaces)} spaces ({', '.join(sorted(spaces))}"
                      "): see the space column")
-    recorded = {(table_text(n.table_meta), (n.table_meta or {}).get("cpu"))
-                for n in networks if n.recorded_ms is not None}
+    recorded = {table_text(n.table_meta) for n in networks if n.recorded_ms is not None}
     if not measured_now and len(recorded) > 1:
         notes.append("warning: the recorded latencies were measured with different settings "
                      "or machines; they do not compare: --measure times all networks now")
@@ -298,23 +105,6 @@ def compare_notes(networks: list[Network], measured_now: bool) -> list[str]:
     return notes
 
 
-def format_ms(ms: float) -> str:
-    return f"{ms:.3f}" if ms < 10 else f"{ms:.1f}" if ms < 1000 else f"{ms:.0f}"
-
-
-def cell(text: str) -> str:
-    """Text for a markdown table cell: a bare | would split it."""
-    return text.replace("|", "\\|")
-
-
-def top1_text(network: Network) -> str:
-    if network.test_top1 is not None:
-        return f"{network.test_top1:.2f}%"
-    if network.val_top1 is not None:
-        return f"n/a (supernet val {network.val_top1:.2f}%)"
-    return "n/a"
-
-
 def _flag(value: bool | None) -> str:
     return "n/a" if value is None else "**yes**" if value else "no"
 
@@ -323,22 +113,33 @@ def _optional_ms(ms: float | None) -> str:
     return "n/a" if ms is None else format_ms(ms)
 
 
+def _predictions_how(measured_now: bool) -> str:
+    """Where the predicted figures come from, and the column that says it: with --measure
+    they stay each folder's own table's (its setting, not the one measured now)."""
+    if measured_now:
+        return ("Predicted: each folder's own latency table's sum, for the setting in "
+                "\"predicted on\" (its table's, not the setting measured now)")
+    return ("Latency and predicted: each folder's own, on the setting in \"recorded on\" "
+            "(its latency table's)")
+
+
 def compare_markdown(rows: list[Row], latency_how: str, notes: list[str],
                      measured_now: bool) -> str:
+    """The table, one row per network, with how its latencies were obtained."""
     spaces = len({r.network.arch.space.name for r in rows}) > 1
     head = ["network", *(["space"] if spaces else []), "test top-1", "latency (ms)",
-            "predicted (ms)", "MACs (M)", "params (M)", *([] if measured_now else
-                                                         ["recorded on"]),
+            "predicted (ms)", "MACs (M)", "params (M)",
+            "predicted on" if measured_now else "recorded on",
             "Pareto (latency)", "Pareto (MACs)", "architecture"]
-    lines = [f"# Comparing {len(rows)} networks", "", f"Latency: {latency_how}. Pareto: no "
-             "other network is both at least as fast (or as small) and at least as accurate.",
+    lines = [f"# Comparing {len(rows)} networks", "", f"Latency: {latency_how}. "
+             f"{_predictions_how(measured_now)}. Pareto: no other network is both at least as "
+             "fast (or as small) and at least as accurate.",
              "", "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for r in rows:
         n = r.network
         cells = [cell(n.name), *([cell(n.arch.space.name)] if spaces else []), top1_text(n),
                  _optional_ms(r.latency_ms), _optional_ms(n.predicted_ms),
-                 f"{r.macs / 1e6:.2f}", f"{r.params / 1e6:.3f}",
-                 *([] if measured_now else [cell(table_text(n.table_meta))]),
+                 f"{r.macs / 1e6:.2f}", f"{r.params / 1e6:.3f}", cell(table_text(n.table_meta)),
                  _flag(r.front_latency), _flag(r.front_macs), f"`{cell(n.arch.encode())}`"]
         lines.append("| " + " | ".join(cells) + " |")
     if notes:
@@ -354,13 +155,10 @@ def _latencies(networks: list[Network], measure: bool, min_time: float,
         return ([n.recorded_ms for n in networks],
                 "as each folder recorded it (end to end on its latency table's device, at the "
                 "table's speed)")
-    from proxyless.latency.cross import Setting, Timing, measure_setting
-    from proxyless.latency.timer import cpu_model
-
-    entries = measure_setting([n.arch for n in networks], Setting("torch", 1, 1),
+    entries = measure_setting([n.arch for n in networks], MEASURED_ON,
                               Timing(min_time=min_time), progress)
     return ([e.ms for e in entries],
-            f"measured now on {cpu_model()}, torch, batch 1, 1 thread, all networks timed "
+            f"measured now, {MEASURED_ON.label} on {cpu_model()}, all networks timed "
             "together round-robin (10th percentile)")
 
 
@@ -371,7 +169,7 @@ def plot_compare(rows: list[Row], path: Path, measured_now: bool) -> Path:
     top1 = [r.network.test_top1 for r in rows]
     panels = [("latency (ms)", [r.latency_ms for r in rows], [r.front_latency for r in rows]),
               ("MACs (M)", [r.macs / 1e6 for r in rows], [r.front_macs for r in rows])]
-    how = "measured now on this CPU (torch, batch 1, 1 thread)" if measured_now \
+    how = f"measured now on this CPU, {MEASURED_ON.label}" if measured_now \
         else "as each folder recorded it"
     return pareto_panels(names, top1, panels, path, f"{len(rows)} networks: test top-1 against "
                          f"latency ({how}) and MACs")

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -10,12 +13,74 @@ matplotlib.use("Agg")  # files only: no screen on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+_KERNEL_COLORS = {3: "#8ecae6", 5: "#ffb703", 7: "#fb8500"}
+
+
+def _save(fig, path: str | Path) -> Path:
+    """Write the figure (its folder made if need be) and free it: pyplot keeps every open
+    figure alive, and a search draws many."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _kernel_legend(ax, **where: Any) -> None:
+    """The colour of each kernel size, placed by `where` (loc, bbox_to_anchor)."""
+    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in _KERNEL_COLORS.values()]
+    ax.legend(handles, [f"{k}x{k}" for k in _KERNEL_COLORS], fontsize=6, ncol=3,
+              frameon=False, **where)
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """How a picture sizes and spaces its blocks; what they show (colour by kernel, size by
+    expansion, a zero block as a thin mark, a tick where a stage starts) is `_draw_blocks`'s,
+    the same in every picture."""
+
+    box: Callable[[int], tuple[float, float]]  # expansion -> box width, height
+    gap: float          # after each block
+    zero: float         # a zero block's mark length
+    tick: float         # half the height of a stage tick
+    channels: bool      # write each stage's width above its first block
+    tokens: bool        # write each block's token under it
+
+
+_PAPER = _Layout(lambda e: (0.8, 0.5 + 0.2 * e), 0.2, 0.8, 2.0, True, True)
+_ROW = _Layout(lambda e: (0.3 + 0.1 * e, 0.3 + 0.1 * e), 0.15, 0.2, 0.55, False, False)
+
+
+def _draw_blocks(ax, arch, x: float, y: float, layout: _Layout) -> float:
+    """One network's blocks from `x` along the line `y`; returns where the row ends."""
+    from proxyless.space import parse_token
+
+    stage = -1
+    for slot, token in zip(arch.space.slots(), arch.blocks, strict=True):
+        if slot.stage != stage:
+            stage = slot.stage
+            ax.plot([x - 0.1, x - 0.1], [y - layout.tick, y + layout.tick], color="0.85",
+                    lw=0.8)
+            if layout.channels:
+                ax.text(x, y + 1.75, f"{slot.out_channels}ch", fontsize=6, color="0.4")
+        spec = parse_token(token)
+        if spec.is_zero:
+            ax.plot([x, x + layout.zero], [y, y], color="0.65", lw=1.2, ls=":")
+            x += layout.zero + layout.gap
+            continue
+        width, height = layout.box(spec.expand)
+        ax.add_patch(plt.Rectangle((x, y - height / 2), width, height,
+                                   color=_KERNEL_COLORS.get(spec.kernel, "0.5")))
+        if layout.tokens:
+            ax.text(x + width / 2, y - height / 2 - 0.1, token.upper().replace("K", "").replace(
+                "E", "x"), ha="center", va="top", fontsize=5, rotation=90)
+        x += width + layout.gap
+    return x
+
 
 def latency_scatter(measured, plain, calibrated, path: str | Path, title: str) -> Path:
     """Predicted vs measured latency, plain table sum and calibrated, with the ±10% band."""
     measured, plain, calibrated = map(np.asarray, (measured, plain, calibrated))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(5.5, 5), dpi=120)
     lo = min(measured.min(), plain.min(), calibrated.min()) * 0.9
     hi = max(measured.max(), plain.max(), calibrated.max()) * 1.1
@@ -29,12 +94,7 @@ def latency_scatter(measured, plain, calibrated, path: str | Path, title: str) -
     ax.title.set_fontsize(9)
     ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
-
-
-_KERNEL_COLORS = {3: "#8ecae6", 5: "#ffb703", 7: "#fb8500"}
+    return _save(fig, path)
 
 
 def probs_evolution(probs_history, tokens_per_block, path: str | Path, title: str = "") -> Path:
@@ -65,55 +125,25 @@ def probs_evolution(probs_history, tokens_per_block, path: str | Path, title: st
                frameon=False)
     fig.suptitle(title or "architecture probabilities p per block over epochs", fontsize=9)
     fig.tight_layout(rect=(0, 0.06, 1, 0.97))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def arch_picture(arch, path: str | Path, title: str = "") -> Path:
     """The derived network as in the paper's figure: one box per block, height = expansion,
-    colour = kernel size; zero blocks are left out, stage boundaries and widths marked."""
-    from proxyless.space import parse_token
-
+    colour = kernel size; zero blocks a dotted mark, stage boundaries and widths marked."""
     slots = arch.space.slots()
     fig, ax = plt.subplots(figsize=(max(6, 0.55 * len(slots) + 2), 2.8), dpi=120)
-    x = 0.0
-    ax.add_patch(plt.Rectangle((x, -0.4), 0.8, 0.8, color="0.6"))
-    ax.text(x + 0.4, -0.6, "stem", ha="center", va="top", fontsize=6)
-    x += 1.0
-    stage = -1
-    for slot, token in zip(slots, arch.blocks, strict=True):
-        if slot.stage != stage:
-            stage = slot.stage
-            ax.axvline(x - 0.1, color="0.85", lw=0.8)
-            ax.text(x, 1.75, f"{slot.out_channels}ch", fontsize=6, color="0.4")
-        spec = parse_token(token)
-        if spec.is_zero:
-            ax.plot([x, x + 0.8], [0, 0], color="0.75", lw=1, ls=":")
-        else:
-            height = 0.5 + 0.2 * spec.expand
-            ax.add_patch(plt.Rectangle((x, -height / 2), 0.8, height,
-                                       color=_KERNEL_COLORS.get(spec.kernel, "0.5")))
-            ax.text(x + 0.4, -height / 2 - 0.1, token.upper().replace("K", "").replace(
-                "E", "x"), ha="center", va="top", fontsize=5, rotation=90)
-        x += 1.0
-    ax.add_patch(plt.Rectangle((x, -0.4), 0.8, 0.8, color="0.6"))
-    ax.text(x + 0.4, -0.6, "mix+fc", ha="center", va="top", fontsize=6)
-    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in _KERNEL_COLORS.values()]
-    ax.legend(handles, [f"{k}x{k}" for k in _KERNEL_COLORS], fontsize=6, loc="upper right",
-              ncol=3, frameon=False)
-    ax.set_xlim(-0.3, x + 1.1)
+    end = _draw_blocks(ax, arch, 1.0, 0.0, _PAPER)
+    for x, name in ((0.0, "stem"), (end, "mix+fc")):
+        ax.add_patch(plt.Rectangle((x, -0.4), 0.8, 0.8, color="0.6"))
+        ax.text(x + 0.4, -0.6, name, ha="center", va="top", fontsize=6)
+    _kernel_legend(ax, loc="upper right")
+    ax.set_xlim(-0.3, end + 1.1)
     ax.set_ylim(-2.2, 2.1)
     ax.axis("off")
     ax.set_title(title or arch.encode(), fontsize=7)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def training_curves(metrics: list[dict], path: str | Path, keys: tuple[str, ...],
@@ -128,10 +158,7 @@ def training_curves(metrics: list[dict], path: str | Path, keys: tuple[str, ...]
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def _pareto_panel(ax, names, top1, xs, on_front, xlabel: str) -> None:
@@ -165,45 +192,18 @@ def pareto_panels(names, top1, panels, path: str | Path, title: str = "") -> Pat
         _pareto_panel(ax, names, top1, xs, on_front, xlabel)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
-
-
-def _blocks_row(ax, arch, y: float) -> float:
-    """One network's blocks along y: width and height grow with the expansion, colour by
-    kernel, zero blocks a thin mark, stage starts a tick; returns the row's length."""
-    from proxyless.space import parse_token
-
-    x, stage = 0.0, -1
-    for slot, token in zip(arch.space.slots(), arch.blocks, strict=True):
-        if slot.stage != stage:
-            stage = slot.stage
-            ax.plot([x - 0.1, x - 0.1], [y - 0.55, y + 0.55], color="0.8", lw=0.8)
-        spec = parse_token(token)
-        if spec.is_zero:
-            ax.plot([x, x + 0.15], [y, y], color="0.6", lw=1.5)
-            x += 0.35
-            continue
-        size = 0.3 + 0.1 * spec.expand
-        ax.add_patch(plt.Rectangle((x, y - size / 2), size, size,
-                                   color=_KERNEL_COLORS.get(spec.kernel, "0.5")))
-        x += size + 0.15
-    return x
+    return _save(fig, path)
 
 
 def architectures_side_by_side(archs, labels, path: str | Path, title: str = "") -> Path:
     """Networks one row each, block by block, as in the paper's figure of its GPU, CPU and
     mobile models: how the networks found for different hardware differ at a glance."""
     fig, ax = plt.subplots(dpi=120)
-    length = max(_blocks_row(ax, arch, -1.8 * row) for row, arch in enumerate(archs))
+    length = max(_draw_blocks(ax, arch, 0.0, -1.8 * row, _ROW)
+                 for row, arch in enumerate(archs))
     for row, label in enumerate(labels):
         ax.text(0, -1.8 * row + 0.6, label, fontsize=7, va="bottom")
-    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in _KERNEL_COLORS.values()]
-    ax.legend(handles, [f"{k}x{k}" for k in _KERNEL_COLORS], fontsize=6, loc="lower right",
-              ncol=3, frameon=False, bbox_to_anchor=(1, 1))
+    _kernel_legend(ax, loc="lower right", bbox_to_anchor=(1, 1))
     width, height = max(length, 12.0) + 0.6, 1.8 * len(archs) + 0.4
     ax.set_xlim(-0.3, width - 0.3)
     ax.set_ylim(-1.8 * (len(archs) - 1) - 0.8, 1.6)
@@ -213,8 +213,4 @@ def architectures_side_by_side(archs, labels, path: str | Path, title: str = "")
     ax.axis("off")
     ax.set_title(title, fontsize=8, loc="left")
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, path)

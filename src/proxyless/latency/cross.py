@@ -9,11 +9,15 @@ authors' `net.config` files):
         torch:b64:t2 --table src/proxyless/reference/mobile_trim.yaml --out cross
 
 A setting is `BACKEND:bBATCH:tTHREADS` on this machine's CPU. Per setting, all networks are
-timed together, round-robin by one Timer, so the machine's drift hits them alike. Each
-`--table` adds a column predicted from a lookup table (e.g. the authors' Pixel 1 table).
+timed together, round-robin by one Timer, so the machine's drift hits them alike; with
+`--rounds K` every setting is measured K times, the settings interleaved, and a cell is the
+median over its rounds (a note says when the rounds disagree about the fastest network).
+Each `--table` adds a column predicted from a lookup table (e.g. the authors' Pixel 1 table).
 A network whose folder holds the latency table it was searched with was *found for* that
-table's setting: the matrix marks it, and says per setting whether it is the fastest there.
-Writes `matrix.md`, `matrix.json` and `architectures.png` into `--out`.
+table's setting (on this machine's CPU: a table of another CPU is another setting): the
+matrix marks it, and says per setting whether it is the fastest there. Writes `matrix.md`,
+`matrix.json` and `architectures.png` into `--out`. The networks are read by
+`proxyless.networks`.
 """
 
 from __future__ import annotations
@@ -21,20 +25,29 @@ from __future__ import annotations
 import argparse
 import datetime
 import re
-from dataclasses import asdict, dataclass
+import statistics
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from proxyless.arch import Architecture
-from proxyless.compare import Network, cell, format_ms, load_network, name_networks, top1_text
-from proxyless.config import clip, write_json_atomic
+from proxyless.config import clip, shorten, write_json_atomic
 from proxyless.errors import ProxylessError
 from proxyless.latency.cost import latency_model
 from proxyless.latency.table import Entry, LatencyTable
 from proxyless.latency.timer import BACKENDS, Timer, cpu_model
 from proxyless.net import build_network
+from proxyless.networks import (
+    Network,
+    cell,
+    format_ms,
+    input_shape,
+    load_network,
+    name_networks,
+    top1_text,
+)
 from proxyless.runtime import prepare_out_dir
 from proxyless.walk import walk
 
@@ -42,6 +55,7 @@ SETTING_FORMAT = "BACKEND:bBATCH:tTHREADS"
 NO_SETTINGS = "none"  # `--settings none`: predicted columns only (no measuring at all)
 DEFAULT_SETTINGS = ("torch:b1:t1", "onnxruntime:b1:t1", "torch:b64:t2")
 SAME_WITHIN = 0.05    # networks within 5% of each other on a setting "do not differ" there
+ROUNDS_AGREE = 0.10   # a round that has another network fastest by more than this: a note
 HOME_MARK = "†"
 MAX_BATCH, MAX_THREADS = 10**6, 4096  # what a latency table's meta accepts
 _SETTING = re.compile(r"([a-z]+):b(\d+):t(\d+)")
@@ -62,13 +76,39 @@ class Setting:
     @classmethod
     def of_table(cls, meta: dict[str, Any] | None) -> Setting | None:
         """The setting a latency table was measured with, where it was measured on a CPU
-        with one of our backends (the reference Pixel 1 table has none)."""
+        with one of our backends (the reference Pixel 1 table has none). Which CPU is not
+        part of it: `found_here` asks whether it was this machine's."""
         if not meta or meta.get("device", "cpu") != "cpu" or meta.get("backend") not in BACKENDS:
             return None
         threads, batch = meta.get("threads"), meta.get("batch", 1)
         if not isinstance(threads, int) or not isinstance(batch, int):
             return None
         return cls(meta["backend"], batch, threads)
+
+
+def table_text(meta: dict[str, Any] | None) -> str:
+    """The setting a latency table (or a folder's recorded latency) was measured with, in
+    short: backend, batch, threads and the machine, as far as its meta says. Two figures
+    compare only where this text is the same."""
+    meta = meta or {}
+    machine = next((shorten(meta[key], 64) for key in ("gpu", "cpu", "device_name", "device")
+                    if isinstance(meta.get(key), str)), None)
+    setting = Setting.of_table(meta)
+    if setting is not None:
+        head = setting.label
+    elif meta.get("backend") in BACKENDS and isinstance(meta.get("device"), str):
+        head = f"{meta['backend']}:b{meta.get('batch', 1)} ({meta['device']})"  # a GPU's
+    else:
+        return machine or "n/a"
+    return f"{head} on {machine}" if machine else head
+
+
+def found_here(meta: dict[str, Any] | None, setting: Setting) -> bool:
+    """Whether a network's latency table was measured with `setting` on this very CPU: the
+    same backend, batch and threads on another machine (or on one the table does not name)
+    is another setting, not the one the network was found for."""
+    return (meta is not None and meta.get("device") == "cpu"
+            and meta.get("cpu") == cpu_model() and Setting.of_table(meta) == setting)
 
 
 def parse_setting(text: str) -> Setting:
@@ -103,20 +143,18 @@ def parse_settings(texts: list[str]) -> list[Setting]:
 
 @dataclass(frozen=True)
 class Timing:
-    """How long each setting measures (see `Timer`)."""
+    """How long each setting measures (see `Timer`), and how many times (`rounds`): a shared
+    machine's speed moves by tens of percent between minutes, which one round cannot tell
+    from a difference between the networks."""
 
     warmup: int = 5
     repeats: int = 20
     min_time: float = 3.0
-
-
-def input_shape(arch: Architecture, batch: int) -> tuple[int, int, int, int]:
-    space = arch.space
-    return (batch, space.in_channels, space.input_size, space.input_size)
+    rounds: int = 1
 
 
 def measure_setting(archs: list[Architecture], setting: Setting, timing: Timing,
-                    progress: bool = False) -> list[Entry]:
+                    progress: bool = False, desc: str | None = None) -> list[Entry]:
     """End-to-end latency (ms per batch) of each network on `setting`, all timed together
     round-robin by one Timer, so that the machine's drift hits them alike."""
     timer = Timer(setting.backend, "cpu", setting.threads, timing.warmup, timing.repeats,
@@ -124,7 +162,7 @@ def measure_setting(archs: list[Architecture], setting: Setting, timing: Timing,
     torch.manual_seed(0)  # the weights do not change the latency; fixed all the same
     workloads = [(build_network(arch).eval(), input_shape(arch, setting.batch))
                  for arch in archs]
-    return timer.time(workloads, progress, desc=setting.label)
+    return timer.time(workloads, progress, desc=desc or setting.label)
 
 
 @dataclass
@@ -137,17 +175,49 @@ class Column:
     ms: list[float | None]      # per network; None: no figure (see notes)
     notes: list[str | None]     # why a cell is empty
     home: list[bool]            # the network was found for this setting / table
+    rounds: list[list[float]] = field(default_factory=list)  # measured: per round, network
 
 
-def measured_column(networks: list[Network], setting: Setting, timing: Timing,
-                    progress: bool) -> Column:
-    entries = measure_setting([n.arch for n in networks], setting, timing, progress)
+def measured_column(networks: list[Network], setting: Setting,
+                    rounds: list[list[float]]) -> Column:
+    """A setting's column from its rounds (per round, ms per network): each cell the median
+    over the rounds, which one slow minute of the machine does not move."""
     per = "" if setting.batch == 1 else f" (ms per batch of {setting.batch})"
     describe = (f"measured here: {setting.backend}, batch {setting.batch}{per}, "
                 f"{setting.threads} thread(s)")
-    return Column(setting.label, "measured", describe, [e.ms for e in entries],
-                  [None] * len(networks),
-                  [Setting.of_table(n.table_meta) == setting for n in networks])
+    medians: list[float | None] = [statistics.median(figures)
+                                   for figures in zip(*rounds, strict=True)]
+    return Column(setting.label, "measured", describe, medians, [None] * len(networks),
+                  [found_here(n.table_meta, setting) for n in networks], rounds)
+
+
+def measured_columns(networks: list[Network], settings: list[Setting], timing: Timing,
+                     progress: bool) -> list[Column]:
+    """Each setting measured `timing.rounds` times, the settings interleaved (A, B, C, then
+    A, B, C again): a slow spell of the shared machine then falls on several settings'
+    rounds rather than on all of one setting's."""
+    archs = [n.arch for n in networks]
+    rounds: dict[Setting, list[list[float]]] = {setting: [] for setting in settings}
+    for number in range(1, timing.rounds + 1):
+        for setting in settings:
+            desc = setting.label if timing.rounds == 1 else \
+                f"{setting.label} round {number}/{timing.rounds}"
+            entries = measure_setting(archs, setting, timing, progress, desc)
+            rounds[setting].append([e.ms for e in entries])
+    return [measured_column(networks, setting, rounds[setting]) for setting in settings]
+
+
+def spreads(column: Column) -> list[float | None]:
+    """Per network, its slowest round over its fastest (1.0: the rounds agree); None for a
+    predicted column."""
+    if not column.rounds:
+        return [None] * len(column.ms)
+    return [max(figures) / min(figures) for figures in zip(*column.rounds, strict=True)]
+
+
+def round_winners(column: Column) -> list[int]:
+    """The fastest network of each round."""
+    return [min(range(len(figures)), key=figures.__getitem__) for figures in column.rounds]
 
 
 def _missing_layers(table: LatencyTable, arch: Architecture) -> str | None:
@@ -183,8 +253,7 @@ def predicted_column(networks: list[Network], label: str, path: str,
         if problem is not None:
             ms.append(None)
         notes.append(problem)
-    device = table.meta.get("cpu") or table.meta.get("device") or "an unnamed device"
-    describe = f"predicted from the latency table {path} ({device})"
+    describe = f"predicted from the latency table {path} ({table_text(table.meta)})"
     return Column(label, "predicted", describe, ms, notes,
                   [_same_table(n.table_meta, table) for n in networks])
 
@@ -223,6 +292,24 @@ def verdict(column: Column, names: list[str]) -> str:
     return line + f", not the one found for this setting: {others or 'n/a'}"
 
 
+def round_disagreement(column: Column, names: list[str]) -> str | None:
+    """A note when a round had another network fastest by more than `ROUNDS_AGREE`: the
+    column's verdict (on the medians) then rests on a machine that changed its mind."""
+    best = fastest(column)
+    if best is None or len(column.rounds) < 2:
+        return None
+    against = [f"round {number}: **{names[winner]}** fastest, {names[best]} "
+               f"x{figures[best] / figures[winner]:.2f}"
+               for number, (figures, winner) in enumerate(
+                   zip(column.rounds, round_winners(column), strict=True), start=1)
+               if figures[best] > (1 + ROUNDS_AGREE) * figures[winner]]
+    if not against:
+        return None
+    return (f"- note: the rounds of `{column.label}` disagree by more than "
+            f"{ROUNDS_AGREE:.0%} about the fastest network ({'; '.join(against)}); its "
+            "verdict (on the medians) is not firm: more --rounds or a quieter machine")
+
+
 def _cell(column: Column, index: int) -> str:
     ms = column.ms[index]
     home = f" {HOME_MARK}" if column.home[index] else ""
@@ -239,11 +326,15 @@ def _intro(columns: list[Column], timing: Timing, date: str) -> str:
         how = (f"Measured on this machine ({cpu_model()}), {date}: per setting, all networks "
                f"timed together round-robin (warm-up {timing.warmup}, at least "
                f"{timing.repeats} rounds and {timing.min_time:g} s), 10th percentile. ")
+        if timing.rounds > 1:
+            how += (f"Each setting measured {timing.rounds} times, the settings interleaved; "
+                    "a cell is the median over those rounds (each round and the spread: "
+                    "matrix.json). ")
     if any(c.kind == "predicted" for c in columns):
         how += "Predicted columns: sums of a latency table's entries (see Columns). "
     return (how + "Each cell: ms and the ratio to the fastest in its column (bold). "
             f"{HOME_MARK}: the setting the network was found for (the latency table it was "
-            "searched with).")
+            "searched with; a measured setting only where that table is of this CPU).")
 
 
 def matrix_markdown(networks: list[Network], columns: list[Column], timing: Timing,
@@ -256,8 +347,10 @@ def matrix_markdown(networks: list[Network], columns: list[Column], timing: Timi
     for i, network in enumerate(networks):
         cells = [cell(network.name), top1_text(network), *(_cell(c, i) for c in columns)]
         lines.append("| " + " | ".join(cells) + " |")
+    disagreements = [round_disagreement(c, names) for c in columns]
     lines += ["", "## Which network is fastest where", "",
-              *(verdict(c, names) for c in columns), "", "## Columns", "",
+              *(verdict(c, names) for c in columns), *filter(None, disagreements),
+              "", "## Columns", "",
               *(f"- `{c.label}`: {c.describe}" for c in columns), "", "## Networks", "",
               *(f"- {n.name}: {n.kind} {n.source}, space {n.arch.space.name} "
                 f"({n.arch.space.input_size}x{n.arch.space.input_size}), `{cell(n.arch.encode())}`"
@@ -275,13 +368,17 @@ def matrix_json(networks: list[Network], columns: list[Column], timing: Timing,
     return {
         "machine": cpu_model(), "date": date, "timing": asdict(timing),
         "columns": [{"label": c.label, "kind": c.kind, "describe": c.describe,
-                     "fastest": None if fastest(c) is None else networks[fastest(c)].name}
+                     "fastest": None if fastest(c) is None else networks[fastest(c)].name,
+                     "fastest_per_round": [networks[i].name for i in round_winners(c)]}
                     for c in columns],
         "networks": [{"name": n.name, "kind": n.kind, "source": str(n.source),
                       "arch": n.arch.encode(), "space": n.arch.space.name,
                       "test_top1": n.test_top1,
                       "found_for": [c.label for c in columns if c.home[i]],
                       "ms": {c.label: c.ms[i] for c in columns},
+                      "rounds_ms": {c.label: [r[i] for r in c.rounds] for c in columns
+                                    if c.rounds},
+                      "spread": {c.label: spreads(c)[i] for c in columns if c.rounds},
                       "notes": {c.label: c.notes[i] for c in columns if c.notes[i]}}
                      for i, n in enumerate(networks)],
     }
@@ -298,7 +395,7 @@ def cross_latency(networks: list[Network], settings: list[Setting],
                   progress: bool = True) -> list[Column]:
     """The matrix's columns: each setting measured here, then each table's predictions."""
     labels = distinct_labels([path for path, _ in tables])
-    return ([measured_column(networks, s, timing, progress) for s in settings]
+    return (measured_columns(networks, settings, timing, progress)
             + [predicted_column(networks, label, path, table)
                for label, (path, table) in zip(labels, tables, strict=True)])
 
@@ -348,6 +445,10 @@ def add_cross_latency_parser(sub) -> None:
     p.add_argument("--min-time", type=min_time, default=Timing.min_time,
                    help=f"seconds of round-robin timing per setting, at least (default "
                         f"{Timing.min_time:g})")
+    p.add_argument("--rounds", type=positive_int, default=Timing.rounds,
+                   help="measure each setting this many times, the settings interleaved; a "
+                        "cell is the median over the rounds (default 1; 3 or more on a "
+                        "shared machine)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
@@ -359,7 +460,7 @@ def cmd_cross_latency(args: argparse.Namespace) -> int:
                              "give a setting to measure or a table to predict from")
     out = prepare_out_dir(args.out, "--out", create=False)  # checked before the measuring
     networks = name_networks([load_network(path) for path in args.networks], args.names)
-    timing = Timing(args.warmup, args.repeats, args.min_time)
+    timing = Timing(args.warmup, args.repeats, args.min_time, args.rounds)
     columns = cross_latency(networks, settings, tables, timing, not args.no_progress)
     prepare_out_dir(out)
     print(write_matrix(out, networks, columns, timing), end="")
