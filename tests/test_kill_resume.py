@@ -274,7 +274,7 @@ from proxyless.space import load_space
 
 marks = Path(sys.argv[2])
 
-def slow_profile(space, path, timer, progress, log):
+def slow_profile(space, path, timer, batch, progress, log):
     (marks / f"profiled-{sys.argv[1]}").touch()
     time.sleep(3.0)  # long enough for the other process to arrive while this one holds it
     return LatencyTable({"layer": Entry(1.0)}, cache.profile_meta(space, timer))
