@@ -57,3 +57,13 @@ def trained_run(tmp_path_factory, builtin_subset) -> Path:
     train_network(arch, builtin_subset(2000), TrainConfig(epochs=6, batch_size=64, seed=0),
                   out, progress=False, log=lambda m: None)
     return out
+
+
+class Payload:
+    """Unpickling this runs `exec`, which would create the marker file."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (exec, (f"open({self.marker!r}, 'w').write('ran')",))

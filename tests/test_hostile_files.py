@@ -5,18 +5,9 @@ import pickle
 import pytest
 import torch
 
+from conftest import Payload
 from proxyless.errors import ProxylessError
 from proxyless.runtime import load_checkpoint
-
-
-class Payload:
-    """Unpickling this runs `exec`, which would create the marker file."""
-
-    def __init__(self, marker):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return (exec, (f"open({self.marker!r}, 'w').write('ran')",))
 
 
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")

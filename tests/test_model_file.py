@@ -5,6 +5,7 @@ import pickle
 import pytest
 import torch
 
+from conftest import Payload
 from proxyless import load_model
 from proxyless.deploy import MODEL_FORMAT, read_model_file, save_model
 from proxyless.errors import ProxylessError
@@ -51,14 +52,6 @@ def test_wrong_input_shape_is_a_clear_error(trained_run):
         model.preprocess(torch.zeros(2, 3, 28, 28, dtype=torch.uint8))
     with pytest.raises(ProxylessError, match="takes N x 1 x H x W"):
         model.preprocess(torch.zeros(28, 28, dtype=torch.uint8))
-
-
-class Payload:
-    def __init__(self, marker):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return (exec, (f"open({self.marker!r}, 'w').write('ran')",))
 
 
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")

@@ -42,12 +42,6 @@ class Network:
     table_meta: dict[str, Any] | None = None  # the latency table it was searched with
 
 
-def input_shape(arch: Architecture, batch: int) -> tuple[int, int, int, int]:
-    """The input a network of `arch` takes at `batch` (NCHW): its space says the size."""
-    space = arch.space
-    return (batch, space.in_channels, space.input_size, space.input_size)
-
-
 # -- reading folders and files ------------------------------------------------------------
 def _number(data: dict, key: str, where: str) -> float | None:
     value = data.get(key)

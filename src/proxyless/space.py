@@ -264,6 +264,10 @@ class SearchSpace:
     def final_size(self) -> int:
         return self.slots()[-1].out_size
 
+    def input_shape(self, batch: int) -> tuple[int, int, int, int]:
+        """The NCHW input a network of this space takes at `batch`."""
+        return (batch, self.in_channels, self.input_size, self.input_size)
+
     def num_architectures(self) -> int:
         return math.prod(len(slot.candidates) for slot in self.slots())
 

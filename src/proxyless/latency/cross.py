@@ -43,7 +43,6 @@ from proxyless.networks import (
     Network,
     cell,
     format_ms,
-    input_shape,
     load_network,
     name_networks,
     top1_text,
@@ -160,7 +159,7 @@ def measure_setting(archs: list[Architecture], setting: Setting, timing: Timing,
     timer = Timer(setting.backend, "cpu", setting.threads, timing.warmup, timing.repeats,
                   timing.min_time)
     torch.manual_seed(0)  # the weights do not change the latency; fixed all the same
-    workloads = [(build_network(arch).eval(), input_shape(arch, setting.batch))
+    workloads = [(build_network(arch).eval(), arch.space.input_shape(setting.batch))
                  for arch in archs]
     return timer.time(workloads, progress, desc=desc or setting.label)
 

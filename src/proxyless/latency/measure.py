@@ -73,8 +73,7 @@ class Meter:
                    table.meta)
 
     def input_shape(self) -> tuple[int, int, int, int]:
-        s = self.space
-        return (self.batch, s.in_channels, s.input_size, s.input_size)
+        return self.space.input_shape(self.batch)
 
     def time(self, workloads: list[tuple[nn.Module, tuple[int, ...]]], progress: bool = False,
              desc: str = "measure") -> tuple[list[Entry], float]:
