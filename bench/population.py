@@ -31,6 +31,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 from scipy.stats import kendalltau
 
@@ -166,6 +167,21 @@ def tau(xs: list[float], ys: list[float]) -> float | None:
     return float(kendalltau(xs, ys).statistic) if len(xs) >= 3 else None
 
 
+def tau_ceiling(rows: list[dict], seed_sd: float, draws: int = 2000) -> float:
+    """The Kendall tau a perfect predictor would reach against these retrained means: the
+    networks' true accuracies drawn with the population's spread less the seed noise, each
+    measured as the mean of its own number of seeds (Monte Carlo)."""
+    rng = np.random.default_rng(0)
+    means = np.array([r["mean"] for r in rows])
+    noise = seed_sd / np.sqrt([len(r["top1"]) for r in rows])
+    true_sd = np.sqrt(max(means.var(ddof=1) - np.mean(noise ** 2), 0.0))
+    taus = []
+    for _ in range(draws):
+        true = rng.normal(0.0, true_sd, len(rows))
+        taus.append(kendalltau(true, true + rng.normal(0.0, noise)).statistic)
+    return float(np.mean(taus))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="bench/results/population")
@@ -178,7 +194,14 @@ def main() -> None:
                              "--seeds seeds, where a verdict hinges on them")
     parser.add_argument("--seed-archs", type=int, default=3,
                         help="population networks retrained with --seeds seeds (seed noise)")
+    parser.add_argument("--all-seeds", type=int, default=1,
+                        help="seeds of every other population network; with 2 or more the "
+                             "table gives the tau between two retrainings of the population "
+                             "(how well any predictor can rank it with this protocol)")
     parser.add_argument("--search", nargs="*", default=[], help="folders of `proxyless search`")
+    parser.add_argument("--rank", nargs="*", default=[], metavar="DIR",
+                        help="search folders whose supernet ranks the population, without "
+                             "retraining their networks (a cheap look at a supernet variant)")
     parser.add_argument("--fractions", type=float, nargs="*", default=[],
                         help="search at these fractions of the latency range (0 fastest)")
     parser.add_argument("--strategies", nargs="*", default=["gradient"])
@@ -211,7 +234,7 @@ def main() -> None:
 
     rows = []
     for name, arch in members:
-        seeds = range(args.seeds) if arch.encode() in seeded else range(1)
+        seeds = range(args.seeds) if arch.encode() in seeded else range(args.all_seeds)
         rows.append({"name": name, "arch": arch, "top1": results(arch, seeds)})
     folders = [Path(f) for f in args.search]
     if not args.cached_only:
@@ -243,7 +266,14 @@ def report(out: Path, rows: list[dict], searched: list[dict], args, runs: Runs,
              f"{data.name}, test top-1 on {len(data.test)}; latency on the table's time base",
              f"seed sd (mean over {len(sds)} networks x {args.seeds} seeds): {seed_sd:.2f} "
              f"points; sd of accuracy across the population: {spread:.2f} points; "
-             f"resolution: differences under ~{2 * seed_sd:.2f} points are inside the noise", ""]
+             f"resolution: differences under ~{2 * seed_sd:.2f} points are inside the noise"]
+    if all(len(r["top1"]) >= 2 for r in rows):
+        twice = tau([r["top1"][0] for r in rows], [r["top1"][1] for r in rows])
+        lines.append(f"two retrainings of the population (seed 0 against seed 1) rank it "
+                     f"alike with Kendall tau {twice:.3f}")
+    args.ceiling = tau_ceiling(rows, seed_sd)
+    lines += [f"a perfect predictor would reach Kendall tau ~{args.ceiling:.2f} against these "
+              f"retrained means (their seed noise alone keeps it below 1)", ""]
     lines.append(f"{'network':<26}{'top-1 (mean ± sd)':>20}{'latency':>10}  architecture")
     for r in sorted(rows + searched, key=lambda r: r["latency_ms"]):
         sd = f" ± {r['sd']:.2f}" if r["sd"] is not None else ""
@@ -252,7 +282,10 @@ def report(out: Path, rows: list[dict], searched: list[dict], args, runs: Runs,
     lines.append("")
     for s in searched:
         lines += verdict(s, rows, seed_sd)
-        lines += ranking(Path(args.search[searched.index(s)]), s, rows, args, data)
+        lines += ranking(Path(args.search[searched.index(s)]), rows, args, data)
+    for folder in args.rank:
+        lines += [f"supernet of {folder} (its network not retrained):"]
+        lines += ranking(Path(folder), rows, args, data)
     text = "\n".join(lines)
     (out / "table.txt").write_text(text + "\n")
     print(text)
@@ -281,13 +314,14 @@ def verdict(s: dict, rows: list[dict], seed_sd: float) -> list[str]:
                   f"{best['latency_ms']:.2f} ms (difference {gap:+.2f}, 2 sd = {2 * sd:.2f})"]
 
 
-def ranking(folder: Path, s: dict, rows: list[dict], args, data) -> list[str]:
+def ranking(folder: Path, rows: list[dict], args, data) -> list[str]:
     if not (folder / "checkpoint.pt").exists():
         return ["  supernet ranking: no checkpoint.pt"]
     scores, config = supernet_scores(folder, [r["arch"] for r in rows], data, args.rank_images)
     retrained = [r["mean"] for r in rows]
     lines = [f"  supernet ranking ({config.get('weight_sharing', 'separate')} weights): "
-             f"Kendall tau {tau(scores, retrained):.3f} over {len(rows)} networks"]
+             f"Kendall tau {tau(scores, retrained):.3f} over {len(rows)} networks "
+             f"(a perfect predictor: ~{args.ceiling:.2f})"]
     target = config.get("target")
     if target:
         near = [i for i, r in enumerate(rows) if abs(r["latency_ms"] / target - 1) <= 0.15]

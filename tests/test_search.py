@@ -368,6 +368,43 @@ def test_fair_paths_run_every_candidate_of_every_block_once(tiny_data):
         assert all(0 <= i < len(op.tokens) for i in column)
 
 
+def test_sandwich_steps_train_largest_smallest_and_a_drawn_path(tmp_path, tiny_data,
+                                                                 monkeypatch):
+    from proxyless.supernet import SuperNet
+
+    net = SuperNet(tiny_space())
+    largest, smallest = net.parent_indices(), net.smallest_indices()
+    zero = [op.tokens.index("zero") if "zero" in op.tokens else None for op in net.mixed_ops]
+    assert [op.tokens[i] for op, i in zip(net.mixed_ops, largest, strict=True)] == \
+        ["k7e6"] * len(largest)
+    assert smallest == [z if z is not None else op.tokens.index("k3e3")
+                        for op, z in zip(net.mixed_ops, zero, strict=True)]
+    assert any(z is not None for z in zero) and any(z is None for z in zero)
+
+    weight_paths = []
+    original = SuperNet.sample_gates
+
+    def record(self, mode, generator=None, fixed=None):
+        if mode == "sample":
+            weight_paths.append(None if fixed is None else list(fixed))
+        return original(self, mode, generator, fixed)
+
+    monkeypatch.setattr(SuperNet, "sample_gates", record)
+    cfg = config(sandwich=True, warmup_epochs=1, warmup_parent=0.5, epochs=2, arch_every=20)
+    result = search(tiny_space(), tiny_data, None, cfg, tmp_path, progress=False)
+    parent_steps = 10  # half the warm-up's 20 batches
+    parent_phase, rest = weight_paths[:parent_steps], weight_paths[parent_steps:]
+    assert all(p == largest for p in parent_phase)
+    assert len(rest) == 3 * (3 * 20 - parent_steps)
+    for k in range(0, len(rest), 3):
+        assert rest[k] == largest and rest[k + 1] == smallest
+    assert result.metrics[-1]["train_top1"] > 0
+    assert math.isfinite(result.metrics[-1]["train_loss"])
+    assert write_search_outputs(result, tmp_path, cfg, None, None)["sandwich"] is True
+    with pytest.raises(ProxylessError, match="--sandwich or --fair-paths"):
+        config(sandwich=True, fair_paths=True).validate()
+
+
 def test_a_search_with_fair_paths_trains_and_records_it(tmp_path, tiny_data):
     cfg = config(fair_paths=True, epochs=2)
     result = search(tiny_space(), tiny_data, None, cfg, tmp_path, progress=False)

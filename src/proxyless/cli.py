@@ -151,6 +151,10 @@ def _add_search_args(p: argparse.ArgumentParser, run: bool = False) -> None:
                    help="each weight step trains every candidate of every block once (FairNAS "
                         "strict fairness; ~N times the compute per step) instead of one path "
                         "drawn from p")
+    p.add_argument("--sandwich", action="store_true",
+                   help="each weight step trains the largest path, the smallest and one "
+                        "drawn from p, the two distilled from the largest's predictions "
+                        "(BigNAS's sandwich rule; ~3 times the compute per step)")
     p.add_argument("--decide", type=nonneg_float, default=d.decide,
                    help="weight of the entropy term in the architecture loss: it settles "
                         "the blocks the data leaves undecided (0: the paper's loss)")
@@ -179,6 +183,7 @@ def _search_config(args: argparse.Namespace):
         warmup_parent=args.warmup_parent,
         batch_size=args.batch_size, lr=args.lr, arch_lr=args.arch_lr,
         arch_every=args.arch_every, decide=args.decide, fair_paths=args.fair_paths,
+        sandwich=args.sandwich,
         estimator=args.estimator, loss=args.loss,
         constraint=args.constraint, dual_lr=args.dual_lr, metric=metric,
         target=target, train_limit=args.train_limit, seed=args.seed, device=args.device,

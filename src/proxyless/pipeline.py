@@ -271,6 +271,14 @@ def strategy_details(scfg: SearchConfig) -> str:
     return f"loss `{scfg.loss}`, estimator `{scfg.estimator}`"
 
 
+def weight_paths(scfg: SearchConfig) -> str:
+    if scfg.fair_paths:
+        return "fair (every candidate once per step)"
+    if scfg.sandwich:
+        return "sandwich (largest, smallest and sampled, distilled from the largest)"
+    return "sampled"
+
+
 def write_report(out: Path, r: dict, scfg: SearchConfig, tcfg: TrainConfig,
                  space: SearchSpace) -> Path:
     arch_cell = r["arch"].replace("|", "\\|")  # a bare | would split the table's cell
@@ -316,7 +324,7 @@ def write_report(out: Path, r: dict, scfg: SearchConfig, tcfg: TrainConfig,
         f"Search: {scfg.strategy} strategy ({strategy_details(scfg)}), {scfg.warmup_epochs} "
         f"warm-up + {scfg.epochs} search epochs, `{scfg.weight_sharing}` candidate weights, "
         f"entropy weight (--decide) {scfg.decide:g}, "
-        f"{'fair' if scfg.fair_paths else 'sampled'} weight paths, "
+        f"{weight_paths(scfg)} weight paths, "
         f"target as a `{scfg.constraint}` constraint. "
         "Files: `search/` (arch.json, "
         "summary.json, metrics.jsonl), `retrain/` (final.json, metrics.jsonl, model.pt), "

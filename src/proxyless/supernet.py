@@ -181,6 +181,12 @@ class MixedOp(nn.Module):
         sizes = [(s.expand, s.kernel) for s in self.specs]  # zero: (0, 0)
         return max(range(len(sizes)), key=sizes.__getitem__)
 
+    def smallest_index(self) -> int:
+        """The smallest candidate: zero where the block may be skipped, else the lowest
+        expansion, then kernel (the sandwich rule's smallest path)."""
+        sizes = [(s.expand, s.kernel) for s in self.specs]
+        return min(range(len(sizes)), key=sizes.__getitem__)
+
     def candidate_state(self, index: int) -> dict[str, torch.Tensor]:
         """The weights of candidate `index` as a standalone op's state dict."""
         candidate = self.candidates[index]
@@ -289,6 +295,9 @@ class SuperNet(Backbone):
 
     def parent_indices(self) -> list[int]:
         return [op.parent_index() for op in self.mixed_ops]
+
+    def smallest_indices(self) -> list[int]:
+        return [op.smallest_index() for op in self.mixed_ops]
 
     def inherit_from_parents(self) -> None:
         for op in self.mixed_ops:

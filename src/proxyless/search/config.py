@@ -39,6 +39,9 @@ class SearchConfig:
     decide: float = 0.0             # β of the entropy term that settles near ties (losses.py)
     fair_paths: bool = False        # weight steps train every candidate once (FairNAS), not
                                     # one path drawn from p; costs N forward/backward passes
+    sandwich: bool = False          # weight steps train the largest path, the smallest and
+                                    # one drawn from p, the two distilled from the largest
+                                    # (BigNAS's sandwich rule); 3 passes per step
     estimator: str = "two"          # two (the paper's) or recompute (reference's full_v2)
     loss: str = "mul-log"
     loss_a: float = 0.2
@@ -86,6 +89,8 @@ class SearchConfig:
         check(self.arch_every >= 1, f"arch_every must be >= 1, got {self.arch_every}")
         check(self.decide >= 0 and math.isfinite(self.decide),
               f"decide must be a finite number >= 0, got {self.decide}")
+        check(not (self.sandwich and self.fair_paths),
+              "choose --sandwich or --fair-paths, not both: each sets the weight step's paths")
         check(self.estimator in ESTIMATORS, f"estimator {self.estimator!r} not in {ESTIMATORS}")
         check(self.loss in LOSSES, f"loss {self.loss!r} not in {LOSSES}")
         check(self.constraint in CONSTRAINTS,

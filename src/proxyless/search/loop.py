@@ -92,6 +92,14 @@ def fair_paths(net: SuperNet, generator: torch.Generator) -> list[list[int]]:
     return [[column[k] for column in columns] for k in range(width)]
 
 
+def sandwich_paths(net: SuperNet, sampled: list[int] | None) -> list[list[int] | None]:
+    """BigNAS's sandwich rule: the largest path (the teacher, first), the smallest path, and
+    the one the step would have trained anyway (`sampled`; None: drawn from p). Training the
+    two extremes every step keeps the whole range of the space trained, so the supernet's
+    small and large networks are scored on weights of equal standing."""
+    return [net.parent_indices(), net.smallest_indices(), sampled]
+
+
 def require_finite_alpha(net: SuperNet) -> None:
     """After an architecture step, whose strategy checked its loss before stepping: α itself
     diverged, so the step size is to blame."""
@@ -277,27 +285,39 @@ class SearchEpoch:
 
     def weight_step(self, x: torch.Tensor, y: torch.Tensor, step: int,
                     gates: torch.Generator, tally: skeleton.Tally) -> float:
-        """One SGD step of the weights on a path drawn from p (or the warm-up's path), or
-        with `fair_paths` after the parent phase, on every candidate of every block once."""
+        """One SGD step of the weights on a path drawn from p (or the warm-up's path); after
+        the parent phase, with `fair_paths` on every candidate of every block once, with
+        `sandwich` on the largest, smallest and drawn paths (see `sandwich_paths`)."""
         net = self.net
         if step == self.parent_steps and self.parent_steps > 0:
             net.inherit_from_parents()
+        distill = self.config.sandwich and step >= self.parent_steps
         if self.config.fair_paths and step >= self.parent_steps:
             paths = fair_paths(net, gates)
         else:
             paths = [warmup_paths(net, step, self.warm_steps, self.parent_steps, gates)]
+            if distill:
+                paths = sandwich_paths(net, paths[0])
         x = x.contiguous(memory_format=torch.channels_last)
         self.w_opt.zero_grad(set_to_none=True)
+        teacher = None
         for fixed in paths:  # gradients add up over the paths, then one update
             net.sample_gates("sample", gates, fixed=fixed)
             logits = net(x)
-            loss = self.criterion(logits, y)
-            value = skeleton.require_finite(loss.item(), "the weight step's loss")
+            if teacher is None:
+                loss = self.criterion(logits, y)
+            else:  # in-place distillation: the largest path's predictions as soft labels
+                loss = nn.functional.cross_entropy(logits, teacher)
+            skeleton.require_finite(loss.item(), "the weight step's loss")
             (loss / len(paths)).backward()
+            if distill and teacher is None:
+                teacher = logits.detach().softmax(1)
         distributed.average_grads(self.weights)
         self.w_opt.step()
         self.w_sched.step()
-        tally.add(value * y.numel(), logits, y)  # with fair paths: the last one's
+        # the last path's loss on the labels (with fair or sandwich paths: one drawn path's)
+        value = loss.item() if teacher is None else self.criterion(logits.detach(), y).item()
+        tally.add(value * y.numel(), logits, y)
         return value
 
     def record(self, epoch: int, phase: str, tally: skeleton.Tally, arch_stats: list[dict]) -> dict:

@@ -59,6 +59,7 @@ def write_search_outputs(result: SearchResult, out_dir: str | Path, config: Sear
         "weight_sharing": config.weight_sharing,
         "decide": config.decide,
         "fair_paths": config.fair_paths,
+        "sandwich": config.sandwich,
         "epochs": config.epochs,
         "warmup_epochs": config.warmup_epochs,
         "search_time_s": sum(m["epoch_time_s"] for m in result.metrics),
