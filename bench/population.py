@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import statistics
 import subprocess
 import sys
@@ -136,8 +137,9 @@ def run_searches(out: Path, args, model, table_path: Path) -> list[Path]:
 
 
 def supernet_scores(search_dir: Path, archs: list[Architecture], data: DataSplits,
-                    images: int) -> tuple[list[float], dict]:
-    """Val top-1 of each architecture on the search's final supernet, BN re-estimated."""
+                    images: int) -> tuple[list[float], list[float], dict]:
+    """Val top-1 and loss of each architecture on the search's final supernet, BN
+    re-estimated."""
     checkpoint = load_checkpoint(search_dir / "checkpoint.pt")
     config = checkpoint["config"]
     space = SearchSpace.from_dict(checkpoint["space"])
@@ -149,22 +151,40 @@ def supernet_scores(search_dir: Path, archs: list[Architecture], data: DataSplit
     val = Batches(held.val.subset(torch.arange(min(images, len(held.val)))), 500,
                   shuffle=False, pad=False, **common)
     calibration = Batches(held.train, 128, shuffle=True, **common)
-    scores = []
+    scores, losses = [], []
     for arch in archs:
         model = net.derived_network(arch)
         recalibrate_batchnorm(model, calibration, 20)
         model.eval()
         correct = count = 0
+        loss = 0.0
         with torch.no_grad():
             for x, y in val:
-                correct += (model(x).argmax(1) == y).sum().item()
+                logits = model(x)
+                correct += (logits.argmax(1) == y).sum().item()
+                loss += torch.nn.functional.cross_entropy(logits, y, reduction="sum").item()
                 count += y.numel()
         scores.append(100 * correct / count)
-    return scores, config
+        losses.append(loss / count)
+    return scores, losses, config
 
 
 def tau(xs: list[float], ys: list[float]) -> float | None:
     return float(kendalltau(xs, ys).statistic) if len(xs) >= 3 else None
+
+
+def tau_sd(n: int) -> float:
+    """Kendall tau's standard deviation over n pairs under no association."""
+    return math.sqrt(2 * (2 * n + 5) / (9 * n * (n - 1)))
+
+
+def agreement_ceiling(twice: float, seeds: float) -> float:
+    """A perfect predictor's tau against means of `seeds` retrainings, from the tau of two
+    single retrainings (`twice`): Greiner's relation gives their correlation, Spearman-Brown
+    that of a mean of `seeds`, whose square root is the truth's correlation with it."""
+    single = max(math.sin(math.pi / 2 * twice), 0.0)
+    mean = seeds * single / (1 + (seeds - 1) * single)
+    return 2 / math.pi * math.asin(math.sqrt(mean))
 
 
 def tau_ceiling(rows: list[dict], seed_sd: float, draws: int = 2000) -> float:
@@ -267,13 +287,22 @@ def report(out: Path, rows: list[dict], searched: list[dict], args, runs: Runs,
              f"seed sd (mean over {len(sds)} networks x {args.seeds} seeds): {seed_sd:.2f} "
              f"points; sd of accuracy across the population: {spread:.2f} points; "
              f"resolution: differences under ~{2 * seed_sd:.2f} points are inside the noise"]
+    ceiling = tau_ceiling(rows, seed_sd)
+    args.ceiling = f"~{ceiling:.2f}"
     if all(len(r["top1"]) >= 2 for r in rows):
         twice = tau([r["top1"][0] for r in rows], [r["top1"][1] for r in rows])
-        lines.append(f"two retrainings of the population (seed 0 against seed 1) rank it "
-                     f"alike with Kendall tau {twice:.3f}")
-    args.ceiling = tau_ceiling(rows, seed_sd)
-    lines += [f"a perfect predictor would reach Kendall tau ~{args.ceiling:.2f} against these "
-              f"retrained means (their seed noise alone keeps it below 1)", ""]
+        observed = agreement_ceiling(twice, statistics.mean(len(r["top1"]) for r in rows))
+        args.ceiling = f"~{observed:.2f}-{ceiling:.2f}"
+        lines += [f"two retrainings of the population (seed 0 against seed 1) rank it alike "
+                  f"with Kendall tau {twice:.3f} (sd of a tau over {len(rows)} networks: "
+                  f"~{tau_sd(len(rows)):.2f})",
+                  f"a perfect predictor would reach Kendall tau ~{observed:.2f} against these "
+                  f"retrained means judging by that agreement, ~{ceiling:.2f} judging by the "
+                  f"variances; their seed noise alone keeps it below 1", ""]
+    else:
+        lines += [f"a perfect predictor would reach Kendall tau ~{ceiling:.2f} against these "
+                  f"retrained means (judging by the variances); their seed noise alone keeps "
+                  f"it below 1", ""]
     lines.append(f"{'network':<26}{'top-1 (mean ± sd)':>20}{'latency':>10}  architecture")
     for r in sorted(rows + searched, key=lambda r: r["latency_ms"]):
         sd = f" ± {r['sd']:.2f}" if r["sd"] is not None else ""
@@ -317,11 +346,14 @@ def verdict(s: dict, rows: list[dict], seed_sd: float) -> list[str]:
 def ranking(folder: Path, rows: list[dict], args, data) -> list[str]:
     if not (folder / "checkpoint.pt").exists():
         return ["  supernet ranking: no checkpoint.pt"]
-    scores, config = supernet_scores(folder, [r["arch"] for r in rows], data, args.rank_images)
+    scores, losses, config = supernet_scores(folder, [r["arch"] for r in rows], data,
+                                             args.rank_images)
     retrained = [r["mean"] for r in rows]
-    lines = [f"  supernet ranking ({config.get('weight_sharing', 'separate')} weights): "
-             f"Kendall tau {tau(scores, retrained):.3f} over {len(rows)} networks "
-             f"(a perfect predictor: ~{args.ceiling:.2f})"]
+    by_loss = tau([-x for x in losses], retrained)
+    lines = [f"  supernet ranking ({config.get('weight_sharing', 'separate')} weights"
+             f"{', sandwich' if config.get('sandwich') else ''}): Kendall tau "
+             f"{tau(scores, retrained):.3f} by val top-1, {by_loss:.3f} by val loss, over "
+             f"{len(rows)} networks (a perfect predictor: {args.ceiling})"]
     target = config.get("target")
     if target:
         near = [i for i, r in enumerate(rows) if abs(r["latency_ms"] / target - 1) <= 0.15]

@@ -157,7 +157,8 @@ def _add_search_args(p: argparse.ArgumentParser, run: bool = False) -> None:
                         "(BigNAS's sandwich rule; ~3 times the compute per step)")
     p.add_argument("--decide", type=nonneg_float, default=d.decide,
                    help="weight of the entropy term in the architecture loss: it settles "
-                        "the blocks the data leaves undecided (0: the paper's loss)")
+                        "the blocks the data leaves undecided (default %(default)s; 0: the paper's "
+                        "loss)")
     p.add_argument("--train-limit", type=positive_int, default=None,
                    help="training images per search epoch" + (budget or " (default: all)"))
     p.add_argument("--reinforce-samples", type=positive_int, default=d.reinforce_samples)

@@ -36,7 +36,8 @@ class SearchConfig:
     arch_beta2: float = 0.999
     arch_eps: float = 1e-8
     arch_every: int = 5             # one α step every `arch_every` weight steps
-    decide: float = 0.0             # β of the entropy term that settles near ties (losses.py)
+    decide: float = 0.03            # β of the entropy term that settles near ties (losses.py);
+                                    # 0: the paper's loss
     fair_paths: bool = False        # weight steps train every candidate once (FairNAS), not
                                     # one path drawn from p; costs N forward/backward passes
     sandwich: bool = False          # weight steps train the largest path, the smallest and
