@@ -18,8 +18,9 @@ paper's loss, unchanged), grows while it does not, and shrinks again once it doe
 
 Without a target the architecture step optimizes cross-entropy alone.
 
-`decide` (weight β, 0.03 by default; 0 is the paper's loss) adds β·t · mean entropy of p over blocks to the
-architecture loss, t rising from 0 to 1 over the search (`SearchEpoch.search_progress`).
+`decide` (weight β, 0.03 by default; 0 is the paper's loss) adds β·t · mean entropy of p
+over blocks to the architecture loss, t rising from 0 to 1 over the search
+(`SearchEpoch.search_progress`).
 The gate gradients are noisy and a short search takes a few hundred α steps, so p ends nearly
 flat and the argmax is picked among near ties; the entropy's gradient is exact and always
 points to the nearest decision, so it settles the blocks the data does not. The ramp lets
