@@ -6,3 +6,7 @@ S sw-sep --sandwich
 S sw-ent --sandwich --weight-sharing entangled
 S d0-s1 --seed 1
 S d0.03-s1 --seed 1 --decide 0.03
+# later, for the 5-epoch protocol's ranking (decide is 0.03 by default since then, so 0 here)
+S d0-s2 --seed 2 --decide 0
+S sw-sep-s1 --sandwich --seed 1 --decide 0
+S sw-sep-s2 --sandwich --seed 2 --decide 0
