@@ -178,14 +178,16 @@ class MixedOp(nn.Module):
 
     def parent_index(self) -> int:
         """The largest candidate (expansion, then kernel): the one the others inherit from."""
-        sizes = [(s.expand, s.kernel) for s in self.specs]  # zero: (0, 0)
-        return max(range(len(sizes)), key=sizes.__getitem__)
+        return max(range(len(self.specs)), key=self._size)
 
     def smallest_index(self) -> int:
         """The smallest candidate: zero where the block may be skipped, else the lowest
         expansion, then kernel (the sandwich rule's smallest path)."""
-        sizes = [(s.expand, s.kernel) for s in self.specs]
-        return min(range(len(sizes)), key=sizes.__getitem__)
+        return min(range(len(self.specs)), key=self._size)
+
+    def _size(self, index: int) -> tuple[int, int]:
+        spec = self.specs[index]
+        return spec.expand, spec.kernel  # zero: (0, 0)
 
     def candidate_state(self, index: int) -> dict[str, torch.Tensor]:
         """The weights of candidate `index` as a standalone op's state dict."""

@@ -308,15 +308,15 @@ class SearchEpoch:
                 loss = self.criterion(logits, y)
             else:  # in-place distillation: the largest path's predictions as soft labels
                 loss = nn.functional.cross_entropy(logits, teacher)
-            skeleton.require_finite(loss.item(), "the weight step's loss")
+            value = skeleton.require_finite(loss.item(), "the weight step's loss")
             (loss / len(paths)).backward()
             if distill and teacher is None:
                 teacher = logits.detach().softmax(1)
         distributed.average_grads(self.weights)
         self.w_opt.step()
         self.w_sched.step()
-        # the last path's loss on the labels (with fair or sandwich paths: one drawn path's)
-        value = loss.item() if teacher is None else self.criterion(logits.detach(), y).item()
+        if teacher is not None:  # report the drawn path's loss on the labels, not the teacher's
+            value = self.criterion(logits.detach(), y).item()
         tally.add(value * y.numel(), logits, y)
         return value
 
