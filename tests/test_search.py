@@ -197,14 +197,21 @@ def test_the_constraint_binds_where_the_soft_loss_does_not(tmp_path, tiny_data):
     cost = flops_model(space)
     lo, hi = cost.bounds()
     target = lo + 0.15 * (hi - lo)  # below where cross-entropy alone takes this search
-    archs = {}
+    results = {}
     for constraint in ("soft", "dual"):
         cfg = config(metric="flops", target=target, constraint=constraint, dual_lr=0.5,
                      epochs=3)
-        archs[constraint] = search(space, tiny_data, cost, cfg, tmp_path / constraint,
-                                   progress=False).arch
-    assert cost.predict(archs["soft"]) > target * 1.1
-    assert cost.predict(archs["dual"]) <= target * 1.1
+        results[constraint] = search(space, tiny_data, cost, cfg, tmp_path / constraint,
+                                     progress=False)
+
+    def expected(result) -> float:  # E[cost] under the final p: what the losses act on
+        return cost.expected([torch.tensor(p) for p in result.probs_history[-1]]).item()
+
+    # The argmax of a 3-epoch search on 1,000 images is noisy (it differs between CPUs' float
+    # rounding), so the soft loss is judged by where it leaves p: well above the target.
+    assert expected(results["soft"]) > target * 1.1
+    assert expected(results["dual"]) < expected(results["soft"])
+    assert cost.predict(results["dual"].arch) <= target * 1.1
 
 
 def test_reinforce_takes_a_measured_latency_and_user_objectives(tmp_path, tiny_data):
