@@ -111,12 +111,10 @@ def test_out_that_cannot_be_a_folder(capsys, tmp_path, arch_file, command, under
 
 
 def test_plot_is_checked_before_measuring(capsys, tmp_path, table_file, monkeypatch):
-    import proxyless.latency.check as check
-
     def measure(*args, **kwargs):
         raise AssertionError("measured before the plot path was checked")
 
-    monkeypatch.setattr(check, "latency_check", measure)
+    monkeypatch.setattr("proxyless.cli.latency.latency_check", measure)
     (tmp_path / "afile").write_text("")
     code, err = run_cli(capsys, "latency-check", "--table", table_file, "--samples", "3",
                         "--plot", tmp_path / "afile" / "p.png")

@@ -83,17 +83,18 @@ def test_train_command_end_to_end(capsys, tmp_path):
 
 
 def test_run_budget_fills_what_was_not_given():
-    from proxyless.cli import _apply_budget, build_parser
+    from proxyless.cli import build_parser
+    from proxyless.cli.run import apply_budget
     from proxyless.pipeline import BUDGETS
 
     args = build_parser().parse_args(["run", "--budget", "standard", "--epochs", "5"])
-    _apply_budget(args)
+    apply_budget(args)
     standard = BUDGETS["standard"]
     assert args.epochs == 5  # given: kept
     assert (args.warmup_epochs, args.arch_every, args.train_limit) == (
         standard.warmup_epochs, standard.arch_every, standard.train_limit)
     args = build_parser().parse_args(["run"])
-    _apply_budget(args)
+    apply_budget(args)
     assert args.budget == "quick" and args.epochs == BUDGETS["quick"].epochs
     quick = BUDGETS["quick"]  # retraining sees the same images whatever the data set's size
     assert quick.retrain_epochs(54000) == 10 and quick.retrain_epochs(5400) == 100

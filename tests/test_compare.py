@@ -11,18 +11,14 @@ from pathlib import Path
 import pytest
 
 from proxyless import Architecture, ProxylessError, load_architecture, load_space
-from proxyless.compare import add_compare_parser, cmd_compare, pareto_front
-from proxyless.config import write_json_atomic
+from proxyless.cli.compare import add_compare_parser, cmd_compare
+from proxyless.cli.latency import add_cross_latency_parser, cmd_cross_latency
+from proxyless.compare import pareto_front
+from proxyless.files import write_json_atomic
 from proxyless.latency import LatencyTable, latency_model
-from proxyless.latency.cross import (
-    Column,
-    Setting,
-    add_cross_latency_parser,
-    cmd_cross_latency,
-    parse_settings,
-    verdict,
-)
+from proxyless.latency.matrix import Column, verdict
 from proxyless.latency.profile import profile_space
+from proxyless.latency.settings import Setting, parse_settings
 from proxyless.latency.table import Entry
 from proxyless.latency.timer import Timer, cpu_model
 from proxyless.networks import load_network, name_networks
@@ -39,7 +35,7 @@ def small_space(name: str = "small", width: int = 8) -> SearchSpace:
 
 
 def run_command(*argv: str) -> int:
-    """The commands as the CLI runs them (cli.py wires them in; tested here on their own)."""
+    """The commands as the CLI runs them (proxyless.cli wires them in; tested here on their own)."""
     parser = argparse.ArgumentParser(prog="proxyless")
     sub = parser.add_subparsers(dest="command", required=True)
     add_compare_parser(sub)
@@ -265,7 +261,7 @@ def fake_measuring(monkeypatch, figures: dict[str, list[list[float]]]) -> list[s
         calls.append(desc)
         done = sum(call.startswith(setting.label) for call in calls) - 1
         return [Entry(ms) for ms in figures[setting.label][done]]
-    monkeypatch.setattr("proxyless.latency.cross.measure_setting", measure)
+    monkeypatch.setattr("proxyless.latency.matrix.measure_setting", measure)
     return calls
 
 
@@ -343,3 +339,26 @@ def test_reference_networks_predicted_for_the_pixel_phone_without_measuring(refe
         assert "the table lacks" in network["notes"]["mobile_trim.yaml"]
     with pytest.raises(ProxylessError, match="nothing to compare"):
         run_command("cross-latency", *networks, "--settings", "none", "--out", tmp_path / "x")
+
+
+def test_compare_and_cross_latency_are_plain_functions(small_table, tmp_path, capsys):
+    """What the commands do, called from Python with plain arguments (no argparse)."""
+    from proxyless.compare import compare_folders
+    from proxyless.latency.cross import cross_latency
+
+    a = write_run(tmp_path / "a", ("k5e6", "k5e6", "k3e3", "zero"), 82.0, 1.0)
+    b = write_run(tmp_path / "b", ("k3e3", "zero", "k3e3", "zero"), 80.0, 0.5,
+                  data="cifar10")
+    warnings = []
+    text = compare_folders([a, b], tmp_path / "cmp", warn=warnings.append)
+    assert text == (tmp_path / "cmp" / "compare.md").read_text()
+    assert (tmp_path / "cmp" / "compare.png").is_file()
+    assert len(warnings) == 1 and "different data sets" in warnings[0]
+    assert capsys.readouterr().err == ""  # warned through `warn`, nothing printed
+    # a string is one setting and one table, not their characters; "none": predictions only
+    text = cross_latency([a, b], tmp_path / "cross", settings="none", tables=small_table)
+    matrix = json.loads((tmp_path / "cross" / "matrix.json").read_text())
+    assert [c["label"] for c in matrix["columns"]] == ["small.json"] and "small.json" in text
+    with pytest.raises(ProxylessError, match="nothing to compare"):
+        cross_latency([a], tmp_path / "none", settings=["none"])
+    assert not (tmp_path / "none").exists()

@@ -11,21 +11,21 @@ import pytest
 import torch
 
 from proxyless import load_model
-from proxyless.deploy import save_model
-from proxyless.deploy.evaluate import add_evaluate_parser, cmd_evaluate, evaluate_file
-from proxyless.deploy.export import (
-    METADATA_KEY,
-    _describe,
-    _describe_table,
+from proxyless.cli.deploy import (
+    add_evaluate_parser,
     add_export_parser,
+    cmd_evaluate,
     cmd_export,
-    compare_logits,
-    export_model,
-    int8_path,
-    load_exported,
-    measure_on_table,
-    table_setting,
+    describe_export,
+    describe_table,
 )
+from proxyless.deploy import save_model
+from proxyless.deploy.classifier import load_exported
+from proxyless.deploy.evaluate import evaluate_file
+from proxyless.deploy.int8 import int8_path
+from proxyless.deploy.timing import measure_on_table, table_setting
+from proxyless.deploy.verify import compare_logits
+from proxyless.deploy.write import METADATA_KEY, export_model
 from proxyless.errors import ProxylessError
 from proxyless.latency import LatencyTable, latency_model
 from proxyless.latency.table import Entry
@@ -150,7 +150,7 @@ def test_a_run_folder_gives_the_predicted_and_comparable_measured_latency(traine
     assert report["table_comparable"] and report["measured_on_table_ms"] > 0
     assert report["speed_factor"] == pytest.approx(1.0)  # the table has no anchor: this is it
     assert report["latency_ms"]["pytorch"] > 0 and report["latency_ms"]["onnx"] > 0
-    text = _describe(report)
+    text = describe_export(report)
     assert "(onnxruntime, 1 thread(s), batch 1), on the table's time base:" in text
     assert "measured (table setting)" in text and "None" not in text
 
@@ -166,7 +166,7 @@ def test_a_table_from_elsewhere_is_labelled_not_comparable(trained_run, tmp_path
     assert report["predicted_ms"] > 0 and report["measured_on_table_ms"] is None
     assert report["table_comparable"] is False
     assert "measured on 'Another CPU'" in report["table_not_comparable_because"]
-    text = _describe(report)
+    text = describe_export(report)
     assert ("(Another CPU: torch, 2 thread(s), batch 4), not comparable with this CPU's "
             "figures:") in text
     assert "ms per batch of 4" in text and "None" not in text
@@ -182,7 +182,7 @@ def test_the_reference_table_is_labelled_with_its_device(trained_run):
               "table_setting": table_setting(pixel.meta),
               **measure_on_table(pixel, arch, 0.0)}
     assert report["measured_on_table_ms"] is None and not report["table_comparable"]
-    lines = _describe_table(report)
+    lines = describe_table(report)
     assert "Pixel 1, TFLite): tflite, batch 1), not comparable with this CPU's" in lines[0]
     assert "thread" not in lines[0]  # it records no thread count, and none is made up
     assert "not measured here: this table was not measured here" in lines[2]

@@ -26,14 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from proxyless.config import (
-    REFERENCE_NET,
-    excerpt,
-    mapping_kind,
-    read_mapping,
-    write_mapping_atomic,
-)
+from proxyless.config import excerpt
 from proxyless.errors import ProxylessError
+from proxyless.files import REFERENCE_NET, mapping_kind, read_mapping, write_mapping_atomic
 from proxyless.space import (
     DEFAULT_CANDIDATES,
     MAX_EXPAND,

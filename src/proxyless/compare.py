@@ -19,17 +19,17 @@ measure the same thing. A search folder has no test top-1 (only its supernet's v
 top-1), so it is left off the accuracy plots but listed.
 
 The folders are read by `proxyless.networks` (as for `proxyless cross-latency`), and
-`--measure` times through cross-latency's `measure_setting`.
+`--measure` times through `latency.settings.measure_setting`.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from proxyless.latency.cross import Setting, Timing, measure_setting, table_text
+from proxyless.latency.settings import Setting, Timing, measure_setting, table_text
 from proxyless.latency.timer import cpu_model
 from proxyless.networks import (
     SEARCH,
@@ -40,9 +40,15 @@ from proxyless.networks import (
     read_folder,
     top1_text,
 )
+from proxyless.report import pareto_panels
+from proxyless.runtime import prepare_out_dir
 from proxyless.walk import count_macs, count_params
 
 MEASURED_ON = Setting("torch", 1, 1)  # --measure: what a deployment on one core runs
+
+
+def print_warning(note: str) -> None:
+    print(f"proxyless: {note}", file=sys.stderr)
 
 # -- the comparison -----------------------------------------------------------------------
 def pareto_front(points: list[tuple[float | None, float | None]]) -> list[bool | None]:
@@ -163,8 +169,6 @@ def _latencies(networks: list[Network], measure: bool, min_time: float,
 
 
 def plot_compare(rows: list[Row], path: Path, measured_now: bool) -> Path:
-    from proxyless.report import pareto_panels
-
     names = [r.network.name for r in rows]
     top1 = [r.network.test_top1 for r in rows]
     panels = [("latency (ms)", [r.latency_ms for r in rows], [r.front_latency for r in rows]),
@@ -175,39 +179,26 @@ def plot_compare(rows: list[Row], path: Path, measured_now: bool) -> Path:
                          f"latency ({how}) and MACs")
 
 
-def add_compare_parser(sub) -> None:
-    from proxyless.cli import min_time
-
-    p = sub.add_parser("compare", help="a Pareto picture (top-1 against latency and MACs) of "
-                                       "finished run, train or search folders")
-    p.add_argument("folders", nargs="+", metavar="RUN_DIR",
-                   help="a `proxyless run`, `train` or `search` folder")
-    p.add_argument("--out", default="compare",
-                   help="folder for compare.png and compare.md (default: ./compare)")
-    p.add_argument("--names", nargs="+", default=None,
-                   help="one name per folder (default: the folder names)")
-    p.add_argument("--measure", action="store_true",
-                   help="time all networks now on this CPU, together (torch, batch 1, 1 "
-                        "thread), instead of using the latencies the folders recorded")
-    p.add_argument("--min-time", type=min_time, default=3.0,
-                   help="with --measure: seconds of round-robin timing, at least (default 3)")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
-
-
-def cmd_compare(args: argparse.Namespace) -> int:
-    from proxyless.runtime import prepare_out_dir
-
-    out = prepare_out_dir(args.out, "--out", create=False)  # checked before the measuring
-    networks = name_networks([read_folder(folder) for folder in args.folders], args.names)
-    latencies, how = _latencies(networks, args.measure, args.min_time, not args.no_progress)
+def compare_folders(folders: Sequence[str | Path], out: str | Path,
+                    names: Sequence[str] | None = None, measure: bool = False,
+                    min_time: float = 3.0, progress: bool = True,
+                    warn: Callable[[str], None] | None = print_warning) -> str:
+    """Compare finished run, train or search `folders`: write compare.md and compare.png into
+    `out` and return the markdown. `measure`: time all networks now on this CPU (`min_time`
+    seconds at least) instead of using the latencies the folders recorded. `warn` receives
+    each warning (mixed data sets, latencies that do not compare) before the files are
+    written (default: printed to stderr; None: kept to compare.md)."""
+    folder = prepare_out_dir(out, "--out", create=False)  # checked before the measuring
+    networks = name_networks([read_folder(path) for path in folders],
+                             None if names is None else list(names))
+    latencies, how = _latencies(networks, measure, min_time, progress)
     rows = compare_rows(networks, latencies)
-    notes = compare_notes(networks, args.measure)
+    notes = compare_notes(networks, measure)
     for note in notes:
-        if note.startswith("warning:"):
-            print(f"proxyless: {note}", file=sys.stderr)
-    prepare_out_dir(out)
-    text = compare_markdown(rows, how, notes, args.measure)
-    (out / "compare.md").write_text(text, encoding="utf-8")
-    plot_compare(rows, out / "compare.png", args.measure)
-    print(text + f"-> {out / 'compare.md'}, {out / 'compare.png'}")
-    return 0
+        if warn is not None and note.startswith("warning:"):
+            warn(note)
+    prepare_out_dir(folder)
+    text = compare_markdown(rows, how, notes, measure)
+    (folder / "compare.md").write_text(text, encoding="utf-8")
+    plot_compare(rows, folder / "compare.png", measure)
+    return text

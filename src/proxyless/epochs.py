@@ -35,8 +35,9 @@ from torch import nn
 from tqdm import tqdm
 
 from proxyless import distributed
-from proxyless.config import replace_atomically, shorten, to_dict, write_json_atomic
+from proxyless.config import shorten, to_dict
 from proxyless.errors import ProxylessError
+from proxyless.files import replace_atomically, write_json_atomic
 from proxyless.runtime import (
     RunContext,
     first_line,

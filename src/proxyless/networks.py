@@ -16,8 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from proxyless.arch import Architecture, load_architecture
-from proxyless.config import clip, excerpt, read_mapping
+from proxyless.config import clip, excerpt
+from proxyless.deploy.model_file import read_model_file
 from proxyless.errors import ProxylessError
+from proxyless.files import read_mapping
+from proxyless.latency.table import LatencyTable
 
 RUN, TRAIN, SEARCH = "run folder", "train folder", "search folder"
 MODEL_FILE, ARCH_FILE = "model file", "architecture file"
@@ -86,8 +89,6 @@ def _recorded_arch(folder: Path, files: tuple[str, ...], encoding: Any,
 
 
 def _table_meta(path: Path) -> dict[str, Any] | None:
-    from proxyless.latency.table import LatencyTable
-
     return LatencyTable.load(path).meta if path.is_file() else None
 
 
@@ -158,8 +159,6 @@ def read_folder(path: str | Path) -> Network:
 def _read_file(file: Path) -> Network:
     """A model file (its test top-1 and data set come along) or an architecture file."""
     if file.suffix in MODEL_SUFFIXES:
-        from proxyless.deploy.model_file import read_model_file
-
         info = read_model_file(file)[0]
         return Network(_default_name(file), file, MODEL_FILE, info.arch,
                        test_top1=_number(info.metrics, "test_top1", f"model file {file}"),

@@ -19,9 +19,10 @@ from pathlib import Path
 
 from proxyless import distributed
 from proxyless.arch import decode
-from proxyless.config import read_mapping, to_dict, write_json_atomic
+from proxyless.config import to_dict
 from proxyless.data import DataSplits
 from proxyless.errors import ProxylessError
+from proxyless.files import read_mapping, write_json_atomic
 from proxyless.latency.cache import cached_table
 from proxyless.latency.cost import CostModel, latency_model
 from proxyless.latency.table import LatencyTable

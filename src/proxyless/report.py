@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")  # files only: no screen on servers and CI
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from proxyless.space import parse_token
+
+
+@functools.cache
+def _pyplot():
+    """matplotlib's pyplot, drawing to files only. Imported with the first picture, not with
+    the package: it takes a third of a second that `proxyless --help` need not pay. Cached:
+    the backend is chosen once, at the first picture, and left alone after."""
+    import matplotlib  # heavy: deferred to the first picture (see above)
+
+    matplotlib.use("Agg")  # files only: no screen on servers and CI
+    import matplotlib.pyplot as plt  # heavy: deferred to the first picture
+
+    return plt
+
 
 _KERNEL_COLORS = {3: "#8ecae6", 5: "#ffb703", 7: "#fb8500"}
 
@@ -19,6 +32,7 @@ _KERNEL_COLORS = {3: "#8ecae6", 5: "#ffb703", 7: "#fb8500"}
 def _save(fig, path: str | Path) -> Path:
     """Write the figure (its folder made if need be) and free it: pyplot keeps every open
     figure alive, and a search draws many."""
+    plt = _pyplot()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
@@ -28,6 +42,7 @@ def _save(fig, path: str | Path) -> Path:
 
 def _kernel_legend(ax, **where: Any) -> None:
     """The colour of each kernel size, placed by `where` (loc, bbox_to_anchor)."""
+    plt = _pyplot()
     handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in _KERNEL_COLORS.values()]
     ax.legend(handles, [f"{k}x{k}" for k in _KERNEL_COLORS], fontsize=6, ncol=3,
               frameon=False, **where)
@@ -53,8 +68,7 @@ _ROW = _Layout(lambda e: (0.3 + 0.1 * e, 0.3 + 0.1 * e), 0.15, 0.2, 0.55, False,
 
 def _draw_blocks(ax, arch, x: float, y: float, layout: _Layout) -> float:
     """One network's blocks from `x` along the line `y`; returns where the row ends."""
-    from proxyless.space import parse_token
-
+    plt = _pyplot()
     stage = -1
     for slot, token in zip(arch.space.slots(), arch.blocks, strict=True):
         if slot.stage != stage:
@@ -80,6 +94,7 @@ def _draw_blocks(ax, arch, x: float, y: float, layout: _Layout) -> float:
 
 def latency_scatter(measured, plain, calibrated, path: str | Path, title: str) -> Path:
     """Predicted vs measured latency, plain table sum and calibrated, with the ±10% band."""
+    plt = _pyplot()
     measured, plain, calibrated = map(np.asarray, (measured, plain, calibrated))
     fig, ax = plt.subplots(figsize=(5.5, 5), dpi=120)
     lo = min(measured.min(), plain.min(), calibrated.min()) * 0.9
@@ -99,6 +114,7 @@ def latency_scatter(measured, plain, calibrated, path: str | Path, title: str) -
 
 def probs_evolution(probs_history, tokens_per_block, path: str | Path, title: str = "") -> Path:
     """How each block's p evolved over the epochs (one small stacked area chart per block)."""
+    plt = _pyplot()
     history = [[np.asarray(p) for p in epoch] for epoch in probs_history]
     blocks = len(tokens_per_block)
     cols = min(blocks, 6)
@@ -131,6 +147,7 @@ def probs_evolution(probs_history, tokens_per_block, path: str | Path, title: st
 def arch_picture(arch, path: str | Path, title: str = "") -> Path:
     """The derived network as in the paper's figure: one box per block, height = expansion,
     colour = kernel size; zero blocks a dotted mark, stage boundaries and widths marked."""
+    plt = _pyplot()
     slots = arch.space.slots()
     fig, ax = plt.subplots(figsize=(max(6, 0.55 * len(slots) + 2), 2.8), dpi=120)
     end = _draw_blocks(ax, arch, 1.0, 0.0, _PAPER)
@@ -149,6 +166,7 @@ def arch_picture(arch, path: str | Path, title: str = "") -> Path:
 def training_curves(metrics: list[dict], path: str | Path, keys: tuple[str, ...],
                     title: str) -> Path:
     """Accuracy curves per epoch (e.g. train_top1 / test_top1)."""
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.2), dpi=110)
     epochs = [m["epoch"] for m in metrics]
     for key in keys:
@@ -186,6 +204,7 @@ def _pareto_panel(ax, names, top1, xs, on_front, xlabel: str) -> None:
 def pareto_panels(names, top1, panels, path: str | Path, title: str = "") -> Path:
     """Accuracy against each cost (`panels`: (x label, x values, on-front flags)), side by
     side, so the networks that trade accuracy for speed best stand out."""
+    plt = _pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), dpi=120,
                              squeeze=False)
     for ax, (xlabel, xs, on_front) in zip(axes[0], panels, strict=True):
@@ -198,6 +217,7 @@ def pareto_panels(names, top1, panels, path: str | Path, title: str = "") -> Pat
 def architectures_side_by_side(archs, labels, path: str | Path, title: str = "") -> Path:
     """Networks one row each, block by block, as in the paper's figure of its GPU, CPU and
     mobile models: how the networks found for different hardware differ at a glance."""
+    plt = _pyplot()
     fig, ax = plt.subplots(dpi=120)
     length = max(_draw_blocks(ax, arch, 0.0, -1.8 * row, _ROW)
                  for row, arch in enumerate(archs))

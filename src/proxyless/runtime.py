@@ -13,8 +13,9 @@ import numpy as np
 import torch
 
 from proxyless import distributed
-from proxyless.config import clip, replace_atomically
+from proxyless.config import clip
 from proxyless.errors import ProxylessError
+from proxyless.files import replace_atomically
 
 
 def resolve_device(name: str) -> torch.device:

@@ -21,7 +21,7 @@ from torch import nn
 from tqdm import tqdm
 
 from proxyless.arch import Architecture
-from proxyless.config import from_dict, settings_problem, to_dict, write_json_atomic
+from proxyless.config import from_dict, settings_problem, to_dict
 from proxyless.data import Batches, DataSplits, check_channels
 from proxyless.deploy.model_file import MODEL_FILE, ModelInfo, save_model
 from proxyless.epochs import (
@@ -36,6 +36,7 @@ from proxyless.epochs import (
     weight_optimizer,
 )
 from proxyless.errors import ProxylessError
+from proxyless.files import write_json_atomic
 from proxyless.net import build_network
 from proxyless.runtime import RunContext, start_run
 from proxyless.walk import count_macs, count_params

@@ -14,8 +14,6 @@ TorchScript file runs its own code, so it is evaluated only with --trust-code.
 
 from __future__ import annotations
 
-import argparse
-import json
 from pathlib import Path
 from typing import Any
 
@@ -23,16 +21,10 @@ import torch
 
 from proxyless.config import clip
 from proxyless.data import DataSplits, ImageSet, load_data
-from proxyless.deploy.export import (
-    Classifier,
-    file_format,
-    load_exported,
-    pytorch_classifier,
-    top1,
-)
-from proxyless.deploy.model_file import ModelInfo, load_model, model_path
+from proxyless.deploy.classifier import load_classifier
+from proxyless.deploy.model_file import ModelInfo
+from proxyless.deploy.verify import top1
 from proxyless.errors import ProxylessError
-from proxyless.runtime import resolve_device
 
 # The data names `load_data` reads from a folder: a model records (name, folder) of its data.
 _FOLDER_DATA = ("fashion-mnist", "cifar10", "imagefolder")
@@ -83,21 +75,6 @@ def check_data_fits(images: ImageSet, info: ModelInfo, what: str) -> None:
                              "other classes; pass --data/--data-dir of the model's data")
 
 
-def load_classifier(path: str | Path, device: str = "cpu", threads: int | None = None,
-                    trust_code: bool = False) -> Classifier:
-    """Any model file ready to run on numpy input: a model file or train/run folder (format
-    "pytorch", on `device`), or an ONNX (CPU only) or TorchScript export (only with
-    `trust_code`: its code runs, see `load_exported`)."""
-    fmt = file_format(path)
-    if fmt == "onnx" and device != "cpu":
-        raise ProxylessError(f"--device {device}: ONNX files run in ONNX Runtime on the CPU "
-                             "here; use --device cpu")
-    if fmt != "pytorch":
-        return load_exported(path, threads=threads, device=device, trust_code=trust_code)
-    target = resolve_device(device)  # a clear error where CUDA is missing, before loading
-    return pytorch_classifier(load_model(path, target), model_path(path))
-
-
 def evaluate_file(path: str | Path, data: str | None = None, data_dir: str | None = None,
                   images: int | None = None, batch_size: int = 500, device: str = "cpu",
                   trust_code: bool = False) -> dict[str, Any]:
@@ -118,44 +95,3 @@ def evaluate_file(path: str | Path, data: str | None = None, data_dir: str | Non
             "test_top1": top1(logits, test.labels.numpy()),
             "test_loss": loss, "test_images": len(test), "data": splits.name,
             "data_source": splits.source}
-
-
-# ------------------------------------------------------------------------------- command line
-
-def add_evaluate_parser(sub: Any) -> None:
-    """`proxyless evaluate` on the CLI's subparsers."""
-    from proxyless.cli import positive_int
-
-    p = sub.add_parser("evaluate", help="test accuracy of a model file, run folder or export")
-    p.add_argument("model", help="model.pt, a train or run folder, or an exported .onnx or "
-                                 "TorchScript (.torchscript) file")
-    add_model_data_args(p)
-    p.add_argument("--batch-size", type=positive_int, default=500)
-    p.add_argument("--images", type=positive_int, default=None,
-                   help="evaluate the first N test images (default: all)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu; ONNX "
-                                                   "files run on the CPU)")
-    p.add_argument("--trust-code", action="store_true",
-                   help="run a TorchScript file, whose code runs when loaded and called: only "
-                        "one you made (e.g. with `proxyless export`)")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-
-
-def add_model_data_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", default=None,
-                        help="dataset name (builtin, fashion-mnist, cifar10, imagefolder) or "
-                             "a path; default: the data the model was trained on")
-    parser.add_argument("--data-dir", default=None, help="folder holding the dataset files")
-
-
-def cmd_evaluate(args: argparse.Namespace) -> int:
-    result = evaluate_file(args.model, args.data, args.data_dir, args.images, args.batch_size,
-                           args.device, args.trust_code)
-    if args.json:
-        print(json.dumps(result, indent=2))
-        return 0
-    print(f"test top-1 {result['test_top1']:.2f}%  loss {result['test_loss']:.4f}  on "
-          f"{result['test_images']:,} test images of {result['data']} "
-          f"({clip(result['data_source'])})")
-    print(f"model: {result['model']} ({result['format']}, {result['architecture']})")
-    return 0

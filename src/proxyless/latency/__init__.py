@@ -11,7 +11,9 @@
 - `cost.py`         cost models: E[latency] differentiable in α; FLOPs and params alike
 - `calibration.py`  the fitted correction from table sums to end-to-end latency
 - `check.py`        the cost model's predictions against fresh networks measured end to end
-- `cross.py`        `proxyless cross-latency`: networks timed on several settings of this machine
+- `settings.py`     settings of this machine (backend, batch, threads); networks timed on one
+- `matrix.py`       the cross-latency matrix's columns, and which network is fastest where
+- `cross.py`        cross-latency: networks timed on several settings; matrix.md/.json/.png
 """
 
 from proxyless.latency.cost import CostModel, flops_model, latency_model, params_model

@@ -15,7 +15,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.optimize import nnls
 
 from proxyless.arch import Architecture
 from proxyless.latency.measure import Meter, spread_architectures
@@ -56,6 +55,9 @@ def fit_calibration(parts: list[dict[str, float]], measured: list[float]) -> Cal
     kinds = sorted({k for p in parts for k in p if k != "zero"})
     features = np.array([[1.0] + [p.get(k, 0.0) for k in kinds] for p in parts])
     target = np.asarray(measured, dtype=float)
+    # scipy takes a third of a second to import: paid by the fit, not by every command
+    from scipy.optimize import nnls
+
     coef, _ = nnls(features, target)
     calibration = Calibration(float(coef[0]), {k: float(c) for k, c in zip(kinds, coef[1:],
                                                                            strict=True)})

@@ -12,18 +12,21 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from scipy.stats import spearmanr
 
 from proxyless.errors import ProxylessError
 from proxyless.latency.calibration import Calibration, calibrate
 from proxyless.latency.cost import latency_model
 from proxyless.latency.measure import Meter, spread_architectures
 from proxyless.latency.table import LatencyTable
+from proxyless.report import latency_scatter
 
 CHECK_SEED = 2000
 
 
 def _metrics(predicted: np.ndarray, measured: np.ndarray) -> dict[str, float]:
+    # scipy takes a third of a second to import: paid by the check, not by every command
+    from scipy.stats import spearmanr
+
     error = np.abs(predicted - measured) / measured
     return {"mape": float(error.mean() * 100),
             "spearman": float(spearmanr(predicted, measured).statistic),
@@ -68,8 +71,6 @@ def latency_check(table: LatencyTable, samples: int = 50, seed: int = CHECK_SEED
               "predicted_uncalibrated_ms": plain.tolist(),
               "architectures": [a.encode() for a in archs]}
     if plot:
-        from proxyless.report import latency_scatter
-
         result["plot"] = str(latency_scatter(measured, plain, calibrated, plot,
                                              f"{space.name}: {result['device']}, "
                                              f"{timer.backend}, {timer.threads} thread(s)"))

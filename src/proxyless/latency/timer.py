@@ -50,7 +50,7 @@ def fingerprint(backend: str, device: str, threads: int, batch: int) -> dict:
     if device.startswith("cuda"):
         info["gpu"] = torch.cuda.get_device_name(resolve_device(device))
     if backend == "onnxruntime":
-        import onnxruntime
+        import onnxruntime  # heavy: loaded only where ONNX Runtime is the backend
 
         info["onnxruntime"] = onnxruntime.__version__
     return info
@@ -99,7 +99,7 @@ class Timer:
         module = module.eval()
         example = torch.randn(shape)
         if self.backend == "onnxruntime":
-            import onnxruntime as ort
+            import onnxruntime as ort  # heavy: loaded only where ONNX Runtime is the backend
 
             options = ort.SessionOptions()
             options.intra_op_num_threads = self.threads

@@ -6,9 +6,10 @@ import resource
 from pathlib import Path
 
 from proxyless.arch import Architecture
-from proxyless.config import write_json_atomic
 from proxyless.errors import ProxylessError
+from proxyless.files import write_json_atomic
 from proxyless.latency.cost import CostModel
+from proxyless.latency.measure import Meter
 from proxyless.latency.table import LatencyTable
 from proxyless.report import arch_picture, probs_evolution
 from proxyless.search.config import SearchConfig
@@ -20,8 +21,6 @@ def measure_on_table_device(arch: Architecture, table: LatencyTable | None,
                             log=print) -> tuple[float | None, float | None]:
     """End-to-end latency (ms) of `arch` on the table's device and backend, and the machine's
     speed factor at the time; (None, None) where the table's device is not this machine."""
-    from proxyless.latency.measure import Meter
-
     if table is None:
         return None, None
     try:

@@ -1,0 +1,86 @@
+"""The `proxyless` command line: it parses and prints, the library decides.
+
+    proxyless run [--out DIR]                       # profile, search, retrain, measure, report
+    proxyless inspect ARCH_OR_SPACE [--json]
+    proxyless train ARCH_FILE [--data NAME_OR_PATH] [--data-dir DIR] --epochs N --out DIR [--resume]
+    proxyless profile --space SPACE --out TABLE [--backend torch|onnxruntime] [--threads N]
+    proxyless latency-check --table TABLE --samples K [--json]
+    proxyless search --space SPACE --table TABLE --target-ms T --out DIR [--resume]
+    proxyless export MODEL_OR_RUN_DIR --format onnx|torchscript --out FILE [--int8]
+    proxyless evaluate MODEL [--data NAME_OR_PATH]
+    proxyless compare RUN_DIR... [--out DIR]        # Pareto picture: top-1 vs latency, MACs
+    proxyless cross-latency NETWORK... [--settings torch:b1:t1 ...] [--table TABLE]
+
+One module per command or family of commands (`run.py`, `search.py`, `train.py`,
+`latency.py`, `deploy.py`, `compare.py`, `inspect.py`), each an `add_*_parser` and its
+`cmd_*` functions; `options.py` holds the option types and groups they share. Every failure
+caused by input is printed as one `proxyless: error: ...` line (exit code 2); an interrupted
+run keeps its last checkpoint and says how to resume (exit code 130).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from proxyless import distributed
+from proxyless.cli.compare import add_compare_parser, cmd_compare
+from proxyless.cli.deploy import add_evaluate_parser, add_export_parser, cmd_evaluate, cmd_export
+from proxyless.cli.inspect import add_inspect_parser, cmd_inspect
+from proxyless.cli.latency import (
+    add_cross_latency_parser,
+    add_latency_parsers,
+    cmd_cross_latency,
+    cmd_latency_check,
+    cmd_profile,
+)
+from proxyless.cli.run import add_run_parser, cmd_run
+from proxyless.cli.search import add_search_parser, cmd_search
+from proxyless.cli.train import add_train_parser, cmd_train
+from proxyless.errors import ProxylessError
+
+COMMANDS = {"inspect": cmd_inspect, "train": cmd_train, "profile": cmd_profile,
+            "latency-check": cmd_latency_check, "search": cmd_search, "run": cmd_run,
+            "export": cmd_export, "evaluate": cmd_evaluate, "compare": cmd_compare,
+            "cross-latency": cmd_cross_latency}
+# commands that continue an interrupted run with --resume
+RESUMABLE = {"train", "search", "run"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="proxyless",
+        description="Hardware-aware neural architecture search, the ProxylessNAS way.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_inspect_parser(sub)
+    add_train_parser(sub)
+    add_latency_parsers(sub)
+    add_search_parser(sub)
+    add_run_parser(sub)
+    add_export_parser(sub)
+    add_evaluate_parser(sub)
+    add_compare_parser(sub)
+    add_cross_latency_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code = COMMANDS[args.command](args)
+        distributed.finish()  # not on errors: the other ranks may never arrive
+        return code
+    except ProxylessError as err:
+        print(f"proxyless: error: {err}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # e.g. `proxyless inspect ... | head`
+        sys.stderr.close()
+        return 0
+    except KeyboardInterrupt:
+        out = getattr(args, "out", None)
+        hint = (f"; continue with the same command plus --resume (run folder {out})"
+                if out and args.command in RESUMABLE else "")
+        print(f"proxyless: interrupted{hint}", file=sys.stderr)
+        return 130
+    finally:
+        distributed.teardown()

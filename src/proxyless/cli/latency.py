@@ -1,0 +1,138 @@
+"""`proxyless profile`, `latency-check` and `cross-latency`: this device's latency table, how
+well it predicts, and networks timed on several settings of this machine."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from proxyless.cli.options import min_time, nonneg_int, positive_int, seed_int
+from proxyless.latency.calibration import calibrate
+from proxyless.latency.check import latency_check
+from proxyless.latency.cost import latency_model
+from proxyless.latency.cross import cross_latency
+from proxyless.latency.profile import profile_space
+from proxyless.latency.settings import DEFAULT_SETTINGS, NO_SETTINGS, SETTING_FORMAT, Timing
+from proxyless.latency.table import LatencyTable
+from proxyless.latency.timer import BACKENDS, Timer
+from proxyless.memory import check_space_fits
+from proxyless.runtime import check_out_file
+from proxyless.space import load_space
+
+
+def add_latency_parsers(sub) -> None:
+    """`profile` and `latency-check`."""
+    p = sub.add_parser("profile", help="measure a space's layers on this device (lookup table)")
+    p.add_argument("--space", required=True, help="preset or space file")
+    p.add_argument("--out", required=True, help="table file to write (.json or .yaml); an "
+                                                "unfinished one is resumed")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--backend", default="torch", choices=BACKENDS)
+    p.add_argument("--threads", type=positive_int, default=1, help="CPU threads (fixed; default 1)")
+    p.add_argument("--batch", type=positive_int, default=1, help="batch size (default 1)")
+    p.add_argument("--repeats", type=positive_int, default=50, help="timed runs per layer")
+    p.add_argument("--warmup", type=nonneg_int, default=10, help="untimed runs first")
+    p.add_argument("--min-time", type=min_time, default=20.0,
+                   help="seconds to keep measuring each group of layers round-robin, so "
+                        "that drift in the machine's speed hits all of them alike")
+    p.add_argument("--calibrate", type=nonneg_int, default=20, metavar="K",
+                   help="measure K architectures end to end and fit the table's correction "
+                        "(0: skip)")
+    p.add_argument("--no-progress", action="store_true")
+
+    p = sub.add_parser("latency-check",
+                       help="measure random architectures and compare with the table")
+    p.add_argument("--table", required=True)
+    p.add_argument("--samples", type=positive_int, default=50, help="architectures to measure")
+    p.add_argument("--seed", type=seed_int, default=2000)
+    p.add_argument("--plot", default=None, help="scatter plot path (default: next to the "
+                                                "table, <table>-check.png)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def add_cross_latency_parser(sub) -> None:
+    p = sub.add_parser("cross-latency",
+                       help="time networks on several backends, batch sizes and thread counts "
+                            "of this machine (and predict them from latency tables)")
+    p.add_argument("networks", nargs="+", metavar="NETWORK",
+                   help="run, search or train folder, model file, architecture file or "
+                        "reference net.config")
+    p.add_argument("--settings", nargs="+", default=list(DEFAULT_SETTINGS),
+                   metavar=SETTING_FORMAT,
+                   help=f"what to measure on this CPU (default: {' '.join(DEFAULT_SETTINGS)}); "
+                        f"'{NO_SETTINGS}': measure nothing, only predict from --table")
+    p.add_argument("--table", action="append", default=[], metavar="TABLE",
+                   help="add a column predicted from this latency table (ours, or the "
+                        "reference Pixel 1 table mobile_trim.yaml); repeatable")
+    p.add_argument("--out", default="cross-latency",
+                   help="folder for matrix.md, matrix.json and architectures.png "
+                        "(default: ./cross-latency)")
+    p.add_argument("--names", nargs="+", default=None,
+                   help="one name per NETWORK (default: folder or file names)")
+    p.add_argument("--warmup", type=nonneg_int, default=Timing.warmup,
+                   help=f"untimed runs per network and setting (default {Timing.warmup})")
+    p.add_argument("--repeats", type=positive_int, default=Timing.repeats,
+                   help=f"round-robin rounds per setting, at least (default {Timing.repeats})")
+    p.add_argument("--min-time", type=min_time, default=Timing.min_time,
+                   help=f"seconds of round-robin timing per setting, at least (default "
+                        f"{Timing.min_time:g})")
+    p.add_argument("--rounds", type=positive_int, default=Timing.rounds,
+                   help="measure each setting this many times, the settings interleaved; a "
+                        "cell is the median over the rounds (default 1; 3 or more on a "
+                        "shared machine)")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    space = load_space(args.space)
+    check_space_fits(space, args.batch)  # every layer gets built and timed
+    check_out_file(args.out, "--out")
+    timer = Timer(args.backend, args.device, args.threads, args.warmup, args.repeats,
+                  args.min_time)
+    table = profile_space(space, args.out, timer, args.batch, progress=not args.no_progress)
+    print(f"{len(table.entries)} entries -> {args.out}")
+    if args.calibrate > 0:
+        fit = calibrate(table, args.calibrate, progress=not args.no_progress).fit
+        table.save(args.out)
+        print(f"calibration on {fit['architectures']} architectures: MAPE "
+              f"{fit['mape_plain_sum']:.1f}% (table sum) -> {fit['mape_fitted']:.1f}% (fitted)")
+    lo, hi = latency_model(table, space).bounds()
+    print(f"predicted latency of {space.name} networks: {lo:.3f} - {hi:.3f} ms")
+    return 0
+
+
+def cmd_latency_check(args: argparse.Namespace) -> int:
+    table = LatencyTable.load(args.table)
+    plot = args.plot or str(Path(args.table).with_suffix("")) + "-check.png"
+    # before the minutes of measuring, not after them
+    check_out_file(plot, "--plot" if args.plot else "the plot (next to --table; set --plot)")
+    result = latency_check(table, args.samples, args.seed, plot, progress=not args.no_progress,
+                           log=lambda m: print(m, file=sys.stderr))
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"{result['samples']} architectures of {result['space']} on {result['device']} "
+          f"({result['backend']}, {result['threads']} thread(s), batch {result['batch']})")
+    print(f"{'':<14}{'MAPE':>8}{'Spearman':>10}{'within 10%':>12}")
+    print(f"{'table sum':<14}{result['mape_uncalibrated']:>7.2f}%"
+          f"{result['spearman_uncalibrated']:>10.3f}{result['within_10pct_uncalibrated']:>11.1f}%")
+    print(f"{'calibrated':<14}{result['mape']:>7.2f}%{result['spearman']:>10.3f}"
+          f"{result['within_10pct']:>11.1f}%")
+    print(f"machine speed vs the table's time: x{result['speed_factor']:.3f} (predictions "
+          f"scaled by it; without: MAPE {result['mape_without_drift_correction']:.2f}%, "
+          f"{result['within_10pct_without_drift_correction']:.1f}% within 10%)")
+    print(f"plot: {result['plot']}")
+    return 0
+
+
+def cmd_cross_latency(args: argparse.Namespace) -> int:
+    timing = Timing(args.warmup, args.repeats, args.min_time, args.rounds)
+    text = cross_latency(args.networks, args.out, args.settings, args.table, args.names,
+                         timing, progress=not args.no_progress)
+    out = Path(args.out)
+    print(text, end="")
+    print(f"-> {out / 'matrix.md'}, {out / 'matrix.json'}, {out / 'architectures.png'}")
+    return 0

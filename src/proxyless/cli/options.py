@@ -1,0 +1,127 @@
+"""What the commands share: option types that refuse bad numbers in one line, the option
+groups of several commands (data, runtime), and the run-folder guard."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+from proxyless import distributed
+from proxyless.config import MAX_SEED, clip
+from proxyless.data import DataSplits, load_data
+from proxyless.errors import ProxylessError
+from proxyless.latency.timer import MAX_MIN_TIME
+from proxyless.runtime import prepare_out_dir, remove_if_empty
+from proxyless.space import SearchSpace
+
+
+def _shown(text: str) -> str:
+    """The value as typed, quoted, at most ~80 characters: a pasted blob stays one line."""
+    return repr(clip(text))
+
+
+def _number(text: str, kind: type, low: float | None, high: float | None,
+            strict_low: bool, what: str) -> float | int:
+    """Parse one option value as `kind` within [low, high] ((low, high] when strict_low);
+    argparse reports the ArgumentTypeError as `argument --x: <message>`, exit code 2."""
+    try:
+        value = kind(text)
+    except (TypeError, ValueError):
+        raise argparse.ArgumentTypeError(f"expected {what}, got {_shown(text)}") from None
+    # inf and nan pass float(): a nan compares false with every bound, so it lands here too
+    ok = math.isfinite(value) and (low is None or (value > low if strict_low else value >= low))
+    if not ok or (high is not None and value > high):
+        raise argparse.ArgumentTypeError(f"must be {what}, got {_shown(text)}")
+    return value
+
+
+def finite_float(text: str) -> float:
+    return _number(text, float, None, None, False, "a finite number")
+
+
+def positive_float(text: str) -> float:
+    return _number(text, float, 0, None, True, "a finite number > 0")
+
+
+def nonneg_float(text: str) -> float:
+    return _number(text, float, 0, None, False, "a finite number >= 0")
+
+
+def min_time(text: str) -> float:
+    """Seconds of round-robin timing: one limit for every command that times."""
+    return _number(text, float, 0, MAX_MIN_TIME, False,
+                   f"a number of seconds from 0 to {MAX_MIN_TIME:g}")
+
+
+def positive_min_time(text: str) -> float:
+    return _number(text, float, 0, MAX_MIN_TIME, True,
+                   f"a number of seconds above 0, at most {MAX_MIN_TIME:g}")
+
+
+def positive_int(text: str) -> int:
+    return _number(text, int, 1, None, False, "a whole number >= 1")
+
+
+def nonneg_int(text: str) -> int:
+    return _number(text, int, 0, None, False, "a whole number >= 0")
+
+
+def seed_int(text: str) -> int:
+    return _number(text, int, 0, MAX_SEED, False, f"a whole number from 0 to {MAX_SEED}")
+
+
+def add_data_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", default=None,
+                        help="dataset name (auto, builtin, fashion-mnist, cifar10, imagefolder) "
+                             "or a path; default: full Fashion-MNIST if installed, else the "
+                             "built-in subset")
+    parser.add_argument("--data-dir", default=None, help="folder holding the dataset files")
+    parser.add_argument("--val-size", type=nonneg_float, default=None,
+                        help="images held out of the training split for validation "
+                             "(count, or a fraction below 1)")
+
+
+def add_model_data_args(parser: argparse.ArgumentParser) -> None:
+    """--data/--data-dir of the commands that test a finished model (export, evaluate)."""
+    parser.add_argument("--data", default=None,
+                        help="dataset name (builtin, fashion-mnist, cifar10, imagefolder) or "
+                             "a path; default: the data the model was trained on")
+    parser.add_argument("--data-dir", default=None, help="folder holding the dataset files")
+
+
+def add_runtime_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    parser.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch")
+    parser.add_argument("--seed", type=seed_int, default=0)
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def data_from_args(args: argparse.Namespace, space: SearchSpace,
+                   val_size: float | int) -> DataSplits:
+    """The dataset of --data/--data-dir, fitted to the space (channels, input size), with
+    `val_size` images held out for validation."""
+    return load_data(args.data, args.data_dir, val_size=val_size, seed=args.seed,
+                     image_size=space.input_size, channels=space.in_channels)
+
+
+@contextlib.contextmanager
+def run_folder(out: str | Path) -> Iterator[None]:
+    """Check --out before any work (a file there or above it, a folder that cannot be made);
+    and when this command made the folder and fails with a ProxylessError before writing a
+    file into it, remove it again: a failed command leaves no empty folder behind."""
+    path = prepare_out_dir(out, "--out", create=False)
+    existed = path.exists()
+    try:
+        yield
+    except ProxylessError:
+        if not existed:
+            remove_if_empty(path)
+        raise
+
+
+def is_main_rank() -> bool:
+    """Whether this process prints the results (rank 0 under torchrun, else always)."""
+    return distributed.is_main()

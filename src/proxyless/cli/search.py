@@ -1,0 +1,156 @@
+"""`proxyless search`: ProxylessNAS on your data and hardware; and the search options that
+`proxyless run` shares."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from proxyless.cli.options import (
+    add_data_args,
+    add_runtime_args,
+    data_from_args,
+    finite_float,
+    is_main_rank,
+    nonneg_float,
+    nonneg_int,
+    positive_float,
+    positive_int,
+    run_folder,
+)
+from proxyless.errors import ProxylessError
+from proxyless.latency.table import LatencyTable
+from proxyless.memory import check_space_fits
+from proxyless.search.config import (
+    CONSTRAINTS,
+    ESTIMATORS,
+    REWARDS,
+    STRATEGIES,
+    SearchConfig,
+)
+from proxyless.search.costs import search_costs
+from proxyless.search.loop import search
+from proxyless.search.losses import LOSSES
+from proxyless.search.outputs import write_search_outputs
+from proxyless.shared_weights import WEIGHT_SHARING
+from proxyless.space import load_space
+
+
+def add_search_args(p: argparse.ArgumentParser, run: bool = False) -> None:
+    d = SearchConfig()
+    budget = " (default: from --budget)" if run else ""
+    p.add_argument("--strategy", default=d.strategy, choices=STRATEGIES)
+    if not run:
+        p.add_argument("--table", default=None,
+                       help="latency table (from `proxyless profile`, or the reference "
+                            "code's format)")
+    p.add_argument("--target-ms", type=positive_float, default=None,
+                   help="latency target in ms on the table's device"
+                        + (" (default: chosen from this device's table)" if run else ""))
+    p.add_argument("--target-mflops", type=positive_float, default=None,
+                   help="multiply-add target in millions, instead of latency")
+    p.add_argument("--loss", default=d.loss, choices=LOSSES)
+    p.add_argument("--estimator", default=d.estimator, choices=ESTIMATORS)
+    p.add_argument("--constraint", default=d.constraint, choices=CONSTRAINTS,
+                   help="dual (default): a Lagrange multiplier makes the target bind the "
+                        "derived network; soft: the paper's loss alone")
+    p.add_argument("--dual-lr", type=positive_float, default=d.dual_lr,
+                   help="the multiplier's step per architecture step")
+    p.add_argument("--weight-sharing", default=d.weight_sharing, choices=WEIGHT_SHARING,
+                   help="separate: every candidate has its own weights (the paper); "
+                        "entangled: a block's candidates are slices of one kernel (centre "
+                        "kernels, first channels), so every step trains what every path uses")
+    p.add_argument("--warmup-epochs", type=nonneg_int, default=d.warmup_epochs if not run else None,
+                   help="weight-only epochs before the search" + budget)
+    p.add_argument("--warmup-parent", type=nonneg_float, default=d.warmup_parent,
+                   help="share of the warm-up that trains only the largest path, which then "
+                        "seeds the other candidates (0: uniform random paths throughout)")
+    p.add_argument("--epochs", type=positive_int, default=d.epochs if not run else None,
+                   help="search epochs after the warm-up" + budget)
+    p.add_argument("--batch-size", type=positive_int, default=d.batch_size)
+    p.add_argument("--lr", type=positive_float, default=d.lr, help="weights' learning rate")
+    p.add_argument("--arch-lr", type=positive_float, default=d.arch_lr,
+                   help="α's learning rate (Adam)")
+    p.add_argument("--arch-every", type=positive_int, default=d.arch_every if not run else None,
+                   help="one architecture step every N weight steps" + budget)
+    p.add_argument("--fair-paths", action="store_true",
+                   help="each weight step trains every candidate of every block once (FairNAS "
+                        "strict fairness; ~N times the compute per step) instead of one path "
+                        "drawn from p")
+    p.add_argument("--sandwich", action="store_true",
+                   help="each weight step trains the largest path, the smallest and one "
+                        "drawn from p, the two distilled from the largest's predictions "
+                        "(BigNAS's sandwich rule; ~3 times the compute per step)")
+    p.add_argument("--decide", type=nonneg_float, default=d.decide,
+                   help="weight of the entropy term in the architecture loss: it settles "
+                        "the blocks the data leaves undecided (default %(default)s; 0: the paper's "
+                        "loss)")
+    p.add_argument("--train-limit", type=positive_int, default=None,
+                   help="training images per search epoch" + (budget or " (default: all)"))
+    p.add_argument("--reinforce-samples", type=positive_int, default=d.reinforce_samples)
+    p.add_argument("--reward", default=d.reinforce_reward, choices=REWARDS,
+                   help="REINFORCE reward: mnas ACC*(LAT/T)^w, reference ACC*(T/LAT)^0.1")
+    p.add_argument("--reward-w", type=finite_float, default=d.reinforce_w)
+    p.add_argument("--measure-latency", action="store_true",
+                   help="REINFORCE: measure each sampled network end to end instead of the "
+                        "table")
+
+
+def search_config_from(args: argparse.Namespace) -> SearchConfig:
+    """The search settings from the options (validated where they are used)."""
+    if args.target_ms is not None and args.target_mflops is not None:
+        raise ProxylessError("give --target-ms or --target-mflops, not both")
+    metric = "flops" if args.target_mflops is not None else "latency"
+    target = args.target_mflops if metric == "flops" else args.target_ms
+    return SearchConfig(
+        strategy=args.strategy, epochs=args.epochs, warmup_epochs=args.warmup_epochs,
+        weight_sharing=args.weight_sharing,
+        warmup_parent=args.warmup_parent,
+        batch_size=args.batch_size, lr=args.lr, arch_lr=args.arch_lr,
+        arch_every=args.arch_every, decide=args.decide, fair_paths=args.fair_paths,
+        sandwich=args.sandwich,
+        estimator=args.estimator, loss=args.loss,
+        constraint=args.constraint, dual_lr=args.dual_lr, metric=metric,
+        target=target, train_limit=args.train_limit, seed=args.seed, device=args.device,
+        threads=args.threads, reinforce_samples=args.reinforce_samples,
+        reinforce_reward=args.reward, reinforce_w=args.reward_w,
+        reinforce_measure=args.measure_latency,
+        **({} if args.val_size is None else {"val_size": args.val_size}))
+
+
+def add_search_parser(sub) -> None:
+    p = sub.add_parser("search", help="search an architecture on your data and hardware")
+    p.add_argument("--space", default="fashion", help="preset or space file (default fashion)")
+    p.add_argument("--out", required=True, help="run folder")
+    p.add_argument("--resume", action="store_true", help="continue the search in --out")
+    add_search_args(p)
+    add_data_args(p)
+    add_runtime_args(p)
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    space = load_space(args.space)
+    table = LatencyTable.load(args.table) if args.table else None
+    config = search_config_from(args)
+    config.validate()
+    check_space_fits(space, config.batch_size)
+    with run_folder(args.out):
+        costs = search_costs(space, config, table, log=lambda m: print(m, file=sys.stderr))
+        data = data_from_args(args, space, config.val_size)
+        result = search(space, data, costs.constrained, config, args.out, resume=args.resume,
+                        progress=not args.no_progress, latency_fn=costs.measured,
+                        also_log=costs.also_log)
+        if not is_main_rank():
+            return 0
+        summary = write_search_outputs(result, args.out, config, costs.latency, table)
+    out = Path(args.out)
+    line = f"searched: {summary['arch']}\n  params {summary['params'] / 1e6:.3f}M  MACs " \
+           f"{summary['macs'] / 1e6:.2f}M  val(argmax) {summary['val_top1']:.2f}%"
+    if summary["predicted_ms"] is not None:
+        line += f"  predicted {summary['predicted_ms']:.3f} ms"
+    if summary["measured_ms"] is not None:
+        line += f"  measured {summary['measured_ms']:.3f} ms"
+    print(line + f"\n  -> {out / 'arch.json'}, {out / 'summary.json'}, {out / 'probs.png'}, "
+                 f"{out / 'arch.png'}")
+    return 0

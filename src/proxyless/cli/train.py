@@ -1,0 +1,56 @@
+"""`proxyless train`: train a network from scratch and evaluate it."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from proxyless.arch import load_architecture
+from proxyless.cli.options import (
+    add_data_args,
+    add_runtime_args,
+    data_from_args,
+    is_main_rank,
+    nonneg_float,
+    positive_float,
+    positive_int,
+    run_folder,
+)
+from proxyless.memory import check_space_fits
+from proxyless.train import TrainConfig, train_network
+
+
+def add_train_parser(sub) -> None:
+    d = TrainConfig()
+    p = sub.add_parser("train", help="train a network from scratch and evaluate it")
+    p.add_argument("arch", help="architecture file (ours or a reference net.config)")
+    p.add_argument("--out", required=True, help="run folder (checkpoints, metrics, results)")
+    p.add_argument("--epochs", type=positive_int, default=d.epochs)
+    p.add_argument("--batch-size", type=positive_int, default=d.batch_size)
+    p.add_argument("--lr", type=positive_float, default=d.lr)
+    p.add_argument("--weight-decay", type=nonneg_float, default=d.weight_decay)
+    p.add_argument("--label-smoothing", type=nonneg_float, default=d.label_smoothing)
+    p.add_argument("--dropout", type=nonneg_float, default=d.dropout)
+    p.add_argument("--no-augment", action="store_true")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    add_data_args(p)
+    add_runtime_args(p)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    arch = load_architecture(args.arch)
+    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                         weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
+                         dropout=args.dropout, augment=not args.no_augment, seed=args.seed,
+                         device=args.device, threads=args.threads)
+    config.validate()
+    check_space_fits(arch.space, config.batch_size, supernet=False)
+    with run_folder(args.out):
+        data = data_from_args(args, arch.space, args.val_size or 0)
+        final = train_network(arch, data, config, args.out, resume=args.resume,
+                              progress=not args.no_progress)
+    if not is_main_rank():
+        return 0
+    print(f"test top-1 {final['test_top1']:.2f}%  params {final['params'] / 1e6:.3f}M  "
+          f"MACs {final['macs'] / 1e6:.2f}M  -> {Path(args.out) / 'final.json'}")
+    return 0
