@@ -110,3 +110,27 @@ def test_budgets_size_the_search_in_images_too():
     assert quick.search_epochs(5400) == (7, 11)
     assert standard.search_epochs(54000) == (standard.warmup_epochs, standard.epochs)
     assert standard.search_epochs(5400) == (30, 80)
+
+
+def test_search_without_a_table_prices_this_device_in_onnx_runtime(capsys, tmp_path,
+                                                                   monkeypatch):
+    """A latency target and no --table: this device's ONNX Runtime table (profiled into the
+    cache), named in the summary beside the network measured in every runtime."""
+    from conftest import small_space
+
+    monkeypatch.setenv("PROXYLESS_CACHE", str(tmp_path / "cache"))
+    space = tmp_path / "space.json"
+    space.write_text(json.dumps(small_space().to_dict()))
+    code, out, err = run_cli(capsys, "search", "--space", str(space), "--data", "builtin",
+                             "--val-size", "100", "--train-limit", "200", "--batch-size", "25",
+                             "--warmup-epochs", "0", "--epochs", "2", "--target-ms", "0.1",
+                             "--profile-min-time", "0.01", "--out", str(tmp_path / "s"),
+                             "--no-progress")
+    assert code == 0, err
+    assert "(ONNX Runtime, batch 1)" in out and "in each runtime, measured now: torch" in out
+    summary = json.loads((tmp_path / "s" / "summary.json").read_text())
+    assert summary["priced"] == {**summary["priced"], "runtime": "ONNX Runtime",
+                                 "backend": "onnxruntime", "batch": 1, "threads": 1}
+    assert sorted(summary["runtimes_ms"]) == ["onnxruntime", "torch"]
+    assert all(ms > 0 for ms in summary["runtimes_ms"].values())
+    assert list((tmp_path / "cache" / "tables").glob("small-*.json"))

@@ -9,7 +9,7 @@ import torch
 
 from proxyless import Architecture, ProxylessError, load_architecture, load_space
 from proxyless.latency import LatencyTable, flops_model, latency_model, params_model
-from proxyless.latency.calibration import calibrate, fit_calibration, table_parts
+from proxyless.latency.calibration import calibrate, fit_calibration, op_count, table_parts
 from proxyless.latency.check import latency_check
 from proxyless.latency.profile import layer_workloads, profile_space
 from proxyless.latency.timer import Timer
@@ -146,6 +146,12 @@ def test_calibration_recovers_a_known_correction():
     assert cal.offset == pytest.approx(0.3, abs=1e-6)
     assert cal.scales == pytest.approx({"fixed": 1.1, "k3": 0.8, "k5": 1.3}, abs=1e-6)
     assert cal.fit["mape_fitted"] < 1e-6 < cal.fit["mape_plain_sum"]
+    ops = [int(rng.integers(2, 9)) for _ in parts]  # a per-op term of either sign is found
+    for per_op in (0.05, -0.05):
+        shifted = [m + per_op * n for m, n in zip(measured, ops, strict=True)]
+        cal = fit_calibration(parts, shifted, ops)
+        assert cal.per_op == pytest.approx(per_op, abs=1e-6)
+        assert cal.offset == pytest.approx(0.3, abs=1e-6)
 
 
 def test_calibrated_model_matches_calibrated_parts(tiny_table):
@@ -156,9 +162,7 @@ def test_calibrated_model_matches_calibrated_parts(tiny_table):
     model = latency_model(table, space)
     for seed in range(5):
         arch = Architecture.random(space, random.Random(seed))
-        parts = table_parts(arch, table)
-        expected = calibration.offset + sum(calibration.scale(kind) * ms
-                                            for kind, ms in parts.items())
+        expected = calibration.predict(table_parts(arch, table), op_count(arch))
         assert model.predict(arch) == pytest.approx(expected)
 
 

@@ -51,6 +51,19 @@ def test_run_profiles_searches_retrains_and_reports(tmp_path, tiny_data, monkeyp
     row = next(line for line in report.splitlines() if line.startswith("| architecture"))
     assert row.count(" | ") == 1 and results["arch"].replace("|", "\\|") in row  # one cell
     assert list((tmp_path / "cache" / "tables").glob("tiny-run-*.json"))
+    # by default the search prices ONNX Runtime at batch 1 on one thread, and says so; the
+    # retrained network is measured in every runtime (its exports kept beside model.pt)
+    assert results["backend"] == "onnxruntime"
+    assert results["priced"]["runtime"] == "ONNX Runtime" and results["priced"]["batch"] == 1
+    assert results["priced"]["threads"] == 1
+    assert list(results["runtimes_ms"]) == ["torch", "onnxruntime", "onnxruntime int8"]
+    assert all(ms > 0 for ms in results["runtimes_ms"].values())
+    assert (out / "retrain" / "model.onnx").is_file()
+    assert (out / "retrain" / "model.int8.onnx").is_file()
+    summary = json.loads((out / "search" / "summary.json").read_text())
+    assert summary["priced"]["runtime"] == "ONNX Runtime"
+    assert "The search priced **ONNX Runtime** latency (batch 1, 1 thread(s)" in report
+    assert "| ONNX Runtime, fp32 (priced) |" in report and "| PyTorch (eager), fp32 |" in report
 
     # a run folder is never overwritten; --resume reuses this run's table and target
     with pytest.raises(ProxylessError, match="--resume"):
@@ -73,24 +86,27 @@ def test_run_with_the_reinforce_strategy(tmp_path, tiny_data, monkeypatch):
         (tmp_path / "run" / "report.md").read_text()
 
 
-def test_run_searches_for_onnxruntime_throughput_and_a_given_table(tmp_path, tiny_data,
-                                                                    monkeypatch):
-    """The latency a run searches for is the user's choice: another backend and batch (then
+def test_run_searches_for_torch_throughput_and_a_given_table(tmp_path, tiny_data,
+                                                             monkeypatch):
+    """The latency a run searches for is the user's choice: another runtime and batch (then
     measured alike at the end), or a table made elsewhere (no profiling at all)."""
     from dataclasses import replace
 
     monkeypatch.setenv("PROXYLESS_CACHE", str(tmp_path / "cache"))
-    config = replace(run_config(), profile_backend="onnxruntime", profile_batch=4)
-    results = run_pipeline(tiny_space(), tiny_data, config, tmp_path / "ort", progress=False,
+    config = replace(run_config(), profile_backend="torch", profile_batch=4)
+    results = run_pipeline(tiny_space(), tiny_data, config, tmp_path / "torch", progress=False,
                            log=lambda m: None)
-    table = json.loads((tmp_path / "ort" / "latency_table.json").read_text())
-    assert (table["meta"]["backend"], table["meta"]["batch"]) == ("onnxruntime", 4)
-    assert (results["backend"], results["batch"]) == ("onnxruntime", 4)
+    table = json.loads((tmp_path / "torch" / "latency_table.json").read_text())
+    assert (table["meta"]["backend"], table["meta"]["batch"]) == ("torch", 4)
+    assert (results["backend"], results["batch"]) == ("torch", 4)
+    assert results["priced"]["runtime"] == "PyTorch (eager)"
+    assert results["runtimes_setting"]["batch"] == 4  # every runtime at the priced batch
     assert results["measured_ms"] > 0
-    assert "batch 4, onnxruntime" in (tmp_path / "ort" / "report.md").read_text()
+    report = (tmp_path / "torch" / "report.md").read_text()
+    assert "batch 4, torch" in report and "| PyTorch (eager), fp32 (priced) |" in report
 
     logs = []
-    given = replace(config, table=str(tmp_path / "ort" / "latency_table.json"))
+    given = replace(config, table=str(tmp_path / "torch" / "latency_table.json"))
     again = run_pipeline(tiny_space(), tiny_data, given, tmp_path / "given", progress=False,
                          log=logs.append)
     assert any("(given)" in line for line in logs)

@@ -21,12 +21,21 @@ from proxyless import distributed
 from proxyless.arch import decode
 from proxyless.config import to_dict
 from proxyless.data import DataSplits
+from proxyless.deploy.export import runtime_latencies
+from proxyless.deploy.model_file import MODEL_FILE
 from proxyless.errors import ProxylessError
 from proxyless.files import read_mapping, write_json_atomic
 from proxyless.latency.cache import cached_table
 from proxyless.latency.cost import CostModel, latency_model
+from proxyless.latency.settings import priced
 from proxyless.latency.table import LatencyTable
-from proxyless.latency.timer import BACKENDS, MAX_MIN_TIME
+from proxyless.latency.timer import (
+    BACKENDS,
+    DEFAULT_BACKEND,
+    DEFAULT_THREADS,
+    MAX_MIN_TIME,
+    cpu_model,
+)
 from proxyless.report import training_curves
 from proxyless.runtime import prepare_out_dir
 from proxyless.search.config import SearchConfig
@@ -67,6 +76,7 @@ class Budget:
                 f"epochs of Fashion-MNIST), {self.wall_time}")
 
 
+CALIBRATION_NETWORKS = 20  # measured end to end to fit a new table's correction
 FASHION_TRAIN_IMAGES = 54000  # full Fashion-MNIST less its validation split: what budgets mean
 
 # Wall times on 2 cores, profiling included: quick measured (9 min 54 s from an empty cache,
@@ -84,12 +94,12 @@ class RunConfig:
     search: SearchConfig
     train: TrainConfig
     target_fraction: float = 0.35   # default target: this far from the fastest to the slowest
-    profile_threads: int = 1
+    profile_threads: int = DEFAULT_THREADS
     profile_min_time: float = 10.0
-    profile_backend: str = "torch"  # what the latency is of: torch or onnxruntime ...
+    profile_backend: str = DEFAULT_BACKEND  # what the latency is of: onnxruntime or torch ...
     profile_batch: int = 1          # ... at this batch size (1: latency; larger: throughput)
     table: str | None = None        # a latency table to use instead of profiling this device
-    calibration_networks: int = 20
+    calibration_networks: int = CALIBRATION_NETWORKS
     budget: str = "custom"          # the --budget it was made from, for the record
 
     def validate(self) -> None:
@@ -194,8 +204,9 @@ def _run_search(space: SearchSpace, data: DataSplits, scfg: SearchConfig, costs:
     result = search(space, data, costs.constrained, scfg, search_dir,
                     resume=(search_dir / "checkpoint.pt").exists(), progress=progress, log=log,
                     latency_fn=costs.measured)
-    summary = (write_search_outputs(result, search_dir, scfg, costs.latency, table, log)
-               if main else None)
+    # the retrained network is measured in every runtime instead (`_runtimes`)
+    summary = (write_search_outputs(result, search_dir, scfg, costs.latency, table, log,
+                                    runtimes=False) if main else None)
     del result  # the supernet's memory is the retraining's
     return distributed.broadcast_object(summary)
 
@@ -253,8 +264,10 @@ def run_pipeline(space: SearchSpace, data: DataSplits, config: RunConfig, out_di
         "threads": table.meta.get("threads"), "backend": table.meta.get("backend"),
         "batch": table.meta.get("batch", 1),
         "table": str(table_path), "budget": config.budget,
+        "priced": priced(table.meta),
     }
-    if main:  # 5. the report
+    if main:  # what the network costs in each runtime, and 5. the report
+        results.update(_runtimes(train_dir / MODEL_FILE, data, table, say))
         metrics = _epoch_records(train_dir / "metrics.jsonl", say)
         if metrics:
             training_curves(metrics, out / "retrain.png", ("train_top1", "test_top1"),
@@ -262,6 +275,17 @@ def run_pipeline(space: SearchSpace, data: DataSplits, config: RunConfig, out_di
         write_json_atomic(out / "results.json", results)
         write_report(out, results, scfg, config.train, space)
     return results
+
+
+def _runtimes(model_file: Path, data: DataSplits, table: LatencyTable, say) -> dict:
+    """The retrained network measured now in every runtime (PyTorch, ONNX Runtime fp32 and
+    int8) at the table's batch and threads, on this machine: what the user would pay where."""
+    batch = int(table.meta.get("batch", 1))
+    threads = table.meta.get("threads")
+    threads = threads if isinstance(threads, int) and threads >= 1 else DEFAULT_THREADS
+    measured = runtime_latencies(model_file, data, batch, threads, log=say)
+    return {"runtimes_ms": measured,
+            "runtimes_setting": {"machine": cpu_model(), "batch": batch, "threads": threads}}
 
 
 def strategy_details(scfg: SearchConfig) -> str:
@@ -278,6 +302,36 @@ def weight_paths(scfg: SearchConfig) -> str:
     if scfg.sandwich:
         return "sandwich (largest, smallest and sampled, distilled from the largest)"
     return "sampled"
+
+
+RUNTIME_LABELS = {"torch": "PyTorch (eager), fp32", "onnxruntime": "ONNX Runtime, fp32",
+                  "onnxruntime int8": "ONNX Runtime, int8 (static, QDQ)"}
+
+
+def runtimes_section(r: dict) -> list[str]:
+    """What was priced, and the network measured in every runtime: the figures a user deploying
+    it would pay, beside the one the search optimised."""
+    p = r.get("priced") or {}
+    threads = f", {p['threads']} thread(s)" if "threads" in p else ""
+    lines = ["## What the network costs where", "",
+             f"The search priced **{p.get('runtime', 'n/a')}** latency (batch "
+             f"{p.get('batch', 1)}{threads}, on {p.get('device', 'n/a')}): the latency table "
+             "`latency_table.json`; `--profile-backend` chooses another runtime."]
+    ms, setting = r.get("runtimes_ms"), r.get("runtimes_setting")
+    if not ms or not setting:
+        return lines + [""]
+    priced_name = p.get("backend")
+    fastest = min(v for v in ms.values() if v is not None)
+    lines += ["", f"The retrained network measured now on {setting['machine']}, batch "
+              f"{setting['batch']}, {setting['threads']} thread(s), every runtime timed together "
+              "round-robin (exports: `retrain/model.onnx`, `retrain/model.int8.onnx`):", "",
+              "| runtime | latency | vs fastest |", "| --- | ---: | ---: |"]
+    for name, value in ms.items():
+        label = RUNTIME_LABELS.get(name, name) + (" (priced)" if name == priced_name else "")
+        cell = "n/a" if value is None else f"{value:.3f} ms"
+        ratio = "" if value is None else f"x{value / fastest:.2f}"
+        lines.append(f"| {label} | {cell} | {ratio} |")
+    return lines + [""]
 
 
 def write_report(out: Path, r: dict, scfg: SearchConfig, tcfg: TrainConfig,
@@ -310,6 +364,7 @@ def write_report(out: Path, r: dict, scfg: SearchConfig, tcfg: TrainConfig,
         f"| search time / retrain time | {r['search_time_s']:.0f} s / "
         f"{r['retrain_time_s']:.0f} s |",
         "",
+        *runtimes_section(r),
         "## The derived architecture",
         "",
         "![architecture](search/arch.png)",

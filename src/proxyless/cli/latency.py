@@ -16,7 +16,7 @@ from proxyless.latency.cross import cross_latency
 from proxyless.latency.profile import profile_space
 from proxyless.latency.settings import DEFAULT_SETTINGS, NO_SETTINGS, SETTING_FORMAT, Timing
 from proxyless.latency.table import LatencyTable
-from proxyless.latency.timer import BACKENDS, Timer
+from proxyless.latency.timer import BACKENDS, DEFAULT_BACKEND, DEFAULT_THREADS, Timer
 from proxyless.memory import check_space_fits
 from proxyless.runtime import check_out_file
 from proxyless.space import load_space
@@ -29,8 +29,11 @@ def add_latency_parsers(sub) -> None:
     p.add_argument("--out", required=True, help="table file to write (.json or .yaml); an "
                                                 "unfinished one is resumed")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    p.add_argument("--backend", default="torch", choices=BACKENDS)
-    p.add_argument("--threads", type=positive_int, default=1, help="CPU threads (fixed; default 1)")
+    p.add_argument("--backend", default=DEFAULT_BACKEND, choices=BACKENDS,
+                   help=f"the runtime to time (default {DEFAULT_BACKEND}: what an exported "
+                        "network is deployed with; torch: PyTorch eager)")
+    p.add_argument("--threads", type=positive_int, default=DEFAULT_THREADS,
+                   help=f"CPU threads (fixed; default {DEFAULT_THREADS})")
     p.add_argument("--batch", type=positive_int, default=1, help="batch size (default 1)")
     p.add_argument("--repeats", type=positive_int, default=50, help="timed runs per layer")
     p.add_argument("--warmup", type=nonneg_int, default=10, help="untimed runs first")

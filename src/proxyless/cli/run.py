@@ -15,14 +15,12 @@ from proxyless.cli.options import (
     data_from_args,
     is_main_rank,
     positive_int,
-    positive_min_time,
     run_folder,
 )
-from proxyless.cli.search import add_search_args, search_config_from
+from proxyless.cli.search import add_profile_args, add_search_args, search_config_from
 from proxyless.errors import ProxylessError
 from proxyless.latency.cost import latency_model
 from proxyless.latency.table import LatencyTable
-from proxyless.latency.timer import BACKENDS
 from proxyless.memory import check_space_fits
 from proxyless.pipeline import BUDGETS, RunConfig, run_pipeline
 from proxyless.space import load_space
@@ -43,19 +41,11 @@ def add_run_parser(sub) -> None:
     p.add_argument("--retrain-epochs", type=positive_int, default=None,
                    help="epochs of retraining the derived network (default: from --budget, "
                         "by the size of the training set)")
-    p.add_argument("--profile-threads", type=positive_int, default=1,
-                   help="threads for latency (default 1: batch-1 inference)")
-    p.add_argument("--profile-min-time", type=positive_min_time, default=10.0,
-                   help="seconds of round-robin timing per group of layers when profiling")
-    p.add_argument("--profile-backend", default="torch", choices=BACKENDS,
-                   help="what to search for: PyTorch (default) or ONNX Runtime latency")
-    p.add_argument("--profile-batch", type=positive_int, default=1,
-                   help="batch size of the latency (default 1; e.g. 64 with "
-                        "--profile-threads 2 searches for throughput)")
     p.add_argument("--table", default=None,
                    help="a latency table to search with instead of profiling this device "
                         "(from `proxyless profile`, or the reference code's format)")
     add_search_args(p, run=True)
+    add_profile_args(p)
     add_data_args(p)
     add_runtime_args(p)
 
@@ -109,7 +99,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 0
     measured = (f"{results['measured_ms']:.3f} ms" if results["measured_ms"] is not None
                 else "n/a")
+    priced = results["priced"] or {}
     print(f"\n{results['arch']}\n  test top-1 {results['test_top1']:.2f}%  latency target "
           f"{results['target_ms']} ms, predicted {results['predicted_ms']:.3f} ms, measured "
-          f"{measured}\n  report: {Path(args.out) / 'report.md'}")
+          f"{measured} ({priced.get('runtime', 'n/a')}, batch {priced.get('batch', 1)})")
+    if results.get("runtimes_ms"):
+        figures = ", ".join(f"{name} {'n/a' if ms is None else f'{ms:.3f} ms'}"
+                            for name, ms in results["runtimes_ms"].items())
+        print(f"  in each runtime, measured now: {figures}")
+    print(f"  report: {Path(args.out) / 'report.md'}")
     return 0

@@ -17,11 +17,15 @@ from proxyless.cli.options import (
     nonneg_int,
     positive_float,
     positive_int,
+    positive_min_time,
     run_folder,
 )
 from proxyless.errors import ProxylessError
+from proxyless.latency.cache import cached_table
 from proxyless.latency.table import LatencyTable
+from proxyless.latency.timer import BACKENDS, DEFAULT_BACKEND, DEFAULT_THREADS
 from proxyless.memory import check_space_fits
+from proxyless.pipeline import CALIBRATION_NETWORKS
 from proxyless.search.config import (
     CONSTRAINTS,
     ESTIMATORS,
@@ -119,12 +123,30 @@ def search_config_from(args: argparse.Namespace) -> SearchConfig:
         **({} if args.val_size is None else {"val_size": args.val_size}))
 
 
+def add_profile_args(p: argparse.ArgumentParser) -> None:
+    """What latency to search for when no --table is given: this device's, profiled (or
+    taken from the cache) for a runtime, batch and thread count."""
+    p.add_argument("--profile-backend", default=DEFAULT_BACKEND, choices=BACKENDS,
+                   help="the runtime whose latency is searched for without --table: ONNX "
+                        "Runtime (default: what an exported network is deployed with) or "
+                        "torch (PyTorch eager)")
+    p.add_argument("--profile-threads", type=positive_int, default=DEFAULT_THREADS,
+                   help=f"threads of that latency (default {DEFAULT_THREADS}: one core, as a "
+                        "deployment at batch 1 uses; see the README)")
+    p.add_argument("--profile-batch", type=positive_int, default=1,
+                   help="batch size of that latency (default 1; e.g. 64 with "
+                        "--profile-threads 2 searches for throughput)")
+    p.add_argument("--profile-min-time", type=positive_min_time, default=10.0,
+                   help="seconds of round-robin timing per group of layers when profiling")
+
+
 def add_search_parser(sub) -> None:
     p = sub.add_parser("search", help="search an architecture on your data and hardware")
     p.add_argument("--space", default="fashion", help="preset or space file (default fashion)")
     p.add_argument("--out", required=True, help="run folder")
     p.add_argument("--resume", action="store_true", help="continue the search in --out")
     add_search_args(p)
+    add_profile_args(p)
     add_data_args(p)
     add_runtime_args(p)
 
@@ -135,8 +157,15 @@ def cmd_search(args: argparse.Namespace) -> int:
     config = search_config_from(args)
     config.validate()
     check_space_fits(space, config.batch_size)
+    log = lambda m: print(m, file=sys.stderr)  # noqa: E731 - stdout holds the result
     with run_folder(args.out):
-        costs = search_costs(space, config, table, log=lambda m: print(m, file=sys.stderr))
+        if table is None and config.metric == "latency" and config.target is not None:
+            # no table given: this device's, for the runtime asked for (cached per device)
+            table, _ = cached_table(space, config.device, args.profile_threads,
+                                    args.profile_min_time, CALIBRATION_NETWORKS,
+                                    not args.no_progress, log, args.profile_backend,
+                                    args.profile_batch)
+        costs = search_costs(space, config, table, log=log)
         data = data_from_args(args, space, config.val_size)
         result = search(space, data, costs.constrained, config, args.out, resume=args.resume,
                         progress=not args.no_progress, latency_fn=costs.measured,
@@ -151,6 +180,11 @@ def cmd_search(args: argparse.Namespace) -> int:
         line += f"  predicted {summary['predicted_ms']:.3f} ms"
     if summary["measured_ms"] is not None:
         line += f"  measured {summary['measured_ms']:.3f} ms"
+    if summary["priced"] is not None:
+        line += f" ({summary['priced']['runtime']}, batch {summary['priced']['batch']})"
+    if summary["runtimes_ms"]:
+        line += "\n  in each runtime, measured now: " + ", ".join(
+            f"{name} {ms:.3f} ms" for name, ms in summary["runtimes_ms"].items())
     print(line + f"\n  -> {out / 'arch.json'}, {out / 'summary.json'}, {out / 'probs.png'}, "
                  f"{out / 'arch.png'}")
     return 0

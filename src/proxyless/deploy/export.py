@@ -4,6 +4,9 @@ against the PyTorch model on test images, quantize it to int8 where asked, and t
     >>> report = export_and_check("runs/x", "model.onnx", int8=True)
     >>> report["verified"], report["latency_ms"], report["int8"]["top1"]
 
+`runtime_latencies` is the same for the model a `proxyless run` retrained: its exports beside
+it, and what it costs in each runtime.
+
 The file is written by `write.py`, read back as any deployment would read it
 (`classifier.py`), compared with the PyTorch model (`verify.py`), quantized (`int8.py`) and
 timed beside the latency table's prediction (`timing.py`).
@@ -11,14 +14,19 @@ timed beside the latency table's prediction (`timing.py`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
+
 from proxyless.config import clip
-from proxyless.deploy.classifier import load_exported, pytorch_classifier
+from proxyless.data import DataSplits
+from proxyless.deploy.classifier import Classifier, load_exported, pytorch_classifier
 from proxyless.deploy.evaluate import model_data
-from proxyless.deploy.int8 import int8_path, quantize_and_check
-from proxyless.deploy.model_file import load_model, model_path
+from proxyless.deploy.int8 import calibration_images, int8_path, quantize_and_check, quantize_int8
+from proxyless.deploy.model_file import TrainedModel, load_model, model_path
 from proxyless.deploy.timing import measure_latency, measure_on_table, predicted_latency
 from proxyless.deploy.verify import DEFAULT_TOLERANCE, compare_logits
 from proxyless.deploy.write import FORMATS, export_model
@@ -90,3 +98,40 @@ def export_and_check(model: str | Path, out: str | Path, fmt: str = "onnx", int8
     if report["int8"] is not None:
         report["int8"]["latency_ms"] = report["latency_ms"]["onnx int8"]
     return report
+
+
+RUNTIME_NAMES = ("torch", "onnxruntime", "onnxruntime int8")
+
+
+def runtime_latencies(model_file: str | Path, data: DataSplits, batch: int = 1,
+                      threads: int = 1, min_time: float = 2.0,
+                      log: Callable[[str], None] = print) -> dict[str, float | None]:
+    """What the trained network of `model_file` costs in each runtime it would be deployed
+    with, measured now on this CPU at `batch` and `threads`, all timed together round-robin:
+    PyTorch eager ("torch"), ONNX Runtime fp32 ("onnxruntime") and int8 ("onnxruntime
+    int8", calibrated on `data`'s training images). The exports are kept beside the model
+    file (model.onnx, model.int8.onnx). A runtime that cannot take the network is None, with
+    a line in `log`, and the others are still measured."""
+    model_file = Path(model_file)
+    model = load_model(model_file)
+    runs: dict[str, Classifier] = {"torch": pytorch_classifier(model, model_file)}
+    onnx_file = model_file.with_name("model.onnx")
+    try:
+        export_model(model, onnx_file, "onnx")
+        runs["onnxruntime"] = load_exported(onnx_file, threads=threads)
+        int8_file = quantize_int8(onnx_file, int8_path(onnx_file),
+                                  calibration_images(model, data), model.info)
+        runs["onnxruntime int8"] = load_exported(int8_file, threads=threads)
+    except ProxylessError as err:
+        log(f"runtimes: {err}; measured without it")
+    sample = _batch_of(model, data, batch)
+    measured = measure_latency(runs, sample, threads, min_time)["latency_ms"]
+    return {name: measured.get(name) for name in RUNTIME_NAMES}
+
+
+def _batch_of(model: TrainedModel, data: DataSplits, batch: int) -> np.ndarray:
+    """`batch` test images as the network's input (repeated where the test split is smaller)."""
+    images = data.test.images[:batch]
+    if len(images) < batch:
+        images = images[torch.arange(batch) % len(images)]
+    return np.ascontiguousarray(model.preprocess(images).numpy())

@@ -75,13 +75,19 @@ class _CalibrationImages:
         return next(self._batches, None)
 
 
+def calibration_images(model: TrainedModel, data: DataSplits) -> np.ndarray:
+    """`CALIBRATION_IMAGES` training images drawn with a fixed seed, as the network's input:
+    training images, since test images would leak into the figures reported on them."""
+    drawn = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(0))
+    return model.preprocess(data.train.images[drawn[:CALIBRATION_IMAGES]]).numpy()
+
+
 def quantize_and_check(model: TrainedModel, data: DataSplits, outputs: list[Path], x: np.ndarray,
                        fp32: np.ndarray, labels: np.ndarray,
                        threads: int) -> tuple[Classifier, dict[str, Any]]:
     """Quantize the fp32 export (outputs[0]) to outputs[1], calibrated on training images;
     its figures on the test images (its fp32 top-1 is the report's `top1_export`)."""
-    drawn = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(0))
-    calibration = model.preprocess(data.train.images[drawn[:CALIBRATION_IMAGES]]).numpy()
+    calibration = calibration_images(model, data)
     fp32_file, out = outputs
     quantize_int8(fp32_file, out, calibration, model.info)
     quantized = load_exported(out, threads=threads)

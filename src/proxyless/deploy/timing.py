@@ -15,6 +15,7 @@ from proxyless.deploy.model_file import ModelInfo
 from proxyless.errors import ProxylessError
 from proxyless.latency.cost import latency_model
 from proxyless.latency.measure import Meter
+from proxyless.latency.settings import table_setting
 from proxyless.latency.table import LatencyTable
 from proxyless.latency.timer import Timer
 
@@ -34,14 +35,6 @@ def predicted_latency(model_file: Path, info: ModelInfo,
     loaded = LatencyTable.load(path)
     return loaded, {"table": str(path), "table_setting": table_setting(loaded.meta),
                     "predicted_ms": latency_model(loaded, info.arch.space).predict(info.arch)}
-
-
-def table_setting(meta: dict[str, Any]) -> dict[str, Any]:
-    """Where and how a table was measured, from its meta: the fields it records, no more."""
-    where = meta.get("gpu") or meta.get("cpu") or meta.get("device")
-    setting = {"device": where, "backend": meta.get("backend"), "threads": meta.get("threads"),
-               "batch": meta.get("batch", 1)}
-    return {key: value for key, value in setting.items() if value is not None}
 
 
 def measure_on_table(table: LatencyTable | None, arch: Architecture,

@@ -28,7 +28,7 @@ from proxyless.errors import ProxylessError
 from proxyless.latency.calibration import calibrate
 from proxyless.latency.profile import other_settings, profile_meta, profile_space
 from proxyless.latency.table import LatencyTable
-from proxyless.latency.timer import Timer, fingerprint
+from proxyless.latency.timer import DEFAULT_BACKEND, Timer, fingerprint
 from proxyless.space import SearchSpace
 
 
@@ -41,7 +41,8 @@ def cache_dir() -> Path:
 
 
 def cached_table(space: SearchSpace, device: str, threads: int, min_time: float,
-                 calibration_networks: int, progress: bool, log=print, backend: str = "torch",
+                 calibration_networks: int, progress: bool, log=print,
+                 backend: str = DEFAULT_BACKEND,
                  batch: int = 1) -> tuple[LatencyTable, Path]:
     """This device's table for `space` (on `backend` at `batch`): from the cache when the
     fingerprint matches."""

@@ -75,8 +75,8 @@ def latency_model(table: LatencyTable, space: SearchSpace | None = None,
         costs = []
         for layer in row:
             ms = 0.0 if not layer.key else table.ms(layer.key)
-            if calibration is not None:
-                ms *= calibration.scale(layer_type(layer.token))
+            if calibration is not None and layer.key:
+                ms = ms * calibration.scale(layer_type(layer.token)) + calibration.per_op
             costs.append(ms)
         block_costs.append(costs)
     if calibration is not None:

@@ -20,7 +20,7 @@ from proxyless.arch import Architecture
 from proxyless.config import clip, shorten
 from proxyless.errors import ProxylessError
 from proxyless.latency.table import Entry
-from proxyless.latency.timer import BACKENDS, Timer, cpu_model
+from proxyless.latency.timer import BACKEND_NAMES, BACKENDS, Timer, cpu_model
 from proxyless.net import build_network
 
 SETTING_FORMAT = "BACKEND:bBATCH:tTHREADS"
@@ -80,6 +80,25 @@ def found_here(meta: dict[str, Any] | None, setting: Setting) -> bool:
             and meta.get("cpu") == cpu_model() and Setting.of_table(meta) == setting)
 
 
+def table_setting(meta: dict[str, Any]) -> dict[str, Any]:
+    """Where and how a table was measured, from its meta: the fields it records, no more."""
+    where = meta.get("gpu") or meta.get("cpu") or meta.get("device")
+    setting = {"device": where, "backend": meta.get("backend"), "threads": meta.get("threads"),
+               "batch": meta.get("batch", 1)}
+    return {key: value for key, value in setting.items() if value is not None}
+
+
+def priced(meta: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What a search with this latency table prices, for summaries and reports: the table's
+    setting (`table_setting`) and its runtime's name ("ONNX Runtime", "PyTorch (eager)", or
+    the table's own backend word, e.g. the reference Pixel 1 table's "tflite")."""
+    if meta is None:
+        return None
+    setting = table_setting(meta)
+    backend = setting.get("backend")
+    return {**setting, "runtime": BACKEND_NAMES.get(backend, backend or "unknown")}
+
+
 def parse_setting(text: str) -> Setting:
     """`torch:b1:t1` -> Setting; anything else is an error that says what is wrong."""
     match = _SETTING.fullmatch(text)
@@ -132,3 +151,24 @@ def measure_setting(archs: list[Architecture], setting: Setting, timing: Timing,
     workloads = [(build_network(arch).eval(), arch.space.input_shape(setting.batch))
                  for arch in archs]
     return timer.time(workloads, progress, desc=desc or setting.label)
+
+
+def measure_runtimes(arch: Architecture, batch: int = 1, threads: int = 1,
+                     timing: Timing | None = None,
+                     backends: tuple[str, ...] = BACKENDS) -> dict[str, float]:
+    """End-to-end ms (per batch) of `arch` on this CPU in each of `backends` (fp32) at `batch`
+    and `threads`, all timed together round-robin: what the same network costs in each
+    runtime, side by side."""
+    timing = timing or Timing()
+    timers = [Timer(backend, "cpu", threads, timing.warmup, timing.repeats, timing.min_time)
+              for backend in backends]
+    torch.manual_seed(0)  # the weights do not change the latency; fixed all the same
+    net, shape = build_network(arch).eval(), arch.space.input_shape(batch)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        runners = [timer.runner(net, shape) for timer in timers]
+    finally:
+        torch.set_num_threads(previous)
+    entries = timers[0].time_runs(runners)
+    return {backend: entry.ms for backend, entry in zip(backends, entries, strict=True)}

@@ -107,7 +107,7 @@ _META_INTS = {"threads": (1, 4096), "batch": (1, 10**6), "warmup": (0, 10**6),
 MAX_MS = 1e9  # 11 days for one layer: beyond it a sum of entries could overflow to inf
 _META_NUMBERS = ("min_time", "anchor_ms")
 _META_STRINGS = ("backend", "device", "cpu", "anchor_arch", "source", "date", "path")  # read
-_CALIBRATION_KEYS = ("offset", "scales", "fit")
+_CALIBRATION_KEYS = ("offset", "scales", "per_op", "fit")
 
 
 def _mapping(value: Any, where: str, what: str = "a mapping") -> dict:
@@ -178,15 +178,17 @@ def _meta(value: Any, where: str) -> dict[str, Any]:
 def _calibration(value: Any, where: str) -> dict[str, Any] | None:
     if value is None:
         return None
-    value = _mapping(value, where, "a mapping of offset, scales and fit (or null)")
+    value = _mapping(value, where, "a mapping of offset, scales, per_op and fit (or null)")
     unknown = sorted(set(value) - set(_CALIBRATION_KEYS), key=repr)
     if unknown:
         raise ProxylessError(f"{where}: unknown key(s) {excerpt(unknown)}; a calibration "
-                             "holds offset, scales and fit")
+                             "holds offset, scales, per_op and fit")
     scales = _mapping(value.get("scales", {}), f"{where}.scales", "a mapping of op kinds to scales")
     return {"offset": _number(value.get("offset", 0.0), f"{where}.offset"),
             "scales": {_key(k, f"{where}.scales"): _number(v, f"{where}.scales[{excerpt(k)}]")
                        for k, v in scales.items()},
+            # ms per non-zero block, of either sign (a table of separate layers overcounts)
+            "per_op": _number(value.get("per_op", 0.0), f"{where}.per_op", minimum=-MAX_MS),
             "fit": dict(_mapping(value.get("fit", {}), f"{where}.fit"))}
 
 

@@ -28,6 +28,14 @@ from proxyless.latency.table import Entry
 from proxyless.runtime import resolve_device
 
 BACKENDS = ("torch", "onnxruntime")
+# What a search prices unless told otherwise: the runtime people deploy an exported network
+# with (ONNX Runtime, fp32), at batch 1 on one thread. PyTorch eager at batch 1 is mostly
+# per-layer overhead, which would make large kernels look free. One thread: on the 2-core
+# machine we build on, a second thread made every fashion network 9-10% slower and the
+# imagenet ones erratic (x0.9 to x2.3, rounds spread 60%: bench/README), and one core is what
+# a phone-class deployment gives a model.
+DEFAULT_BACKEND, DEFAULT_THREADS = "onnxruntime", 1
+BACKEND_NAMES = {"torch": "PyTorch (eager)", "onnxruntime": "ONNX Runtime"}
 # Seconds of round-robin timing per group of layers: beyond an hour a profile never ends.
 MAX_MIN_TIME = 3600.0
 
@@ -95,7 +103,8 @@ class Timer:
         self.device = resolve_device(device)
         self.warmup, self.repeats, self.min_time = warmup, repeats, min_time
 
-    def _runner(self, module: nn.Module, shape: tuple[int, ...]) -> Callable[[], object]:
+    def runner(self, module: nn.Module, shape: tuple[int, ...]) -> Callable[[], object]:
+        """One inference of `module` on random input of `shape`, ready to time."""
         module = module.eval()
         example = torch.randn(shape)
         if self.backend == "onnxruntime":
@@ -130,7 +139,7 @@ class Timer:
         previous = torch.get_num_threads()
         torch.set_num_threads(self.threads)
         try:
-            runners = [self._runner(module, shape) for module, shape in workloads]
+            runners = [self.runner(module, shape) for module, shape in workloads]
         finally:
             torch.set_num_threads(previous)
         return self.time_runs(runners, progress, desc)

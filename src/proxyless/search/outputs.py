@@ -10,11 +10,14 @@ from proxyless.errors import ProxylessError
 from proxyless.files import write_json_atomic
 from proxyless.latency.cost import CostModel
 from proxyless.latency.measure import Meter
+from proxyless.latency.settings import Timing, measure_runtimes, priced, table_setting
 from proxyless.latency.table import LatencyTable
 from proxyless.report import arch_picture, probs_evolution
 from proxyless.search.config import SearchConfig
 from proxyless.search.loop import SearchResult
 from proxyless.walk import count_macs, count_params
+
+RUNTIMES_TIMING = Timing(warmup=5, repeats=20, min_time=2.0)  # a few seconds, at the end
 
 
 def measure_on_table_device(arch: Architecture, table: LatencyTable | None,
@@ -33,11 +36,20 @@ def measure_on_table_device(arch: Architecture, table: LatencyTable | None,
 
 def write_search_outputs(result: SearchResult, out_dir: str | Path, config: SearchConfig,
                          latency: CostModel | None, table: LatencyTable | None,
-                         log=print) -> dict:
+                         log=print, runtimes: bool = True) -> dict:
+    """arch.json, summary.json, probs.png and arch.png of a finished search. Where the table
+    was measured on this machine's CPU, the derived network is measured end to end as the
+    table was (`measured_ms`) and, with `runtimes`, in every runtime at the table's batch and
+    threads (`runtimes_ms`: what it would cost in PyTorch and in ONNX Runtime)."""
     out = Path(out_dir)
     arch = result.arch
     arch.save(out / "arch.json")
     measured, speed = measure_on_table_device(arch, table, log)
+    other_runtimes = None
+    if runtimes and measured is not None and table.meta.get("device", "cpu") == "cpu":
+        setting = table_setting(table.meta)
+        other_runtimes = measure_runtimes(arch, setting["batch"], setting.get("threads", 1),
+                                          RUNTIMES_TIMING)
     last = result.metrics[-1]
     summary = {
         "arch": arch.encode(),
@@ -46,6 +58,8 @@ def write_search_outputs(result: SearchResult, out_dir: str | Path, config: Sear
         "predicted_ms": latency.predict(arch) if latency is not None else None,
         "measured_ms": measured,
         "speed_factor": speed,
+        "priced": priced(table.meta) if table is not None else None,
+        "runtimes_ms": other_runtimes,
         "target_ms": config.target if config.metric == "latency" else None,
         "target_mflops": config.target if config.metric == "flops" else None,
         "params": count_params(arch),
