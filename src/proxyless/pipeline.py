@@ -26,8 +26,9 @@ from proxyless.deploy.model_file import MODEL_FILE
 from proxyless.errors import ProxylessError
 from proxyless.files import read_mapping, write_json_atomic
 from proxyless.latency.cache import cached_table
+from proxyless.latency.calibration import CALIBRATION_NETWORKS
 from proxyless.latency.cost import CostModel, latency_model
-from proxyless.latency.settings import priced
+from proxyless.latency.settings import priced, table_setting
 from proxyless.latency.table import LatencyTable
 from proxyless.latency.timer import (
     BACKENDS,
@@ -76,7 +77,6 @@ class Budget:
                 f"epochs of Fashion-MNIST), {self.wall_time}")
 
 
-CALIBRATION_NETWORKS = 20  # measured end to end to fit a new table's correction
 FASHION_TRAIN_IMAGES = 54000  # full Fashion-MNIST less its validation split: what budgets mean
 
 # Wall times on 2 cores, profiling included: quick measured (9 min 54 s from an empty cache,
@@ -280,9 +280,8 @@ def run_pipeline(space: SearchSpace, data: DataSplits, config: RunConfig, out_di
 def _runtimes(model_file: Path, data: DataSplits, table: LatencyTable, say) -> dict:
     """The retrained network measured now in every runtime (PyTorch, ONNX Runtime fp32 and
     int8) at the table's batch and threads, on this machine: what the user would pay where."""
-    batch = int(table.meta.get("batch", 1))
-    threads = table.meta.get("threads")
-    threads = threads if isinstance(threads, int) and threads >= 1 else DEFAULT_THREADS
+    setting = table_setting(table.meta)  # a table that records no threads (a phone's): one
+    batch, threads = setting["batch"], setting.get("threads", DEFAULT_THREADS)
     measured = runtime_latencies(model_file, data, batch, threads, log=say)
     return {"runtimes_ms": measured,
             "runtimes_setting": {"machine": cpu_model(), "batch": batch, "threads": threads}}

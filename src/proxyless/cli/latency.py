@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from proxyless.cli.options import min_time, nonneg_int, positive_int, seed_int
-from proxyless.latency.calibration import calibrate
+from proxyless.latency.calibration import CALIBRATION_NETWORKS, calibrate
 from proxyless.latency.check import latency_check
 from proxyless.latency.cost import latency_model
 from proxyless.latency.cross import cross_latency
@@ -40,7 +40,7 @@ def add_latency_parsers(sub) -> None:
     p.add_argument("--min-time", type=min_time, default=20.0,
                    help="seconds to keep measuring each group of layers round-robin, so "
                         "that drift in the machine's speed hits all of them alike")
-    p.add_argument("--calibrate", type=nonneg_int, default=20, metavar="K",
+    p.add_argument("--calibrate", type=nonneg_int, default=CALIBRATION_NETWORKS, metavar="K",
                    help="measure K architectures end to end and fit the table's correction "
                         "(0: skip)")
     p.add_argument("--no-progress", action="store_true")

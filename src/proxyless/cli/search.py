@@ -22,10 +22,10 @@ from proxyless.cli.options import (
 )
 from proxyless.errors import ProxylessError
 from proxyless.latency.cache import cached_table
+from proxyless.latency.calibration import CALIBRATION_NETWORKS
 from proxyless.latency.table import LatencyTable
 from proxyless.latency.timer import BACKENDS, DEFAULT_BACKEND, DEFAULT_THREADS
 from proxyless.memory import check_space_fits
-from proxyless.pipeline import CALIBRATION_NETWORKS
 from proxyless.search.config import (
     CONSTRAINTS,
     ESTIMATORS,

@@ -29,6 +29,7 @@ from proxyless.space import parse_token
 from proxyless.walk import walk
 
 CALIBRATION_SEED = 1000
+CALIBRATION_NETWORKS = 20  # measured end to end to fit a new table's correction
 
 
 def layer_type(token: str) -> str:
@@ -56,12 +57,6 @@ class Calibration:
         return cls(float(data.get("offset", 0.0)),
                    {k: float(v) for k, v in data.get("scales", {}).items()},
                    dict(data.get("fit", {})), float(data.get("per_op", 0.0)))
-
-    def predict(self, parts: dict[str, float], ops: int) -> float:
-        """The corrected latency of a network with these table sums and `ops` non-zero
-        blocks."""
-        return (self.offset + sum(self.scale(kind) * ms for kind, ms in parts.items())
-                + self.per_op * ops)
 
 
 def fit_calibration(parts: list[dict[str, float]], measured: list[float],
@@ -109,7 +104,7 @@ def op_count(arch: Architecture) -> int:
     return sum(1 for token in arch.blocks if not parse_token(token).is_zero)
 
 
-def calibrate(table: LatencyTable, count: int = 20, seed: int = CALIBRATION_SEED,
+def calibrate(table: LatencyTable, count: int = CALIBRATION_NETWORKS, seed: int = CALIBRATION_SEED,
               progress: bool = True) -> Calibration:
     """Measure `count` architectures end to end and store the fitted correction in `table`."""
     archs = spread_architectures(table.space, count, seed)
