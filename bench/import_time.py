@@ -26,12 +26,15 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 
-def one_run(src: Path, module: str) -> tuple[float, float]:
-    """(ms of `import MODULE` by -X importtime, ms of the whole process)."""
+def one_run(src: Path, module: str, preload: str = "") -> tuple[float, float]:
+    """(ms of `import MODULE` by -X importtime, ms of the whole process); `preload`: modules
+    imported first, so that the figure leaves them out (e.g. "torch,numpy,yaml": the
+    package's own share)."""
     env = {**os.environ, "PYTHONPATH": str(src)}
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-X", "importtime", "-c", f"import {module}"],
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-c",
+                           (f"import {preload}; " if preload else "") + f"import {module}"],
                           env=env, capture_output=True, text=True, check=True)
     wall = (time.perf_counter() - start) * 1000
     line = [x for x in proc.stderr.splitlines() if x.rstrip().endswith(f"| {module}")][-1]
@@ -47,6 +50,9 @@ def summary(values: list[float]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=15)
+    parser.add_argument("--preload", default="",
+                        help="modules to import first and leave out of the figure, e.g. "
+                             "torch,numpy,yaml")
     parser.add_argument("--module", default="proxyless.cli",
                         help="what to import (default proxyless.cli; e.g. proxyless)")
     parser.add_argument("--against", type=Path, default=None,
@@ -55,10 +61,10 @@ def main() -> None:
     trees = {"this tree": SRC, **({"against": args.against} if args.against else {})}
     figures: dict[str, list[tuple[float, float]]] = {name: [] for name in trees}
     for src in trees.values():  # warm the file cache and write the bytecode
-        one_run(src, args.module)
+        one_run(src, args.module, args.preload)
     for _ in range(args.runs):
         for name, src in trees.items():
-            figures[name].append(one_run(src, args.module))
+            figures[name].append(one_run(src, args.module, args.preload))
     for name, runs in figures.items():
         print(f"{name:<10} import {args.module}: {summary([r[0] for r in runs])}   "
               f"process: {summary([r[1] for r in runs])}")
