@@ -15,6 +15,13 @@ torch.set_num_threads(2)
 REFERENCE = Path(str(resources.files("proxyless") / "reference"))
 
 
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory, monkeypatch) -> None:
+    """Tables and image-folder indexes go to a cache of the test session's, never the
+    user's (a test that needs its own sets PROXYLESS_CACHE again)."""
+    monkeypatch.setenv("PROXYLESS_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
 @pytest.fixture
 def reference_dir() -> Path:
     return REFERENCE

@@ -254,3 +254,12 @@ def write_mapping_atomic(path: str | Path, data: Any, indent: int = 2) -> Path:
 
 def write_json_atomic(path: str | Path, data: Any) -> None:
     write_mapping_atomic(path, data)
+
+
+def cache_dir() -> Path:
+    """Where work worth keeping between runs lives (latency tables, image-folder indexes):
+    $PROXYLESS_CACHE, else $XDG_CACHE_HOME/proxyless, else ~/.cache/proxyless."""
+    if os.environ.get("PROXYLESS_CACHE"):
+        return Path(os.environ["PROXYLESS_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME")
+    return (Path(base) if base else Path.home() / ".cache") / "proxyless"

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from proxyless.arch import Architecture
 from proxyless.config import from_dict, settings_problem, to_dict
-from proxyless.data import Batches, DataSplits, check_channels
+from proxyless.data import Batches, DataSplits, check_channels, make_batches, skipped_images
 from proxyless.deploy.model_file import MODEL_FILE, ModelInfo, save_model
 from proxyless.epochs import (
     Epochs,
@@ -58,6 +58,7 @@ class TrainConfig:
     device: str = "cpu"
     threads: int | None = None
     eval_batch_size: int = 500
+    workers: int | None = None      # processes decoding a streamed image folder (None: cores)
 
     def validate(self) -> None:
         problem = settings_problem(self)
@@ -69,6 +70,7 @@ class TrainConfig:
             "weight_decay": self.weight_decay >= 0,
             "label_smoothing": 0 <= self.label_smoothing < 1,
             "dropout": 0 <= self.dropout < 1, "eval_batch_size": self.eval_batch_size >= 1,
+            "workers": self.workers is None or self.workers >= 0,
         }
         for name, ok in checks.items():
             if not ok:
@@ -81,7 +83,7 @@ class TrainConfig:
 
 
 # Settings that may change between a run and its resumption without changing its results.
-_RESUMABLE_CHANGES = {"device", "threads", "eval_batch_size"}
+_RESUMABLE_CHANGES = {"device", "threads", "eval_batch_size", "workers"}
 
 
 def _check_resume(state: dict, arch: Architecture, config: TrainConfig, out: Path) -> None:
@@ -116,7 +118,7 @@ def train_network(arch: Architecture, data: DataSplits, config: TrainConfig,
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, cosine_schedule(config.epochs * len(train_batches)))
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-    source = {"name": data.name, "source": data.source}
+    source = {"name": data.name, "source": data.source, "transform": data.transform}
     epochs = Epochs(run, out, "proxyless-train/1", config.epochs, config.seed,
                     state={"model": bare, "optimizer": optimizer, "scheduler": scheduler},
                     saved={"arch": arch.to_dict(), "config": to_dict(config), "data": source})
@@ -131,9 +133,13 @@ def train_network(arch: Architecture, data: DataSplits, config: TrainConfig,
         train_loss, train_top1 = train_epoch(model, bar, optimizer, scheduler, criterion,
                                              run.device)
         test_loss, test_top1 = evaluate(model, test_batches, run.device)
-        return {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
-                "train_loss": train_loss, "train_top1": train_top1,
-                "test_loss": test_loss, "test_top1": test_top1}
+        record = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
+                  "train_loss": train_loss, "train_top1": train_top1,
+                  "test_loss": test_loss, "test_top1": test_top1}
+        skipped = skipped_images(train_batches, test_batches)
+        if skipped is not None:
+            record["skipped_images"] = skipped
+        return record
 
     metrics = epochs.run(one_epoch, lambda r: _epoch_line(r, config.epochs), "train", progress)
     final = {"test_top1": metrics[-1]["test_top1"], "test_loss": metrics[-1]["test_loss"],
@@ -156,10 +162,10 @@ def _batches(data: DataSplits, config: TrainConfig, run: RunContext,
     """This rank's training batches (shuffled, augmented) and test batches."""
     common = dict(mean=data.mean, std=data.std, rank=run.dist.rank,
                   world_size=run.dist.world_size, image_size=image_size, device=run.device)
-    train = Batches(data.train, config.batch_size, shuffle=True, augment=config.augment,
-                    seed=config.seed, drop_last=True, **common)
-    test = Batches(data.test, config.eval_batch_size, shuffle=False, augment=False, pad=False,
-                   **common)
+    train = make_batches(data.train, config.batch_size, shuffle=True, augment=config.augment,
+                         seed=config.seed, drop_last=True, workers=config.workers, **common)
+    test = make_batches(data.test, config.eval_batch_size, shuffle=False, augment=False,
+                        pad=False, workers=config.workers, **common)
     if len(train) == 0:
         raise ProxylessError(f"batch size {config.batch_size} exceeds the {len(data.train)} "
                              "training images; lower --batch-size")

@@ -12,6 +12,8 @@ from pathlib import Path
 from proxyless import distributed
 from proxyless.config import MAX_SEED, clip
 from proxyless.data import DataSplits, load_data
+from proxyless.data.decode import DEFAULT_SCALE
+from proxyless.data.loading import DATA_MODES, STREAM_MIN_SIZE
 from proxyless.errors import ProxylessError
 from proxyless.latency.timer import MAX_MIN_TIME
 from proxyless.runtime import prepare_out_dir, remove_if_empty
@@ -81,7 +83,19 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", default=None, help="folder holding the dataset files")
     parser.add_argument("--val-size", type=nonneg_float, default=None,
                         help="images held out of the training split for validation "
-                             "(count, or a fraction below 1)")
+                             "(count, or a fraction below 1; the paper: 50000 of ImageNet)")
+    parser.add_argument("--data-mode", choices=DATA_MODES, default="auto",
+                        help="image folders: stream them from disk (decoded per batch by "
+                             "--workers processes) or decode them once into memory; auto: "
+                             f"stream for inputs of {STREAM_MIN_SIZE} px and more or where "
+                             "memory would not hold them (IDX and CIFAR files: memory)")
+    parser.add_argument("--workers", type=nonneg_int, default=None,
+                        help="processes decoding a streamed image folder (default: the cores "
+                             "available, less one; 0: in this process)")
+    parser.add_argument("--crop-scale", type=nonneg_float, nargs=2, default=DEFAULT_SCALE,
+                        metavar=("MIN", "MAX"),
+                        help="area share of a streamed folder's random-resized training crops "
+                             "(default 0.08 1, the paper's; small data sets may want 0.35 1)")
 
 
 def add_model_data_args(parser: argparse.ArgumentParser) -> None:
@@ -104,7 +118,8 @@ def data_from_args(args: argparse.Namespace, space: SearchSpace,
     """The dataset of --data/--data-dir, fitted to the space (channels, input size), with
     `val_size` images held out for validation."""
     return load_data(args.data, args.data_dir, val_size=val_size, seed=args.seed,
-                     image_size=space.input_size, channels=space.in_channels)
+                     image_size=space.input_size, channels=space.in_channels,
+                     data_mode=args.data_mode, crop_scale=tuple(args.crop_scale))
 
 
 @contextlib.contextmanager

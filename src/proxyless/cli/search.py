@@ -117,7 +117,7 @@ def search_config_from(args: argparse.Namespace) -> SearchConfig:
         estimator=args.estimator, loss=args.loss,
         constraint=args.constraint, dual_lr=args.dual_lr, metric=metric,
         target=target, train_limit=args.train_limit, seed=args.seed, device=args.device,
-        threads=args.threads, reinforce_samples=args.reinforce_samples,
+        threads=args.threads, workers=args.workers, reinforce_samples=args.reinforce_samples,
         reinforce_reward=args.reward, reinforce_w=args.reward_w,
         reinforce_measure=args.measure_latency,
         **({} if args.val_size is None else {"val_size": args.val_size}))

@@ -1,4 +1,5 @@
-"""Image data sets as in-memory uint8 tensors, and a fast batch iterator for training loops.
+"""Image data sets -- in-memory uint8 tensors, or image folders streamed from disk -- and the
+batch iterators of the training loops.
 
     sets.py     `ImageSet` (uint8 N x C x H x W + labels) and `DataSplits` (train/val/test + stats)
     formats.py  readers per on-disk format -- Fashion-MNIST IDX (raw or .gz; the built-in subset
@@ -9,6 +10,10 @@
     loading.py  `load_data`: name/path resolution, auto default (system Fashion-MNIST at
                 `DEBIAN_FASHION_DIR`, else the built-in subset), split and stats
     batches.py  `Batches`: normalized, augmented, shuffled, DDP-sharded batches
+    folder_index.py  an image folder's files and labels, compact, cached between runs
+    decode.py   one image file -> the input size: random-resized crop + flip, or centre crop
+    stream.py   `FolderSet` (an index, no pixels), `StreamBatches` (DataLoader workers decode),
+                `make_batches` (the right iterator for either kind of set)
 
     >>> data = load_data("builtin", val_size=500)          # or load_data(None, "~/cifar")
     >>> len(data.train), len(data.val), len(data.test)
@@ -35,7 +40,15 @@ from proxyless.data.loading import load_data
 from proxyless.data.sets import DataSplits, ImageSet, check_channels
 from proxyless.data.splits import split_validation
 from proxyless.data.stats import channel_stats
+from proxyless.data.stream import (
+    FolderSet,
+    StreamBatches,
+    make_batches,
+    read_images,
+    skipped_images,
+)
 
-__all__ = ["FASHION_CLASSES", "Batches", "DataSplits", "ImageSet", "channel_stats",
-           "check_channels", "load_builtin", "load_cifar10", "load_data", "load_fashion_mnist",
-           "load_image_folder", "read_idx", "split_validation"]
+__all__ = ["FASHION_CLASSES", "Batches", "DataSplits", "FolderSet", "ImageSet",
+           "StreamBatches", "channel_stats", "check_channels", "load_builtin", "load_cifar10",
+           "load_data", "load_fashion_mnist", "load_image_folder", "make_batches", "read_idx",
+           "read_images", "skipped_images", "split_validation"]

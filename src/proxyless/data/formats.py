@@ -17,6 +17,7 @@ from typing import BinaryIO
 
 import numpy as np
 
+from proxyless.data.folder_index import IMAGE_SUFFIXES, FolderIndex, index_folder
 from proxyless.data.sets import ImageSet, from_arrays
 from proxyless.data.splits import holdout
 from proxyless.errors import ProxylessError
@@ -30,13 +31,12 @@ FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sanda
                    "Sneaker", "Bag", "Ankle boot")
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
                    "ship", "truck")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 _FASHION_FILES = (("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
                   ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"))
 _LAYOUTS = ("the four Fashion-MNIST IDX files (train-images-idx3-ubyte[.gz], ...); "
             "CIFAR-10 python batches (data_batch_1..5, test_batch, or a cifar-10-batches-py "
-            "folder); or an image folder (DIR/<class>/*.png|jpg|jpeg|bmp, optionally split "
-            "into DIR/train/<class>/ and DIR/test/<class>/)")
+            "folder); or an image folder (DIR/<class>/*.jpg|png|..., optionally split "
+            "into DIR/train/<class>/ and DIR/val/<class>/ or DIR/test/<class>/)")
 
 
 # ------------------------------------------------------------------------------- detection
@@ -50,7 +50,7 @@ def detect_format(directory: Path) -> str:
     if (directory / "data_batch_1").is_file() or (directory / "cifar-10-batches-py").is_dir():
         return "cifar10"
     root = directory / "train" if (directory / "train").is_dir() else directory
-    if any(files for files in _class_dirs(root).values()):
+    if _has_class_images(root):
         return "imagefolder"
     raise ProxylessError(f"cannot tell the data format of {directory}; expected {_LAYOUTS}")
 
@@ -58,6 +58,18 @@ def detect_format(directory: Path) -> str:
 def has_fashion_files(directory: Path) -> bool:
     """Whether `directory` holds all four Fashion-MNIST IDX files (each raw or .gz)."""
     return all(_find_idx(directory, s) for pair in _FASHION_FILES for s in pair)
+
+
+def _has_class_images(root: Path) -> bool:
+    """Whether some visible subfolder of `root` holds an image file."""
+    try:
+        for folder in root.iterdir():
+            if folder.is_dir() and not folder.name.startswith(".") and any(
+                    f.suffix.lower() in IMAGE_SUFFIXES for f in folder.iterdir()):
+                return True
+    except OSError as exc:
+        raise ProxylessError(f"cannot list data folder {root}: {exc.strerror or exc}") from None
+    return False
 
 
 # ---------------------------------------------------------------------------- Fashion-MNIST
@@ -214,60 +226,65 @@ def load_cifar10(directory: Path) -> tuple[ImageSet, ImageSet]:
 
 # ------------------------------------------------------------------------------ image folder
 
-def _class_dirs(directory: Path) -> dict[str, list[Path]]:
-    """Class name -> sorted image files, for every visible subfolder."""
-    try:
-        return {d.name: sorted(f for f in d.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
-                for d in sorted(directory.iterdir()) if d.is_dir() and not d.name.startswith(".")}
-    except OSError as exc:
-        raise ProxylessError(f"cannot list image folder {directory}: {exc}") from exc
+def folder_layout(directory: Path) -> tuple[Path, Path | None]:
+    """(training folder, test folder) of an image folder: DIR/train/ with DIR/val/ or
+    DIR/test/ (ImageNet's layout once its val images are sorted into class folders), or DIR
+    itself with no test folder (the test set is then held out of it)."""
+    if not directory.is_dir():
+        raise ProxylessError(f"image folder {directory} does not exist")
+    train = directory / "train"
+    tests = [directory / n for n in ("val", "test") if (directory / n).is_dir()]
+    if len(tests) > 1:
+        raise ProxylessError(f"{directory} has both val/ and test/; keep the one to test on "
+                             "(or move the other out)")
+    if train.is_dir() != bool(tests):
+        raise ProxylessError(f"{directory} has only one of train/ and val/ (or test/); give "
+                             "both, or put the class folders directly in it")
+    return (train, tests[0]) if tests else (directory, None)
 
 
-def _read_images(directory: Path, size: int, channels: int) -> ImageSet:
-    # Pillow's import builds its EXIF tables (~17 ms, 1% of `proxyless --help`): only image
+def _read_images(index: FolderIndex, size: int, channels: int) -> ImageSet:
+    """Every image of `index` decoded now, resized (squashed) to size x size: the in-memory
+    path, for small folders of small images."""
+    # Pillow builds its EXIF tables on import (~17 ms, 1% of `proxyless --help`): only image
     # folders need it
     from PIL import Image
 
-    classes = _class_dirs(directory)
-    if not classes:
-        raise ProxylessError(f"{directory} has no class subfolders; expected {directory}/<class>/"
-                             f"*{'|'.join(IMAGE_SUFFIXES)}")
-    images = np.empty((sum(map(len, classes.values())), size, size, channels), np.uint8)
-    labels, i = [], 0
-    for label, (name, files) in enumerate(classes.items()):
-        if not files:
-            raise ProxylessError(f"class folder {directory / name} holds no images "
-                                 f"({', '.join(IMAGE_SUFFIXES)})")
-        for file in files:
-            try:
-                with Image.open(file) as image:
-                    image = image.convert("L" if channels == 1 else "RGB")
-                    pixels = np.asarray(image.resize((size, size), Image.Resampling.BILINEAR))
-            except (OSError, ValueError, Image.DecompressionBombError) as exc:
-                raise ProxylessError(f"cannot read image {file}: {exc}") from exc
-            images[i] = pixels.reshape(size, size, channels)
-            labels.append(label)
-            i += 1
-    return from_arrays(images.transpose(0, 3, 1, 2), np.array(labels), list(classes), directory)
+    images = np.empty((len(index), size, size, channels), np.uint8)
+    for i in range(len(index)):
+        file = index.path(i)
+        try:
+            with Image.open(file) as image:
+                image = image.convert("L" if channels == 1 else "RGB")
+                pixels = np.asarray(image.resize((size, size), Image.Resampling.BILINEAR))
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+            raise ProxylessError(f"cannot read image {file}: {exc}; remove or replace the "
+                                 "file, or stream the folder (--data-mode stream), which "
+                                 "skips unreadable files") from exc
+        images[i] = pixels.reshape(size, size, channels)
+    return from_arrays(images.transpose(0, 3, 1, 2), index.labels, list(index.classes),
+                       index.root)
+
+
+def check_classes(train: Sequence[str], test: Sequence[str], train_dir: Path,
+                  test_dir: Path) -> None:
+    if tuple(train) != tuple(test):
+        raise ProxylessError(f"{train_dir} and {test_dir} must have the same class folders: "
+                             f"{list(train)} vs {list(test)}")
 
 
 def load_image_folder(directory: Path, size: int, channels: int) -> tuple[ImageSet, ImageSet]:
-    """(train, test) from DIR/train/<class>/ + DIR/test/<class>/, or DIR/<class>/ (seeded 10%
-    class-balanced test hold-out); images resized to size x size, 1 (L) or 3 (RGB) channels."""
+    """(train, test) decoded into memory from DIR/train/<class>/ + DIR/val|test/<class>/, or
+    DIR/<class>/ (seeded 10% class-balanced test hold-out); images resized to size x size,
+    1 (L) or 3 (RGB) channels."""
     directory = Path(directory).expanduser()
     if channels not in (1, 3):
         raise ProxylessError(f"image folders load as 1 (grayscale) or 3 (RGB) channels, "
                              f"not {channels}")
-    if not directory.is_dir():
-        raise ProxylessError(f"image folder {directory} does not exist")
-    train_dir, test_dir = directory / "train", directory / "test"
-    if train_dir.is_dir() != test_dir.is_dir():
-        raise ProxylessError(f"{directory} has only one of train/ and test/; give both, or put "
-                             "the class folders directly in it")
-    if not train_dir.is_dir():
-        return holdout(_read_images(directory, size, channels), 0.1, 0, "test")
-    train, test = (_read_images(d, size, channels) for d in (train_dir, test_dir))
-    if train.classes != test.classes:
-        raise ProxylessError(f"{train_dir} and {test_dir} must have the same class folders: "
-                             f"{list(train.classes)} vs {list(test.classes)}")
+    train_dir, test_dir = folder_layout(directory)
+    train = _read_images(index_folder(train_dir), size, channels)
+    if test_dir is None:
+        return holdout(train, 0.1, 0, "test")
+    test = _read_images(index_folder(test_dir), size, channels)
+    check_classes(train.classes, test.classes, train_dir, test_dir)
     return train, test

@@ -1,5 +1,11 @@
 """`load_data`: resolve a data name or path (auto-detected; the system Fashion-MNIST by default,
-else the built-in subset), read it, hold out validation and compute the train statistics."""
+else the built-in subset), read it, hold out validation and compute the train statistics.
+
+Which path a data set takes (`data_mode`): IDX and CIFAR files are read into memory; an image
+folder streams from disk (`proxyless.data.stream`) when the network's input is photo-sized
+(>= STREAM_MIN_SIZE px, where random-resized crops of the full image are the recipe) or when
+holding it decoded would take more than MEMORY_LIMIT bytes, and is decoded once into memory
+otherwise (small folders of small images: no decoding per epoch)."""
 
 from __future__ import annotations
 
@@ -7,30 +13,58 @@ from collections.abc import Callable
 from pathlib import Path
 
 from proxyless.config import clip
+from proxyless.data.decode import DEFAULT_SCALE, EVAL_CROP
+from proxyless.data.folder_index import index_folder
 from proxyless.data.formats import (
+    check_classes,
     detect_format,
+    folder_layout,
     has_fashion_files,
     load_builtin,
     load_cifar10,
     load_fashion_mnist,
     load_image_folder,
 )
-from proxyless.data.sets import DataSplits, ImageSet, check_channels
-from proxyless.data.splits import split_validation
+from proxyless.data.sets import (
+    DataSplits,
+    ImageSet,
+    check_channels,
+    memory_transform,
+    stream_transform,
+)
+from proxyless.data.splits import holdout, split_validation
 from proxyless.data.stats import channel_stats
+from proxyless.data.stream import FolderSet
 from proxyless.errors import ProxylessError
 
 DEBIAN_FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 DATA_NAMES = ("auto", "builtin", "fashion-mnist", "cifar10", "imagefolder")
+DATA_MODES = ("auto", "stream", "memory")
+STREAM_MIN_SIZE = 64
+MEMORY_LIMIT = 2**30
 _INSTALL_HINT = "pass --data-dir DIR, or run `apt-get install dataset-fashion-mnist`"
 
 
 def load_data(data: str | None = None, data_dir: str | Path | None = None, *,
               val_size: int | float = 0.1, seed: int = 0, image_size: int | None = None,
               channels: int | None = None,
-              notify: Callable[[str], None] | None = print) -> DataSplits:
-    """Load a data set by name or path, hold out validation, and compute train statistics."""
-    name, directory = _resolve(data, data_dir)
+              notify: Callable[[str], None] | None = print, data_mode: str = "auto",
+              crop_scale: tuple[float, float] = DEFAULT_SCALE) -> DataSplits:
+    """Load a data set by name or path, hold out validation, and compute train statistics.
+    `data_mode` (auto, stream, memory) picks how an image folder is read (module docstring);
+    `crop_scale` is the area share of streamed training crops."""
+    if data_mode not in DATA_MODES:
+        raise ProxylessError(f"--data-mode {data_mode!r}: expected one of {', '.join(DATA_MODES)}")
+    _check_scale(crop_scale)
+    name, directory = resolve_data(data, data_dir)
+    if data_mode == "stream" and name != "imagefolder":
+        raise ProxylessError(f"--data-mode stream reads image folders; data {name!r} is read "
+                             "into memory (use --data-mode auto or memory)")
+    if name == "imagefolder":
+        folders = _read_folder(directory, image_size or 32, channels or 3, data_mode,
+                               tuple(crop_scale))
+        if folders is not None:
+            return _finish(*folders, name, directory, channels, notify, val_size, seed)
     train, test, label, source = _read(name, directory, image_size, channels)
     for split, images in (("training", train), ("test", test)):
         if not len(images):  # name the data, not the batch size that would fail next
@@ -46,10 +80,52 @@ def load_data(data: str | None = None, data_dir: str | Path | None = None, *,
     train, val = split_validation(train, val_size, seed)
     mean, std = channel_stats(train.images)
     return DataSplits(train, val, test, "fashion-mnist-builtin" if name == "builtin" else name,
-                      source, mean, std)
+                      source, mean, std, memory_transform())
 
 
-def _resolve(data: str | None, data_dir: str | Path | None) -> tuple[str, Path | None]:
+def _check_scale(scale: tuple[float, float]) -> None:
+    if (len(scale) != 2 or not 0 < scale[0] <= scale[1] <= 1):
+        raise ProxylessError(f"--crop-scale {' '.join(map(str, scale))}: expected two area "
+                             "shares 0 < MIN <= MAX <= 1 (the paper's 0.08 1)")
+
+
+def _read_folder(directory: Path, size: int, channels: int, mode: str,
+                 scale: tuple[float, float]) -> tuple[FolderSet, FolderSet] | None:
+    """(train, test) streamed from an image folder, or None where it is read into memory."""
+    if channels not in (1, 3):
+        raise ProxylessError(f"image folders load as 1 (grayscale) or 3 (RGB) channels, "
+                             f"not {channels}")
+    train_dir, test_dir = folder_layout(directory)
+    index = index_folder(train_dir)
+    if mode == "memory" or (mode == "auto" and size < STREAM_MIN_SIZE
+                            and len(index) * channels * size * size <= MEMORY_LIMIT):
+        return None
+    train = FolderSet(index, range(len(index)), size, channels, scale)
+    if test_dir is None:
+        return holdout(train, 0.1, 0, "test")
+    tests = index_folder(test_dir)
+    check_classes(index.classes, tests.classes, train_dir, test_dir)
+    return train, FolderSet(tests, range(len(tests)), size, channels, scale)
+
+
+def _finish(train: FolderSet, test: FolderSet, name: str, directory: Path,
+            channels: int | None, notify, val_size: int | float, seed: int) -> DataSplits:
+    """The streamed folder's splits: validation held out, statistics from a sample."""
+    for split, images in (("training", train), ("test", test)):
+        if not len(images):
+            raise ProxylessError(f"image folder {clip(directory)}: the {split} split holds "
+                                 "no images")
+    if notify is not None:
+        notify(f"data: image folder, {len(train.classes)} classes ({len(train):,} train / "
+               f"{len(test):,} test), streamed from {directory} at {train.size} px")
+    train, val = split_validation(train, val_size, seed)
+    mean, std = train.channel_stats(seed)
+    return DataSplits(train, val, test, name, str(directory), mean, std,
+                      stream_transform(train.size, train.scale, EVAL_CROP))
+
+
+def resolve_data(data: str | None,
+                 data_dir: str | Path | None) -> tuple[str, Path | None]:
     """(name, folder) to read: a path given as the name, or "auto", becomes a concrete name."""
     name = "auto" if data is None else data
     directory = Path(data_dir).expanduser() if data_dir is not None else None

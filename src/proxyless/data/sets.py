@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -44,10 +44,17 @@ class ImageSet:
         index = torch.as_tensor(np.asarray(indices), dtype=torch.long)
         return ImageSet(self.images[index], self.labels[index], self.classes)
 
+    def read(self, indices: Sequence[int] | np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Images `indices` as uint8 N x C x H x W (as `FolderSet.read` decodes them)."""
+        return self.images[torch.as_tensor(np.asarray(indices), dtype=torch.long)]
+
 
 @dataclass
 class DataSplits:
-    """Train / optional validation / test sets with the train split's per-channel stats."""
+    """Train / optional validation / test sets with the train split's per-channel stats.
+    The sets are `ImageSet`s in memory, or `FolderSet`s (proxyless.data.stream) read from
+    disk as needed; `transform` says how images become network input (`memory_transform`,
+    `stream_transform`), recorded in model files so a model is fed as it was trained."""
 
     train: ImageSet
     val: ImageSet | None
@@ -56,6 +63,25 @@ class DataSplits:
     source: str
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    transform: dict = field(default_factory=lambda: memory_transform())
+
+    @property
+    def streams(self) -> bool:
+        return self.transform.get("mode") == "stream"
+
+
+def memory_transform() -> dict:
+    """Images held in memory, resized whole to the network's input (training: padded random
+    crop and flip)."""
+    return {"mode": "memory"}
+
+
+def stream_transform(size: int, scale: Sequence[float], eval_crop: float) -> dict:
+    """Images decoded from disk: training takes random-resized crops (area share `scale`)
+    and flips, evaluation resizes the short side to size / eval_crop and takes the centre."""
+    return {"mode": "stream", "size": size, "train": "random-resized-crop+flip",
+            "crop_scale": [float(v) for v in scale], "eval": "resize+centre-crop",
+            "eval_crop": eval_crop}
 
 
 def check_channels(images: ImageSet, expected: int, what: str,

@@ -17,10 +17,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from proxyless.config import clip
-from proxyless.data import DataSplits, ImageSet, load_data
+from proxyless.data import DataSplits, ImageSet, load_data, read_images
+from proxyless.data.loading import resolve_data
 from proxyless.deploy.classifier import load_classifier
 from proxyless.deploy.model_file import ModelInfo
 from proxyless.deploy.verify import top1
@@ -47,14 +49,18 @@ def model_data(info: ModelInfo, data: str | None = None,
     was trained on, read as training read it (image folders at the model's input size). The
     images must have the model's channel count and the classes be its classes."""
     size, channels = info.input_size, info.in_channels
+    # an image folder is cropped as training cropped it: streamed (centre crop) or squashed
+    mode = info.data.get("transform", {}).get("mode", "memory")
     if data is not None or data_dir is not None:
-        splits = load_data(data, data_dir, val_size=0, image_size=size, channels=channels,
-                           notify=None)
+        name, folder = resolve_data(data, data_dir)
+        splits = load_data(name, folder, val_size=0, image_size=size, channels=channels,
+                           notify=None, data_mode=mode if name == "imagefolder" else "auto")
     else:
         name, folder = recorded_data(info)
         try:
             splits = load_data(name, folder, val_size=0, image_size=size, channels=channels,
-                               notify=None)
+                               notify=None,
+                               data_mode=mode if name == "imagefolder" else "auto")
         except ProxylessError as err:
             raise ProxylessError(f"the model's data ({name} from {clip(folder)}) cannot be read "
                                  f"on this machine ({err}); pass --data/--data-dir to test it "
@@ -87,11 +93,14 @@ def evaluate_file(path: str | Path, data: str | None = None, data_dir: str | Non
     splits = model_data(model.info, data, data_dir)
     test = splits.test if images is None else splits.test.subset(
         range(min(images, len(splits.test))))
-    logits = model.batched_logits(model.normalize(test.images), batch_size)
-    loss = torch.nn.functional.cross_entropy(torch.from_numpy(logits).double(),
-                                             test.labels).item()
+    # a chunk at a time: a streamed test set need not fit in memory
+    chunks = [(model.batched_logits(model.normalize(images), batch_size), labels)
+              for images, labels in read_images(test, batch_size)]
+    logits = np.concatenate([c[0] for c in chunks])
+    labels = torch.cat([c[1] for c in chunks])
+    loss = torch.nn.functional.cross_entropy(torch.from_numpy(logits).double(), labels).item()
     return {"model": str(model.path), "format": model.format,
             "architecture": model.info.arch.encode(),
-            "test_top1": top1(logits, test.labels.numpy()),
-            "test_loss": loss, "test_images": len(test), "data": splits.name,
+            "test_top1": top1(logits, labels.numpy()),
+            "test_loss": loss, "test_images": len(labels), "data": splits.name,
             "data_source": splits.source}

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -25,19 +24,12 @@ except ImportError:  # not POSIX: no locking, as before
     fcntl = None
 
 from proxyless.errors import ProxylessError
+from proxyless.files import cache_dir
 from proxyless.latency.calibration import calibrate
 from proxyless.latency.profile import other_settings, profile_meta, profile_space
 from proxyless.latency.table import LatencyTable
 from proxyless.latency.timer import DEFAULT_BACKEND, Timer, fingerprint
 from proxyless.space import SearchSpace
-
-
-def cache_dir() -> Path:
-    """$PROXYLESS_CACHE, else $XDG_CACHE_HOME/proxyless, else ~/.cache/proxyless."""
-    if os.environ.get("PROXYLESS_CACHE"):
-        return Path(os.environ["PROXYLESS_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME")
-    return (Path(base) if base else Path.home() / ".cache") / "proxyless"
 
 
 def cached_table(space: SearchSpace, device: str, threads: int, min_time: float,

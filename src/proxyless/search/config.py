@@ -66,6 +66,7 @@ class SearchConfig:
     seed: int = 0
     device: str = "cpu"
     threads: int | None = None
+    workers: int | None = None      # processes decoding a streamed image folder (None: cores)
 
     def validate(self) -> None:
         def check(ok: bool, message: str) -> None:
@@ -110,6 +111,7 @@ class SearchConfig:
         check(not self.reinforce_measure or self.metric == "latency",
               "--measure-latency measures latency: give --target-ms, not --target-mflops")
         check(self.measure_threads >= 1, "measure_threads must be >= 1")
+        check(self.workers is None or self.workers >= 0, "workers must be >= 0")
 
     @classmethod
     def from_dict(cls, data: dict) -> SearchConfig:

@@ -30,7 +30,7 @@ from proxyless import distributed
 from proxyless import epochs as skeleton
 from proxyless.arch import Architecture
 from proxyless.config import to_dict
-from proxyless.data import Batches, DataSplits, check_channels
+from proxyless.data import Batches, DataSplits, check_channels, make_batches, skipped_images
 from proxyless.errors import ProxylessError
 from proxyless.latency.cost import CostModel
 from proxyless.runtime import RunContext, start_run
@@ -170,7 +170,8 @@ def search(space, data: DataSplits, cost_model: CostModel | None, config: Search
                                     "probs_history": one_epoch.probs_history},
                              saved={"space": space.to_dict(), "config": to_dict(config)})
     epochs.start(resume, {"space": space.to_dict(), "search": to_dict(config),
-                          "data": {"name": data.name, "source": data.source}},
+                          "data": {"name": data.name, "source": data.source,
+                                   "transform": data.transform}},
                  lambda checkpoint: _check_resume(checkpoint, space, config, out), log)
     metrics = epochs.run(one_epoch, lambda r: epoch_line(r, total, cost_model), "search",
                          progress)
@@ -191,7 +192,7 @@ def _check_inputs(space, data: DataSplits, cost_model: CostModel | None,
 
 
 def _check_resume(checkpoint: dict, space, config: SearchConfig, out: Path) -> None:
-    changed = skeleton.changed_settings(checkpoint, config, ("device", "threads"))
+    changed = skeleton.changed_settings(checkpoint, config, ("device", "threads", "workers"))
     if checkpoint.get("space") != space.to_dict() or changed:
         raise ProxylessError(f"cannot resume {out} with a different space or settings "
                              f"({', '.join(changed) or 'space'}); use the original ones "
@@ -215,15 +216,16 @@ class SearchBatches:
                                          [:config.train_limit])
         common = dict(mean=data.mean, std=data.std, rank=run.dist.rank,
                       world_size=run.dist.world_size, image_size=space.input_size,
-                      device=run.device)
-        train = Batches(train_set, config.batch_size, shuffle=True, augment=True,
-                        seed=config.seed, drop_last=True, **common)
-        val = Batches(data.val, config.batch_size, shuffle=True, augment=False,
-                      seed=config.seed + 1, drop_last=True, **common)
+                      device=run.device, workers=config.workers)
+        train = make_batches(train_set, config.batch_size, shuffle=True, augment=True,
+                             seed=config.seed, drop_last=True, **common)
+        val = make_batches(data.val, config.batch_size, shuffle=True, augment=False,
+                           seed=config.seed + 1, drop_last=True, **common)
         eval_set = data.val
         if config.eval_limit and config.eval_limit < len(eval_set):
             eval_set = eval_set.subset(torch.arange(config.eval_limit))
-        evaluation = Batches(eval_set, 500, shuffle=False, augment=False, pad=False, **common)
+        evaluation = make_batches(eval_set, 500, shuffle=False, augment=False, pad=False,
+                                  **common)
         if len(train) < config.arch_every:
             raise ProxylessError(f"{len(train)} training batches per epoch are fewer than "
                                  f"--arch-every {config.arch_every}: no architecture step "
@@ -330,6 +332,9 @@ class SearchEpoch:
                   "train_loss": train_loss, "train_top1": train_top1, "val_top1": val_top1,
                   "entropy": net.entropy(), "arch": arch.encode(),
                   "arch_steps": len(arch_stats)}
+        skipped = skipped_images(self.batches.train, self.batches.val, self.batches.eval)
+        if skipped is not None:
+            record["skipped_images"] = skipped
         if arch_stats:
             record["arch_loss"] = sum(s["arch_loss"] for s in arch_stats) / len(arch_stats)
             if "multiplier" in arch_stats[-1]:

@@ -1,0 +1,122 @@
+"""Decode one image file into the network's input size, as training or evaluation crops it.
+
+    training    random-resized crop (area share `scale`, aspect 3/4..4/3, as torchvision's
+                RandomResizedCrop and the paper's ImageNet recipe) + horizontal flip
+    evaluation  the short side resized to size / 0.875, then the centre size x size
+
+Both are one Pillow `resize(box=...)` of the decoded image, and a JPEG is decoded at the
+smallest 1/2, 1/4 or 1/8 scale that still holds the crop at full detail (libjpeg's reduced
+decoding, `Image.draft`): a 2000 px photo cropped to 224 px is decoded at 500 px, ~10x less
+work. Every file loads as RGB (or L): CMYK and grayscale JPEGs, PNG under a .JPEG name, a
+palette GIF. The result is uint8 H x W x C, what a batch is stacked from.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+# Resizing the short side to size / EVAL_CROP, then cropping size: the ImageNet convention
+# (256 -> 224) of the paper's reference code and torchvision's references.
+EVAL_CROP = 0.875
+DEFAULT_SCALE = (0.08, 1.0)
+_RATIO = (3 / 4, 4 / 3)
+
+
+@dataclass(frozen=True)
+class Crop:
+    """How a set's images become size x size: `train` draws random-resized crops with area
+    share `scale` and flips; otherwise the centre crop of evaluation."""
+
+    size: int
+    channels: int
+    train: bool = False
+    scale: tuple[float, float] = DEFAULT_SCALE
+
+
+def random_resized_box(width: int, height: int, rng: random.Random,
+                       scale: tuple[float, float] = DEFAULT_SCALE,
+                       ratio: tuple[float, float] = _RATIO) -> tuple[float, float, float, float]:
+    """(left, top, right, bottom) of a random crop covering `scale` of the area with an aspect
+    ratio in `ratio` (log-uniform); after 10 misses, the centre crop clamped to `ratio`
+    (torchvision's RandomResizedCrop.get_params)."""
+    area = width * height
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(10):
+        target = area * rng.uniform(scale[0], scale[1])
+        aspect = math.exp(rng.uniform(*log_ratio))
+        w = round(math.sqrt(target * aspect))
+        h = round(math.sqrt(target / aspect))
+        if 0 < w <= width and 0 < h <= height:
+            left, top = rng.randint(0, width - w), rng.randint(0, height - h)
+            return left, top, left + w, top + h
+    aspect = width / height
+    if aspect < ratio[0]:
+        w, h = width, round(width / ratio[0])
+    elif aspect > ratio[1]:
+        w, h = round(height * ratio[1]), height
+    else:
+        w, h = width, height
+    left, top = (width - w) // 2, (height - h) // 2
+    return left, top, left + w, top + h
+
+
+def centre_box(width: int, height: int, size: int) -> tuple[float, float, float, float]:
+    """The region that resizing the short side to size / EVAL_CROP and cropping the centre
+    size x size keeps, in the original image's pixels."""
+    side = min(width, height) * EVAL_CROP  # size / (size / 0.875) of the short side
+    left, top = (width - side) / 2, (height - side) / 2
+    return left, top, left + side, top + side
+
+
+class UnreadableImage(Exception):
+    """A file that is not an image Pillow can decode (damaged, truncated, empty, too large)."""
+
+
+def decode(path: Path | str, crop: Crop, rng: random.Random | None = None) -> np.ndarray:
+    """`path` as uint8 size x size x channels, cropped as `crop` says (random draws from
+    `rng`, required for training). Raises UnreadableImage, with the decoder's complaint, for
+    a file that cannot be decoded."""
+    try:
+        return _decode(path, crop, rng)
+    except MemoryError:
+        raise
+    # A damaged file makes decoders raise nearly anything (OSError, SyntaxError, struct.error,
+    # Pillow's DecompressionBombError...): each is this file's fault, not the run's.
+    except Exception as err:
+        # the caller names the file: the decoder's message need not repeat its whole path
+        reason = str(err).replace(str(path), Path(path).name)
+        raise UnreadableImage(f"{type(err).__name__}: {reason}"[:200]) from err
+
+
+def _decode(path: Path | str, crop: Crop, rng: random.Random | None) -> np.ndarray:
+    # Pillow builds its EXIF tables on import (~17 ms of `proxyless --help`): only the image
+    # folder path needs it
+    from PIL import Image
+
+    mode = "L" if crop.channels == 1 else "RGB"
+    with Image.open(path) as image:
+        width, height = image.size
+        if crop.train:
+            box = random_resized_box(width, height, rng, crop.scale)
+        else:
+            box = centre_box(width, height, crop.size)
+        # The smallest JPEG scale (1/8 .. 1) whose crop still has >= size pixels per side.
+        side = min(box[2] - box[0], box[3] - box[1])
+        reduce = max(1.0, side / crop.size)
+        image.draft(mode, (max(1, int(width / reduce)), max(1, int(height / reduce))))
+        fx, fy = image.size[0] / width, image.size[1] / height
+        if image.mode == "P":  # palette transparency converts only by way of RGBA
+            image = image.convert("RGBA")
+        if image.mode != mode:
+            image = image.convert(mode)
+        out = image.resize((crop.size, crop.size), Image.Resampling.BILINEAR,
+                           box=(box[0] * fx, box[1] * fy, box[2] * fx, box[3] * fy))
+    if crop.train and rng.random() < 0.5:
+        out = out.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    pixels = np.asarray(out)
+    return pixels.reshape(crop.size, crop.size, crop.channels)

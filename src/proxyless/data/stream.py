@@ -1,0 +1,254 @@
+"""Image folders streamed from disk: `FolderSet` (an index, no pixels) and `StreamBatches`,
+which decode and crop in DataLoader worker processes.
+
+Only the list of files is in memory (`folder_index`), so 100,000 photos cost what 10,000 do.
+Per epoch the order and every crop and flip follow from (seed, epoch, rank) as `Batches`'
+do, drawn in the main process and handed to the workers with the file numbers: the same
+batches whatever `workers` is, so `--resume` stays exact. Batches travel as uint8 H x W x C
+(4x fewer bytes than float, through shared memory, pinned for CUDA) and are normalized on the
+device; viewed as N x C x H x W they are already channels_last, the layout the networks run in.
+
+A file that cannot be decoded is named in a warning and left out of its batch; when more than
+`BAD_SHARE` of an epoch's images (and more than `BAD_MIN`) fail, the run stops with an error
+naming examples: a run of days survives a damaged photo, not a broken disk.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import warnings
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from proxyless.config import clip
+from proxyless.data.batches import Batches, to_network_input
+from proxyless.data.decode import DEFAULT_SCALE, Crop, UnreadableImage, decode
+from proxyless.data.folder_index import FolderIndex
+from proxyless.data.sets import ImageSet
+from proxyless.errors import ProxylessError
+
+BAD_SHARE = 0.001
+BAD_MIN = 10
+STATS_IMAGES = 500
+
+
+class UnreadableImageWarning(UserWarning):
+    """An image file that could not be decoded and was left out of its batch."""
+
+
+def default_workers() -> int:
+    """DataLoader workers by default: the cores this process may use, less one for the loop
+    itself (at least 1, at most 16)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(16, cores - 1))
+
+
+class FolderSet:
+    """Some files of an image folder (`rows` of its index), read as `size` x `size` images
+    with `channels` channels when needed; training crops them at random with area share
+    `scale`, everything else takes the centre crop."""
+
+    def __init__(self, index: FolderIndex, rows: np.ndarray, size: int, channels: int,
+                 scale: tuple[float, float] = DEFAULT_SCALE) -> None:
+        self.index, self.rows = index, np.asarray(rows, dtype=np.int64)
+        self.size, self.channels, self.scale = size, channels, tuple(scale)
+        self.classes = index.classes
+        self.labels = torch.from_numpy(index.labels[self.rows].astype(np.int64))
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def subset(self, indices: Sequence[int] | np.ndarray | torch.Tensor) -> FolderSet:
+        return FolderSet(self.index, self.rows[np.asarray(indices, dtype=np.int64)], self.size,
+                         self.channels, self.scale)
+
+    def path(self, i: int) -> str:
+        return str(self.index.path(int(self.rows[i])))
+
+    def crop(self, train: bool) -> Crop:
+        return Crop(self.size, self.channels, train, self.scale)
+
+    def read(self, indices: Sequence[int] | np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Images `indices`, centre-cropped, as uint8 N x C x H x W (decoded here, in this
+        process: for a few images; batches come from `StreamBatches`)."""
+        crop, images = self.crop(False), []
+        for i in np.asarray(indices, dtype=np.int64).reshape(-1):
+            try:
+                images.append(decode(self.path(i), crop))
+            except UnreadableImage as err:
+                raise ProxylessError(f"cannot read image {clip(self.path(i))}: {err}; "
+                                     "remove or replace the file") from None
+        if not images:
+            return torch.empty(0, self.channels, self.size, self.size, dtype=torch.uint8)
+        return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2)
+
+    def channel_stats(self, seed: int = 0,
+                      count: int = STATS_IMAGES) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """Per-channel mean and std in [0, 1], estimated on `count` images drawn with `seed`
+        (decoding every image of a large folder for two numbers per channel is not worth an
+        epoch: 500 images fix the mean to ~0.5% of the range)."""
+        rng = np.random.default_rng(seed)
+        drawn = rng.permutation(len(self))[:count]
+        loader = DataLoader(_Decoder(self, False), batch_size=64, collate_fn=_collate,
+                            num_workers=min(default_workers(), max(0, len(drawn) // 64)),
+                            sampler=[(int(i), 0) for i in drawn])
+        total, squares, pixels = 0.0, 0.0, 0
+        for images, _, _ in loader:
+            x = images.to(torch.float64).div_(255).flatten(0, 2)  # pixels x channels
+            total, squares, pixels = total + x.sum(0), squares + (x * x).sum(0), pixels + len(x)
+        if not pixels:
+            raise ProxylessError(f"none of {len(drawn)} images drawn from "
+                                 f"{clip(self.index.root)} could be read; check the folder")
+        mean = total / pixels
+        std = (squares / pixels - mean * mean).clamp_min(0).sqrt()
+        std[std == 0] = 1.0  # constant images: avoid dividing by zero
+        return tuple(mean.tolist()), tuple(std.tolist())
+
+
+class _Decoder(Dataset):
+    """Item (position, draw seed) of a FolderSet -> (uint8 H x W x C or None, label, failure):
+    runs in the DataLoader's workers."""
+
+    def __init__(self, data: FolderSet, train: bool) -> None:
+        self.data, self.crop = data, data.crop(train)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, key: tuple[int, int]):
+        position, seed = key
+        path = self.data.path(position)
+        try:
+            pixels = decode(path, self.crop, random.Random(seed) if self.crop.train else None)
+        except UnreadableImage as err:
+            return None, -1, (path, str(err))
+        return pixels, int(self.data.labels[position]), None
+
+
+def _collate(items):
+    """Stack the images that decoded (uint8 N x H x W x C), their labels, and the failures."""
+    good = [(p, y) for p, y, _ in items if p is not None]
+    failed = [f for _, _, f in items if f is not None]
+    if not good:
+        return torch.empty(0, dtype=torch.uint8), torch.empty(0, dtype=torch.int64), failed
+    images = torch.from_numpy(np.stack([p for p, _ in good]))
+    return images, torch.tensor([y for _, y in good], dtype=torch.int64), failed
+
+
+class _EpochSampler:
+    """The current epoch's batches of (position, draw seed), set by StreamBatches before each
+    pass: the DataLoader's batch sampler, iterated in the main process."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[tuple[int, int]]] = []
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+class StreamBatches(Batches):
+    """`Batches` of a FolderSet: the same order, sharding, padding and length; images decoded,
+    cropped (random-resized + flip where `augment`, else centre) in `workers` processes."""
+
+    def __init__(self, data: FolderSet, batch_size: int, *, workers: int | None = None,
+                 **options) -> None:
+        options.pop("image_size", None)  # a FolderSet's images come at its size
+        super().__init__(data, batch_size, **options)
+        workers = default_workers() if workers is None else workers
+        self.workers, self.sampler = workers, _EpochSampler()
+        self.loader = DataLoader(
+            _Decoder(data, self.augment), batch_sampler=self.sampler, collate_fn=_collate,
+            num_workers=workers, persistent_workers=workers > 0,
+            pin_memory=self.device.type == "cuda", prefetch_factor=4 if workers else None)
+        self.skipped: list[tuple[str, str]] = []
+
+    def set_epoch(self, epoch: int) -> None:
+        super().set_epoch(epoch)
+        self.skipped = []
+
+    def _plan(self) -> list[list[tuple[int, int]]]:
+        """This epoch's batches for this rank: positions in `Batches`' order, each with the
+        seed of its crop and flip, drawn from (seed, epoch, rank) alone."""
+        base = self.seed * 1_000_003 + self.epoch
+        order = self._order(torch.Generator().manual_seed(base))[:len(self) * self.batch_size]
+        draws = torch.randint(0, 2**62, (len(order),),
+                              generator=torch.Generator().manual_seed(base * 1_009 + self.rank))
+        keys = list(zip(order.tolist(), draws.tolist(), strict=True))
+        return [keys[i:i + self.batch_size] for i in range(0, len(keys), self.batch_size)]
+
+    def _note_failures(self, failed: list[tuple[str, str]]) -> None:
+        for path, reason in failed:
+            warnings.warn(f"skipped unreadable image {path} ({reason})", UnreadableImageWarning,
+                          stacklevel=3)
+        self.skipped += failed
+        limit = max(BAD_MIN, math.ceil(BAD_SHARE * self.samples))
+        if len(self.skipped) > limit:
+            examples = "; ".join(f"{p} ({r})" for p, r in self.skipped[:3])
+            raise ProxylessError(
+                f"{len(self.skipped)} images of {clip(self.data.index.root)} could not be read "
+                f"in this epoch, more than {limit} ({BAD_SHARE:.1%} of {self.samples:,}, at "
+                f"least {BAD_MIN}): {examples}. Check the disk and the files; the last "
+                "checkpoint is kept, and --resume continues from it")
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        self.sampler.batches = self._plan()
+        for images, labels, failed in self.loader:
+            if failed:
+                self._note_failures(failed)
+            if not len(labels):
+                raise ProxylessError(f"no image of a batch of {clip(self.data.index.root)} "
+                                     f"could be read: {failed[0][0]} ({failed[0][1]})")
+            # N x H x W x C viewed as N x C x H x W: channels_last, no copy
+            x = images.to(self.device, non_blocking=True).permute(0, 3, 1, 2)
+            yield (to_network_input(x, self._scale, self._shift, None),
+                   labels.to(self.device, non_blocking=True))
+
+
+def make_batches(data: ImageSet | FolderSet, batch_size: int, *, workers: int | None = None,
+                 **options) -> Batches:
+    """`StreamBatches` for a FolderSet (decoded by `workers` processes), `Batches` for images
+    in memory; `options` are Batches'."""
+    if isinstance(data, FolderSet):
+        return StreamBatches(data, batch_size, workers=workers, **options)
+    return Batches(data, batch_size, **options)
+
+
+def skipped_images(*batches: Batches) -> int | None:
+    """Images left out as unreadable in this epoch by these batches; None for data in
+    memory (nothing there can fail to decode)."""
+    counts = [len(b.skipped) for b in batches if isinstance(b, StreamBatches)]
+    return sum(counts) if counts else None
+
+
+def read_images(data: ImageSet | FolderSet, batch_size: int = 500,
+                workers: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(uint8 N x C x H x W, labels) of every image of `data` in order, `batch_size` at a
+    time (centre-cropped and decoded by `workers` processes for a FolderSet): for evaluating
+    a model file on a test set larger than memory. Unreadable files are left out with a
+    warning."""
+    if not isinstance(data, FolderSet):
+        for start in range(0, len(data), batch_size):
+            yield data.images[start:start + batch_size], data.labels[start:start + batch_size]
+        return
+    workers = default_workers() if workers is None else workers
+    keys = [(i, 0) for i in range(len(data))]
+    loader = DataLoader(_Decoder(data, False), batch_size=batch_size, collate_fn=_collate,
+                        num_workers=min(workers, math.ceil(len(data) / batch_size)),
+                        sampler=keys)
+    for images, labels, failed in loader:
+        for path, reason in failed:
+            warnings.warn(f"skipped unreadable image {path} ({reason})", UnreadableImageWarning,
+                          stacklevel=2)
+        if len(labels):
+            yield images.permute(0, 3, 1, 2), labels
