@@ -306,3 +306,55 @@ def test_train_on_a_streamed_folder_records_its_transform(tmp_path, folder):
     assert info.data["transform"] == data.transform and info.data["name"] == "imagefolder"
     # evaluated later, the test images are cropped as training cropped them
     assert evaluate_file(out / "model.pt")["test_top1"] == pytest.approx(final["test_top1"])
+    # predict reads files as evaluation cropped them, from the model file or its CLI
+    from proxyless.cli import main
+    from proxyless.deploy.evaluate import predict_files
+
+    paths = [data.test.path(i) for i in range(5)]
+    expected = load_model(out).predict(data.test.read(range(5))).tolist()
+    assert [r["top"][0]["index"] for r in predict_files(out, paths, top=2)] == expected
+    assert main(["predict", str(out), *paths[:2], "--json"]) == 0
+    assert main(["predict", str(out), str(tmp_path / "missing.jpg")]) == 2  # one clear line
+
+
+RANK_SCRIPT = """
+import sys, torch
+from pathlib import Path
+from proxyless import distributed
+from proxyless.data import load_data
+from proxyless.search import SearchConfig, search
+from proxyless.latency.cost import flops_model
+from proxyless.space import SearchSpace, StageSpec
+
+out = Path(sys.argv[2])
+space = SearchSpace(name="tiny", input_size=32, in_channels=3, num_classes=3,
+                    stages=(StageSpec(8, 1, 2), StageSpec(16, 2, 2)),
+                    candidates=("k3e3", "k5e6", "zero"), feature_mix=16)
+info = distributed.setup("cpu")
+data = load_data(None, sys.argv[1], image_size=32, channels=3, val_size=9, notify=None,
+                 data_mode="stream")
+config = SearchConfig(epochs=2, warmup_epochs=0, batch_size=4, arch_every=1, workers=1,
+                      target=1.0, metric="flops")
+result = search(space, data, flops_model(space), config, out / "search", progress=False,
+                log=lambda m: None)
+alpha = torch.cat([a.detach().flatten() for a in result.supernet.arch_parameters()])
+(out / f"rank{info.rank}.txt").write_text(result.arch.encode() + "\\n" + repr(alpha.tolist()))
+distributed.finish()
+"""
+
+
+@pytest.mark.slow
+def test_two_ranks_stream_disjoint_shards_and_agree_on_the_architecture(tmp_path, folder):
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "ranks.py").write_text(RANK_SCRIPT)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+           "2", str(tmp_path / "ranks.py"), str(folder), str(tmp_path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks = [(tmp_path / f"rank{r}.txt").read_text() for r in (0, 1)]
+    assert ranks[0] == ranks[1]  # the same α to the last bit, so the same architecture
+    assert len((tmp_path / "search" / "metrics.jsonl").read_text().splitlines()) == 2

@@ -8,6 +8,7 @@
     proxyless search --space SPACE --table TABLE --target-ms T --out DIR [--resume]
     proxyless export MODEL_OR_RUN_DIR --format onnx|torchscript --out FILE [--int8]
     proxyless evaluate MODEL [--data NAME_OR_PATH]
+    proxyless predict MODEL IMAGE... [--top K]     # classify image files as the run cropped
     proxyless compare RUN_DIR... [--out DIR]        # Pareto picture: top-1 vs latency, MACs
     proxyless cross-latency NETWORK... [--settings torch:b1:t1 ...] [--table TABLE]
 
@@ -25,7 +26,14 @@ import sys
 
 from proxyless import distributed
 from proxyless.cli.compare import add_compare_parser, cmd_compare
-from proxyless.cli.deploy import add_evaluate_parser, add_export_parser, cmd_evaluate, cmd_export
+from proxyless.cli.deploy import (
+    add_evaluate_parser,
+    add_export_parser,
+    add_predict_parser,
+    cmd_evaluate,
+    cmd_export,
+    cmd_predict,
+)
 from proxyless.cli.inspect import add_inspect_parser, cmd_inspect
 from proxyless.cli.latency import (
     add_cross_latency_parser,
@@ -41,7 +49,8 @@ from proxyless.errors import ProxylessError
 
 COMMANDS = {"inspect": cmd_inspect, "train": cmd_train, "profile": cmd_profile,
             "latency-check": cmd_latency_check, "search": cmd_search, "run": cmd_run,
-            "export": cmd_export, "evaluate": cmd_evaluate, "compare": cmd_compare,
+            "export": cmd_export, "evaluate": cmd_evaluate, "predict": cmd_predict,
+            "compare": cmd_compare,
             "cross-latency": cmd_cross_latency}
 # commands that continue an interrupted run with --resume
 RESUMABLE = {"train", "search", "run"}
@@ -59,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_parser(sub)
     add_export_parser(sub)
     add_evaluate_parser(sub)
+    add_predict_parser(sub)
     add_compare_parser(sub)
     add_cross_latency_parser(sub)
     return parser

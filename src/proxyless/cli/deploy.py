@@ -10,7 +10,7 @@ from typing import Any
 
 from proxyless.cli.options import add_model_data_args, min_time, positive_float, positive_int
 from proxyless.config import clip
-from proxyless.deploy.evaluate import evaluate_file
+from proxyless.deploy.evaluate import evaluate_file, predict_files
 from proxyless.deploy.export import export_and_check
 from proxyless.deploy.int8 import CALIBRATION_IMAGES
 from proxyless.deploy.verify import DEFAULT_TOLERANCE, verification_failure
@@ -142,4 +142,28 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
           f"{result['test_images']:,} test images of {result['data']} "
           f"({clip(result['data_source'])})")
     print(f"model: {result['model']} ({result['format']}, {result['architecture']})")
+    return 0
+
+
+def add_predict_parser(sub: Any) -> None:
+    """`proxyless predict` on the CLI's subparsers."""
+    p = sub.add_parser("predict", help="classify image files with a model file or export")
+    p.add_argument("model", help="model.pt, a train or run folder, or an exported .onnx or "
+                                 "TorchScript (.torchscript) file")
+    p.add_argument("images", nargs="+", help="image files (cropped as the model's data was)")
+    p.add_argument("--top", type=positive_int, default=1, help="classes shown per image")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    p.add_argument("--trust-code", action="store_true",
+                   help="run a TorchScript file (only one you made)")
+    p.add_argument("--json", action="store_true", help="print one JSON list")
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    results = predict_files(args.model, args.images, args.top, args.device, args.trust_code)
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 0
+    for result in results:
+        best = ", ".join(f"{t['class']} {t['probability']:.1%}" for t in result["top"])
+        print(f"{result['image']}: {best}")
     return 0

@@ -104,3 +104,27 @@ def evaluate_file(path: str | Path, data: str | None = None, data_dir: str | Non
             "test_top1": top1(logits, labels.numpy()),
             "test_loss": loss, "test_images": len(labels), "data": splits.name,
             "data_source": splits.source}
+
+
+def predict_files(path: str | Path, images: list[str | Path], top: int = 1,
+                  device: str = "cpu", trust_code: bool = False) -> list[dict[str, Any]]:
+    """The `top` classes, with probabilities, of each image file, by a model file or export;
+    files are cropped as the model's test images were (`ModelInfo.read_files`)."""
+    if top < 1:
+        raise ProxylessError("--top must be >= 1")
+    model = load_classifier(path, device, trust_code=trust_code)
+    missing = [str(p) for p in images if not Path(p).is_file()]
+    if missing:
+        raise ProxylessError(f"no image file at {clip(missing[0])}"
+                             + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+    results = []
+    for start in range(0, len(images), 64):  # bounded memory for many files
+        chunk = images[start:start + 64]
+        logits = model.logits(model.normalize(model.info.read_files(chunk)))
+        probs = torch.from_numpy(logits).double().softmax(1)
+        best = probs.topk(min(top, probs.shape[1]), dim=1)
+        for file, p, k in zip(chunk, best.values.tolist(), best.indices.tolist(), strict=True):
+            results.append({"image": str(file), "top": [
+                {"class": model.info.classes[c], "index": c, "probability": v}
+                for v, c in zip(p, k, strict=True)]})
+    return results

@@ -25,12 +25,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from proxyless.arch import Architecture
 from proxyless.config import clip, excerpt
 from proxyless.data.batches import normalization, to_network_input
+from proxyless.data.decode import UnreadableImage, read_files
 from proxyless.errors import ProxylessError
 from proxyless.net import ProxylessNet, build_network
 from proxyless.runtime import load_checkpoint, save_checkpoint
@@ -58,6 +60,16 @@ class ModelInfo:
     @property
     def in_channels(self) -> int:
         return self.arch.space.in_channels
+
+    def read_files(self, paths: list[str | Path]) -> np.ndarray:
+        """Image files as uint8 N x C x H x W, prepared as the model's data was: the centre
+        crop of evaluation where its data streamed from disk, the whole image resized where
+        it was held in memory (the transform recorded in `data`)."""
+        try:
+            return read_files(paths, self.input_size, self.in_channels,
+                              self.data.get("transform"))
+        except UnreadableImage as err:
+            raise ProxylessError(f"cannot read image {err}") from None
 
     def to_metadata(self) -> dict[str, Any]:
         """Plain data (JSON-ready): a model file's fields without the weights, and the
@@ -175,6 +187,11 @@ class TrainedModel(nn.Module):
     def predict(self, images: torch.Tensor) -> torch.Tensor:
         """Class indices of uint8 images (eval mode)."""
         return self(self.preprocess(images)).argmax(1)
+
+    def read_files(self, paths: list[str | Path]) -> torch.Tensor:
+        """Image files as uint8 N x C x H x W, cropped as the model's test images were
+        (`ModelInfo.read_files`): `model.predict(model.read_files(paths))`."""
+        return torch.from_numpy(self.info.read_files(paths))
 
 
 def check_images(images: Any, info: ModelInfo) -> None:
