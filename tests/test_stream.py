@@ -358,3 +358,35 @@ def test_two_ranks_stream_disjoint_shards_and_agree_on_the_architecture(tmp_path
     ranks = [(tmp_path / f"rank{r}.txt").read_text() for r in (0, 1)]
     assert ranks[0] == ranks[1]  # the same α to the last bit, so the same architecture
     assert len((tmp_path / "search" / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+@pytest.mark.slow
+def test_cli_run_on_a_streamed_folder_sizes_the_classifier_and_reports(tmp_path, folder,
+                                                                       capsys):
+    """`proxyless run` end to end on a folder of photos with a 10-class space: the classifier
+    is sized to the folder's 3 classes, the run profiles, searches, retrains, exports and
+    reports, and its model evaluates its streamed test images as training cropped them."""
+    from proxyless.cli import main
+    from proxyless.deploy import evaluate_file, load_model
+    from proxyless.files import write_mapping_atomic
+    from proxyless.space import SearchSpace, StageSpec
+
+    space = SearchSpace(name="tiny-photos", input_size=32, in_channels=3, num_classes=10,
+                        stages=(StageSpec(8, 1, 2), StageSpec(16, 1, 2)),
+                        candidates=("k3e3", "k5e3", "zero"), feature_mix=16)
+    write_mapping_atomic(tmp_path / "space.json", space.to_dict())
+    code = main(["run", "--space", str(tmp_path / "space.json"), "--data", str(folder),
+                 "--data-mode", "stream", "--workers", "1", "--crop-scale", "0.35", "1",
+                 "--val-size", "12", "--epochs", "2", "--warmup-epochs", "1",
+                 "--batch-size", "8", "--arch-every", "1", "--retrain-epochs", "1",
+                 "--profile-min-time", "0.01", "--out", str(tmp_path / "run"),
+                 "--no-progress"])
+    out = capsys.readouterr()
+    assert code == 0, out.err[-2000:]
+    assert "classifier is sized to 3" in out.out + out.err
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["test_images"] == 12 and (tmp_path / "run" / "report.md").is_file()
+    model = load_model(tmp_path / "run")
+    assert model.classes == CLASSES and model.info.data["transform"]["crop_scale"] == [0.35, 1]
+    final = json.loads((tmp_path / "run" / "retrain" / "final.json").read_text())
+    assert evaluate_file(tmp_path / "run")["test_top1"] == pytest.approx(final["test_top1"])

@@ -22,7 +22,14 @@ from tqdm import tqdm
 
 from proxyless.arch import Architecture
 from proxyless.config import from_dict, settings_problem, to_dict
-from proxyless.data import Batches, DataSplits, check_channels, make_batches, skipped_images
+from proxyless.data import (
+    Batches,
+    DataSplits,
+    check_channels,
+    check_class_count,
+    make_batches,
+    skipped_images,
+)
 from proxyless.deploy.model_file import MODEL_FILE, ModelInfo, save_model
 from proxyless.epochs import (
     Epochs,
@@ -108,6 +115,8 @@ def train_network(arch: Architecture, data: DataSplits, config: TrainConfig,
     space = arch.space
     check_channels(data.train, space.in_channels, f"data {data.name!r}",
                    f"space {space.name!r}")
+    check_class_count(data.train, space.num_classes, f"data {data.name!r}",
+                      f"space {space.name!r}")
     torch.manual_seed(config.seed)
     # channels_last: oneDNN's depthwise convolutions run ~20% faster in NHWC on the CPU.
     bare = build_network(arch, dropout=config.dropout).to(run.device,

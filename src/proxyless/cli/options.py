@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from proxyless import distributed
@@ -120,6 +121,19 @@ def data_from_args(args: argparse.Namespace, space: SearchSpace,
     return load_data(args.data, args.data_dir, val_size=val_size, seed=args.seed,
                      image_size=space.input_size, channels=space.in_channels,
                      data_mode=args.data_mode, crop_scale=tuple(args.crop_scale))
+
+
+def fit_classes(space: SearchSpace, data: DataSplits,
+                log: Callable[[str], None] = print) -> SearchSpace:
+    """`space` with its classifier sized to the data's classes: the imagenet preset has 1000,
+    a user's folder of photos its own count."""
+    count = len(data.train.classes)
+    if count == space.num_classes:
+        return space
+    if is_main_rank():
+        log(f"space {space.name!r} has {space.num_classes} classes, the data {count}: its "
+            f"classifier is sized to {count}")
+    return dataclasses.replace(space, num_classes=count)
 
 
 @contextlib.contextmanager

@@ -13,6 +13,7 @@ from proxyless.cli.options import (
     add_data_args,
     add_runtime_args,
     data_from_args,
+    fit_classes,
     is_main_rank,
     positive_int,
     run_folder,
@@ -77,6 +78,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         latency_model(LatencyTable.load(args.table), space)
     with run_folder(args.out):
         data = data_from_args(args, space, search_config.val_size)
+        space = fit_classes(space, data)
         budget = BUDGETS[args.budget]
         epochs = (args.retrain_epochs if args.retrain_epochs is not None
                   else budget.retrain_epochs(len(data.train)))

@@ -12,6 +12,7 @@ from proxyless.cli.options import (
     add_runtime_args,
     data_from_args,
     finite_float,
+    fit_classes,
     is_main_rank,
     nonneg_float,
     nonneg_int,
@@ -159,6 +160,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     check_space_fits(space, config.batch_size)
     log = lambda m: print(m, file=sys.stderr)  # noqa: E731 - stdout holds the result
     with run_folder(args.out):
+        data = data_from_args(args, space, config.val_size)
+        space = fit_classes(space, data, log)
         if table is None and config.metric == "latency" and config.target is not None:
             # no table given: this device's, for the runtime asked for (cached per device)
             table, _ = cached_table(space, config.device, args.profile_threads,
@@ -166,7 +169,6 @@ def cmd_search(args: argparse.Namespace) -> int:
                                     not args.no_progress, log, args.profile_backend,
                                     args.profile_batch)
         costs = search_costs(space, config, table, log=log)
-        data = data_from_args(args, space, config.val_size)
         result = search(space, data, costs.constrained, config, args.out, resume=args.resume,
                         progress=not args.no_progress, latency_fn=costs.measured,
                         also_log=costs.also_log)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from proxyless.arch import load_architecture
+from proxyless.arch import Architecture, load_architecture
 from proxyless.cli.options import (
     add_data_args,
     add_runtime_args,
     data_from_args,
+    fit_classes,
     is_main_rank,
     nonneg_float,
     positive_float,
@@ -47,6 +48,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     check_space_fits(arch.space, config.batch_size, supernet=False)
     with run_folder(args.out):
         data = data_from_args(args, arch.space, args.val_size or 0)
+        arch = Architecture(fit_classes(arch.space, data), arch.blocks)
         final = train_network(arch, data, config, args.out, resume=args.resume,
                               progress=not args.no_progress)
     if not is_main_rank():

@@ -37,7 +37,7 @@ from proxyless.data.formats import (
     read_idx,
 )
 from proxyless.data.loading import load_data
-from proxyless.data.sets import DataSplits, ImageSet, check_channels
+from proxyless.data.sets import DataSplits, Images, ImageSet, check_channels, check_class_count
 from proxyless.data.splits import split_validation
 from proxyless.data.stats import channel_stats
 from proxyless.data.stream import (
@@ -48,7 +48,8 @@ from proxyless.data.stream import (
     skipped_images,
 )
 
-__all__ = ["FASHION_CLASSES", "Batches", "DataSplits", "FolderSet", "ImageSet",
-           "StreamBatches", "channel_stats", "check_channels", "load_builtin", "load_cifar10",
-           "load_data", "load_fashion_mnist", "load_image_folder", "make_batches", "read_idx",
-           "read_images", "skipped_images", "split_validation"]
+__all__ = ["FASHION_CLASSES", "Batches", "DataSplits", "FolderSet", "ImageSet", "Images",
+           "StreamBatches", "channel_stats", "check_channels", "check_class_count",
+           "load_builtin", "load_cifar10", "load_data", "load_fashion_mnist",
+           "load_image_folder", "make_batches", "read_idx", "read_images", "skipped_images",
+           "split_validation"]

@@ -64,7 +64,7 @@ def load_data(data: str | None = None, data_dir: str | Path | None = None, *,
         folders = _read_folder(directory, image_size or 32, channels or 3, data_mode,
                                tuple(crop_scale))
         if folders is not None:
-            return _finish(*folders, name, directory, channels, notify, val_size, seed)
+            return _finish(*folders, name, directory, notify, val_size, seed)
     train, test, label, source = _read(name, directory, image_size, channels)
     for split, images in (("training", train), ("test", test)):
         if not len(images):  # name the data, not the batch size that would fail next
@@ -108,8 +108,8 @@ def _read_folder(directory: Path, size: int, channels: int, mode: str,
     return train, FolderSet(tests, range(len(tests)), size, channels, scale)
 
 
-def _finish(train: FolderSet, test: FolderSet, name: str, directory: Path,
-            channels: int | None, notify, val_size: int | float, seed: int) -> DataSplits:
+def _finish(train: FolderSet, test: FolderSet, name: str, directory: Path, notify,
+            val_size: int | float, seed: int) -> DataSplits:
     """The streamed folder's splits: validation held out, statistics from a sample."""
     for split, images in (("training", train), ("test", test)):
         if not len(images):

@@ -1,15 +1,37 @@
-"""The in-memory data containers: `ImageSet` (uint8 images + labels) and `DataSplits`."""
+"""The data containers: `ImageSet` (uint8 images + labels in memory), the `Images` a loop needs
+(an ImageSet or a streamed `FolderSet`), and `DataSplits`."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
 
 from proxyless.errors import ProxylessError
+
+
+class Images(Protocol):
+    """What the loops, splits and checks need of a set of images: an `ImageSet` in memory or
+    a `FolderSet` (proxyless.data.stream) read from disk."""
+
+    labels: torch.Tensor
+    classes: tuple[str, ...]
+
+    @property
+    def channels(self) -> int: ...
+
+    @property
+    def size(self) -> int: ...
+
+    def __len__(self) -> int: ...
+
+    def subset(self, indices: Sequence[int] | np.ndarray | torch.Tensor) -> Images: ...
+
+    def read(self, indices: Sequence[int] | np.ndarray | torch.Tensor) -> torch.Tensor: ...
 
 
 @dataclass
@@ -56,9 +78,9 @@ class DataSplits:
     disk as needed; `transform` says how images become network input (`memory_transform`,
     `stream_transform`), recorded in model files so a model is fed as it was trained."""
 
-    train: ImageSet
-    val: ImageSet | None
-    test: ImageSet
+    train: Images
+    val: Images | None
+    test: Images
     name: str
     source: str
     mean: tuple[float, ...]
@@ -84,7 +106,7 @@ def stream_transform(size: int, scale: Sequence[float], eval_crop: float) -> dic
             "eval_crop": eval_crop}
 
 
-def check_channels(images: ImageSet, expected: int, what: str,
+def check_channels(images: Images, expected: int, what: str,
                    space: str = "the search space") -> None:
     """Refuse images with another channel count than the space's input, naming both."""
     if images.channels != expected:
@@ -92,6 +114,17 @@ def check_channels(images: ImageSet, expected: int, what: str,
         raise ProxylessError(f"{what} has {c}x{s}x{s} images (channels x height x width) but "
                              f"{space} expects {expected} channel(s); use a space with {c} "
                              "input channel(s) or other data")
+
+
+def check_class_count(images: Images, expected: int, what: str,
+                      space: str = "the search space") -> None:
+    """Refuse data whose class count is not the network's output count: a model file's
+    classes must name every output."""
+    if len(images.classes) != expected:
+        raise ProxylessError(f"{what} has {len(images.classes)} classes but {space} has "
+                             f"{expected} outputs; size the space to the data "
+                             "(dataclasses.replace(space, num_classes=...); the command line "
+                             "does it) or use other data")
 
 
 def from_arrays(images: np.ndarray, labels: np.ndarray, classes: Sequence[str],

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from proxyless.data.sets import ImageSet
+from proxyless.data.sets import Images
 from proxyless.errors import ProxylessError
 
 
-def holdout(data: ImageSet, size: int | float, seed: int,
-            what: str) -> tuple[ImageSet, ImageSet]:
+def holdout(data: Images, size: int | float, seed: int,
+            what: str) -> tuple[Images, Images]:
     """(rest, held) with `size` images (int total) or a per-class fraction (float) held out."""
     size = size.item() if isinstance(size, np.integer | np.floating) else size
     if isinstance(size, float) and size >= 1 and size.is_integer():
@@ -40,8 +40,8 @@ def holdout(data: ImageSet, size: int | float, seed: int,
     return data.subset(keep), data.subset(np.sort(held))
 
 
-def split_validation(train: ImageSet, val_size: int | float,
-                     seed: int = 0) -> tuple[ImageSet, ImageSet | None]:
+def split_validation(train: Images, val_size: int | float,
+                     seed: int = 0) -> tuple[Images, Images | None]:
     """Hold a seeded, class-balanced validation set out of `train`: a whole number is a total
     count (spread evenly over classes), a number in (0, 1) a per-class fraction; 0 -> none."""
     if not isinstance(val_size, bool) and val_size == 0:

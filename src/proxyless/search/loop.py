@@ -30,7 +30,14 @@ from proxyless import distributed
 from proxyless import epochs as skeleton
 from proxyless.arch import Architecture
 from proxyless.config import to_dict
-from proxyless.data import Batches, DataSplits, check_channels, make_batches, skipped_images
+from proxyless.data import (
+    Batches,
+    DataSplits,
+    check_channels,
+    check_class_count,
+    make_batches,
+    skipped_images,
+)
 from proxyless.errors import ProxylessError
 from proxyless.latency.cost import CostModel
 from proxyless.runtime import RunContext, start_run
@@ -189,6 +196,8 @@ def _check_inputs(space, data: DataSplits, cost_model: CostModel | None,
         raise ProxylessError("the search needs a validation split held out of the training set")
     check_channels(data.train, space.in_channels, f"data {data.name!r}",
                    f"space {space.name!r}")
+    check_class_count(data.train, space.num_classes, f"data {data.name!r}",
+                      f"space {space.name!r}")
 
 
 def _check_resume(checkpoint: dict, space, config: SearchConfig, out: Path) -> None:
