@@ -390,3 +390,57 @@ def test_cli_run_on_a_streamed_folder_sizes_the_classifier_and_reports(tmp_path,
     assert model.classes == CLASSES and model.info.data["transform"]["crop_scale"] == [0.35, 1]
     final = json.loads((tmp_path / "run" / "retrain" / "final.json").read_text())
     assert evaluate_file(tmp_path / "run")["test_top1"] == pytest.approx(final["test_top1"])
+
+
+def tiny_photo_arch():
+    from proxyless.arch import Architecture
+    from proxyless.space import SearchSpace, StageSpec
+
+    space = SearchSpace(name="tiny", input_size=32, in_channels=3, num_classes=3,
+                        stages=(StageSpec(8, 1, 2),), candidates=("k3e3", "zero"),
+                        feature_mix=16)
+    return Architecture(space, ("k3e3",))
+
+
+def test_resume_of_a_streamed_run_is_exact_whatever_the_workers(tmp_path, folder, monkeypatch):
+    """Interrupted in epoch 2 and resumed with another worker count, a streamed run ends
+    with the very weights of an uninterrupted one."""
+    import proxyless.train as train_module
+    from proxyless.deploy import load_model
+    from proxyless.train import TrainConfig, train_network
+
+    data, arch = load(folder), tiny_photo_arch()
+    full = train_network(arch, data, TrainConfig(epochs=3, batch_size=8, workers=2),
+                         tmp_path / "a", progress=False, log=lambda m: None)
+    real_evaluate, calls = train_module.evaluate, []
+
+    def interrupt_in_epoch_two(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "evaluate", interrupt_in_epoch_two)
+    with pytest.raises(KeyboardInterrupt):
+        train_network(arch, data, TrainConfig(epochs=3, batch_size=8, workers=0),
+                      tmp_path / "b", progress=False, log=lambda m: None)
+    monkeypatch.setattr(train_module, "evaluate", real_evaluate)
+    resumed = train_network(arch, data, TrainConfig(epochs=3, batch_size=8, workers=1),
+                            tmp_path / "b", resume=True, progress=False, log=lambda m: None)
+    assert resumed["test_top1"] == full["test_top1"]
+    a, b = (load_model(tmp_path / d).state_dict() for d in ("a", "b"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_an_unreadable_class_folder_is_a_clear_error(tmp_path, monkeypatch):
+    root = make_folder(tmp_path / "d", 2, ("train", "val"))
+    real_scandir = folder_index_module.os.scandir
+
+    def scandir(path):
+        if str(path).endswith("bee"):
+            raise PermissionError(13, "Permission denied")
+        return real_scandir(path)
+
+    monkeypatch.setattr(folder_index_module.os, "scandir", scandir)
+    with pytest.raises(ProxylessError, match=r"cannot list class folder .*bee: Permission"):
+        load(root)

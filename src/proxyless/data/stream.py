@@ -144,17 +144,18 @@ def _collate(items):
 
 
 class _EpochSampler:
-    """The current epoch's batches of (position, draw seed), set by StreamBatches before each
-    pass: the DataLoader's batch sampler, iterated in the main process."""
+    """The DataLoader's batch sampler, iterated in the main process: the current epoch's
+    batches of (position, draw seed), made a batch at a time (a list of 1.28 M tuples per
+    epoch would take ~150 MB)."""
 
-    def __init__(self) -> None:
-        self.batches: list[list[tuple[int, int]]] = []
+    def __init__(self, owner: StreamBatches) -> None:
+        self.owner = owner
 
-    def __iter__(self):
-        return iter(self.batches)
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        return self.owner._plan()
 
     def __len__(self) -> int:
-        return len(self.batches)
+        return len(self.owner)
 
 
 class StreamBatches(Batches):
@@ -166,7 +167,7 @@ class StreamBatches(Batches):
         options.pop("image_size", None)  # a FolderSet's images come at its size
         super().__init__(data, batch_size, **options)
         workers = default_workers() if workers is None else workers
-        self.workers, self.sampler = workers, _EpochSampler()
+        self.workers, self.sampler = workers, _EpochSampler(self)
         self.loader = DataLoader(
             _Decoder(data, self.augment), batch_sampler=self.sampler, collate_fn=_collate,
             num_workers=workers, persistent_workers=workers > 0,
@@ -177,15 +178,16 @@ class StreamBatches(Batches):
         super().set_epoch(epoch)
         self.skipped = []
 
-    def _plan(self) -> list[list[tuple[int, int]]]:
+    def _plan(self) -> Iterator[list[tuple[int, int]]]:
         """This epoch's batches for this rank: positions in `Batches`' order, each with the
         seed of its crop and flip, drawn from (seed, epoch, rank) alone."""
         base = self.seed * 1_000_003 + self.epoch
         order = self._order(torch.Generator().manual_seed(base))[:len(self) * self.batch_size]
         draws = torch.randint(0, 2**62, (len(order),),
                               generator=torch.Generator().manual_seed(base * 1_009 + self.rank))
-        keys = list(zip(order.tolist(), draws.tolist(), strict=True))
-        return [keys[i:i + self.batch_size] for i in range(0, len(keys), self.batch_size)]
+        for start in range(0, len(order), self.batch_size):
+            end = start + self.batch_size
+            yield list(zip(order[start:end].tolist(), draws[start:end].tolist(), strict=True))
 
     def _note_failures(self, failed: list[tuple[str, str]]) -> None:
         for path, reason in failed:
@@ -202,7 +204,6 @@ class StreamBatches(Batches):
                 "checkpoint is kept, and --resume continues from it")
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        self.sampler.batches = self._plan()
         for images, labels, failed in self.loader:
             if failed:
                 self._note_failures(failed)
