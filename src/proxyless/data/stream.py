@@ -37,6 +37,14 @@ BAD_MIN = 10
 STATS_IMAGES = 500
 
 
+def _own_generator() -> torch.Generator:
+    """A DataLoader draws its workers' base seed from this generator (or else from torch's
+    global one) whenever a pass starts: the global generator, which dropout and the search's
+    draws use, must not depend on the worker count or on whether workers persist (exact
+    resume). Our crops are seeded per image and never read that base seed."""
+    return torch.Generator().manual_seed(0)
+
+
 class UnreadableImageWarning(UserWarning):
     """An image file that could not be decoded and was left out of its batch."""
 
@@ -98,6 +106,7 @@ class FolderSet:
         rng = np.random.default_rng(seed)
         drawn = rng.permutation(len(self))[:count]
         loader = DataLoader(_Decoder(self, False), batch_size=64, collate_fn=_collate,
+                            generator=_own_generator(),
                             num_workers=min(default_workers(), max(0, len(drawn) // 64)),
                             sampler=[(int(i), 0) for i in drawn])
         total, squares, pixels = 0.0, 0.0, 0
@@ -171,7 +180,8 @@ class StreamBatches(Batches):
         self.loader = DataLoader(
             _Decoder(data, self.augment), batch_sampler=self.sampler, collate_fn=_collate,
             num_workers=workers, persistent_workers=workers > 0,
-            pin_memory=self.device.type == "cuda", prefetch_factor=4 if workers else None)
+            pin_memory=self.device.type == "cuda", prefetch_factor=4 if workers else None,
+            generator=_own_generator())
         self.skipped: list[tuple[str, str]] = []
 
     def set_epoch(self, epoch: int) -> None:
@@ -245,6 +255,7 @@ def read_images(data: ImageSet | FolderSet, batch_size: int = 500,
     workers = default_workers() if workers is None else workers
     keys = [(i, 0) for i in range(len(data))]
     loader = DataLoader(_Decoder(data, False), batch_size=batch_size, collate_fn=_collate,
+                        generator=_own_generator(),
                         num_workers=min(workers, math.ceil(len(data) / batch_size)),
                         sampler=keys)
     for images, labels, failed in loader:
