@@ -82,9 +82,10 @@ def test_a_damaged_index_cache_is_listed_again(tmp_path, monkeypatch):
     monkeypatch.setenv("PROXYLESS_CACHE", str(tmp_path / "cache"))
     root = make_folder(tmp_path / "d", 2, ("train",))
     index_folder(root / "train")
-    for cached in (tmp_path / "cache" / "image-index").glob("*.npz"):
-        cached.write_bytes(b"not an npz")
-    assert len(index_folder(root / "train")) == 6
+    for damage in (b"not an npz", b"", b"PK\x03\x04garbled zip"):
+        for cached in (tmp_path / "cache" / "image-index").glob("*.npz"):
+            cached.write_bytes(damage)
+        assert len(index_folder(root / "train")) == 6
 
 
 def test_layouts_train_val_train_test_and_flat(tmp_path, folder):
@@ -259,7 +260,7 @@ def test_unreadable_files_are_skipped_counted_and_named(tmp_path):
     named = " ".join(str(w.message) for w in caught if w.category is UnreadableImageWarning)
     assert "ant_3.JPEG" in named and "bee_1.JPEG" in named
     batches.set_epoch(1)
-    assert batches.skipped == []
+    assert batches.skipped == {}
 
 
 def test_too_many_unreadable_files_stop_with_examples(tmp_path):
@@ -444,3 +445,46 @@ def test_an_unreadable_class_folder_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setattr(folder_index_module.os, "scandir", scandir)
     with pytest.raises(ProxylessError, match=r"cannot list class folder .*bee: Permission"):
         load(root)
+
+
+def test_evaluation_survives_unreadable_files_and_counts_each_once(tmp_path):
+    root = make_folder(tmp_path / "d", 4, ("train", "val"))
+    (root / "val" / "cat" / "cat_3.JPEG").write_bytes(b"")  # the last test image, alone
+    data = load(root)
+    tests = StreamBatches(data.test, 11, mean=data.mean, std=data.std, shuffle=False,
+                          augment=False, pad=False, workers=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(2):  # read twice in one epoch: one skipped file, one warning
+            assert sum(len(y) for _, y in tests) == 11
+    assert list(tests.skipped) == [data.test.path(11)]
+    assert sum(w.category is UnreadableImageWarning for w in caught) == 1
+    with pytest.warns(UnreadableImageWarning, match="cat_3"):  # checks, calibrations skip it
+        images, labels = data.test.readable(range(12))
+    assert len(images) == len(labels) == 11
+    with pytest.raises(ProxylessError, match="read at 32 px but the network takes 64"):
+        StreamBatches(data.test, 4, mean=data.mean, std=data.std, shuffle=False,
+                      augment=False, image_size=64)
+
+
+def test_resume_with_other_crops_is_refused(tmp_path, folder):
+    from proxyless.train import TrainConfig, train_network
+
+    train_network(tiny_photo_arch(), load(folder), TrainConfig(epochs=1, batch_size=8,
+                                                                workers=0),
+                  tmp_path, progress=False, log=lambda m: None)
+    with pytest.raises(ProxylessError, match="--crop-scale"):
+        train_network(tiny_photo_arch(), load(folder, crop_scale=(0.5, 1.0)),
+                      TrainConfig(epochs=1, batch_size=8, workers=0), tmp_path, resume=True,
+                      progress=False, log=lambda m: None)
+
+
+def test_a_model_file_with_a_bad_transform_is_refused(tmp_path):
+    from proxyless.deploy.model_file import ModelInfo
+
+    arch = tiny_photo_arch()
+    good = ModelInfo(arch, (0.5,) * 3, (0.2,) * 3, CLASSES).to_metadata()
+    for transform in (None, "stream", {"mode": "stream", "size": 64}, {"mode": "other"}):
+        bad = {**good, "data": {"transform": transform}}
+        with pytest.raises(ProxylessError, match="data.transform"):
+            ModelInfo.from_metadata(bad, "model.pt")

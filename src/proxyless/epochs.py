@@ -169,6 +169,17 @@ def changed_settings(checkpoint: dict, config, resumable: Iterable[str]) -> list
             if k not in resumable and before.get(k, defaults[k]) != v]
 
 
+def check_same_transform(checkpoint: dict, transform: dict, out: Path) -> None:
+    """Refuse to resume with images prepared otherwise (--data-mode, --crop-scale): one run,
+    one input pipeline, the one its model file records. A checkpoint from before streaming
+    held its images in memory."""
+    before = checkpoint.get("data", {}).get("transform", {"mode": "memory"})
+    if before != transform:
+        raise ProxylessError(f"cannot resume {out}: it prepared its images as {before}, now "
+                             f"{transform}; give the original --data-mode and --crop-scale, "
+                             "or a new --out")
+
+
 class Epochs:
     """The epochs of one run folder: resume, per-epoch seeding, metrics and checkpoints.
 

@@ -37,6 +37,7 @@ from proxyless.epochs import (
     at_batch,
     batch_bar,
     changed_settings,
+    check_same_transform,
     cosine_schedule,
     evaluate,
     require_finite,
@@ -93,7 +94,9 @@ class TrainConfig:
 _RESUMABLE_CHANGES = {"device", "threads", "eval_batch_size", "workers"}
 
 
-def _check_resume(state: dict, arch: Architecture, config: TrainConfig, out: Path) -> None:
+def _check_resume(state: dict, arch: Architecture, config: TrainConfig, out: Path,
+                  transform: dict) -> None:
+    check_same_transform(state, transform, out)
     if state.get("arch") != arch.to_dict():
         raise ProxylessError(f"{out / CHECKPOINT} was written for another architecture; "
                              "use a new --out or the same architecture file")
@@ -132,7 +135,8 @@ def train_network(arch: Architecture, data: DataSplits, config: TrainConfig,
                     state={"model": bare, "optimizer": optimizer, "scheduler": scheduler},
                     saved={"arch": arch.to_dict(), "config": to_dict(config), "data": source})
     epochs.start(resume, {"arch": arch.to_dict(), "train": to_dict(config), "data": source},
-                 lambda checkpoint: _check_resume(checkpoint, arch, config, out), log)
+                 lambda checkpoint: _check_resume(checkpoint, arch, config, out,
+                                                  data.transform), log)
     model = nn.parallel.DistributedDataParallel(bare) if run.dist.enabled else bare
     show = progress and run.dist.is_main
 

@@ -120,7 +120,8 @@ def data_from_args(args: argparse.Namespace, space: SearchSpace,
     `val_size` images held out for validation."""
     return load_data(args.data, args.data_dir, val_size=val_size, seed=args.seed,
                      image_size=space.input_size, channels=space.in_channels,
-                     data_mode=args.data_mode, crop_scale=tuple(args.crop_scale))
+                     data_mode=args.data_mode, crop_scale=tuple(args.crop_scale),
+                     workers=args.workers)
 
 
 def fit_classes(space: SearchSpace, data: DataSplits,

@@ -23,7 +23,8 @@ from proxyless.config import clip
 from proxyless.errors import ProxylessError
 from proxyless.files import cache_dir, replace_atomically
 
-# What torchvision's ImageFolder reads, so a folder prepared for it reads the same here.
+# torchvision's ImageFolder extensions, so a folder prepared for it reads the same here (its
+# class folders are read one level deep, not recursively).
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 _INDEX_VERSION = 1
 
@@ -94,17 +95,23 @@ def _cache_key(root: Path, folders: list[os.DirEntry]) -> str:
 def _read_cached(path: Path, root: Path) -> FolderIndex | None:
     """The cached index, or None when there is none or it is unusable (a cache is never
     worth an error: the folder is listed again)."""
+    if not path.is_file():
+        return None
     try:
         with np.load(path, allow_pickle=False) as cached:
             classes = tuple(json.loads(str(cached["classes"])))
             index = FolderIndex(root, classes, cached["names"], cached["offsets"],
                                 cached["labels"])
-    except (OSError, ValueError, KeyError, TypeError):
+        names, offsets, labels = index.names, index.offsets, index.labels
+        ok = (names.dtype == np.uint8 and offsets.dtype == np.int64
+              and labels.dtype == np.int32 and names.ndim == offsets.ndim == labels.ndim == 1
+              and len(offsets) == len(labels) + 1 and offsets[0] == 0
+              and offsets[-1] == len(names) and bool(np.all(np.diff(offsets) > 0))
+              and all(isinstance(c, str) for c in classes)
+              and (not len(labels) or 0 <= labels.min() <= labels.max() < len(classes)))
+    # A damaged cache file fails in many ways (zipfile, EOFError, json, numpy): any is a miss.
+    except Exception:
         return None
-    ok = (index.offsets.ndim == 1 and len(index.offsets) == len(index) + 1
-          and index.names.dtype == np.uint8 and index.offsets[-1] == len(index.names)
-          and all(isinstance(c, str) for c in classes)
-          and (not len(index) or 0 <= index.labels.min() <= index.labels.max() < len(classes)))
     return index if ok else None
 
 

@@ -257,7 +257,10 @@ def _read_images(index: FolderIndex, size: int, channels: int) -> ImageSet:
             with Image.open(file) as image:
                 image = image.convert("L" if channels == 1 else "RGB")
                 pixels = np.asarray(image.resize((size, size), Image.Resampling.BILINEAR))
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        except MemoryError:
+            raise
+        # damaged files make decoders raise nearly anything (see decode.decode)
+        except Exception as exc:
             raise ProxylessError(f"cannot read image {file}: {exc}; remove or replace the "
                                  "file, or stream the folder (--data-mode stream), which "
                                  "skips unreadable files") from exc

@@ -49,10 +49,12 @@ def load_data(data: str | None = None, data_dir: str | Path | None = None, *,
               val_size: int | float = 0.1, seed: int = 0, image_size: int | None = None,
               channels: int | None = None,
               notify: Callable[[str], None] | None = print, data_mode: str = "auto",
-              crop_scale: tuple[float, float] = DEFAULT_SCALE) -> DataSplits:
+              crop_scale: tuple[float, float] = DEFAULT_SCALE,
+              workers: int | None = None) -> DataSplits:
     """Load a data set by name or path, hold out validation, and compute train statistics.
     `data_mode` (auto, stream, memory) picks how an image folder is read (module docstring);
-    `crop_scale` is the area share of streamed training crops."""
+    `crop_scale` is the area share of streamed training crops; `workers` the processes that
+    decode the images sampled for a streamed folder's statistics (None: the cores)."""
     if data_mode not in DATA_MODES:
         raise ProxylessError(f"--data-mode {data_mode!r}: expected one of {', '.join(DATA_MODES)}")
     _check_scale(crop_scale)
@@ -64,7 +66,7 @@ def load_data(data: str | None = None, data_dir: str | Path | None = None, *,
         folders = _read_folder(directory, image_size or 32, channels or 3, data_mode,
                                tuple(crop_scale))
         if folders is not None:
-            return _finish(*folders, name, directory, notify, val_size, seed)
+            return _finish(*folders, name, directory, notify, val_size, seed, workers)
     train, test, label, source = _read(name, directory, image_size, channels)
     for split, images in (("training", train), ("test", test)):
         if not len(images):  # name the data, not the batch size that would fail next
@@ -109,7 +111,7 @@ def _read_folder(directory: Path, size: int, channels: int, mode: str,
 
 
 def _finish(train: FolderSet, test: FolderSet, name: str, directory: Path, notify,
-            val_size: int | float, seed: int) -> DataSplits:
+            val_size: int | float, seed: int, workers: int | None) -> DataSplits:
     """The streamed folder's splits: validation held out, statistics from a sample."""
     for split, images in (("training", train), ("test", test)):
         if not len(images):
@@ -119,7 +121,7 @@ def _finish(train: FolderSet, test: FolderSet, name: str, directory: Path, notif
         notify(f"data: image folder, {len(train.classes)} classes ({len(train):,} train / "
                f"{len(test):,} test), streamed from {directory} at {train.size} px")
     train, val = split_validation(train, val_size, seed)
-    mean, std = train.channel_stats(seed)
+    mean, std = train.channel_stats(seed, workers=workers)
     return DataSplits(train, val, test, name, str(directory), mean, std,
                       stream_transform(train.size, train.scale, EVAL_CROP))
 

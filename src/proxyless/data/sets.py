@@ -33,6 +33,9 @@ class Images(Protocol):
 
     def read(self, indices: Sequence[int] | np.ndarray | torch.Tensor) -> torch.Tensor: ...
 
+    def readable(self, indices: Sequence[int] | np.ndarray | torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor]: ...
+
 
 @dataclass
 class ImageSet:
@@ -69,6 +72,12 @@ class ImageSet:
     def read(self, indices: Sequence[int] | np.ndarray | torch.Tensor) -> torch.Tensor:
         """Images `indices` as uint8 N x C x H x W (as `FolderSet.read` decodes them)."""
         return self.images[torch.as_tensor(np.asarray(indices), dtype=torch.long)]
+
+    def readable(self, indices: Sequence[int] | np.ndarray | torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(images, labels) of `indices`: in memory, every image is readable."""
+        index = torch.as_tensor(np.asarray(indices), dtype=torch.long)
+        return self.images[index], self.labels[index]
 
 
 @dataclass

@@ -19,7 +19,9 @@ import math
 import os
 import random
 import warnings
+import weakref
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -98,8 +100,30 @@ class FolderSet:
             return torch.empty(0, self.channels, self.size, self.size, dtype=torch.uint8)
         return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2)
 
-    def channel_stats(self, seed: int = 0,
-                      count: int = STATS_IMAGES) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    def readable(self, indices: Sequence[int] | np.ndarray | torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(images, labels) of those of `indices` that can be decoded (centre-cropped, uint8
+        N x C x H x W), the others named in a warning: for checks and calibrations, which a
+        damaged photo must not end."""
+        crop, images, labels = self.crop(False), [], []
+        for i in np.asarray(indices, dtype=np.int64).reshape(-1):
+            try:
+                images.append(decode(self.path(i), crop))
+            except UnreadableImage as err:
+                warnings.warn(f"skipped unreadable image {self.path(i)} ({err})",
+                              UnreadableImageWarning, stacklevel=2)
+                continue
+            labels.append(int(self.labels[i]))
+        if not images:
+            raise ProxylessError(f"none of the {len(np.asarray(indices).reshape(-1))} images "
+                                 f"asked for in {clip(self.index.root)} could be read; check "
+                                 "the folder")
+        return (torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2),
+                torch.tensor(labels, dtype=torch.int64))
+
+    def channel_stats(self, seed: int = 0, count: int = STATS_IMAGES,
+                      workers: int | None = None
+                      ) -> tuple[tuple[float, ...], tuple[float, ...]]:
         """Per-channel mean and std in [0, 1], estimated on `count` images drawn with `seed`
         (decoding every image of a large folder for two numbers per channel is not worth an
         epoch: 500 images fix the mean to ~0.5% of the range)."""
@@ -107,10 +131,11 @@ class FolderSet:
         drawn = rng.permutation(len(self))[:count]
         loader = DataLoader(_Decoder(self, False), batch_size=64, collate_fn=_collate,
                             generator=_own_generator(),
-                            num_workers=min(default_workers(), max(0, len(drawn) // 64)),
+                            num_workers=min(default_workers() if workers is None else workers,
+                                            max(0, len(drawn) // 64)),
                             sampler=[(int(i), 0) for i in drawn])
         total, squares, pixels = 0.0, 0.0, 0
-        for images, _, _ in loader:
+        for images, _, _ in _guarded(loader, self.index.root):
             x = images.to(torch.float64).div_(255).flatten(0, 2)  # pixels x channels
             total, squares, pixels = total + x.sum(0), squares + (x * x).sum(0), pixels + len(x)
         if not pixels:
@@ -158,13 +183,14 @@ class _EpochSampler:
     epoch would take ~150 MB)."""
 
     def __init__(self, owner: StreamBatches) -> None:
-        self.owner = owner
+        # weak: no reference cycle, so a loop's batches and their workers go when it ends
+        self.owner = weakref.ref(owner)
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        return self.owner._plan()
+        return self.owner()._plan()
 
     def __len__(self) -> int:
-        return len(self.owner)
+        return len(self.owner())
 
 
 class StreamBatches(Batches):
@@ -173,7 +199,11 @@ class StreamBatches(Batches):
 
     def __init__(self, data: FolderSet, batch_size: int, *, workers: int | None = None,
                  **options) -> None:
-        options.pop("image_size", None)  # a FolderSet's images come at its size
+        size = options.pop("image_size", None)  # a FolderSet's images come at its size
+        if size is not None and size != data.size:
+            raise ProxylessError(f"the image folder {clip(data.index.root)} was read at "
+                                 f"{data.size} px but the network takes {size} px; load it "
+                                 f"with image_size={size}")
         super().__init__(data, batch_size, **options)
         workers = default_workers() if workers is None else workers
         self.workers, self.sampler = workers, _EpochSampler(self)
@@ -182,11 +212,11 @@ class StreamBatches(Batches):
             num_workers=workers, persistent_workers=workers > 0,
             pin_memory=self.device.type == "cuda", prefetch_factor=4 if workers else None,
             generator=_own_generator())
-        self.skipped: list[tuple[str, str]] = []
+        self.skipped: dict[str, str] = {}  # this epoch's unreadable files: path -> reason
 
     def set_epoch(self, epoch: int) -> None:
         super().set_epoch(epoch)
-        self.skipped = []
+        self.skipped = {}
 
     def _plan(self) -> Iterator[list[tuple[int, int]]]:
         """This epoch's batches for this rank: positions in `Batches`' order, each with the
@@ -201,12 +231,13 @@ class StreamBatches(Batches):
 
     def _note_failures(self, failed: list[tuple[str, str]]) -> None:
         for path, reason in failed:
-            warnings.warn(f"skipped unreadable image {path} ({reason})", UnreadableImageWarning,
-                          stacklevel=3)
-        self.skipped += failed
+            if path not in self.skipped:  # a file read twice in an epoch counts once
+                warnings.warn(f"skipped unreadable image {path} ({reason})",
+                              UnreadableImageWarning, stacklevel=3)
+                self.skipped[path] = reason
         limit = max(BAD_MIN, math.ceil(BAD_SHARE * self.samples))
         if len(self.skipped) > limit:
-            examples = "; ".join(f"{p} ({r})" for p, r in self.skipped[:3])
+            examples = "; ".join(f"{p} ({r})" for p, r in list(self.skipped.items())[:3])
             raise ProxylessError(
                 f"{len(self.skipped)} images of {clip(self.data.index.root)} could not be read "
                 f"in this epoch, more than {limit} ({BAD_SHARE:.1%} of {self.samples:,}, at "
@@ -214,16 +245,38 @@ class StreamBatches(Batches):
                 "checkpoint is kept, and --resume continues from it")
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for images, labels, failed in self.loader:
+        for images, labels, failed in _guarded(self.loader, self.data.index.root):
             if failed:
                 self._note_failures(failed)
             if not len(labels):
+                if not self.pad:  # evaluation sums over what it saw: an empty batch is none
+                    continue
+                # training: every rank must take the same steps (DDP), so no step is skipped
                 raise ProxylessError(f"no image of a batch of {clip(self.data.index.root)} "
                                      f"could be read: {failed[0][0]} ({failed[0][1]})")
             # N x H x W x C viewed as N x C x H x W: channels_last, no copy
             x = images.to(self.device, non_blocking=True).permute(0, 3, 1, 2)
             yield (to_network_input(x, self._scale, self._shift, None),
                    labels.to(self.device, non_blocking=True))
+
+
+def _guarded(loader: DataLoader, root: Path) -> Iterator:
+    """`loader`'s batches, a failure of its worker processes (killed for memory, a full
+    /dev/shm in a container) turned into one clear error."""
+    batches = iter(loader)
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except RuntimeError as err:
+            if "DataLoader worker" not in str(err) and "shared memory" not in str(err):
+                raise
+            raise ProxylessError(
+                f"the processes decoding {clip(root)} failed ({str(err).splitlines()[0]}); "
+                "give them more memory or shared memory (/dev/shm, e.g. docker --shm-size), "
+                "or decode in the main process with --workers 0") from None
+        yield batch
 
 
 def make_batches(data: ImageSet | FolderSet, batch_size: int, *, workers: int | None = None,
@@ -258,7 +311,7 @@ def read_images(data: ImageSet | FolderSet, batch_size: int = 500,
                         generator=_own_generator(),
                         num_workers=min(workers, math.ceil(len(data) / batch_size)),
                         sampler=keys)
-    for images, labels, failed in loader:
+    for images, labels, failed in _guarded(loader, data.index.root):
         for path, reason in failed:
             warnings.warn(f"skipped unreadable image {path} ({reason})", UnreadableImageWarning,
                           stacklevel=2)

@@ -96,6 +96,9 @@ def evaluate_file(path: str | Path, data: str | None = None, data_dir: str | Non
     # a chunk at a time: a streamed test set need not fit in memory
     chunks = [(model.batched_logits(model.normalize(images), batch_size), labels)
               for images, labels in read_images(test, batch_size)]
+    if not chunks:
+        raise ProxylessError(f"none of the {len(test)} test images of {clip(splits.source)} "
+                             "could be read; check the folder")
     logits = np.concatenate([c[0] for c in chunks])
     labels = torch.cat([c[1] for c in chunks])
     loss = torch.nn.functional.cross_entropy(torch.from_numpy(logits).double(), labels).item()

@@ -80,7 +80,8 @@ def export_and_check(model: str | Path, out: str | Path, fmt: str = "onnx", int8
               "format": fmt, "export": str(outputs[0]), "threads": threads,
               "data": splits.name, **prediction}
     test = splits.test.subset(range(min(verify_images, len(splits.test))))
-    x, labels = loaded.preprocess(test.read(range(len(test)))).numpy(), test.labels.numpy()
+    images, labels = test.readable(range(len(test)))
+    x, labels = loaded.preprocess(images).numpy(), labels.numpy()
     export_model(loaded, outputs[0], fmt)
     report["export_bytes"] = outputs[0].stat().st_size
     reference = pytorch_classifier(loaded, source)
@@ -131,7 +132,7 @@ def runtime_latencies(model_file: str | Path, data: DataSplits, batch: int = 1,
 
 def _batch_of(model: TrainedModel, data: DataSplits, batch: int) -> np.ndarray:
     """`batch` test images as the network's input (repeated where the test split is smaller)."""
-    images = data.test.read(range(min(batch, len(data.test))))
+    images = data.test.readable(range(min(batch, len(data.test))))[0]
     if len(images) < batch:
         images = images[torch.arange(batch) % len(images)]
     return np.ascontiguousarray(model.preprocess(images).numpy())

@@ -79,7 +79,7 @@ def calibration_images(model: TrainedModel, data: DataSplits) -> np.ndarray:
     """`CALIBRATION_IMAGES` training images drawn with a fixed seed, as the network's input:
     training images, since test images would leak into the figures reported on them."""
     drawn = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(0))
-    return model.preprocess(data.train.read(drawn[:CALIBRATION_IMAGES])).numpy()
+    return model.preprocess(data.train.readable(drawn[:CALIBRATION_IMAGES])[0]).numpy()
 
 
 def quantize_and_check(model: TrainedModel, data: DataSplits, outputs: list[Path], x: np.ndarray,

@@ -114,7 +114,20 @@ class ModelInfo:
             if not isinstance(value, dict):
                 raise ProxylessError(f"{where}: {key} must be a mapping, got {excerpt(value)}")
             _check_plain(value, f"{where}: {key}")
+        _check_transform(extra["data"].get("transform", {"mode": "memory"}), space.input_size,
+                         f"{where}: data.transform")
         return cls(arch, mean, std, tuple(classes), extra["data"], extra["metrics"])
+
+
+def _check_transform(transform: Any, size: int, where: str) -> None:
+    """How the model's images were prepared (`DataSplits.transform`): memory, or stream at
+    the model's input size; anything else would crop images as no run did."""
+    mode = transform.get("mode") if isinstance(transform, dict) else None
+    if mode not in ("memory", "stream") or (mode == "stream"
+                                            and transform.get("size") != size):
+        raise ProxylessError(f"{where} must be {{'mode': 'memory'}} or a 'stream' transform of "
+                             f"the model's input size {size}, got {excerpt(transform)}; the "
+                             f"file is damaged: use {_RETRAIN}")
 
 
 _PLAIN = (str, int, float, bool, type(None))

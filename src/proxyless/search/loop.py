@@ -175,11 +175,13 @@ def search(space, data: DataSplits, cost_model: CostModel | None, config: Search
                              state={"supernet": net, "w_optimizer": w_opt, "w_scheduler": w_sched,
                                     "strategy": strategy,
                                     "probs_history": one_epoch.probs_history},
-                             saved={"space": space.to_dict(), "config": to_dict(config)})
+                             saved={"space": space.to_dict(), "config": to_dict(config),
+                                    "data": {"transform": data.transform}})
     epochs.start(resume, {"space": space.to_dict(), "search": to_dict(config),
                           "data": {"name": data.name, "source": data.source,
                                    "transform": data.transform}},
-                 lambda checkpoint: _check_resume(checkpoint, space, config, out), log)
+                 lambda checkpoint: _check_resume(checkpoint, space, config, out,
+                                                  data.transform), log)
     metrics = epochs.run(one_epoch, lambda r: epoch_line(r, total, cost_model), "search",
                          progress)
     return SearchResult(net.derive(), metrics, one_epoch.probs_history, net)
@@ -200,7 +202,9 @@ def _check_inputs(space, data: DataSplits, cost_model: CostModel | None,
                       f"space {space.name!r}")
 
 
-def _check_resume(checkpoint: dict, space, config: SearchConfig, out: Path) -> None:
+def _check_resume(checkpoint: dict, space, config: SearchConfig, out: Path,
+                  transform: dict) -> None:
+    skeleton.check_same_transform(checkpoint, transform, out)
     changed = skeleton.changed_settings(checkpoint, config, ("device", "threads", "workers"))
     if checkpoint.get("space") != space.to_dict() or changed:
         raise ProxylessError(f"cannot resume {out} with a different space or settings "
