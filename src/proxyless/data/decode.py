@@ -122,29 +122,35 @@ def _decode(path: Path | str, crop: Crop, rng: random.Random | None) -> np.ndarr
     return pixels.reshape(crop.size, crop.size, crop.channels)
 
 
+def squash(path: Path | str, size: int, channels: int) -> np.ndarray:
+    """`path` resized whole to uint8 size x size x channels (the in-memory path's images,
+    whatever their aspect). Raises UnreadableImage as `decode` does."""
+    # see decode() on importing Pillow here
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            image = image.convert("L" if channels == 1 else "RGB")
+            pixels = np.asarray(image.resize((size, size), Image.Resampling.BILINEAR))
+    except MemoryError:
+        raise
+    except Exception as err:  # as in decode(): the file's fault
+        raise UnreadableImage(f"{type(err).__name__}: {err}"[:200]) from err
+    return pixels.reshape(size, size, channels)
+
+
 def read_files(paths: list[str | Path], size: int, channels: int,
                transform: dict | None = None) -> np.ndarray:
     """Image files as uint8 N x C x size x size, prepared as a model's data was
     (`DataSplits.transform`): streamed data -> the evaluation's centre crop; data held in
     memory -> the whole image resized to size x size. Raises UnreadableImage naming the file."""
-    from PIL import Image  # see decode()
-
+    stream = (transform or {}).get("mode") == "stream"
     images = []
     for path in paths:
-        if (transform or {}).get("mode") == "stream":
-            try:
-                images.append(decode(path, Crop(size, channels)))
-            except UnreadableImage as err:
-                raise UnreadableImage(f"{path}: {err}") from None
-            continue
         try:
-            with Image.open(path) as image:
-                image = image.convert("L" if channels == 1 else "RGB")
-                pixels = np.asarray(image.resize((size, size), Image.Resampling.BILINEAR))
-        except MemoryError:
-            raise
-        except Exception as err:  # as in decode(): the file's fault
-            raise UnreadableImage(f"{path}: {type(err).__name__}: {err}"[:300]) from None
-        images.append(pixels.reshape(size, size, channels))
+            images.append(decode(path, Crop(size, channels)) if stream
+                          else squash(path, size, channels))
+        except UnreadableImage as err:
+            raise UnreadableImage(f"{path}: {err}") from None
     return np.stack(images).transpose(0, 3, 1, 2) if images else \
         np.empty((0, channels, size, size), np.uint8)

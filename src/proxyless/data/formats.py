@@ -17,6 +17,7 @@ from typing import BinaryIO
 
 import numpy as np
 
+from proxyless.data.decode import UnreadableImage, squash
 from proxyless.data.folder_index import IMAGE_SUFFIXES, FolderIndex, index_folder
 from proxyless.data.sets import ImageSet, from_arrays
 from proxyless.data.splits import holdout
@@ -246,25 +247,14 @@ def folder_layout(directory: Path) -> tuple[Path, Path | None]:
 def _read_images(index: FolderIndex, size: int, channels: int) -> ImageSet:
     """Every image of `index` decoded now, resized (squashed) to size x size: the in-memory
     path, for small folders of small images."""
-    # Pillow builds its EXIF tables on import (~17 ms, 1% of `proxyless --help`): only image
-    # folders need it
-    from PIL import Image
-
     images = np.empty((len(index), size, size, channels), np.uint8)
     for i in range(len(index)):
-        file = index.path(i)
         try:
-            with Image.open(file) as image:
-                image = image.convert("L" if channels == 1 else "RGB")
-                pixels = np.asarray(image.resize((size, size), Image.Resampling.BILINEAR))
-        except MemoryError:
-            raise
-        # damaged files make decoders raise nearly anything (see decode.decode)
-        except Exception as exc:
-            raise ProxylessError(f"cannot read image {file}: {exc}; remove or replace the "
-                                 "file, or stream the folder (--data-mode stream), which "
-                                 "skips unreadable files") from exc
-        images[i] = pixels.reshape(size, size, channels)
+            images[i] = squash(index.path(i), size, channels)
+        except UnreadableImage as err:
+            raise ProxylessError(f"cannot read image {index.path(i)}: {err}; remove or "
+                                 "replace the file, or stream the folder (--data-mode "
+                                 "stream), which skips unreadable files") from None
     return from_arrays(images.transpose(0, 3, 1, 2), index.labels, list(index.classes),
                        index.root)
 
