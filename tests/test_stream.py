@@ -282,7 +282,7 @@ def test_read_images_and_read_give_centre_crops_in_order(folder):
     images = torch.cat([c[0] for c in chunks])
     assert images.shape == (12, 3, 32, 32) and images.dtype == torch.uint8
     assert torch.equal(torch.cat([c[1] for c in chunks]), data.test.labels)
-    assert torch.equal(images[3:5], data.test.read([3, 4]))
+    assert torch.equal(images[3:5], data.test.readable([3, 4])[0])
 
 
 # ----------------------------------------------------------------- the loops and model files
@@ -312,7 +312,7 @@ def test_train_on_a_streamed_folder_records_its_transform(tmp_path, folder):
     from proxyless.deploy.evaluate import predict_files
 
     paths = [data.test.path(i) for i in range(5)]
-    expected = load_model(out).predict(data.test.read(range(5))).tolist()
+    expected = load_model(out).predict(data.test.readable(range(5))[0]).tolist()
     assert [r["top"][0]["index"] for r in predict_files(out, paths, top=2)] == expected
     assert main(["predict", str(out), *paths[:2], "--json"]) == 0
     assert main(["predict", str(out), str(tmp_path / "missing.jpg")]) == 2  # one clear line
@@ -406,26 +406,16 @@ def tiny_photo_arch():
 def test_resume_of_a_streamed_run_is_exact_whatever_the_workers(tmp_path, folder, monkeypatch):
     """Interrupted in epoch 2 and resumed with another worker count, a streamed run ends
     with the very weights of an uninterrupted one."""
-    import proxyless.train as train_module
+    from conftest import interrupted_in_epoch
     from proxyless.deploy import load_model
     from proxyless.train import TrainConfig, train_network
 
     data, arch = load(folder), tiny_photo_arch()
     full = train_network(arch, data, TrainConfig(epochs=3, batch_size=8, workers=2),
                          tmp_path / "a", progress=False, log=lambda m: None)
-    real_evaluate, calls = train_module.evaluate, []
-
-    def interrupt_in_epoch_two(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real_evaluate(*args, **kwargs)
-
-    monkeypatch.setattr(train_module, "evaluate", interrupt_in_epoch_two)
-    with pytest.raises(KeyboardInterrupt):
+    with interrupted_in_epoch(monkeypatch, 2), pytest.raises(KeyboardInterrupt):
         train_network(arch, data, TrainConfig(epochs=3, batch_size=8, workers=0),
                       tmp_path / "b", progress=False, log=lambda m: None)
-    monkeypatch.setattr(train_module, "evaluate", real_evaluate)
     resumed = train_network(arch, data, TrainConfig(epochs=3, batch_size=8, workers=1),
                             tmp_path / "b", resume=True, progress=False, log=lambda m: None)
     assert resumed["test_top1"] == full["test_top1"]

@@ -94,11 +94,17 @@ class Batches:
         flat = (rows[:, :, None] * (w + 2 * pad) + cols[:, None, :]).view(b, 1, h * w)
         return padded.view(b, c, -1).gather(2, flat.expand(b, c, h * w)).view(b, c, h, w)
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def _generators(self) -> tuple[torch.Generator, torch.Generator]:
+        """(order, augmentation) generators of this epoch and rank: everything random in an
+        epoch's batches follows from (seed, epoch, rank), so resuming at an epoch is exact."""
         base = self.seed * 1_000_003 + self.epoch
-        order = self._order(torch.Generator().manual_seed(base))
         # Ranks share the permutation but must not share crop/flip draws.
-        aug_generator = torch.Generator().manual_seed(base * 1_009 + self.rank)
+        return (torch.Generator().manual_seed(base),
+                torch.Generator().manual_seed(base * 1_009 + self.rank))
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order_generator, aug_generator = self._generators()
+        order = self._order(order_generator)
         for start in range(0, len(self) * self.batch_size, self.batch_size):
             index = order[start:start + self.batch_size]
             x = self.data.images[index]

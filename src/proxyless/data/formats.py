@@ -10,7 +10,7 @@ import math
 import pickle
 import struct
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import BinaryIO
@@ -19,7 +19,7 @@ import numpy as np
 
 from proxyless.data.decode import UnreadableImage, squash
 from proxyless.data.folder_index import IMAGE_SUFFIXES, FolderIndex, index_folder
-from proxyless.data.sets import ImageSet, from_arrays
+from proxyless.data.sets import Images, ImageSet, from_arrays
 from proxyless.data.splits import holdout
 from proxyless.errors import ProxylessError
 
@@ -244,7 +244,7 @@ def folder_layout(directory: Path) -> tuple[Path, Path | None]:
     return (train, tests[0]) if tests else (directory, None)
 
 
-def _read_images(index: FolderIndex, size: int, channels: int) -> ImageSet:
+def decode_index(index: FolderIndex, size: int, channels: int) -> ImageSet:
     """Every image of `index` decoded now, resized (squashed) to size x size: the in-memory
     path, for small folders of small images."""
     images = np.empty((len(index), size, size, channels), np.uint8)
@@ -259,25 +259,38 @@ def _read_images(index: FolderIndex, size: int, channels: int) -> ImageSet:
                        index.root)
 
 
-def check_classes(train: Sequence[str], test: Sequence[str], train_dir: Path,
-                  test_dir: Path) -> None:
-    if tuple(train) != tuple(test):
+def folder_indexes(directory: Path, channels: int) -> tuple[FolderIndex, FolderIndex | None]:
+    """The indexes of an image folder's training and test folders (None: the flat layout,
+    whose test set is held out of the training folder), checked: 1 or 3 channels, the same
+    classes in both."""
+    directory = Path(directory).expanduser()
+    if channels not in (1, 3):
+        raise ProxylessError(f"image folders load as 1 (grayscale) or 3 (RGB) channels, "
+                             f"not {channels}")
+    train_dir, test_dir = folder_layout(directory)
+    train = index_folder(train_dir)
+    if test_dir is None:
+        return train, None
+    test = index_folder(test_dir)
+    if train.classes != test.classes:
         raise ProxylessError(f"{train_dir} and {test_dir} must have the same class folders: "
-                             f"{list(train)} vs {list(test)}")
+                             f"{list(train.classes)} vs {list(test.classes)}")
+    return train, test
+
+
+def folder_sets(indexes: tuple[FolderIndex, FolderIndex | None],
+                make: Callable[[FolderIndex], Images]) -> tuple[Images, Images]:
+    """(train, test) made from `folder_indexes` by `make` (decoded into memory, or streamed);
+    the flat layout's test set is a seeded, class-balanced 10% of its images."""
+    train = make(indexes[0])
+    if indexes[1] is None:
+        return holdout(train, 0.1, 0, "test")
+    return train, make(indexes[1])
 
 
 def load_image_folder(directory: Path, size: int, channels: int) -> tuple[ImageSet, ImageSet]:
     """(train, test) decoded into memory from DIR/train/<class>/ + DIR/val|test/<class>/, or
     DIR/<class>/ (seeded 10% class-balanced test hold-out); images resized to size x size,
     1 (L) or 3 (RGB) channels."""
-    directory = Path(directory).expanduser()
-    if channels not in (1, 3):
-        raise ProxylessError(f"image folders load as 1 (grayscale) or 3 (RGB) channels, "
-                             f"not {channels}")
-    train_dir, test_dir = folder_layout(directory)
-    train = _read_images(index_folder(train_dir), size, channels)
-    if test_dir is None:
-        return holdout(train, 0.1, 0, "test")
-    test = _read_images(index_folder(test_dir), size, channels)
-    check_classes(train.classes, test.classes, train_dir, test_dir)
-    return train, test
+    return folder_sets(folder_indexes(directory, channels),
+                       lambda index: decode_index(index, size, channels))

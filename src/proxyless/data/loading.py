@@ -14,25 +14,25 @@ from pathlib import Path
 
 from proxyless.config import clip
 from proxyless.data.decode import DEFAULT_SCALE, EVAL_CROP
-from proxyless.data.folder_index import index_folder
 from proxyless.data.formats import (
-    check_classes,
+    decode_index,
     detect_format,
-    folder_layout,
+    folder_indexes,
+    folder_sets,
     has_fashion_files,
     load_builtin,
     load_cifar10,
     load_fashion_mnist,
-    load_image_folder,
 )
 from proxyless.data.sets import (
     DataSplits,
+    Images,
     ImageSet,
     check_channels,
     memory_transform,
     stream_transform,
 )
-from proxyless.data.splits import holdout, split_validation
+from proxyless.data.splits import split_validation
 from proxyless.data.stats import channel_stats
 from proxyless.data.stream import FolderSet
 from proxyless.errors import ProxylessError
@@ -63,11 +63,12 @@ def load_data(data: str | None = None, data_dir: str | Path | None = None, *,
         raise ProxylessError(f"--data-mode stream reads image folders; data {name!r} is read "
                              "into memory (use --data-mode auto or memory)")
     if name == "imagefolder":
-        folders = _read_folder(directory, image_size or 32, channels or 3, data_mode,
-                               tuple(crop_scale))
-        if folders is not None:
-            return _finish(*folders, name, directory, notify, val_size, seed, workers)
-    train, test, label, source = _read(name, directory, image_size, channels)
+        train, test = _read_folder(directory, image_size or 32, channels or 3, data_mode,
+                                   tuple(crop_scale))
+        label, source = f"image folder, {len(train.classes)} classes", str(directory)
+    else:
+        train, test, label, source = _read(name, directory)
+    streams = isinstance(train, FolderSet)
     for split, images in (("training", train), ("test", test)):
         if not len(images):  # name the data, not the batch size that would fail next
             raise ProxylessError(f"data {name!r} from {clip(source)}: the {split} split holds "
@@ -77,12 +78,20 @@ def load_data(data: str | None = None, data_dir: str | Path | None = None, *,
         check_channels(train, channels, f"data {name!r} from {source}")
     if notify is not None:
         counts = f"({len(train):,} train / {len(test):,} test)"
-        notify(f"data: {label} {counts} from {source}" if name != "builtin" else
-               f"data: {label} {counts}; for the full data set {_INSTALL_HINT}")
+        if name == "builtin":
+            notify(f"data: {label} {counts}; for the full data set {_INSTALL_HINT}")
+        elif streams:
+            notify(f"data: {label} {counts}, streamed from {source} at {train.size} px")
+        else:
+            notify(f"data: {label} {counts} from {source}")
     train, val = split_validation(train, val_size, seed)
-    mean, std = channel_stats(train.images)
+    if streams:  # a sample of the folder, decoded by `workers` processes
+        mean, std = train.channel_stats(seed, workers=workers)
+        transform = stream_transform(train.size, train.scale, EVAL_CROP)
+    else:
+        (mean, std), transform = channel_stats(train.images), memory_transform()
     return DataSplits(train, val, test, "fashion-mnist-builtin" if name == "builtin" else name,
-                      source, mean, std, memory_transform())
+                      source, mean, std, transform)
 
 
 def _check_scale(scale: tuple[float, float]) -> None:
@@ -92,38 +101,16 @@ def _check_scale(scale: tuple[float, float]) -> None:
 
 
 def _read_folder(directory: Path, size: int, channels: int, mode: str,
-                 scale: tuple[float, float]) -> tuple[FolderSet, FolderSet] | None:
-    """(train, test) streamed from an image folder, or None where it is read into memory."""
-    if channels not in (1, 3):
-        raise ProxylessError(f"image folders load as 1 (grayscale) or 3 (RGB) channels, "
-                             f"not {channels}")
-    train_dir, test_dir = folder_layout(directory)
-    index = index_folder(train_dir)
-    if mode == "memory" or (mode == "auto" and size < STREAM_MIN_SIZE
-                            and len(index) * channels * size * size <= MEMORY_LIMIT):
-        return None
-    train = FolderSet(index, range(len(index)), size, channels, scale)
-    if test_dir is None:
-        return holdout(train, 0.1, 0, "test")
-    tests = index_folder(test_dir)
-    check_classes(index.classes, tests.classes, train_dir, test_dir)
-    return train, FolderSet(tests, range(len(tests)), size, channels, scale)
-
-
-def _finish(train: FolderSet, test: FolderSet, name: str, directory: Path, notify,
-            val_size: int | float, seed: int, workers: int | None) -> DataSplits:
-    """The streamed folder's splits: validation held out, statistics from a sample."""
-    for split, images in (("training", train), ("test", test)):
-        if not len(images):
-            raise ProxylessError(f"image folder {clip(directory)}: the {split} split holds "
-                                 "no images")
-    if notify is not None:
-        notify(f"data: image folder, {len(train.classes)} classes ({len(train):,} train / "
-               f"{len(test):,} test), streamed from {directory} at {train.size} px")
-    train, val = split_validation(train, val_size, seed)
-    mean, std = train.channel_stats(seed, workers=workers)
-    return DataSplits(train, val, test, name, str(directory), mean, std,
-                      stream_transform(train.size, train.scale, EVAL_CROP))
+                 scale: tuple[float, float]) -> tuple[Images, Images]:
+    """(train, test) of an image folder: streamed (FolderSets) or decoded into memory, as
+    `mode` and the module docstring say."""
+    indexes = folder_indexes(directory, channels)
+    streams = mode == "stream" or (mode == "auto" and (
+        size >= STREAM_MIN_SIZE or len(indexes[0]) * channels * size * size > MEMORY_LIMIT))
+    if streams:
+        return folder_sets(indexes, lambda index: FolderSet(index, range(len(index)), size,
+                                                            channels, scale))
+    return folder_sets(indexes, lambda index: decode_index(index, size, channels))
 
 
 def resolve_data(data: str | None,
@@ -156,17 +143,14 @@ def resolve_data(data: str | None,
     return name, directory
 
 
-def _read(name: str, directory: Path | None, image_size: int | None,
-          channels: int | None) -> tuple[ImageSet, ImageSet, str, str]:
-    """(train, test, label for the notice, source) of a resolved data set."""
+def _read(name: str, directory: Path | None) -> tuple[ImageSet, ImageSet, str, str]:
+    """(train, test, label for the notice, source) of a resolved data set other than an
+    image folder."""
     if name == "builtin":
         train, test = load_builtin()
         return train, test, f"the built-in {len(train):,}-image Fashion-MNIST subset", "built-in"
     if name == "fashion-mnist":
         (train, test), label = load_fashion_mnist(directory), "Fashion-MNIST"
-    elif name == "cifar10":
-        (train, test), label = load_cifar10(directory), "CIFAR-10"
     else:
-        train, test = load_image_folder(directory, image_size or 32, channels or 3)
-        label = f"image folder, {len(train.classes)} classes"
+        (train, test), label = load_cifar10(directory), "CIFAR-10"
     return train, test, label, str(directory)

@@ -31,8 +31,6 @@ class Images(Protocol):
 
     def subset(self, indices: Sequence[int] | np.ndarray | torch.Tensor) -> Images: ...
 
-    def read(self, indices: Sequence[int] | np.ndarray | torch.Tensor) -> torch.Tensor: ...
-
     def readable(self, indices: Sequence[int] | np.ndarray | torch.Tensor
                  ) -> tuple[torch.Tensor, torch.Tensor]: ...
 
@@ -68,10 +66,6 @@ class ImageSet:
     def subset(self, indices: Sequence[int] | np.ndarray | torch.Tensor) -> ImageSet:
         index = torch.as_tensor(np.asarray(indices), dtype=torch.long)
         return ImageSet(self.images[index], self.labels[index], self.classes)
-
-    def read(self, indices: Sequence[int] | np.ndarray | torch.Tensor) -> torch.Tensor:
-        """Images `indices` as uint8 N x C x H x W (as `FolderSet.read` decodes them)."""
-        return self.images[torch.as_tensor(np.asarray(indices), dtype=torch.long)]
 
     def readable(self, indices: Sequence[int] | np.ndarray | torch.Tensor
                  ) -> tuple[torch.Tensor, torch.Tensor]:

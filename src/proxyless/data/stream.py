@@ -51,6 +51,11 @@ class UnreadableImageWarning(UserWarning):
     """An image file that could not be decoded and was left out of its batch."""
 
 
+def _warn_unreadable(path: str, reason: str) -> None:
+    warnings.warn(f"skipped unreadable image {path} ({reason})", UnreadableImageWarning,
+                  stacklevel=3)
+
+
 def default_workers() -> int:
     """DataLoader workers by default: the cores this process may use, less one for the loop
     itself (at least 1, at most 16)."""
@@ -86,20 +91,6 @@ class FolderSet:
     def crop(self, train: bool) -> Crop:
         return Crop(self.size, self.channels, train, self.scale)
 
-    def read(self, indices: Sequence[int] | np.ndarray | torch.Tensor) -> torch.Tensor:
-        """Images `indices`, centre-cropped, as uint8 N x C x H x W (decoded here, in this
-        process: for a few images; batches come from `StreamBatches`)."""
-        crop, images = self.crop(False), []
-        for i in np.asarray(indices, dtype=np.int64).reshape(-1):
-            try:
-                images.append(decode(self.path(i), crop))
-            except UnreadableImage as err:
-                raise ProxylessError(f"cannot read image {clip(self.path(i))}: {err}; "
-                                     "remove or replace the file") from None
-        if not images:
-            return torch.empty(0, self.channels, self.size, self.size, dtype=torch.uint8)
-        return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2)
-
     def readable(self, indices: Sequence[int] | np.ndarray | torch.Tensor
                  ) -> tuple[torch.Tensor, torch.Tensor]:
         """(images, labels) of those of `indices` that can be decoded (centre-cropped, uint8
@@ -110,8 +101,7 @@ class FolderSet:
             try:
                 images.append(decode(self.path(i), crop))
             except UnreadableImage as err:
-                warnings.warn(f"skipped unreadable image {self.path(i)} ({err})",
-                              UnreadableImageWarning, stacklevel=2)
+                _warn_unreadable(self.path(i), str(err))
                 continue
             labels.append(int(self.labels[i]))
         if not images:
@@ -127,15 +117,9 @@ class FolderSet:
         """Per-channel mean and std in [0, 1], estimated on `count` images drawn with `seed`
         (decoding every image of a large folder for two numbers per channel is not worth an
         epoch: 500 images fix the mean to ~0.5% of the range)."""
-        rng = np.random.default_rng(seed)
-        drawn = rng.permutation(len(self))[:count]
-        loader = DataLoader(_Decoder(self, False), batch_size=64, collate_fn=_collate,
-                            generator=_own_generator(),
-                            num_workers=min(default_workers() if workers is None else workers,
-                                            max(0, len(drawn) // 64)),
-                            sampler=[(int(i), 0) for i in drawn])
+        drawn = np.random.default_rng(seed).permutation(len(self))[:count]
         total, squares, pixels = 0.0, 0.0, 0
-        for images, _, _ in _guarded(loader, self.index.root):
+        for images, _, _ in _centre_crops(self, drawn, 64, workers):
             x = images.to(torch.float64).div_(255).flatten(0, 2)  # pixels x channels
             total, squares, pixels = total + x.sum(0), squares + (x * x).sum(0), pixels + len(x)
         if not pixels:
@@ -221,10 +205,9 @@ class StreamBatches(Batches):
     def _plan(self) -> Iterator[list[tuple[int, int]]]:
         """This epoch's batches for this rank: positions in `Batches`' order, each with the
         seed of its crop and flip, drawn from (seed, epoch, rank) alone."""
-        base = self.seed * 1_000_003 + self.epoch
-        order = self._order(torch.Generator().manual_seed(base))[:len(self) * self.batch_size]
-        draws = torch.randint(0, 2**62, (len(order),),
-                              generator=torch.Generator().manual_seed(base * 1_009 + self.rank))
+        order_generator, aug_generator = self._generators()
+        order = self._order(order_generator)[:len(self) * self.batch_size]
+        draws = torch.randint(0, 2**62, (len(order),), generator=aug_generator)
         for start in range(0, len(order), self.batch_size):
             end = start + self.batch_size
             yield list(zip(order[start:end].tolist(), draws[start:end].tolist(), strict=True))
@@ -232,8 +215,7 @@ class StreamBatches(Batches):
     def _note_failures(self, failed: list[tuple[str, str]]) -> None:
         for path, reason in failed:
             if path not in self.skipped:  # a file read twice in an epoch counts once
-                warnings.warn(f"skipped unreadable image {path} ({reason})",
-                              UnreadableImageWarning, stacklevel=3)
+                _warn_unreadable(path, reason)
                 self.skipped[path] = reason
         limit = max(BAD_MIN, math.ceil(BAD_SHARE * self.samples))
         if len(self.skipped) > limit:
@@ -305,15 +287,19 @@ def read_images(data: ImageSet | FolderSet, batch_size: int = 500,
         for start in range(0, len(data), batch_size):
             yield data.images[start:start + batch_size], data.labels[start:start + batch_size]
         return
-    workers = default_workers() if workers is None else workers
-    keys = [(i, 0) for i in range(len(data))]
-    loader = DataLoader(_Decoder(data, False), batch_size=batch_size, collate_fn=_collate,
-                        generator=_own_generator(),
-                        num_workers=min(workers, math.ceil(len(data) / batch_size)),
-                        sampler=keys)
-    for images, labels, failed in _guarded(loader, data.index.root):
+    for images, labels, failed in _centre_crops(data, range(len(data)), batch_size, workers):
         for path, reason in failed:
-            warnings.warn(f"skipped unreadable image {path} ({reason})", UnreadableImageWarning,
-                          stacklevel=2)
+            _warn_unreadable(path, reason)
         if len(labels):
             yield images.permute(0, 3, 1, 2), labels
+
+
+def _centre_crops(data: FolderSet, positions: Sequence[int] | np.ndarray, batch_size: int,
+                  workers: int | None) -> Iterator:
+    """Batches (uint8 N x H x W x C, labels, failures) of the centre crops of `data`'s images
+    at `positions`, in order, decoded by `workers` processes (None: the cores)."""
+    workers = default_workers() if workers is None else workers
+    loader = DataLoader(_Decoder(data, False), batch_size=batch_size, collate_fn=_collate,
+                        generator=_own_generator(), sampler=[(int(i), 0) for i in positions],
+                        num_workers=min(workers, math.ceil(len(positions) / batch_size)))
+    return _guarded(loader, data.index.root)
