@@ -256,6 +256,12 @@ def draft_gain(source: Path, work: Path, rounds: int) -> dict:
     return figures
 
 
+def our_loader(data, workers: int, seed: int) -> StreamBatches:
+    """The training loader of `search` and `train` on a streamed folder's training split."""
+    return StreamBatches(data.train, 64, mean=data.mean, std=data.std, shuffle=True,
+                         augment=True, drop_last=True, workers=workers, seed=seed)
+
+
 def compare_loaders(folder: Path, workers: int, rounds: int, batches: int) -> dict:
     """Images/s of our training loader, the torchvision-style one and ours without reduced
     JPEG decoding on `folder` (read into the page cache first), interleaved rounds with
@@ -266,10 +272,6 @@ def compare_loaders(folder: Path, workers: int, rounds: int, batches: int) -> di
                      data_mode="stream")
     train_root = folder / "train" if (folder / "train").is_dir() else folder
 
-    def ours(seed: int) -> StreamBatches:
-        return StreamBatches(data.train, 64, mean=data.mean, std=data.std, shuffle=True,
-                             augment=True, drop_last=True, workers=workers, seed=seed)
-
     def baseline(seed: int) -> DataLoader:
         torch.manual_seed(seed)  # its shuffle and crops
         return torchvision_style_loader(train_root, 64, workers, data.mean, data.std)
@@ -278,11 +280,12 @@ def compare_loaders(folder: Path, workers: int, rounds: int, batches: int) -> di
     rates: dict[str, list[float]] = {"proxyless": [], "torchvision_style": [],
                                      "proxyless_no_draft": []}
     for r in range(rounds):
-        rates["proxyless"].append(images_per_second(ours(3 * r), batches))
+        rates["proxyless"].append(images_per_second(our_loader(data, workers, 3 * r), batches))
         rates["torchvision_style"].append(images_per_second(baseline(3 * r + 1), batches))
         JpegImagePlugin.JpegImageFile.draft = lambda self, mode, size: None  # workers fork it
         try:
-            rates["proxyless_no_draft"].append(images_per_second(ours(3 * r + 2), batches))
+            rates["proxyless_no_draft"].append(
+                images_per_second(our_loader(data, workers, 3 * r + 2), batches))
         finally:
             JpegImagePlugin.JpegImageFile.draft = full_draft
         print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.0f}/s" for k, v in rates.items()),
@@ -379,13 +382,10 @@ def measure_throughput(args: argparse.Namespace, work: Path, report: dict) -> No
     camera = compare_loaders(photos, args.workers, args.rounds, max(2, args.batches // 2))
     camera.pop("data")
 
-    def ours(workers: int, seed: int) -> StreamBatches:
-        return StreamBatches(data.train, 64, mean=data.mean, std=data.std, shuffle=True,
-                             augment=True, drop_last=True, workers=workers, seed=seed)
-
     report["draft"] = draft_gain(args.small, work, args.rounds)
     print(json.dumps(report["draft"]), flush=True)
-    one_core = [images_per_second(ours(1, 100 + r), args.batches) for r in range(args.rounds)]
+    one_core = [images_per_second(our_loader(data, 1, 100 + r), args.batches)
+                for r in range(args.rounds)]
     report["throughput"] = {**throughput, "one_worker_images_per_s": one_core,
                             "images_per_s_per_core": statistics.median(one_core)}
     report["throughput_camera_photos"] = camera

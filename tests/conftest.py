@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from importlib import resources
 from pathlib import Path
 
@@ -74,3 +75,24 @@ class Payload:
 
     def __reduce__(self):
         return (exec, (f"open({self.marker!r}, 'w').write('ran')",))
+
+
+@contextlib.contextmanager
+def interrupted_in_epoch(monkeypatch, epoch: int):
+    """Inside the block, `proxyless.train`'s evaluation raises KeyboardInterrupt at its
+    `epoch`-th call: a run killed after training that epoch, before writing its checkpoint."""
+    import proxyless.train as train_module
+
+    real_evaluate, calls = train_module.evaluate, []
+
+    def interrupting(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == epoch:
+            raise KeyboardInterrupt
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "evaluate", interrupting)
+    try:
+        yield
+    finally:
+        monkeypatch.setattr(train_module, "evaluate", real_evaluate)

@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 
+from conftest import interrupted_in_epoch
 from proxyless import Architecture, build_network, load_space
 from proxyless.config import to_dict
 from proxyless.errors import ProxylessError
@@ -31,20 +32,8 @@ def test_resume_after_interruption_is_exact(tmp_path, builtin_subset, monkeypatc
     config = TrainConfig(epochs=3, batch_size=64, seed=3)
     full = train_network(arch, data, config, tmp_path / "a", progress=False)
 
-    import proxyless.train as train_module
-
-    real_evaluate, calls = train_module.evaluate, []
-
-    def interrupt_in_epoch_two(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real_evaluate(*args, **kwargs)
-
-    monkeypatch.setattr(train_module, "evaluate", interrupt_in_epoch_two)
-    with pytest.raises(KeyboardInterrupt):
+    with interrupted_in_epoch(monkeypatch, 2), pytest.raises(KeyboardInterrupt):
         train_network(arch, data, config, tmp_path / "b", progress=False)
-    monkeypatch.setattr(train_module, "evaluate", real_evaluate)
     assert len((tmp_path / "b" / "metrics.jsonl").read_text().splitlines()) == 1
     with pytest.raises(ProxylessError, match="--resume"):
         train_network(arch, data, config, tmp_path / "b", progress=False)
