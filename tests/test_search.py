@@ -1,7 +1,9 @@
 """The search loop end to end on tiny data: outputs, exact resume, targets that bind."""
 
+import itertools
 import json
 import math
+import random
 
 import pytest
 import torch
@@ -200,7 +202,7 @@ def test_the_constraint_binds_where_the_soft_loss_does_not(tmp_path, tiny_data):
     results = {}
     for constraint in ("soft", "dual"):
         cfg = config(metric="flops", target=target, constraint=constraint, dual_lr=0.5,
-                     epochs=3)
+                     epochs=3, target_floor=0.0)  # the upper side alone
         results[constraint] = search(space, tiny_data, cost, cfg, tmp_path / constraint,
                                      progress=False)
 
@@ -212,6 +214,46 @@ def test_the_constraint_binds_where_the_soft_loss_does_not(tmp_path, tiny_data):
     assert expected(results["soft"]) > target * 1.1
     assert expected(results["dual"]) < expected(results["soft"])
     assert cost.predict(results["dual"].arch) <= target * 1.1
+
+
+def test_the_most_likely_architecture_within_a_cost_range_is_exhaustive_searchs():
+    cost = flops_model(tiny_space())
+    lo, hi = cost.bounds()
+    rng = random.Random(0)
+    for _ in range(12):
+        log_probs = [[math.log(rng.random()) for _ in c] for c in cost.block_costs]
+        low = lo + rng.random() * (hi - lo)
+        high = low + rng.random() * 0.2 * (hi - lo)
+        best, best_logp = None, -math.inf
+        for indices in itertools.product(*(range(len(c)) for c in cost.block_costs)):
+            total = cost.fixed + sum(c[i] for c, i in zip(cost.block_costs, indices, strict=True))
+            logp = sum(lp[i] for lp, i in zip(log_probs, indices, strict=True))
+            if low <= total <= high and logp > best_logp:
+                best, best_logp = list(indices), logp
+        assert cost.most_likely_within(log_probs, low, high) == best
+    # where the argmax is in range it is the answer; an empty range has none
+    argmax = [max(range(len(lp)), key=lp.__getitem__) for lp in log_probs]
+    assert cost.most_likely_within(log_probs, lo, hi) == argmax
+    assert cost.most_likely_within(log_probs, lo - 2, lo - 1) is None
+
+
+def test_a_target_binds_from_both_sides(tmp_path, tiny_data):
+    """A loss that keeps rewarding cheaper networks (add-linear, λ = 2) leaves the one-sided
+    search far under its target; the floor brings the result into [0.95 T, T]."""
+    space = tiny_space()
+    cost = flops_model(space)
+    lo, hi = cost.bounds()
+    target = lo + 0.6 * (hi - lo)
+    results = {}
+    for floor in (0.0, 0.95):
+        cfg = config(metric="flops", target=target, loss="add-linear", loss_lambda=2.0,
+                     dual_lr=0.5, epochs=3, target_floor=floor)
+        results[floor] = search(space, tiny_data, cost, cfg, tmp_path / str(floor),
+                                progress=False, log=lambda m: None)
+    assert cost.predict(results[0.0].arch) < 0.8 * target
+    assert 0.95 * target <= cost.predict(results[0.95].arch) <= target
+    assert min(m.get("multiplier", 0.0) for m in results[0.95].metrics) < 0  # pulled up
+    assert results[0.95].metrics[-1]["arch"] == results[0.95].arch.encode()
 
 
 def test_reinforce_takes_a_measured_latency_and_user_objectives(tmp_path, tiny_data):

@@ -183,6 +183,13 @@ def start_run(out: Path, device: str, threads: int | None, resume: bool,
         device = f"cuda:{info.local_rank}"
     resolved = resolve_device(device)
     set_threads(threads)
+    if resolved.type == "cuda":
+        # the shapes are fixed per layer (the supernet's too: one per candidate), so the
+        # fastest convolution algorithm is searched once per shape and kept; fp32 layers
+        # may use TF32 tensor cores (fp32 sums of 10-bit-mantissa products), the usual trade
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     path = check_run_dir(out, checkpoint, resume, what)
     if info.is_main:
         prepare_out_dir(out)

@@ -26,6 +26,7 @@ Recomputation runs BatchNorm on batch statistics without touching its running st
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -69,6 +70,9 @@ class _GateGradient(torch.autograd.Function):
     def forward(ctx, out: torch.Tensor, gates: torch.Tensor, x: torch.Tensor,
                 mixed: MixedOp, active: int, involved: tuple[int, ...]) -> torch.Tensor:
         ctx.mixed, ctx.active, ctx.involved = mixed, active, involved
+        # backward recomputes paths as the forward ran them: under the same autocast
+        kind = out.device.type
+        ctx.autocast = (kind, torch.is_autocast_enabled(kind), torch.get_autocast_dtype(kind))
         ctx.save_for_backward(out, x)
         return out.view_as(out)
 
@@ -76,16 +80,20 @@ class _GateGradient(torch.autograd.Function):
     def backward(ctx, grad_out: torch.Tensor):
         out, x = ctx.saved_tensors
         mixed: MixedOp = ctx.mixed
-        gate_grad = torch.zeros(len(mixed.candidates), dtype=grad_out.dtype,
+        kind, enabled, dtype = ctx.autocast
+        # fp32 whatever the activations' precision: dL/dg sums millions of products, and in
+        # bf16 its 8 bits of mantissa would decide which path α prefers
+        gate_grad = torch.zeros(len(mixed.candidates), dtype=torch.float32,
                                 device=grad_out.device)
-        with torch.no_grad():
+        with torch.no_grad(), torch.autocast(kind, dtype=dtype, enabled=enabled):
             for j in ctx.involved:
                 if j == ctx.active:
                     o_j = out
                 else:
                     with frozen_bn_statistics(mixed):  # entangled paths share their BN
                         o_j = mixed.candidates[j](x)
-                gate_grad[j] = (grad_out * o_j).sum()
+                gate_grad[j] = torch.vdot(grad_out.reshape(-1).float(),
+                                          o_j.reshape(-1).float())
         return grad_out, gate_grad, None, None, None, None
 
 
@@ -112,6 +120,7 @@ class MixedOp(nn.Module):
         self.active = 0                 # the path whose output is the block's output
         self.involved: list[int] = [0]  # paths whose gate gradient the step needs
         self.gates: torch.Tensor | None = None
+        self._host_alpha: tuple[tuple[int, int], torch.Tensor] | None = None
         # (involved paths, dL/dg) per backward through gates of an α-step mode, filled by a
         # hook on those very gates, so a re-draw before backward cannot lose or misfile them
         self._gate_grads: list[tuple[tuple[int, ...], torch.Tensor]] = []
@@ -119,15 +128,29 @@ class MixedOp(nn.Module):
     def probs(self) -> torch.Tensor:
         return torch.softmax(self.alpha, dim=0)
 
+    def host_alpha(self) -> torch.Tensor:
+        """α on the host in float64, copied from the device only when α has changed (its
+        version counter moves with every in-place update): the weight steps between two
+        architecture steps draw their gates without waiting for the GPU. See
+        `SuperNet.host_alphas` for all blocks in one copy."""
+        key = (self.alpha.data_ptr(), self.alpha._version)
+        if self._host_alpha is None or self._host_alpha[0] != key:
+            self._host_alpha = (key, self.alpha.detach().double().cpu())
+        return self._host_alpha[1]
+
+    def host_probs(self) -> torch.Tensor:
+        """p on the host, to draw gates from (see `host_alpha`)."""
+        alpha = self.host_alpha()
+        if not torch.isfinite(alpha).all():
+            raise ProxylessError("architecture parameters became NaN/inf; lower --arch-lr")
+        # Clamped so that a path whose probability underflowed can still be drawn as the
+        # second of a pair (multinomial without replacement needs 2 non-zeros).
+        return torch.softmax(alpha, 0).clamp_min(1e-30)
+
     def set_gates(self, mode: str, generator: torch.Generator | None = None,
                   active: int | None = None) -> None:
         """Draw binary gates for `mode`; `active` holds the active path instead of drawing."""
-        if not torch.isfinite(self.alpha).all():
-            raise ProxylessError("architecture parameters became NaN/inf; lower --arch-lr")
-        with torch.no_grad():
-            # Clamped so that a path whose probability underflowed can still be drawn as
-            # the second of a pair (multinomial without replacement needs 2 non-zeros).
-            probs = self.probs().detach().double().cpu().clamp_min(1e-30)
+        probs = self.host_probs()
         n = len(self.tokens)
 
         def draw(weights: torch.Tensor, k: int) -> list[int]:
@@ -158,14 +181,17 @@ class MixedOp(nn.Module):
         else:
             raise ProxylessError(f"unknown supernet mode {mode!r}; expected one of {MODES}")
         self.mode = mode
-        gates = torch.zeros(n)
-        gates[self.active] = 1.0
-        self.gates = gates.to(self.alpha.device).requires_grad_(mode in ARCH_MODES)
-        if mode in ARCH_MODES:
-            involved, collected = tuple(self.involved), self._gate_grads
-            # cloned: autograd may keep accumulating into the tensor it hands the hook
-            self.gates.register_hook(
-                lambda grad: collected.append((involved, grad.detach().clone())))
+        if mode not in ARCH_MODES:  # the path alone runs: no gate tensor, no device work
+            self.gates = None
+            return
+        # made on the device and set there: a host tensor copied over would wait for the GPU
+        self.gates = torch.zeros(n, device=self.alpha.device)
+        self.gates[self.active] = 1.0
+        self.gates.requires_grad_(True)
+        involved, collected = tuple(self.involved), self._gate_grads
+        # cloned: autograd may keep accumulating into the tensor it hands the hook
+        self.gates.register_hook(
+            lambda grad: collected.append((involved, grad.detach().clone())))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.mode == "full":
@@ -243,12 +269,19 @@ class MixedOp(nn.Module):
             return
         grad = torch.zeros_like(self.alpha)
         for involved, gate_grads in collected:
-            idx = torch.tensor(involved, device=self.alpha.device)
+            idx = device_index(involved, self.alpha.device)
             probs = torch.softmax(self.alpha.detach()[idx], dim=0)
             gate_grad = gate_grads[idx]
             # Σ_j g_j p_j (δ_ij − p_i) = p_i (g_i − Σ_j g_j p_j)
             grad[idx] += probs * (gate_grad - (gate_grad * probs).sum())
         self.alpha.grad = grad if self.alpha.grad is None else self.alpha.grad + grad
+
+
+@functools.lru_cache(maxsize=1024)
+def device_index(indices: tuple[int, ...], device: torch.device) -> torch.Tensor:
+    """`indices` as an index tensor on `device`, made once: a fresh host-to-GPU copy of a
+    few integers at every architecture step would wait for the GPU each time."""
+    return torch.tensor(indices, device=device)
 
 
 def _copy_bn(target: nn.BatchNorm2d, source: nn.BatchNorm2d, channels: int | None) -> None:
@@ -259,7 +292,7 @@ def _copy_bn(target: nn.BatchNorm2d, source: nn.BatchNorm2d, channels: int | Non
 def rescale_pair(alpha: torch.Tensor, old_alpha: torch.Tensor, pair: Sequence[int]) -> None:
     """Shift the updated α of `pair` so that every unsampled path keeps its probability."""
     with torch.no_grad():
-        idx = torch.tensor(list(pair), device=alpha.device)
+        idx = device_index(tuple(pair), alpha.device)
         offset = (torch.logsumexp(alpha[idx], 0) - torch.logsumexp(old_alpha[idx], 0))
         alpha[idx] -= offset
 
@@ -285,12 +318,26 @@ class SuperNet(Backbone):
         arch = {id(p) for p in self.arch_parameters()}
         return [p for p in self.parameters() if id(p) not in arch]
 
+    def host_alphas(self) -> list[torch.Tensor]:
+        """Every block's α on the host (`MixedOp.host_alpha`); those that changed are copied
+        from the device together, in one transfer."""
+        ops = self.mixed_ops
+        stale = [op for op in ops if op._host_alpha is None
+                 or op._host_alpha[0] != (op.alpha.data_ptr(), op.alpha._version)]
+        if stale:
+            flat = torch.cat([op.alpha.detach().reshape(-1) for op in stale]).double().cpu()
+            for op, alpha in zip(stale, flat.split([op.alpha.numel() for op in stale]),
+                                 strict=True):
+                op._host_alpha = ((op.alpha.data_ptr(), op.alpha._version), alpha)
+        return [op.host_alpha() for op in ops]
+
     def sample_gates(self, mode: str, generator: torch.Generator | None = None,
                      fixed: Architecture | Sequence[int] | None = None) -> None:
         """Fresh gates for every block in `mode` (one of MODES), drawn with `generator`;
         `fixed` holds the active paths instead of drawing them."""
         if mode not in MODES:
             raise ProxylessError(f"unknown supernet mode {mode!r}; expected one of {MODES}")
+        self.host_alphas()
         indices = fixed.indices() if isinstance(fixed, Architecture) else fixed
         for i, op in enumerate(self.mixed_ops):
             op.set_gates(mode, generator, None if indices is None else int(indices[i]))
@@ -335,7 +382,7 @@ class SuperNet(Backbone):
     def derive(self) -> Architecture:
         """The argmax path of every block (never a random draw)."""
         return Architecture.from_indices(self.space,
-                                         [int(torch.argmax(op.alpha)) for op in self.mixed_ops])
+                                         [int(torch.argmax(a)) for a in self.host_alphas()])
 
     def derived_network(self, arch: Architecture | None = None,
                         dropout: float = 0.0) -> ProxylessNet:

@@ -33,19 +33,20 @@ from proxyless.data import (
 from proxyless.deploy.model_file import MODEL_FILE, ModelInfo, save_model
 from proxyless.epochs import (
     Epochs,
+    StepLosses,
     Tally,
-    at_batch,
     batch_bar,
     changed_settings,
     check_same_transform,
     cosine_schedule,
     evaluate,
-    require_finite,
+    sync_every,
     weight_optimizer,
 )
 from proxyless.errors import ProxylessError
 from proxyless.files import write_json_atomic
 from proxyless.net import build_network
+from proxyless.precision import PRECISIONS, Precision, resolve_precision
 from proxyless.runtime import RunContext, start_run
 from proxyless.walk import count_macs, count_params
 
@@ -67,6 +68,7 @@ class TrainConfig:
     threads: int | None = None
     eval_batch_size: int = 500
     workers: int | None = None      # processes decoding a streamed image folder (None: cores)
+    precision: str = "auto"         # auto, fp32, bf16 or fp16 (proxyless.precision)
 
     def validate(self) -> None:
         problem = settings_problem(self)
@@ -79,6 +81,7 @@ class TrainConfig:
             "label_smoothing": 0 <= self.label_smoothing < 1,
             "dropout": 0 <= self.dropout < 1, "eval_batch_size": self.eval_batch_size >= 1,
             "workers": self.workers is None or self.workers >= 0,
+            "precision": self.precision in PRECISIONS,
         }
         for name, ok in checks.items():
             if not ok:
@@ -91,7 +94,8 @@ class TrainConfig:
 
 
 # Settings that may change between a run and its resumption without changing its results.
-_RESUMABLE_CHANGES = {"device", "threads", "eval_batch_size", "workers"}
+# (The precision is one: it resolves by device, and a resumed run may run on another.)
+_RESUMABLE_CHANGES = {"device", "threads", "eval_batch_size", "workers", "precision"}
 
 
 def _check_resume(state: dict, arch: Architecture, config: TrainConfig, out: Path,
@@ -115,6 +119,7 @@ def train_network(arch: Architecture, data: DataSplits, config: TrainConfig,
     config.validate()
     out = Path(out_dir)
     run = start_run(out, config.device, config.threads, resume, "run", CHECKPOINT)
+    precision = resolve_precision(config.precision, run.device)
     space = arch.space
     check_channels(data.train, space.in_channels, f"data {data.name!r}",
                    f"space {space.name!r}")
@@ -130,10 +135,13 @@ def train_network(arch: Architecture, data: DataSplits, config: TrainConfig,
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, cosine_schedule(config.epochs * len(train_batches)))
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    scaler = precision.scaler()
     source = {"name": data.name, "source": data.source, "transform": data.transform}
     epochs = Epochs(run, out, "proxyless-train/1", config.epochs, config.seed,
-                    state={"model": bare, "optimizer": optimizer, "scheduler": scheduler},
-                    saved={"arch": arch.to_dict(), "config": to_dict(config), "data": source})
+                    state={"model": bare, "optimizer": optimizer, "scheduler": scheduler,
+                           "grad_scaler": scaler},
+                    saved={"arch": arch.to_dict(), "config": to_dict(config), "data": source},
+                    optional=("grad_scaler",))
     epochs.start(resume, {"arch": arch.to_dict(), "train": to_dict(config), "data": source},
                  lambda checkpoint: _check_resume(checkpoint, arch, config, out,
                                                   data.transform), log)
@@ -144,8 +152,8 @@ def train_network(arch: Architecture, data: DataSplits, config: TrainConfig,
         train_batches.set_epoch(epoch)
         bar = batch_bar(train_batches, f"epoch {epoch + 1}", show)
         train_loss, train_top1 = train_epoch(model, bar, optimizer, scheduler, criterion,
-                                             run.device)
-        test_loss, test_top1 = evaluate(model, test_batches, run.device)
+                                             run.device, precision, scaler)
+        test_loss, test_top1 = evaluate(model, test_batches, run.device, precision)
         record = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
                   "train_loss": train_loss, "train_top1": train_top1,
                   "test_loss": test_loss, "test_top1": test_top1}
@@ -186,22 +194,30 @@ def _batches(data: DataSplits, config: TrainConfig, run: RunContext,
 
 
 def train_epoch(model: nn.Module, bar: tqdm, optimizer: torch.optim.Optimizer, scheduler,
-                criterion: nn.Module, device: torch.device) -> tuple[float, float]:
+                criterion: nn.Module, device: torch.device, precision: Precision | None = None,
+                scaler: torch.amp.GradScaler | None = None) -> tuple[float, float]:
     """One pass of SGD over the batches of `bar` (see `batch_bar`): (mean loss, top-1 in %)
-    summed over DDP ranks."""
+    summed over DDP ranks. The forward runs under `precision`'s autocast, the backward through
+    `scaler` (fp16); losses are read on the host only every `sync_every` steps."""
+    precision = precision or Precision("fp32", device.type)
+    scaler = scaler or precision.scaler()
     model.train()
     tally = Tally()
+    losses = StepLosses("the training loss", len(bar), sync_every(device))
     for i, (x, y) in enumerate(bar):
-        logits = model(x.contiguous(memory_format=torch.channels_last))
-        loss = criterion(logits, y)
-        with at_batch(i, len(bar)):  # before the step: the weights stay those of batch i - 1
-            value = require_finite(loss.item(), "the training loss")
+        with precision.autocast():
+            logits = model(x.contiguous(memory_format=torch.channels_last))
+        loss = criterion(logits.float(), y)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
         scheduler.step()
-        tally.add(value * y.numel(), logits, y)
-        bar.set_postfix(loss=f"{value:.3f}", refresh=False)
+        tally.add(loss.detach() * y.numel(), logits, y)
+        value = losses.add(i, loss)
+        if value is not None:
+            bar.set_postfix(loss=f"{value:.3f}", refresh=False)
+    losses.flush()
     return tally.totals(device)
 
 

@@ -17,6 +17,7 @@ from proxyless.data.decode import DEFAULT_SCALE
 from proxyless.data.loading import DATA_MODES, STREAM_MIN_SIZE
 from proxyless.errors import ProxylessError
 from proxyless.latency.timer import MAX_MIN_TIME
+from proxyless.precision import PRECISIONS
 from proxyless.runtime import prepare_out_dir, remove_if_empty
 from proxyless.space import SearchSpace
 
@@ -110,6 +111,11 @@ def add_model_data_args(parser: argparse.ArgumentParser) -> None:
 def add_runtime_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     parser.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch")
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS,
+                        help="the network's forward and backward: auto (default: bf16 on GPUs "
+                             "that have it, else fp16 with a gradient scaler; fp32 on the "
+                             "CPU), fp32, bf16 or fp16. α, the gate gradients and the latency "
+                             "loss stay fp32")
     parser.add_argument("--seed", type=seed_int, default=0)
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 

@@ -88,7 +88,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             warmup_epochs=warmup if "warmup_epochs" in from_budget else args.warmup_epochs,
             epochs=search_epochs if "epochs" in from_budget else args.epochs)
         train_config = TrainConfig(epochs=epochs, batch_size=args.batch_size, seed=args.seed,
-                                   device=args.device, threads=args.threads, workers=args.workers)
+                                   device=args.device, threads=args.threads, workers=args.workers,
+                                   precision=args.precision)
         config = RunConfig(search_config, train_config, profile_threads=args.profile_threads,
                            profile_min_time=args.profile_min_time,
                            profile_backend=args.profile_backend,

@@ -62,6 +62,10 @@ def add_search_args(p: argparse.ArgumentParser, run: bool = False) -> None:
                         "derived network; soft: the paper's loss alone")
     p.add_argument("--dual-lr", type=positive_float, default=d.dual_lr,
                    help="the multiplier's step per architecture step")
+    p.add_argument("--target-floor", type=nonneg_float, default=d.target_floor,
+                   help="with --constraint dual, the found network must also reach this "
+                        "share of the target (default %(default)s: it lands in [0.95 T, T] by "
+                        "the table); 0: the target only bounds it from above")
     p.add_argument("--weight-sharing", default=d.weight_sharing, choices=WEIGHT_SHARING,
                    help="separate: every candidate has its own weights (the paper); "
                         "entangled: a block's candidates are slices of one kernel (centre "
@@ -116,7 +120,8 @@ def search_config_from(args: argparse.Namespace) -> SearchConfig:
         arch_every=args.arch_every, decide=args.decide, fair_paths=args.fair_paths,
         sandwich=args.sandwich,
         estimator=args.estimator, loss=args.loss,
-        constraint=args.constraint, dual_lr=args.dual_lr, metric=metric,
+        constraint=args.constraint, dual_lr=args.dual_lr, target_floor=args.target_floor,
+        metric=metric, precision=args.precision,
         target=target, train_limit=args.train_limit, seed=args.seed, device=args.device,
         threads=args.threads, workers=args.workers, reinforce_samples=args.reinforce_samples,
         reinforce_reward=args.reward, reinforce_w=args.reward_w,

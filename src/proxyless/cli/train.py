@@ -43,7 +43,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                          weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
                          dropout=args.dropout, augment=not args.no_augment, seed=args.seed,
-                         device=args.device, threads=args.threads, workers=args.workers)
+                         device=args.device, threads=args.threads, workers=args.workers,
+                         precision=args.precision)
     config.validate()
     check_space_fits(arch.space, config.batch_size, supernet=False)
     with run_folder(args.out):

@@ -15,8 +15,10 @@ from a `LatencyTable`, corrected by the table's calibration when it has one.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from proxyless.arch import Architecture
@@ -51,6 +53,52 @@ class CostModel:
 
     def expected_supernet(self, supernet) -> torch.Tensor:
         return self.expected([op.probs() for op in supernet.mixed_ops])
+
+    def most_likely_within(self, log_probs: list[list[float]], low: float, high: float,
+                           bins: int = 4000) -> list[int] | None:
+        """The candidate indices maximizing Σ_blocks log p (the most likely architecture) among
+        those whose cost lies in [low, high]; None when no architecture does.
+
+        The cost is additive over blocks, so this is a knapsack: dynamic programming over
+        costs rounded to `bins` steps of the space's range, the best solutions then checked
+        at their exact cost (rounding moves a total by at most half a step per block). The
+        answer always lies in the range and is the most likely one up to that rounding
+        (equal to exhaustive search on every case of the tests); where the plain argmax lies
+        in the range, it is the answer.
+        """
+        cheapest, dearest = self.bounds()
+        step = max(dearest - cheapest, 1e-12) / bins
+        # per block, costs above its cheapest candidate, in steps (calibrated costs may be < 0)
+        units = [[round((c - min(costs)) / step) for c in costs] for costs in self.block_costs]
+        limit = min(bins + len(units), math.floor((high - cheapest) / step) + len(units))
+        if limit < 0:
+            return None
+        best = np.full(limit + 1, -np.inf)
+        best[0] = 0.0
+        choices = []  # per block: the candidate that reached each total
+        for costs, logp in zip(units, log_probs, strict=True):
+            new, pick = np.full(limit + 1, -np.inf), np.full(limit + 1, -1)
+            for j, (unit, lp) in enumerate(zip(costs, logp, strict=True)):
+                if unit > limit or not math.isfinite(lp):
+                    continue
+                shifted = np.full(limit + 1, -np.inf)
+                shifted[unit:] = best[:limit + 1 - unit] + lp
+                better = shifted > new
+                new[better], pick[better] = shifted[better], j
+            best, choices = new, [*choices, pick]
+        first = max(0, math.ceil((low - cheapest) / step) - len(units))
+        totals = [t for t in np.argsort(-best, kind="stable")
+                  if t >= first and math.isfinite(best[t])]
+        for total in totals:
+            indices, at = [], int(total)
+            for pick, costs in zip(reversed(choices), reversed(units), strict=True):
+                indices.append(int(pick[at]))
+                at -= costs[indices[-1]]
+            indices.reverse()
+            cost = self.fixed + sum(c[i] for c, i in zip(self.block_costs, indices, strict=True))
+            if low <= cost <= high:
+                return indices
+        return None
 
     def bounds(self) -> tuple[float, float]:
         """The cheapest and the most expensive architecture of the space."""

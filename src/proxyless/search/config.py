@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from proxyless.config import from_dict, settings_problem
 from proxyless.errors import ProxylessError
+from proxyless.precision import PRECISIONS
 from proxyless.search.losses import LOSSES
 from proxyless.shared_weights import WEIGHT_SHARING
 
@@ -51,6 +52,8 @@ class SearchConfig:
     constraint: str = "dual"        # dual: the target also binds the argmax network through
                                     # a Lagrange multiplier (see losses.py); soft: paper only
     dual_lr: float = 0.05           # the multiplier's step per architecture step
+    target_floor: float = 0.95      # dual: the result must also reach this share of the
+                                    # target (two-sided, see losses.py); 0: at most T only
     metric: str = "latency"         # what `target` constrains: latency (ms) or flops (MMACs)
     target: float | None = None     # None: accuracy only
     val_size: float = 0.1           # held out of the training split for α: a fraction
@@ -67,6 +70,7 @@ class SearchConfig:
     device: str = "cpu"
     threads: int | None = None
     workers: int | None = None      # processes decoding a streamed image folder (None: cores)
+    precision: str = "auto"         # auto, fp32, bf16 or fp16 (proxyless.precision)
 
     def validate(self) -> None:
         def check(ok: bool, message: str) -> None:
@@ -98,6 +102,8 @@ class SearchConfig:
         check(self.constraint in CONSTRAINTS,
               f"constraint {self.constraint!r} not in {CONSTRAINTS}")
         check(self.dual_lr > 0, f"dual_lr must be > 0, got {self.dual_lr}")
+        check(0 <= self.target_floor < 1,
+              f"target_floor must be in [0, 1), got {self.target_floor}")
         check(self.metric in METRICS, f"metric {self.metric!r} not in {METRICS}")
         check(self.target is None or self.target > 0, f"target must be > 0, got {self.target}")
         check(0 < self.val_size < 1 or (self.val_size >= 10 and self.val_size.is_integer()),
@@ -112,6 +118,8 @@ class SearchConfig:
               "--measure-latency measures latency: give --target-ms, not --target-mflops")
         check(self.measure_threads >= 1, "measure_threads must be >= 1")
         check(self.workers is None or self.workers >= 0, "workers must be >= 0")
+        check(self.precision in PRECISIONS,
+              f"precision {self.precision!r} not in {PRECISIONS}")
 
     @classmethod
     def from_dict(cls, data: dict) -> SearchConfig:

@@ -18,6 +18,7 @@ up; `SearchEpoch` is one epoch.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ from proxyless.data import (
 )
 from proxyless.errors import ProxylessError
 from proxyless.latency.cost import CostModel
+from proxyless.precision import Precision, resolve_precision
 from proxyless.runtime import RunContext, start_run
 from proxyless.search.config import SearchConfig
 from proxyless.search.costs import require_cost
@@ -110,35 +112,57 @@ def sandwich_paths(net: SuperNet, sampled: list[int] | None) -> list[list[int] |
 def require_finite_alpha(net: SuperNet) -> None:
     """After an architecture step, whose strategy checked its loss before stepping: α itself
     diverged, so the step size is to blame."""
-    for b, alpha in enumerate(net.arch_parameters()):
+    for b, alpha in enumerate(net.host_alphas()):  # one copy from the device for all
         if not torch.isfinite(alpha).all():
             bad = alpha[~torch.isfinite(alpha)][0].item()
             raise skeleton.Diverged(f"α of block {b}", bad, skeleton.LOWER_ARCH_LR)
 
 
 def make_strategy(supernet: SuperNet, cost_model: CostModel | None, config: SearchConfig,
-                  latency_fn: Objective | None = None, objectives: Sequence[Objective] = ()):
+                  latency_fn: Objective | None = None, objectives: Sequence[Objective] = (),
+                  precision: Precision | None = None):
     if config.strategy == "reinforce":
-        return ReinforceStrategy(supernet, cost_model, config, latency_fn, objectives)
+        return ReinforceStrategy(supernet, cost_model, config, latency_fn, objectives,
+                                 precision)
     if latency_fn is not None or objectives:
         raise ProxylessError("latency_fn and objectives need strategy='reinforce': the "
                              "gradient strategy only takes a differentiable cost model")
-    return GradientStrategy(supernet, cost_model, config)
+    return GradientStrategy(supernet, cost_model, config, precision)
+
+
+def derive_within_target(net: SuperNet, cost_model: CostModel | None,
+                         config: SearchConfig) -> Architecture:
+    """The architecture the search hands over: the argmax path of every block; or, where a
+    binding target (`constraint="dual"`) finds that outside [target_floor·T, T] by the cost
+    model, the most likely architecture under p inside it (`CostModel.most_likely_within`).
+    The multipliers bring p there; this makes the last step from p to one network keep it."""
+    arch = net.derive()
+    if cost_model is None or config.target is None or config.constraint != "dual":
+        return arch
+    low, high = config.target_floor * config.target, config.target
+    if low <= cost_model.predict(arch) <= high:
+        return arch
+    log_probs = [torch.log_softmax(alpha, 0).tolist() for alpha in net.host_alphas()]
+    indices = cost_model.most_likely_within(log_probs, low, high)
+    return arch if indices is None else Architecture.from_indices(net.space, indices)
 
 
 @torch.no_grad()
 def evaluate_argmax(net: SuperNet, batches: Batches, calibration: Batches | None = None,
-                    calibration_batches: int = 20) -> float:
-    """Top-1 (%) of the current argmax architecture, on the supernet's weights.
+                    calibration_batches: int = 20, precision: Precision | None = None,
+                    arch: Architecture | None = None) -> float:
+    """Top-1 (%) of `arch` (default: the current argmax architecture), on the supernet's
+    weights.
 
     The network is taken out of the supernet (which stays untouched) and, given
     `calibration` batches, its BatchNorm statistics are re-estimated on them first.
     """
     device = next(net.parameters()).device
-    model = net.derived_network().to(device, memory_format=torch.channels_last)
+    model = net.derived_network(arch).to(device, memory_format=torch.channels_last)
     if calibration is not None:
-        recalibrate_batchnorm(model, calibration, calibration_batches)
-    return skeleton.evaluate(model, batches, device)[1]
+        with precision.autocast() if precision is not None else contextlib.nullcontext():
+            recalibrate_batchnorm(model, calibration, calibration_batches)
+    return skeleton.evaluate(model, batches, device, precision)[1]
 
 
 def search(space, data: DataSplits, cost_model: CostModel | None, config: SearchConfig,
@@ -157,6 +181,7 @@ def search(space, data: DataSplits, cost_model: CostModel | None, config: Search
     _check_inputs(space, data, cost_model, config, latency_fn)
     out = Path(out_dir)
     run = start_run(out, config.device, config.threads, resume, "search", CHECKPOINT)
+    precision = resolve_precision(config.precision, run.device)
     torch.manual_seed(config.seed)
     net = SuperNet(space, weight_sharing=config.weight_sharing).to(
         run.device, memory_format=torch.channels_last)
@@ -167,16 +192,18 @@ def search(space, data: DataSplits, cost_model: CostModel | None, config: Search
     schedule = skeleton.cosine_schedule(config.epochs * steps,
                                         restart_at=config.warmup_epochs * steps)
     w_sched = torch.optim.lr_scheduler.LambdaLR(w_opt, schedule)
-    strategy = make_strategy(net, cost_model, config, latency_fn, objectives)
+    strategy = make_strategy(net, cost_model, config, latency_fn, objectives, precision)
     one_epoch = SearchEpoch(net, batches, w_opt, w_sched, strategy, config,
-                            (cost_model, *also_log), run.device, progress and run.dist.is_main)
+                            (cost_model, *also_log), run.device, progress and run.dist.is_main,
+                            precision)
     total = config.warmup_epochs + config.epochs
     epochs = skeleton.Epochs(run, out, "proxyless-search/1", total, config.seed,
                              state={"supernet": net, "w_optimizer": w_opt, "w_scheduler": w_sched,
-                                    "strategy": strategy,
+                                    "strategy": strategy, "grad_scaler": one_epoch.scaler,
                                     "probs_history": one_epoch.probs_history},
                              saved={"space": space.to_dict(), "config": to_dict(config),
-                                    "data": {"transform": data.transform}})
+                                    "data": {"transform": data.transform}},
+                             optional=("grad_scaler",))
     epochs.start(resume, {"space": space.to_dict(), "search": to_dict(config),
                           "data": {"name": data.name, "source": data.source,
                                    "transform": data.transform}},
@@ -184,7 +211,8 @@ def search(space, data: DataSplits, cost_model: CostModel | None, config: Search
                                                   data.transform), log)
     metrics = epochs.run(one_epoch, lambda r: epoch_line(r, total, cost_model), "search",
                          progress)
-    return SearchResult(net.derive(), metrics, one_epoch.probs_history, net)
+    return SearchResult(derive_within_target(net, cost_model, config), metrics,
+                        one_epoch.probs_history, net)
 
 
 def _check_inputs(space, data: DataSplits, cost_model: CostModel | None,
@@ -205,7 +233,8 @@ def _check_inputs(space, data: DataSplits, cost_model: CostModel | None,
 def _check_resume(checkpoint: dict, space, config: SearchConfig, out: Path,
                   transform: dict) -> None:
     skeleton.check_same_transform(checkpoint, transform, out)
-    changed = skeleton.changed_settings(checkpoint, config, ("device", "threads", "workers"))
+    changed = skeleton.changed_settings(checkpoint, config,
+                                        ("device", "threads", "workers", "precision"))
     if checkpoint.get("space") != space.to_dict() or changed:
         raise ProxylessError(f"cannot resume {out} with a different space or settings "
                              f"({', '.join(changed) or 'space'}); use the original ones "
@@ -257,10 +286,12 @@ class SearchEpoch:
     def __init__(self, net: SuperNet, batches: SearchBatches, w_opt: torch.optim.Optimizer,
                  w_sched, strategy, config: SearchConfig,
                  cost_models: Sequence[CostModel | None], device: torch.device,
-                 show: bool) -> None:
+                 show: bool, precision: Precision | None = None) -> None:
         self.net, self.batches, self.w_opt, self.w_sched = net, batches, w_opt, w_sched
         self.strategy, self.config, self.cost_models = strategy, config, cost_models
         self.device, self.show = device, show
+        self.precision = precision or Precision("fp32", device.type)
+        self.scaler = self.precision.scaler()
         self.criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
         self.weights = net.weight_parameters()
         self.probs_history: list[list[list[float]]] = [[p.tolist() for p in net.probs()]]
@@ -278,17 +309,22 @@ class SearchEpoch:
         arch_on = epoch > config.warmup_epochs  # no α step in the first search epoch
         self.net.train()
         tally, arch_stats = skeleton.Tally(), []
+        losses = skeleton.StepLosses("the weight step's loss", len(train),
+                                     skeleton.sync_every(self.device))
         bar = skeleton.batch_bar(train, f"{phase} {epoch + 1}", self.show)
         for i, (x, y) in enumerate(bar):
-            with skeleton.at_batch(i, len(train)):
-                loss = self.weight_step(x, y, epoch * len(train) + i, gates, tally)
-                if arch_on and (i + 1) % config.arch_every == 0:
+            loss = losses.add(i, self.weight_step(x, y, epoch * len(train) + i, gates, tally))
+            if arch_on and (i + 1) % config.arch_every == 0:
+                with skeleton.at_batch(i, len(train)):
+                    losses.flush()  # the weights this step sees must be finite
                     xv, yv = next(val_stream)
                     self.strategy.decide_weight = config.decide * self.search_progress(epoch, i)
                     arch_stats.append(self.strategy.step(
                         xv.contiguous(memory_format=torch.channels_last), yv, gates))
                     require_finite_alpha(self.net)
-            bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
+            if loss is not None:
+                bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
+        losses.flush()
         return self.record(epoch, phase, tally, arch_stats)
 
     def search_progress(self, epoch: int, batch: int) -> float:
@@ -299,10 +335,11 @@ class SearchEpoch:
         return min(1.0, max(0.0, done / arch_epochs))
 
     def weight_step(self, x: torch.Tensor, y: torch.Tensor, step: int,
-                    gates: torch.Generator, tally: skeleton.Tally) -> float:
+                    gates: torch.Generator, tally: skeleton.Tally) -> torch.Tensor:
         """One SGD step of the weights on a path drawn from p (or the warm-up's path); after
         the parent phase, with `fair_paths` on every candidate of every block once, with
-        `sandwich` on the largest, smallest and drawn paths (see `sandwich_paths`)."""
+        `sandwich` on the largest, smallest and drawn paths (see `sandwich_paths`). Returns
+        the loss as a device tensor: nothing here waits for the GPU."""
         net = self.net
         if step == self.parent_steps and self.parent_steps > 0:
             net.inherit_from_parents()
@@ -318,29 +355,33 @@ class SearchEpoch:
         teacher = None
         for fixed in paths:  # gradients add up over the paths, then one update
             net.sample_gates("sample", gates, fixed=fixed)
-            logits = net(x)
+            with self.precision.autocast():
+                logits = net(x)
+            logits = logits.float()
             if teacher is None:
                 loss = self.criterion(logits, y)
             else:  # in-place distillation: the largest path's predictions as soft labels
                 loss = nn.functional.cross_entropy(logits, teacher)
-            value = skeleton.require_finite(loss.item(), "the weight step's loss")
-            (loss / len(paths)).backward()
+            self.scaler.scale(loss / len(paths)).backward()
             if distill and teacher is None:
                 teacher = logits.detach().softmax(1)
-        distributed.average_grads(self.weights)
-        self.w_opt.step()
+        distributed.average_grads(self.weights)  # scaled alike on every rank: then unscaled
+        self.scaler.step(self.w_opt)
+        self.scaler.update()
         self.w_sched.step()
         if teacher is not None:  # report the drawn path's loss on the labels, not the teacher's
-            value = self.criterion(logits.detach(), y).item()
-        tally.add(value * y.numel(), logits, y)
-        return value
+            loss = self.criterion(logits.detach(), y)
+        loss = loss.detach()
+        tally.add(loss * y.numel(), logits, y)
+        return loss
 
     def record(self, epoch: int, phase: str, tally: skeleton.Tally, arch_stats: list[dict]) -> dict:
         """The epoch's line of metrics.jsonl (and its p in probs_history)."""
         net = self.net
         train_loss, train_top1 = tally.totals(self.device)
-        val_top1 = evaluate_argmax(net, self.batches.eval, self.batches.train)
-        arch = net.derive()
+        arch = derive_within_target(net, self.cost_models[0], self.config)
+        val_top1 = evaluate_argmax(net, self.batches.eval, self.batches.train,
+                                   precision=self.precision, arch=arch)
         record = {"epoch": epoch + 1, "phase": phase, "lr": self.w_opt.param_groups[0]["lr"],
                   "train_loss": train_loss, "train_top1": train_top1, "val_top1": val_top1,
                   "entropy": net.entropy(), "arch": arch.encode(),
@@ -348,6 +389,8 @@ class SearchEpoch:
         skipped = skipped_images(self.batches.train, self.batches.val, self.batches.eval)
         if skipped is not None:
             record["skipped_images"] = skipped
+        if arch != net.derive():  # the argmax missed the target's range
+            record["argmax_arch"] = net.derive().encode()
         if arch_stats:
             record["arch_loss"] = sum(s["arch_loss"] for s in arch_stats) / len(arch_stats)
             if "multiplier" in arch_stats[-1]:

@@ -14,7 +14,9 @@ the target is also a constraint, relaxed with a Lagrange multiplier ν ≥ 0:
 
 after each architecture step, where C is the cost of the current argmax architecture (the
 network the search will hand over). ν stays 0 while that network meets the target (the
-paper's loss, unchanged), grows while it does not, and shrinks again once it does.
+paper's loss, unchanged), grows while it does not, and shrinks again once it does. With
+`target_floor` f (0.95 by default) the target binds from below too: a second multiplier
+pulls C up while C < f·T (`TargetMultipliers`), so the result uses its budget.
 
 Without a target the architecture step optimizes cross-entropy alone.
 
@@ -68,6 +70,37 @@ def constraint_term(expected: torch.Tensor | None, target: float | None,
 def dual_update(multiplier: float, cost: float, target: float, rate: float) -> float:
     """Dual ascent on ν from the argmax network's cost: up while over T, down while under."""
     return max(0.0, multiplier + rate * (cost / target - 1.0))
+
+
+class TargetMultipliers:
+    """The two sides of a binding target: ν_over ≥ 0 of C ≤ T and, with a `floor` f > 0,
+    ν_under ≥ 0 of C ≥ f·T, each raised by dual ascent while its side is violated and
+    lowered while it holds. The loss's term is (ν_over − ν_under)(E − T)/T (`multiplier`):
+    a negative ν rewards a slower network.
+
+    Why the floor: the mul-log loss keeps rewarding lower latency, and where candidates differ
+    tenfold (throughput tables at batch 64) a search that only bounds C from above ended at
+    44% of its target (bench/README.md). With f = 0.95 the result lands in [0.95 T, T] of
+    the table's prediction."""
+
+    def __init__(self, floor: float = 0.0) -> None:
+        self.floor, self.over, self.under = floor, 0.0, 0.0
+
+    @property
+    def multiplier(self) -> float:
+        return self.over - self.under
+
+    def update(self, cost: float, target: float, rate: float) -> None:
+        self.over = dual_update(self.over, cost, target, rate)
+        if self.floor > 0:
+            self.under = max(0.0, self.under + rate * (self.floor - cost / target))
+
+    def state_dict(self) -> dict:
+        return {"multiplier": self.over, "under_multiplier": self.under}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.over = float(state.get("multiplier", 0.0))
+        self.under = float(state.get("under_multiplier", 0.0))
 
 
 def entropy_term(alphas: list[torch.Tensor], weight: float) -> torch.Tensor | float:

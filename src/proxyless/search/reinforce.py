@@ -11,7 +11,8 @@ running statistics untouched); reward
 
 times any extra objectives `arch -> float`; b is a moving average of the rewards; Adam
 ascends J. With `constraint="dual"` (the default) the target also binds as in the gradient
-strategy: R − ν (LAT / T − 1), with ν raised while the argmax network misses T.
+strategy: R − ν (LAT / T − 1), with ν raised while the argmax network misses T (and, with a
+target floor, lowered below 0 while it is slower than needed: `TargetMultipliers`).
 LAT comes from the cost model (a lookup table), or from measuring each sampled network end
 to end on this machine (`measure=True`, or `latency.measure.MeasuredLatency` on a table's time
 base: cached by architecture, new samples measured together beside the anchor), or from any
@@ -29,8 +30,9 @@ from proxyless.arch import Architecture
 from proxyless.epochs import require_finite
 from proxyless.latency.cost import CostModel
 from proxyless.latency.measure import MeasuredLatency
+from proxyless.precision import Precision
 from proxyless.search.config import SearchConfig
-from proxyless.search.losses import dual_update, entropy_term
+from proxyless.search.losses import TargetMultipliers, entropy_term
 from proxyless.supernet import SuperNet, frozen_bn_statistics
 
 Objective = Callable[[Architecture], float]
@@ -39,8 +41,10 @@ Objective = Callable[[Architecture], float]
 class ReinforceStrategy:
     def __init__(self, supernet: SuperNet, cost_model: CostModel | None,
                  config: SearchConfig, latency_fn: Objective | None = None,
-                 objectives: Sequence[Objective] = ()) -> None:
+                 objectives: Sequence[Objective] = (), precision: Precision | None = None
+                 ) -> None:
         self.net, self.cost_model, self.config = supernet, cost_model, config
+        self.precision = precision or Precision("fp32", "cpu")
         self.optimizer = torch.optim.Adam(supernet.arch_parameters(), lr=config.arch_lr,
                                           betas=(config.arch_beta1, config.arch_beta2),
                                           eps=config.arch_eps, weight_decay=0.0)
@@ -53,8 +57,12 @@ class ReinforceStrategy:
         self.latency_fn = latency_fn
         # measured end to end: cached, checkpointed, new samples measured together
         self.measured = latency_fn if isinstance(latency_fn, MeasuredLatency) else None
-        self.multiplier = 0.0  # ν of the constraint cost <= target
+        self.duals = TargetMultipliers(config.target_floor)  # ν of the target's constraint
         self.decide_weight = config.decide  # the search loop ramps it up (search_progress)
+
+    @property
+    def multiplier(self) -> float:
+        return self.duals.multiplier
 
     # -- the reward ---------------------------------------------------------------------
     def latency(self, arch: Architecture) -> float | None:
@@ -79,7 +87,7 @@ class ReinforceStrategy:
                 value *= (target / cost) ** 0.1
         for objective in self.objectives:
             value *= objective(arch)
-        if cost is not None and self.multiplier > 0:  # the dual constraint (0 while it holds)
+        if cost is not None and self.multiplier != 0:  # the dual constraint (0 while it holds)
             value -= self.multiplier * (cost / target - 1.0)
         return value
 
@@ -118,7 +126,7 @@ class ReinforceStrategy:
         """Top-1 (fraction) of one sampled network on a validation batch."""
         net = self.net
         net.sample_gates("sample", fixed=indices)
-        with frozen_bn_statistics(net):
+        with frozen_bn_statistics(net), self.precision.autocast():
             correct = (net(x).argmax(1) == y).sum().item()
         correct, count = distributed.all_reduce_sum([correct, y.numel()], x.device)
         return correct / count
@@ -135,13 +143,12 @@ class ReinforceStrategy:
         if self.config.constraint == "dual" and target is not None:
             cost = self.cost(self.net.derive())
             if cost is not None:
-                self.multiplier = dual_update(self.multiplier, cost, target,
-                                              self.config.dual_lr)
+                self.duals.update(cost, target, self.config.dual_lr)
         return {**stats, "multiplier": self.multiplier}
 
     def state_dict(self) -> dict:
         return {"optimizer": self.optimizer.state_dict(), "baseline": self.baseline,
-                "multiplier": self.multiplier,
+                **self.duals.state_dict(),
                 **(self.measured.state_dict() if self.measured is not None else {})}
 
     def load_state_dict(self, state: dict) -> None:
@@ -149,4 +156,4 @@ class ReinforceStrategy:
         self.baseline = state["baseline"]
         if self.measured is not None:
             self.measured.load_state_dict(state)
-        self.multiplier = state.get("multiplier", 0.0)
+        self.duals.load_state_dict(state)
