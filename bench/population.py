@@ -38,13 +38,14 @@ from scipy.stats import kendalltau
 
 from proxyless import Architecture, load_space
 from proxyless.arch import decode
+from proxyless.batchnorm import recalibrate_batchnorm
 from proxyless.data import Batches, DataSplits, load_data
 from proxyless.latency.cache import cache_dir, cached_table
 from proxyless.latency.cost import latency_model
 from proxyless.latency.measure import Meter, spread_architectures
 from proxyless.runtime import load_checkpoint
 from proxyless.space import SearchSpace
-from proxyless.supernet import SuperNet, recalibrate_batchnorm
+from proxyless.supernet import SuperNet
 from proxyless.train import TrainConfig, train_network
 
 sys.path.insert(0, str(Path(__file__).parent))

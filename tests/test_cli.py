@@ -100,6 +100,44 @@ def test_run_budget_fills_what_was_not_given():
     assert quick.retrain_epochs(54000) == 10 and quick.retrain_epochs(5400) == 100
 
 
+def test_the_paper_budget_is_the_reference_codes_imagenet_protocol(monkeypatch):
+    from proxyless.cli import build_parser
+    from proxyless.cli.run import apply_budget
+    from proxyless.cli.search import search_config_from
+    from proxyless.epochs import cosine_schedule
+    from proxyless.pipeline import BUDGETS
+
+    args = build_parser().parse_args(["run", "--budget", "paper", "--arch-lr", "0.002"])
+    apply_budget(args)
+    config = search_config_from(args)
+    expected = dict(warmup_epochs=40, epochs=120, batch_size=256, lr=0.025, warmup_lr=0.05,
+                    warmup_parent=0.0, arch_every=5, arch_lr=0.002,  # given: wins
+                    arch_beta1=0.0, arch_beta2=0.999, estimator="recompute", decide=0.0,
+                    val_size=50000, label_smoothing=0.1, weight_decay=4e-5, train_limit=None)
+    assert {k: getattr(config, k) for k in expected} == expected
+    paper = BUDGETS["paper"]  # epochs as they are, whatever the data's size
+    assert paper.search_epochs(1_231_167) == paper.search_epochs(5400) == (40, 120)
+    assert paper.retrain_epochs(1_231_167) == 300
+    # the warm-up's cosine starts at twice the search's rate: 0.05, then 0.025
+    schedule = cosine_schedule(120 * 10, restart_at=40 * 10, first_scale=0.05 / 0.025)
+    assert schedule(0) == 2.0 and schedule(400) == 1.0
+    # under torchrun the authors' batch of 256 is split over the ranks
+    monkeypatch.setenv("WORLD_SIZE", "8")
+    args = build_parser().parse_args(["run", "--budget", "paper"])
+    apply_budget(args)
+    assert args.batch_size == 32
+    args = build_parser().parse_args(["run", "--budget", "paper", "--batch-size", "64"])
+    apply_budget(args)
+    assert args.batch_size == 64  # given: per GPU
+    monkeypatch.delenv("WORLD_SIZE")
+    # other budgets leave the settings at SearchConfig's defaults
+    args = build_parser().parse_args(["run", "--budget", "quick"])
+    apply_budget(args)
+    config = search_config_from(args)
+    assert (config.batch_size, config.lr, config.warmup_lr, config.estimator) == (
+        128, 0.05, None, "two")
+
+
 def test_budgets_size_the_search_in_images_too():
     from proxyless.pipeline import BUDGETS
 

@@ -11,9 +11,11 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "proxyless"
 
 # Bottom to top: a module may import its own layer and the layers below it, never above.
 LAYERS: dict[str, tuple[str, ...]] = {
-    "foundation": ("errors", "config", "files", "runtime", "distributed", "precision"),
+    "foundation": ("errors", "config", "files", "runtime", "distributed", "precision",
+                   "budgets"),
     "data": ("space", "arch", "data"),
-    "building": ("ops", "walk", "memory", "net", "supernet", "shared_weights", "epochs",
+    "building": ("ops", "walk", "memory", "net", "supernet", "shared_weights", "batchnorm",
+                 "epochs",
                  "report"),
     "jobs": ("latency", "search", "train", "deploy", "networks", "compare"),
     "pipeline": ("pipeline",),

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from proxyless.arch import Architecture
+from proxyless.batchnorm import frozen_bn_statistics
 from proxyless.epochs import Diverged, StepLosses
 from proxyless.errors import ProxylessError
 from proxyless.latency.cost import flops_model
@@ -19,7 +20,7 @@ from proxyless.net import build_network
 from proxyless.precision import Precision, resolve_precision
 from proxyless.search import SearchConfig, search
 from proxyless.space import SearchSpace, StageSpec, load_space
-from proxyless.supernet import SuperNet, frozen_bn_statistics
+from proxyless.supernet import SuperNet
 from proxyless.train import TrainConfig, train_network
 
 
@@ -212,3 +213,22 @@ def test_two_gloo_ranks_in_bf16_agree_on_alpha_and_the_architecture(tmp_path):
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert ranks[0] == ranks[1]
     assert len((tmp_path / "search" / "metrics.jsonl").read_text().splitlines()) == 3
+
+
+@pytest.mark.slow
+def test_the_gpu_check_runs_on_the_cpu(tmp_path):
+    """bench/gpu_check.py in its CPU smoke mode: it cannot rot while no GPU is at hand."""
+    script = os.path.join(os.path.dirname(__file__), os.pardir, "bench", "gpu_check.py")
+    proc = subprocess.run([sys.executable, script, "--device", "cpu", "--quick", "--out",
+                           str(tmp_path)], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    report = json.loads((tmp_path / "gpu_check.json").read_text())
+    steps = report["steps"]
+    for name in ("weight_step", "arch_step_two", "arch_step_recompute"):
+        assert steps[name]["images_per_s"] > 0 and steps[name]["path"]
+    assert steps["weight_step"]["memory_ratio"] <= 1.2  # one path's activations
+    assert report["profile"]["ok"] and report["latency_check"]["samples"] == 4
+    assert report["torchrun_smoke"]["ok"]
+    assert (tmp_path / "torchrun-search" / "arch.json").exists()
+    assert "GPU check" in (tmp_path / "gpu_check.txt").read_text()

@@ -7,6 +7,7 @@ are averaged by DDP, and only rank 0 writes files.
 
 from __future__ import annotations
 
+import datetime
 import os
 from dataclasses import dataclass
 
@@ -36,7 +37,9 @@ def setup(device: str) -> DistInfo:
         return DistInfo()
     if not dist.is_initialized():
         backend = "nccl" if device.startswith("cuda") else "gloo"
-        dist.init_process_group(backend)
+        # rank 0 alone profiles the latency table and measures networks while the others
+        # wait in a collective: minutes on a GPU, beyond NCCL's 10-minute default
+        dist.init_process_group(backend, timeout=datetime.timedelta(hours=1))
     info = DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
     if device.startswith("cuda"):
         torch.cuda.set_device(info.local_rank)

@@ -111,15 +111,17 @@ def weight_optimizer(params: Iterable[nn.Parameter], lr: float, momentum: float,
                            momentum=momentum, nesterov=True)
 
 
-def cosine_schedule(steps: int, restart_at: int = 0) -> Callable[[int], float]:
+def cosine_schedule(steps: int, restart_at: int = 0,
+                    first_scale: float = 1.0) -> Callable[[int], float]:
     """The learning-rate factor of a step: a cosine from 1 to 0 over `steps`, then 0.
 
-    With `restart_at`, a first cosine over the steps before it and a fresh one over `steps`
-    after it (the search: one over the warm-up, one over the search, as the reference).
+    With `restart_at`, a first cosine over the steps before it (from `first_scale`) and a
+    fresh one over `steps` after it (the search: one over the warm-up, one over the search,
+    as the reference, whose warm-up starts from twice the search's rate).
     """
     def factor(step: int) -> float:
         if step < restart_at:
-            return _cosine(step, restart_at)
+            return first_scale * _cosine(step, restart_at)
         return _cosine(step - restart_at, steps)
     return factor
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from proxyless import distributed
 from proxyless.arch import decode
+from proxyless.budgets import BUDGETS
 from proxyless.config import to_dict
 from proxyless.data import DataSplits
 from proxyless.deploy.export import runtime_latencies
@@ -45,48 +46,6 @@ from proxyless.search.loop import search
 from proxyless.search.outputs import write_search_outputs
 from proxyless.space import SearchSpace
 from proxyless.train import TrainConfig, train_network
-
-
-@dataclass(frozen=True)
-class Budget:
-    """How long `run` searches and retrains (`proxyless run --budget NAME`)."""
-
-    warmup_epochs: int
-    epochs: int                 # search epochs after the warm-up
-    train_limit: int | None     # training images per search epoch (None: all)
-    arch_every: int
-    retrain_images: int         # images seen while retraining: epochs = this / training set
-    wall_time: str = ""         # on 2 CPU cores, full Fashion-MNIST, profiling included
-
-    def retrain_epochs(self, train_images: int) -> int:
-        """As many epochs as see `retrain_images` images: a small data set gets more."""
-        return max(1, round(self.retrain_images / max(train_images, 1)))
-
-    def search_epochs(self, train_images: int) -> tuple[int, int]:
-        """Warm-up and search epochs that see as many images as on full Fashion-MNIST: on a
-        small data set a few epochs are a few dozen α steps, too few to meet the target."""
-        reference = self.train_limit or FASHION_TRAIN_IMAGES
-        scale = reference / min(reference, max(train_images, 1))
-        return round(self.warmup_epochs * scale), max(2, round(self.epochs * scale))
-
-    def describe(self) -> str:
-        images = "all" if self.train_limit is None else f"{self.train_limit:,}"
-        return (f"{self.warmup_epochs}+{self.epochs} search epochs on {images} images, "
-                f"retraining on {self.retrain_images:,} images "
-                f"({self.retrain_epochs(FASHION_TRAIN_IMAGES)} "
-                f"epochs of Fashion-MNIST), {self.wall_time}")
-
-
-FASHION_TRAIN_IMAGES = 54000  # full Fashion-MNIST less its validation split: what budgets mean
-
-# Wall times on 2 cores, profiling included: quick measured (9 min 54 s from an empty cache,
-# README); the others estimated from its per-epoch times (search ~54 s per epoch on all
-# images, retraining ~43 s per epoch).
-BUDGETS = {
-    "quick": Budget(2, 3, 20000, 2, 10 * 54000, "~10 min"),
-    "standard": Budget(3, 8, None, 2, 20 * 54000, "~30 min (estimated)"),
-    "thorough": Budget(5, 20, None, 1, 50 * 54000, "~1.1 h (estimated)"),
-}
 
 
 @dataclass

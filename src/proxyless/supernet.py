@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from proxyless.arch import Architecture
+from proxyless.batchnorm import frozen_bn_statistics
 from proxyless.errors import ProxylessError
 from proxyless.net import Backbone, ProxylessNet, build_network
 from proxyless.ops import Block, MBConv, build_op
@@ -41,20 +42,6 @@ from proxyless.space import BlockSlot, SearchSpace, parse_token
 
 MODES = ("sample", "two", "recompute", "full", "argmax")
 ARCH_MODES = ("two", "recompute", "full")  # modes that give α a gradient
-
-
-@contextlib.contextmanager
-def frozen_bn_statistics(module: nn.Module) -> Iterator[None]:
-    """Use batch statistics but leave running statistics (and their counter) untouched."""
-    bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
-           and m.track_running_stats]
-    for bn in bns:
-        bn.track_running_stats = False
-    try:
-        yield
-    finally:
-        for bn in bns:
-            bn.track_running_stats = True
 
 
 class _GateGradient(torch.autograd.Function):
@@ -396,29 +383,3 @@ class SuperNet(Backbone):
             state.update((f"blocks.{i}.op.{name}", value) for name, value in ops_state.items())
         net.load_state_dict(state)
         return net
-
-
-@torch.no_grad()
-def recalibrate_batchnorm(model: nn.Module, batches, max_batches: int) -> None:
-    """Re-estimate BatchNorm running statistics of `model` as plain averages over batches.
-
-    A supernet candidate's running statistics mix every context it was trained in, so a
-    derived network evaluated with them can score near chance although its weights are good
-    (the single-path one-shot literature's "BN recalibration").
-    """
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    momenta = [bn.momentum for bn in bns]
-    for bn in bns:
-        bn.reset_running_stats()
-        bn.momentum = None  # cumulative average
-    was_training = model.training
-    model.train()
-    try:
-        for i, (x, _) in enumerate(batches):
-            if i >= max_batches:
-                break
-            model(x)
-    finally:
-        for bn, momentum in zip(bns, momenta, strict=True):
-            bn.momentum = momentum
-        model.train(was_training)

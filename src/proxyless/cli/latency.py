@@ -16,7 +16,13 @@ from proxyless.latency.cross import cross_latency
 from proxyless.latency.profile import profile_space
 from proxyless.latency.settings import DEFAULT_SETTINGS, NO_SETTINGS, SETTING_FORMAT, Timing
 from proxyless.latency.table import LatencyTable
-from proxyless.latency.timer import BACKENDS, DEFAULT_BACKEND, DEFAULT_THREADS, Timer
+from proxyless.latency.timer import (
+    BACKENDS,
+    DEFAULT_BACKEND,
+    DEFAULT_THREADS,
+    GPU_PROFILE_BATCH,
+    Timer,
+)
 from proxyless.memory import check_space_fits
 from proxyless.runtime import check_out_file
 from proxyless.space import load_space
@@ -29,9 +35,11 @@ def add_latency_parsers(sub) -> None:
     p.add_argument("--out", required=True, help="table file to write (.json or .yaml); an "
                                                 "unfinished one is resumed")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    p.add_argument("--backend", default=DEFAULT_BACKEND, choices=BACKENDS,
-                   help=f"the runtime to time (default {DEFAULT_BACKEND}: what an exported "
-                        "network is deployed with; torch: PyTorch eager)")
+    p.add_argument("--backend", default=None, choices=BACKENDS,
+                   help=f"the runtime to time (default on the CPU {DEFAULT_BACKEND}: what an "
+                        "exported network is deployed with; torch: PyTorch eager, the default "
+                        "on a GPU, timed with CUDA events; the paper's GPU setting is "
+                        f"--batch {GPU_PROFILE_BATCH})")
     p.add_argument("--threads", type=positive_int, default=DEFAULT_THREADS,
                    help=f"CPU threads (fixed; default {DEFAULT_THREADS})")
     p.add_argument("--batch", type=positive_int, default=1, help="batch size (default 1)")
@@ -93,6 +101,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
     space = load_space(args.space)
     check_space_fits(space, args.batch)  # every layer gets built and timed
     check_out_file(args.out, "--out")
+    if args.backend is None:
+        args.backend = "torch" if args.device.startswith("cuda") else DEFAULT_BACKEND
     timer = Timer(args.backend, args.device, args.threads, args.warmup, args.repeats,
                   args.min_time)
     table = profile_space(space, args.out, timer, args.batch, progress=not args.no_progress)

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import time
 from pathlib import Path
 
 from proxyless import distributed
+from proxyless.budgets import BUDGETS
 from proxyless.cli.options import (
     add_data_args,
     add_runtime_args,
@@ -18,12 +20,17 @@ from proxyless.cli.options import (
     positive_int,
     run_folder,
 )
-from proxyless.cli.search import add_profile_args, add_search_args, search_config_from
+from proxyless.cli.search import (
+    add_profile_args,
+    add_search_args,
+    resolve_profile_args,
+    search_config_from,
+)
 from proxyless.errors import ProxylessError
 from proxyless.latency.cost import latency_model
 from proxyless.latency.table import LatencyTable
 from proxyless.memory import check_space_fits
-from proxyless.pipeline import BUDGETS, RunConfig, run_pipeline
+from proxyless.pipeline import RunConfig, run_pipeline
 from proxyless.space import load_space
 from proxyless.train import TrainConfig
 
@@ -55,10 +62,19 @@ def apply_budget(args: argparse.Namespace) -> set[str]:
     """Fill the search and retraining lengths that were not given from `--budget`; returns
     the names it filled."""
     budget, filled = BUDGETS[args.budget], set()
-    for name in ("warmup_epochs", "epochs", "train_limit", "arch_every"):
+    settings = {name: getattr(budget, name)
+                for name in ("warmup_epochs", "epochs", "train_limit", "arch_every")}
+    for name, value in {**settings, **dict(budget.search)}.items():
         if getattr(args, name) is None:  # an option given wins over the budget
-            setattr(args, name, getattr(budget, name))
+            setattr(args, name, value)
             filled.add(name)
+    ranks = int(os.environ.get("WORLD_SIZE", "1"))
+    if "batch_size" in filled and budget.total_batch and ranks > 1:
+        # the authors' batch is one process's: under torchrun, each rank takes its share
+        if args.batch_size % ranks:
+            raise ProxylessError(f"--budget {args.budget}: its batch of {args.batch_size} does "
+                                 f"not split over {ranks} ranks; give --batch-size (per GPU)")
+        args.batch_size //= ranks
     return filled
 
 
@@ -71,6 +87,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     distributed.setup(args.device)
     args.out = distributed.broadcast_object(args.out)  # ranks may start a second apart
     from_budget = apply_budget(args)
+    resolve_profile_args(args)
     search_config = search_config_from(args)
     search_config.validate()
     check_space_fits(space, search_config.batch_size)
@@ -87,9 +104,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             search_config,
             warmup_epochs=warmup if "warmup_epochs" in from_budget else args.warmup_epochs,
             epochs=search_epochs if "epochs" in from_budget else args.epochs)
-        train_config = TrainConfig(epochs=epochs, batch_size=args.batch_size, seed=args.seed,
-                                   device=args.device, threads=args.threads, workers=args.workers,
-                                   precision=args.precision)
+        train_config = TrainConfig(**{"epochs": epochs, "batch_size": search_config.batch_size,
+                                      **dict(budget.train), "seed": args.seed,
+                                      "device": args.device, "threads": args.threads,
+                                      "workers": args.workers, "precision": args.precision})
         config = RunConfig(search_config, train_config, profile_threads=args.profile_threads,
                            profile_min_time=args.profile_min_time,
                            profile_backend=args.profile_backend,

@@ -25,7 +25,12 @@ from proxyless.errors import ProxylessError
 from proxyless.latency.cache import cached_table
 from proxyless.latency.calibration import CALIBRATION_NETWORKS
 from proxyless.latency.table import LatencyTable
-from proxyless.latency.timer import BACKENDS, DEFAULT_BACKEND, DEFAULT_THREADS
+from proxyless.latency.timer import (
+    BACKENDS,
+    DEFAULT_BACKEND,
+    DEFAULT_THREADS,
+    GPU_PROFILE_BATCH,
+)
 from proxyless.memory import check_space_fits
 from proxyless.search.config import (
     CONSTRAINTS,
@@ -56,7 +61,10 @@ def add_search_args(p: argparse.ArgumentParser, run: bool = False) -> None:
     p.add_argument("--target-mflops", type=positive_float, default=None,
                    help="multiply-add target in millions, instead of latency")
     p.add_argument("--loss", default=d.loss, choices=LOSSES)
-    p.add_argument("--estimator", default=d.estimator, choices=ESTIMATORS)
+    p.add_argument("--estimator", default=d.estimator if not run else None, choices=ESTIMATORS,
+                   help="two: the paper's two-path architecture step; recompute: the "
+                        f"reference code's full_v2 (default {d.estimator}" + (
+                            ", or from --budget)" if run else ")"))
     p.add_argument("--constraint", default=d.constraint, choices=CONSTRAINTS,
                    help="dual (default): a Lagrange multiplier makes the target bind the "
                         "derived network; soft: the paper's loss alone")
@@ -72,15 +80,22 @@ def add_search_args(p: argparse.ArgumentParser, run: bool = False) -> None:
                         "kernels, first channels), so every step trains what every path uses")
     p.add_argument("--warmup-epochs", type=nonneg_int, default=d.warmup_epochs if not run else None,
                    help="weight-only epochs before the search" + budget)
-    p.add_argument("--warmup-parent", type=nonneg_float, default=d.warmup_parent,
+    p.add_argument("--warmup-parent", type=nonneg_float,
+                   default=d.warmup_parent if not run else None,
                    help="share of the warm-up that trains only the largest path, which then "
                         "seeds the other candidates (0: uniform random paths throughout)")
     p.add_argument("--epochs", type=positive_int, default=d.epochs if not run else None,
                    help="search epochs after the warm-up" + budget)
-    p.add_argument("--batch-size", type=positive_int, default=d.batch_size)
-    p.add_argument("--lr", type=positive_float, default=d.lr, help="weights' learning rate")
-    p.add_argument("--arch-lr", type=positive_float, default=d.arch_lr,
-                   help="α's learning rate (Adam)")
+    given = (lambda value: None) if run else (lambda value: value)  # run: None, from --budget
+    p.add_argument("--batch-size", type=positive_int, default=given(d.batch_size),
+                   help=f"default {d.batch_size}" + budget)
+    p.add_argument("--lr", type=positive_float, default=given(d.lr),
+                   help=f"weights' learning rate (default {d.lr}" + budget + ")")
+    p.add_argument("--warmup-lr", type=positive_float, default=None,
+                   help="the warm-up's starting learning rate (default: --lr" +
+                        (", or from --budget)" if run else ")"))
+    p.add_argument("--arch-lr", type=positive_float, default=given(d.arch_lr),
+                   help=f"α's learning rate (Adam; default {d.arch_lr}" + budget + ")")
     p.add_argument("--arch-every", type=positive_int, default=d.arch_every if not run else None,
                    help="one architecture step every N weight steps" + budget)
     p.add_argument("--fair-paths", action="store_true",
@@ -91,7 +106,7 @@ def add_search_args(p: argparse.ArgumentParser, run: bool = False) -> None:
                    help="each weight step trains the largest path, the smallest and one "
                         "drawn from p, the two distilled from the largest's predictions "
                         "(BigNAS's sandwich rule; ~3 times the compute per step)")
-    p.add_argument("--decide", type=nonneg_float, default=d.decide,
+    p.add_argument("--decide", type=nonneg_float, default=given(d.decide),
                    help="weight of the entropy term in the architecture loss: it settles "
                         "the blocks the data leaves undecided (default %(default)s; 0: the paper's "
                         "loss)")
@@ -107,43 +122,56 @@ def add_search_args(p: argparse.ArgumentParser, run: bool = False) -> None:
 
 
 def search_config_from(args: argparse.Namespace) -> SearchConfig:
-    """The search settings from the options (validated where they are used)."""
+    """The search settings from the options (validated where they are used); an option left
+    at None takes SearchConfig's default."""
     if args.target_ms is not None and args.target_mflops is not None:
         raise ProxylessError("give --target-ms or --target-mflops, not both")
     metric = "flops" if args.target_mflops is not None else "latency"
     target = args.target_mflops if metric == "flops" else args.target_ms
-    return SearchConfig(
+    settings = dict(
         strategy=args.strategy, epochs=args.epochs, warmup_epochs=args.warmup_epochs,
-        weight_sharing=args.weight_sharing,
-        warmup_parent=args.warmup_parent,
-        batch_size=args.batch_size, lr=args.lr, arch_lr=args.arch_lr,
-        arch_every=args.arch_every, decide=args.decide, fair_paths=args.fair_paths,
-        sandwich=args.sandwich,
-        estimator=args.estimator, loss=args.loss,
-        constraint=args.constraint, dual_lr=args.dual_lr, target_floor=args.target_floor,
-        metric=metric, precision=args.precision,
-        target=target, train_limit=args.train_limit, seed=args.seed, device=args.device,
+        weight_sharing=args.weight_sharing, warmup_parent=args.warmup_parent,
+        batch_size=args.batch_size, lr=args.lr, warmup_lr=args.warmup_lr,
+        arch_lr=args.arch_lr, arch_every=args.arch_every, decide=args.decide,
+        fair_paths=args.fair_paths, sandwich=args.sandwich, estimator=args.estimator,
+        loss=args.loss, constraint=args.constraint, dual_lr=args.dual_lr,
+        target_floor=args.target_floor, metric=metric, precision=args.precision,
+        train_limit=args.train_limit, seed=args.seed, device=args.device,
         threads=args.threads, workers=args.workers, reinforce_samples=args.reinforce_samples,
         reinforce_reward=args.reward, reinforce_w=args.reward_w,
-        reinforce_measure=args.measure_latency,
-        **({} if args.val_size is None else {"val_size": args.val_size}))
+        reinforce_measure=args.measure_latency, val_size=args.val_size)
+    optional = {"warmup_lr", "train_limit", "threads", "workers"}  # None is a value there
+    return SearchConfig(target=target, **{k: v for k, v in settings.items()
+                                          if v is not None or k in optional})
 
 
 def add_profile_args(p: argparse.ArgumentParser) -> None:
     """What latency to search for when no --table is given: this device's, profiled (or
     taken from the cache) for a runtime, batch and thread count."""
-    p.add_argument("--profile-backend", default=DEFAULT_BACKEND, choices=BACKENDS,
+    p.add_argument("--profile-backend", default=None, choices=BACKENDS,
                    help="the runtime whose latency is searched for without --table: ONNX "
-                        "Runtime (default: what an exported network is deployed with) or "
-                        "torch (PyTorch eager)")
+                        "Runtime (default on the CPU: what an exported network is deployed "
+                        "with) or torch (PyTorch eager; default with --device cuda, the GPU "
+                        "the search runs on)")
     p.add_argument("--profile-threads", type=positive_int, default=DEFAULT_THREADS,
                    help=f"threads of that latency (default {DEFAULT_THREADS}: one core, as a "
                         "deployment at batch 1 uses; see the README)")
-    p.add_argument("--profile-batch", type=positive_int, default=1,
-                   help="batch size of that latency (default 1; e.g. 64 with "
-                        "--profile-threads 2 searches for throughput)")
+    p.add_argument("--profile-batch", type=positive_int, default=None,
+                   help=f"batch size of that latency (default 1 on the CPU, "
+                        f"{GPU_PROFILE_BATCH} on a GPU as the paper's GPU latency; e.g. 64 "
+                        "with --profile-threads 2 searches for CPU throughput)")
     p.add_argument("--profile-min-time", type=positive_min_time, default=10.0,
                    help="seconds of round-robin timing per group of layers when profiling")
+
+
+def resolve_profile_args(args: argparse.Namespace) -> None:
+    """The profile's runtime and batch where not given: on a GPU, its own latency at the
+    paper's GPU batch (PyTorch, batch 8); on the CPU, ONNX Runtime at batch 1."""
+    gpu = args.device.startswith("cuda")
+    if args.profile_backend is None:
+        args.profile_backend = "torch" if gpu else DEFAULT_BACKEND
+    if args.profile_batch is None:
+        args.profile_batch = GPU_PROFILE_BATCH if gpu else 1
 
 
 def add_search_parser(sub) -> None:
@@ -160,6 +188,7 @@ def add_search_parser(sub) -> None:
 def cmd_search(args: argparse.Namespace) -> int:
     space = load_space(args.space)
     table = LatencyTable.load(args.table) if args.table else None
+    resolve_profile_args(args)
     config = search_config_from(args)
     config.validate()
     check_space_fits(space, config.batch_size)

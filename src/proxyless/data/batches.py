@@ -105,12 +105,16 @@ class Batches:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order_generator, aug_generator = self._generators()
         order = self._order(order_generator)
+        # page-locked on the host, a copy to the GPU is asynchronous: the host goes on
+        pin = self.device.type == "cuda"
         for start in range(0, len(self) * self.batch_size, self.batch_size):
             index = order[start:start + self.batch_size]
-            x = self.data.images[index]
+            x, y = self.data.images[index], self.data.labels[index]
             if self.augment:
                 x = self._augment(x, aug_generator)
+            if pin:
+                x, y = x.pin_memory(), y.pin_memory()
             # Ship uint8 (4x fewer bytes than float) and normalize on the device.
             x = to_network_input(x.to(self.device, non_blocking=True), self._scale,
                                  self._shift, self.image_size)
-            yield x, self.data.labels[index].to(self.device, non_blocking=True)
+            yield x, y.to(self.device, non_blocking=True)

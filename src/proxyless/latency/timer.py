@@ -3,9 +3,10 @@
     >>> entries = Timer("torch", threads=1).time([(module, (1, 3, 224, 224))])
 
 Workloads are warmed up, then timed round-robin (see `Timer`), keeping a low percentile and
-the interquartile range. CPU timing fixes the thread count; CUDA timing synchronizes the
-device around every run. The ONNX Runtime backend exports the module to ONNX and times an
-`onnxruntime.InferenceSession` at the same thread count: what CPU deployments run.
+the interquartile range. CPU timing fixes the thread count; CUDA timing reads CUDA events
+(the GPU's own clock) around every run (`CudaRun`). The ONNX Runtime backend exports the
+module to ONNX and times an `onnxruntime.InferenceSession` at the same thread count: what CPU
+deployments run.
 `fingerprint` records what a measurement depends on (device, CPU, library versions, settings).
 """
 
@@ -35,6 +36,9 @@ BACKENDS = ("torch", "onnxruntime")
 # imagenet ones erratic (x0.9 to x2.3, rounds spread 60%: bench/README), and one core is what
 # a phone-class deployment gives a model.
 DEFAULT_BACKEND, DEFAULT_THREADS = "onnxruntime", 1
+# The paper's GPU latency setting: batch 8 (its GPU model: 5.1 ms on a V100 at batch 8); at
+# batch 1 a GPU's time is mostly kernel launches.
+GPU_PROFILE_BATCH = 8
 BACKEND_NAMES = {"torch": "PyTorch (eager)", "onnxruntime": "ONNX Runtime"}
 # Seconds of round-robin timing per group of layers: beyond an hour a profile never ends.
 MAX_MIN_TIME = 3600.0
@@ -57,6 +61,8 @@ def fingerprint(backend: str, device: str, threads: int, batch: int) -> dict:
             "python": platform.python_version()}
     if device.startswith("cuda"):
         info["gpu"] = torch.cuda.get_device_name(resolve_device(device))
+        info["cuda"] = torch.version.cuda
+        info["cudnn"] = torch.backends.cudnn.version()
     if backend == "onnxruntime":
         import onnxruntime  # heavy: loaded only where ONNX Runtime is the backend
 
@@ -121,12 +127,7 @@ class Timer:
         module = module.to(self.device)
         x = example.to(self.device)
         if self.device.type == "cuda":
-            def run() -> object:
-                with torch.inference_mode():
-                    out = module(x)
-                torch.cuda.synchronize(self.device)
-                return out
-            return run
+            return CudaRun(module, x, self.device)
 
         def run_cpu() -> object:
             with torch.inference_mode():
@@ -165,9 +166,7 @@ class Timer:
                     # weights in cache, as in repeated inference, whatever ran before it.
                     run()
                     for _ in range(2):
-                        t0 = time.perf_counter()
-                        run()
-                        record.append((time.perf_counter() - t0) * 1e3)
+                        record.append(_time_ms(run))
                 rounds += 1
                 if rounds <= self.repeats:
                     bar.update(1)
@@ -175,6 +174,40 @@ class Timer:
         finally:
             torch.set_num_threads(previous)
         return [_summarize(record) for record in times]
+
+
+class CudaRun:
+    """One inference on a GPU. Called, it waits for the GPU to finish; `timed_ms` times it
+    with CUDA events, on the GPU's own clock: the host's launch overhead and the wait are
+    left out, as the GPU runs it inside a network."""
+
+    def __init__(self, module: nn.Module, x: torch.Tensor, device: torch.device) -> None:
+        self.module, self.x, self.device = module, x, device
+
+    def __call__(self) -> object:
+        with torch.inference_mode():
+            out = self.module(self.x)
+        torch.cuda.synchronize(self.device)
+        return out
+
+    def timed_ms(self) -> float:
+        start = torch.cuda.Event(enable_timing=True)
+        end = torch.cuda.Event(enable_timing=True)
+        with torch.inference_mode():
+            start.record()
+            self.module(self.x)
+            end.record()
+        end.synchronize()
+        return start.elapsed_time(end)
+
+
+def _time_ms(run: Callable[[], object]) -> float:
+    """One run's milliseconds: CUDA events where the run has them, else the host's clock."""
+    if isinstance(run, CudaRun):
+        return run.timed_ms()
+    started = time.perf_counter()
+    run()
+    return (time.perf_counter() - started) * 1e3
 
 
 def _summarize(times: list[float]) -> Entry:

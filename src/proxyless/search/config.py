@@ -29,6 +29,7 @@ class SearchConfig:
                                     # which then seeds the others; 0: the paper's warm-up
     batch_size: int = 128
     lr: float = 0.05                # weights: SGD Nesterov, cosine per phase
+    warmup_lr: float | None = None  # the warm-up's starting rate (None: lr)
     momentum: float = 0.9
     weight_decay: float = 4e-5
     label_smoothing: float = 0.1
@@ -91,7 +92,8 @@ class SearchConfig:
         check(0 <= self.warmup_parent < 1,
               f"warmup_parent must be in [0, 1), got {self.warmup_parent}")
         check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
-        check(self.lr > 0 and self.arch_lr > 0, "learning rates must be > 0")
+        check(self.lr > 0 and self.arch_lr > 0 and (self.warmup_lr or 1) > 0,
+              "learning rates must be > 0")
         check(self.arch_every >= 1, f"arch_every must be >= 1, got {self.arch_every}")
         check(self.decide >= 0 and math.isfinite(self.decide),
               f"decide must be a finite number >= 0, got {self.decide}")

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from proxyless import distributed
+from proxyless.batchnorm import frozen_bn_statistics
 from proxyless.epochs import LOWER_LR, Diverged, require_finite
 from proxyless.latency.cost import CostModel
 from proxyless.precision import Precision
@@ -24,7 +25,7 @@ from proxyless.search.losses import (
     entropy_term,
     hardware_loss,
 )
-from proxyless.supernet import SuperNet, frozen_bn_statistics, rescale_pair
+from proxyless.supernet import SuperNet, rescale_pair
 
 
 class GradientStrategy:

@@ -27,13 +27,14 @@ import torch
 
 from proxyless import distributed
 from proxyless.arch import Architecture
+from proxyless.batchnorm import frozen_bn_statistics
 from proxyless.epochs import require_finite
 from proxyless.latency.cost import CostModel
 from proxyless.latency.measure import MeasuredLatency
 from proxyless.precision import Precision
 from proxyless.search.config import SearchConfig
 from proxyless.search.losses import TargetMultipliers, entropy_term
-from proxyless.supernet import SuperNet, frozen_bn_statistics
+from proxyless.supernet import SuperNet
 
 Objective = Callable[[Architecture], float]
 
