@@ -232,3 +232,25 @@ def test_the_gpu_check_runs_on_the_cpu(tmp_path):
     assert report["torchrun_smoke"]["ok"]
     assert (tmp_path / "torchrun-search" / "arch.json").exists()
     assert "GPU check" in (tmp_path / "gpu_check.txt").read_text()
+
+
+def test_gpu_tables_and_profiles_default_to_the_papers_gpu_setting(tmp_path):
+    from proxyless.cli import build_parser
+    from proxyless.cli.search import resolve_profile_args
+    from proxyless.latency.measure import timer_for
+    from proxyless.latency.table import LatencyTable
+
+    args = build_parser().parse_args(["run", "--device", "cuda"])
+    resolve_profile_args(args)
+    assert (args.profile_backend, args.profile_batch) == ("torch", 8)  # its own GPU, batch 8
+    args = build_parser().parse_args(["run"])
+    resolve_profile_args(args)
+    assert (args.profile_backend, args.profile_batch) == ("onnxruntime", 1)
+    args = build_parser().parse_args(["run", "--device", "cuda", "--profile-batch", "1"])
+    resolve_profile_args(args)
+    assert args.profile_batch == 1  # given: kept
+    # a GPU table is refused for measuring on a machine with another GPU (or none)
+    table = LatencyTable(meta={"backend": "torch", "device": "cuda", "threads": 1,
+                               "gpu": "NVIDIA H100 80GB HBM3"})
+    with pytest.raises(ProxylessError, match="H100"):
+        timer_for(table)

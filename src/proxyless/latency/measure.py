@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import torch
 from torch import nn
 
 from proxyless import distributed
@@ -24,6 +25,7 @@ from proxyless.errors import ProxylessError
 from proxyless.latency.table import Entry, LatencyTable
 from proxyless.latency.timer import Timer, cpu_model
 from proxyless.net import build_network
+from proxyless.runtime import resolve_device
 from proxyless.space import ZERO, SearchSpace
 
 # Timing for measuring many networks during a search (REINFORCE): a few runs each, no minimum
@@ -48,6 +50,13 @@ def timer_for(table: LatencyTable, **overrides: Any) -> Timer:
     if meta.get("cpu") and meta["cpu"] != cpu_model():
         raise ProxylessError(f"the table was measured on {meta['cpu']!r} but this machine is "
                              f"{cpu_model()!r}; profile this machine with `proxyless profile`")
+    if meta.get("gpu"):
+        here = (torch.cuda.get_device_name(resolve_device(str(meta.get("device", "cuda"))))
+                if torch.cuda.is_available() else "no GPU")
+        if here != meta["gpu"]:
+            raise ProxylessError(f"the table was measured on the GPU {meta['gpu']!r} but this "
+                                 f"machine has {here!r}; profile this machine with `proxyless "
+                                 "profile --device cuda`")
     settings = {"warmup": int(meta.get("warmup", 10)), "repeats": int(meta.get("repeats", 50)),
                 "min_time": float(meta.get("min_time", 20.0)), **overrides}
     return Timer(meta["backend"], meta.get("device", "cpu"), int(meta["threads"]), **settings)
