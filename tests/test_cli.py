@@ -113,7 +113,8 @@ def test_the_paper_budget_is_the_reference_codes_imagenet_protocol(monkeypatch):
     expected = dict(warmup_epochs=40, epochs=120, batch_size=256, lr=0.025, warmup_lr=0.05,
                     warmup_parent=0.0, arch_every=5, arch_lr=0.002,  # given: wins
                     arch_beta1=0.0, arch_beta2=0.999, estimator="recompute", decide=0.0,
-                    val_size=50000, label_smoothing=0.1, weight_decay=4e-5, train_limit=None)
+                    val_size=50000, label_smoothing=0.1, weight_decay=4e-5, train_limit=None,
+                    constraint="soft")  # the paper's loss alone
     assert {k: getattr(config, k) for k in expected} == expected
     paper = BUDGETS["paper"]  # epochs as they are, whatever the data's size
     assert paper.search_epochs(1_231_167) == paper.search_epochs(5400) == (40, 120)
@@ -134,8 +135,8 @@ def test_the_paper_budget_is_the_reference_codes_imagenet_protocol(monkeypatch):
     args = build_parser().parse_args(["run", "--budget", "quick"])
     apply_budget(args)
     config = search_config_from(args)
-    assert (config.batch_size, config.lr, config.warmup_lr, config.estimator) == (
-        128, 0.05, None, "two")
+    assert (config.batch_size, config.lr, config.warmup_lr, config.estimator,
+            config.constraint, config.target_floor) == (128, 0.05, None, "two", "dual", 0.95)
 
 
 def test_budgets_size_the_search_in_images_too():

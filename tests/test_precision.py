@@ -254,3 +254,13 @@ def test_gpu_tables_and_profiles_default_to_the_papers_gpu_setting(tmp_path):
                                "gpu": "NVIDIA H100 80GB HBM3"})
     with pytest.raises(ProxylessError, match="H100"):
         timer_for(table)
+
+
+def test_a_search_begun_before_the_two_sided_target_resumes_one_sided_only():
+    """Its checkpoint has no target_floor: it ran with none (0), not today's default."""
+    from proxyless.epochs import changed_settings
+
+    old = {"config": {k: v for k, v in SearchConfig().__dict__.items() if k != "target_floor"}}
+    legacy = {"target_floor": 0.0}
+    assert changed_settings(old, SearchConfig(), (), legacy) == ["target_floor"]
+    assert changed_settings(old, SearchConfig(target_floor=0.0), (), legacy) == []

@@ -73,6 +73,16 @@ def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
     return tensor.tolist()
 
 
+def any_rank(flags: torch.Tensor) -> torch.Tensor:
+    """Elementwise: is a flag (0 or 1) set on any rank? The ranks must take the same decisions
+    (stop on a NaN, skip a step), or the ones that go on wait in a collective forever."""
+    if not dist.is_initialized():
+        return flags
+    flags = flags.float().clone()
+    dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+    return flags
+
+
 def average_grads(params) -> None:
     """Average the gradients that exist over all ranks (one flat all-reduce).
 

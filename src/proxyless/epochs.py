@@ -106,9 +106,12 @@ def weight_optimizer(params: Iterable[nn.Parameter], lr: float, momentum: float,
     for param in params:
         if param.requires_grad:
             (no_decay if param.ndim <= 1 else decay).append(param)
+    # fused on a GPU: one kernel for all parameters, and with fp16 the gradient scaler hands
+    # it its inf check on the device instead of reading it on the host every step
+    fused = bool(decay or no_decay) and (decay or no_decay)[0].device.type == "cuda"
     return torch.optim.SGD([{"params": decay, "weight_decay": weight_decay},
                             {"params": no_decay, "weight_decay": 0.0}], lr=lr,
-                           momentum=momentum, nesterov=True)
+                           momentum=momentum, nesterov=True, fused=fused or None)
 
 
 def cosine_schedule(steps: int, restart_at: int = 0,
@@ -176,10 +179,15 @@ class StepLosses:
         return self.last
 
     def flush(self) -> float | None:
+        """Read the pending losses; `Diverged` at the first batch where any rank's loss is
+        not finite (every rank stops at the same batch: see `distributed.any_rank`)."""
         if self.pending:
-            values = torch.stack([loss.float() for _, loss in self.pending]).tolist()
-            for (index, _), value in zip(self.pending, values, strict=True):
-                if not math.isfinite(value):
+            stacked = torch.stack([loss.float() for _, loss in self.pending])
+            bad = distributed.any_rank(~torch.isfinite(stacked)).tolist()
+            values = stacked.tolist()
+            for (index, _), value, elsewhere in zip(self.pending, values, bad, strict=True):
+                if elsewhere:
+                    value = value if not math.isfinite(value) else math.nan  # another rank's
                     self.pending.clear()
                     err = Diverged(self.what, value, self.advice)
                     err.batch = f"{index + 1}/{self.total}"
@@ -208,10 +216,13 @@ def batch_bar(batches: Iterable, desc: str, show: bool) -> tqdm:
     return tqdm(batches, desc=desc, unit="batch", leave=False, disable=not show)
 
 
-def changed_settings(checkpoint: dict, config, resumable: Iterable[str]) -> list[str]:
+def changed_settings(checkpoint: dict, config, resumable: Iterable[str],
+                     legacy: dict[str, Any] | None = None) -> list[str]:
     """The settings of `config` that differ from the checkpoint's, but those in `resumable`.
-    A setting the checkpoint does not know (added since) ran at its default."""
-    before, defaults = checkpoint.get("config", {}), to_dict(type(config)())
+    A setting the checkpoint does not know (added since) ran at its default, or at its
+    `legacy` value where the default has changed since (how older runs behaved)."""
+    before = checkpoint.get("config", {})
+    defaults = {**to_dict(type(config)()), **(legacy or {})}
     return [k for k, v in to_dict(config).items()
             if k not in resumable and before.get(k, defaults[k]) != v]
 

@@ -59,8 +59,15 @@ def resolve_precision(name: str, device: torch.device) -> Precision:
     if name == "auto":
         if not cuda:
             return Precision("fp32", device.type)
-        name = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    elif name == "bf16" and cuda and not torch.cuda.is_bf16_supported():
-        raise ProxylessError(f"--precision bf16: {torch.cuda.get_device_name(device)} does "
-                             "not support bfloat16; use --precision fp16 (or auto)")
+        name = "bf16" if has_bf16(device) else "fp16"
+    elif name == "bf16" and cuda and not has_bf16(device):
+        raise ProxylessError(f"--precision bf16: {torch.cuda.get_device_name(device)} has no "
+                             "bfloat16 arithmetic (it would be emulated, slowly); use "
+                             "--precision fp16 (or auto)")
     return Precision(name, device.type)
+
+
+def has_bf16(device: torch.device) -> bool:
+    """Native bfloat16 on this GPU: Ampere (compute capability 8) and later. torch's own
+    `is_bf16_supported` also says yes where bf16 is only emulated (V100, T4)."""
+    return torch.cuda.get_device_properties(device).major >= 8

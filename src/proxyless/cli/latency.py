@@ -42,7 +42,8 @@ def add_latency_parsers(sub) -> None:
                         f"--batch {GPU_PROFILE_BATCH})")
     p.add_argument("--threads", type=positive_int, default=DEFAULT_THREADS,
                    help=f"CPU threads (fixed; default {DEFAULT_THREADS})")
-    p.add_argument("--batch", type=positive_int, default=1, help="batch size (default 1)")
+    p.add_argument("--batch", type=positive_int, default=None,
+                   help=f"batch size (default 1 on the CPU, {GPU_PROFILE_BATCH} on a GPU)")
     p.add_argument("--repeats", type=positive_int, default=50, help="timed runs per layer")
     p.add_argument("--warmup", type=nonneg_int, default=10, help="untimed runs first")
     p.add_argument("--min-time", type=min_time, default=20.0,
@@ -99,10 +100,13 @@ def add_cross_latency_parser(sub) -> None:
 
 def cmd_profile(args: argparse.Namespace) -> int:
     space = load_space(args.space)
+    gpu = args.device.startswith("cuda")
+    if args.backend is None:
+        args.backend = "torch" if gpu else DEFAULT_BACKEND
+    if args.batch is None:
+        args.batch = GPU_PROFILE_BATCH if gpu else 1
     check_space_fits(space, args.batch)  # every layer gets built and timed
     check_out_file(args.out, "--out")
-    if args.backend is None:
-        args.backend = "torch" if args.device.startswith("cuda") else DEFAULT_BACKEND
     timer = Timer(args.backend, args.device, args.threads, args.warmup, args.repeats,
                   args.min_time)
     table = profile_space(space, args.out, timer, args.batch, progress=not args.no_progress)

@@ -7,6 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from proxyless import distributed
 from proxyless.cli.options import (
     add_data_args,
     add_runtime_args,
@@ -50,6 +51,7 @@ from proxyless.space import load_space
 def add_search_args(p: argparse.ArgumentParser, run: bool = False) -> None:
     d = SearchConfig()
     budget = " (default: from --budget)" if run else ""
+    given = (lambda value: None) if run else (lambda value: value)  # run: None, from --budget
     p.add_argument("--strategy", default=d.strategy, choices=STRATEGIES)
     if not run:
         p.add_argument("--table", default=None,
@@ -65,15 +67,16 @@ def add_search_args(p: argparse.ArgumentParser, run: bool = False) -> None:
                    help="two: the paper's two-path architecture step; recompute: the "
                         f"reference code's full_v2 (default {d.estimator}" + (
                             ", or from --budget)" if run else ")"))
-    p.add_argument("--constraint", default=d.constraint, choices=CONSTRAINTS,
-                   help="dual (default): a Lagrange multiplier makes the target bind the "
-                        "derived network; soft: the paper's loss alone")
+    p.add_argument("--constraint", default=None if run else d.constraint, choices=CONSTRAINTS,
+                   help="dual (default" + (", but soft with --budget paper" if run else "") +
+                        "): Lagrange multipliers make the target bind the derived network; "
+                        "soft: the paper's loss alone")
     p.add_argument("--dual-lr", type=positive_float, default=d.dual_lr,
                    help="the multiplier's step per architecture step")
-    p.add_argument("--target-floor", type=nonneg_float, default=d.target_floor,
+    p.add_argument("--target-floor", type=nonneg_float, default=given(d.target_floor),
                    help="with --constraint dual, the found network must also reach this "
-                        "share of the target (default %(default)s: it lands in [0.95 T, T] by "
-                        "the table); 0: the target only bounds it from above")
+                        f"share of the target (default {d.target_floor}: it lands in "
+                        "[0.95 T, T] by the table); 0: the target only bounds it from above")
     p.add_argument("--weight-sharing", default=d.weight_sharing, choices=WEIGHT_SHARING,
                    help="separate: every candidate has its own weights (the paper); "
                         "entangled: a block's candidates are slices of one kernel (centre "
@@ -86,16 +89,17 @@ def add_search_args(p: argparse.ArgumentParser, run: bool = False) -> None:
                         "seeds the other candidates (0: uniform random paths throughout)")
     p.add_argument("--epochs", type=positive_int, default=d.epochs if not run else None,
                    help="search epochs after the warm-up" + budget)
-    given = (lambda value: None) if run else (lambda value: value)  # run: None, from --budget
     p.add_argument("--batch-size", type=positive_int, default=given(d.batch_size),
-                   help=f"default {d.batch_size}" + budget)
+                   help=f"default {d.batch_size}" + (", or from --budget" if run else ""))
     p.add_argument("--lr", type=positive_float, default=given(d.lr),
-                   help=f"weights' learning rate (default {d.lr}" + budget + ")")
+                   help=f"weights' learning rate (default {d.lr}" + (
+                       ", or from --budget)" if run else ")"))
     p.add_argument("--warmup-lr", type=positive_float, default=None,
                    help="the warm-up's starting learning rate (default: --lr" +
                         (", or from --budget)" if run else ")"))
     p.add_argument("--arch-lr", type=positive_float, default=given(d.arch_lr),
-                   help=f"α's learning rate (Adam; default {d.arch_lr}" + budget + ")")
+                   help=f"α's learning rate (Adam; default {d.arch_lr}" + (
+                       ", or from --budget)" if run else ")"))
     p.add_argument("--arch-every", type=positive_int, default=d.arch_every if not run else None,
                    help="one architecture step every N weight steps" + budget)
     p.add_argument("--fair-paths", action="store_true",
@@ -108,7 +112,7 @@ def add_search_args(p: argparse.ArgumentParser, run: bool = False) -> None:
                         "(BigNAS's sandwich rule; ~3 times the compute per step)")
     p.add_argument("--decide", type=nonneg_float, default=given(d.decide),
                    help="weight of the entropy term in the architecture loss: it settles "
-                        "the blocks the data leaves undecided (default %(default)s; 0: the paper's "
+                        f"the blocks the data leaves undecided (default {d.decide}; 0: the paper's "
                         "loss)")
     p.add_argument("--train-limit", type=positive_int, default=None,
                    help="training images per search epoch" + (budget or " (default: all)"))
@@ -188,6 +192,7 @@ def add_search_parser(sub) -> None:
 def cmd_search(args: argparse.Namespace) -> int:
     space = load_space(args.space)
     table = LatencyTable.load(args.table) if args.table else None
+    distributed.setup(args.device)  # under torchrun: each rank on its own GPU from here on
     resolve_profile_args(args)
     config = search_config_from(args)
     config.validate()

@@ -86,7 +86,8 @@ class CostModel:
                 better = shifted > new
                 new[better], pick[better] = shifted[better], j
             best, choices = new, [*choices, pick]
-        first = max(0, math.ceil((low - cheapest) / step) - len(units))
+        first = (max(0, math.ceil((low - cheapest) / step) - len(units))
+                 if math.isfinite(low) else 0)
         totals = [t for t in np.argsort(-best, kind="stable")
                   if t >= first and math.isfinite(best[t])]
         for total in totals:

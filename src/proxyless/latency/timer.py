@@ -127,6 +127,7 @@ class Timer:
         module = module.to(self.device)
         x = example.to(self.device)
         if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # as training runs: each shape's fastest
             return CudaRun(module, x, self.device)
 
         def run_cpu() -> object:
@@ -185,15 +186,16 @@ class CudaRun:
         self.module, self.x, self.device = module, x, device
 
     def __call__(self) -> object:
-        with torch.inference_mode():
+        with torch.cuda.device(self.device), torch.inference_mode():
             out = self.module(self.x)
         torch.cuda.synchronize(self.device)
         return out
 
     def timed_ms(self) -> float:
-        start = torch.cuda.Event(enable_timing=True)
-        end = torch.cuda.Event(enable_timing=True)
-        with torch.inference_mode():
+        # events record on the current device's stream: that of the timed GPU
+        with torch.cuda.device(self.device), torch.inference_mode():
+            start = torch.cuda.Event(enable_timing=True)
+            end = torch.cuda.Event(enable_timing=True)
             start.record()
             self.module(self.x)
             end.record()

@@ -92,7 +92,8 @@ class SearchConfig:
         check(0 <= self.warmup_parent < 1,
               f"warmup_parent must be in [0, 1), got {self.warmup_parent}")
         check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
-        check(self.lr > 0 and self.arch_lr > 0 and (self.warmup_lr or 1) > 0,
+        check(self.lr > 0 and self.arch_lr > 0 and (self.warmup_lr is None
+                                                     or self.warmup_lr > 0),
               "learning rates must be > 0")
         check(self.arch_every >= 1, f"arch_every must be >= 1, got {self.arch_every}")
         check(self.decide >= 0 and math.isfinite(self.decide),

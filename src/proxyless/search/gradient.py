@@ -10,6 +10,8 @@ reaches every α, so with a target the unsampled paths do move, as in the refere
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -67,12 +69,16 @@ class GradientStrategy:
             self.scaler.scale(loss).backward()
         net.set_alpha_grads()
         distributed.average_grads(net.arch_parameters())
+        losses = torch.stack([ce.detach(), loss.detach().float()])
+        # each rank's losses are its own shard's: a NaN on one must stop all (any_rank);
+        # the gradients are averaged already, the same on every rank
+        bad = distributed.any_rank(~torch.isfinite(losses))
         grads_ok = torch.stack([torch.isfinite(a.grad).all() for a in net.arch_parameters()
                                 if a.grad is not None] or [torch.tensor(True)])
-        ce_value, loss_value, *grad_flags = torch.cat(
-            [torch.stack([ce.detach(), loss.detach().float()]), grads_ok.float().to(ce.device)]
-        ).tolist()  # one wait for the device
-        require_finite_loss(ce_value, loss_value)
+        ce_value, loss_value, ce_bad, loss_bad, *grad_flags = torch.cat(
+            [losses, bad.float(), grads_ok.float().to(ce.device)]).tolist()  # one wait
+        require_finite_loss(math.nan if ce_bad else ce_value,
+                            math.nan if loss_bad else loss_value)
         if not all(grad_flags) and not self.scaler.is_enabled():  # fp16: the scaler skips
             require_finite_grads(net)
         self.scaler.step(self.optimizer)

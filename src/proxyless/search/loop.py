@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,7 +93,8 @@ def derive_within_target(net: SuperNet, cost_model: CostModel | None,
     arch = net.derive()
     if cost_model is None or config.target is None or config.constraint != "dual":
         return arch
-    low, high = config.target_floor * config.target, config.target
+    low = config.target_floor * config.target if config.target_floor > 0 else -math.inf
+    high = config.target
     if low <= cost_model.predict(arch) <= high:
         return arch
     log_probs = [torch.log_softmax(alpha, 0).tolist() for alpha in net.host_alphas()]
@@ -144,12 +146,17 @@ def search(space, data: DataSplits, cost_model: CostModel | None, config: Search
     steps = len(batches.train)
     schedule = skeleton.cosine_schedule(config.epochs * steps,
                                         restart_at=config.warmup_epochs * steps,
-                                        first_scale=(config.warmup_lr or config.lr) / config.lr)
+                                        first_scale=(config.lr if config.warmup_lr is None
+                                                     else config.warmup_lr) / config.lr)
     w_sched = torch.optim.lr_scheduler.LambdaLR(w_opt, schedule)
     strategy = make_strategy(net, cost_model, config, latency_fn, objectives, precision)
+    latency_fn = strategy.latency_fn if isinstance(strategy, ReinforceStrategy) else None
+    # the table decides the handed-over network unless the target binds a latency measured
+    # (or computed) otherwise: then the argmax, as the multipliers left it
+    projection = cost_model if latency_fn is None else None
     one_epoch = SearchEpoch(net, batches, w_opt, w_sched, strategy, config,
                             (cost_model, *also_log), run.device, progress and run.dist.is_main,
-                            precision)
+                            precision, projection)
     total = config.warmup_epochs + config.epochs
     epochs = skeleton.Epochs(run, out, "proxyless-search/1", total, config.seed,
                              state={"supernet": net, "w_optimizer": w_opt, "w_scheduler": w_sched,
@@ -165,7 +172,7 @@ def search(space, data: DataSplits, cost_model: CostModel | None, config: Search
                                                   data.transform), log)
     metrics = epochs.run(one_epoch, lambda r: epoch_line(r, total, cost_model), "search",
                          progress)
-    return SearchResult(derive_within_target(net, cost_model, config), metrics,
+    return SearchResult(derive_within_target(net, projection, config), metrics,
                         one_epoch.probs_history, net)
 
 
@@ -187,12 +194,21 @@ def _check_inputs(space, data: DataSplits, cost_model: CostModel | None,
 def _check_resume(checkpoint: dict, space, config: SearchConfig, out: Path,
                   transform: dict) -> None:
     skeleton.check_same_transform(checkpoint, transform, out)
+    # searches from before the two-sided target bound from above only
     changed = skeleton.changed_settings(checkpoint, config,
-                                        ("device", "threads", "workers", "precision"))
-    if checkpoint.get("space") != space.to_dict() or changed:
-        raise ProxylessError(f"cannot resume {out} with a different space or settings "
-                             f"({', '.join(changed) or 'space'}); use the original ones "
-                             "or a new --out")
+                                        ("device", "threads", "workers", "precision"),
+                                        legacy={"target_floor": 0.0})
+    if checkpoint.get("space") != space.to_dict():
+        raise ProxylessError(f"cannot resume {out} with a different space; use the original "
+                             "one or a new --out")
+    if changed:
+        before = {**to_dict(SearchConfig()), "target_floor": 0.0,
+                  **checkpoint.get("config", {})}
+        diffs = ", ".join(f"{k}: {before.get(k)!r} -> {getattr(config, k)!r}" for k in changed)
+        hint = (" (--target-floor 0 continues a search begun before the two-sided target)"
+                if "target_floor" in changed else "")
+        raise ProxylessError(f"cannot resume {out} with different settings ({diffs}); give "
+                             f"the original ones{hint} or a new --out")
 
 
 @dataclass
@@ -240,11 +256,13 @@ class SearchEpoch:
     def __init__(self, net: SuperNet, batches: SearchBatches, w_opt: torch.optim.Optimizer,
                  w_sched, strategy, config: SearchConfig,
                  cost_models: Sequence[CostModel | None], device: torch.device,
-                 show: bool, precision: Precision | None = None) -> None:
+                 show: bool, precision: Precision | None = None,
+                 projection: CostModel | None = None) -> None:
         self.net, self.batches, self.w_opt, self.w_sched = net, batches, w_opt, w_sched
         self.strategy, self.config, self.cost_models = strategy, config, cost_models
         self.device, self.show = device, show
         self.precision = precision or Precision("fp32", device.type)
+        self.projection = projection  # see derive_within_target
         self.scaler = self.precision.scaler()
         self.criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
         self.weights = net.weight_parameters()
@@ -333,7 +351,7 @@ class SearchEpoch:
         """The epoch's line of metrics.jsonl (and its p in probs_history)."""
         net = self.net
         train_loss, train_top1 = tally.totals(self.device)
-        arch = derive_within_target(net, self.cost_models[0], self.config)
+        arch = derive_within_target(net, self.projection, self.config)
         val_top1 = evaluate_argmax(net, self.batches.eval, self.batches.train,
                                    precision=self.precision, arch=arch)
         record = {"epoch": epoch + 1, "phase": phase, "lr": self.w_opt.param_groups[0]["lr"],
