@@ -180,7 +180,9 @@ def run_pipeline(space: SearchSpace, data: DataSplits, config: RunConfig, out_di
     main = rank.is_main
     say = log if main else (lambda message: None)
     prepare_out_dir(out, create=False)  # a file there would fail the listing below
-    busy = main and out.exists() and any(out.iterdir()) and not resume
+    # the command line's config.yaml (its options) comes first: not a run
+    busy = main and out.exists() and not resume and any(
+        p.name != "config.yaml" for p in out.iterdir())
     if distributed.broadcast_object(busy):
         raise ProxylessError(f"{out} already holds a run; pass --resume to continue it or "
                              "choose another --out")

@@ -26,6 +26,7 @@ import sys
 
 from proxyless import distributed
 from proxyless.cli.compare import add_compare_parser, cmd_compare
+from proxyless.cli.config_file import apply_config
 from proxyless.cli.deploy import (
     add_evaluate_parser,
     add_export_parser,
@@ -75,8 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     try:
+        args = apply_config(parser, argv, args)
         code = COMMANDS[args.command](args)
         distributed.finish()  # not on errors: the other ranks may never arrive
         return code

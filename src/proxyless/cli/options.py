@@ -154,6 +154,9 @@ def run_folder(out: str | Path) -> Iterator[None]:
         yield
     except ProxylessError:
         if not existed:
+            settings = path / "config.yaml"  # written first: not a result of the command
+            if path.is_dir() and [p.name for p in path.iterdir()] == [settings.name]:
+                settings.unlink()
             remove_if_empty(path)
         raise
 

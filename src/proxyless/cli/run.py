@@ -11,6 +11,7 @@ from pathlib import Path
 
 from proxyless import distributed
 from proxyless.budgets import BUDGETS
+from proxyless.cli.config_file import add_config_arg, resolved_options, save_config
 from proxyless.cli.options import (
     add_data_args,
     add_runtime_args,
@@ -56,6 +57,7 @@ def add_run_parser(sub) -> None:
     add_profile_args(p)
     add_data_args(p)
     add_runtime_args(p)
+    add_config_arg(p)
 
 
 def apply_budget(args: argparse.Namespace) -> set[str]:
@@ -114,6 +116,10 @@ def cmd_run(args: argparse.Namespace) -> int:
                            profile_batch=args.profile_batch, table=args.table,
                            budget=args.budget)
         config.validate()
+        if is_main_rank():  # the options as resolved: the budget's epochs scaled to the data
+            args.warmup_epochs, args.epochs = search_config.warmup_epochs, search_config.epochs
+            args.retrain_epochs = epochs
+            save_config(args.out, resolved_options(args, search_config))
         results = run_pipeline(space, data, config, args.out, resume=args.resume,
                                progress=not args.no_progress)
     if not is_main_rank():

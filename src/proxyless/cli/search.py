@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from proxyless import distributed
+from proxyless.cli.config_file import add_config_arg, resolved_options, save_config
 from proxyless.cli.options import (
     add_data_args,
     add_runtime_args,
@@ -187,6 +188,7 @@ def add_search_parser(sub) -> None:
     add_profile_args(p)
     add_data_args(p)
     add_runtime_args(p)
+    add_config_arg(p)
 
 
 def cmd_search(args: argparse.Namespace) -> int:
@@ -199,6 +201,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     check_space_fits(space, config.batch_size)
     log = lambda m: print(m, file=sys.stderr)  # noqa: E731 - stdout holds the result
     with run_folder(args.out):
+        if is_main_rank():
+            save_config(args.out, resolved_options(args, config))
         data = data_from_args(args, space, config.val_size)
         space = fit_classes(space, data, log)
         if table is None and config.metric == "latency" and config.target is not None:

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from proxyless.arch import Architecture, load_architecture
+from proxyless.cli.config_file import add_config_arg, save_config
 from proxyless.cli.options import (
     add_data_args,
     add_runtime_args,
@@ -17,6 +18,7 @@ from proxyless.cli.options import (
     positive_int,
     run_folder,
 )
+from proxyless.errors import ProxylessError
 from proxyless.memory import check_space_fits
 from proxyless.train import TrainConfig, train_network
 
@@ -24,7 +26,8 @@ from proxyless.train import TrainConfig, train_network
 def add_train_parser(sub) -> None:
     d = TrainConfig()
     p = sub.add_parser("train", help="train a network from scratch and evaluate it")
-    p.add_argument("arch", help="architecture file (ours or a reference net.config)")
+    p.add_argument("arch", nargs="?", default=None,
+                   help="architecture file (ours or a reference net.config)")
     p.add_argument("--out", required=True, help="run folder (checkpoints, metrics, results)")
     p.add_argument("--epochs", type=positive_int, default=d.epochs)
     p.add_argument("--batch-size", type=positive_int, default=d.batch_size)
@@ -36,9 +39,12 @@ def add_train_parser(sub) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     add_data_args(p)
     add_runtime_args(p)
+    add_config_arg(p)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    if args.arch is None:
+        raise ProxylessError("give the architecture file to train (or --config with one)")
     arch = load_architecture(args.arch)
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                          weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
@@ -48,6 +54,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     config.validate()
     check_space_fits(arch.space, config.batch_size, supernet=False)
     with run_folder(args.out):
+        if is_main_rank():
+            save_config(args.out, args)
         data = data_from_args(args, arch.space, args.val_size or 0)
         arch = Architecture(fit_classes(arch.space, data), arch.blocks)
         final = train_network(arch, data, config, args.out, resume=args.resume,

@@ -1,0 +1,142 @@
+"""Runs as config files: every `search`, `train` and `run` folder holds the command's resolved
+options as `config.yaml`, and `--config FILE` takes such a file back (options given on the
+command line win):
+
+    proxyless run --config runs/a/config.yaml --out runs/b       # run a again, into b
+    proxyless run --config runs/a/config.yaml --out runs/c --seed 1
+
+The file is the command's options after everything a command fills in itself (`--budget`'s
+epochs, the profile's runtime and batch), so it reads as what the run did; `out`, `resume`,
+`config` and `no_progress` are not part of it. A hand-written file may also be a flat mapping
+of options. Unknown keys, wrong types and values out of range are errors naming the key,
+checked by the very option types the command line uses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+from pathlib import Path
+from typing import Any
+
+from proxyless.config import excerpt, shorten
+from proxyless.errors import ProxylessError
+from proxyless.files import read_mapping, write_mapping_atomic
+
+CONFIG_FILE = "config.yaml"
+NOT_SAVED = {"command", "config", "out", "resume", "no_progress", "help"}
+_NOT_GIVEN = object()
+
+
+def add_config_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", default=None, metavar="FILE",
+                        help=f"take the options from FILE (a run folder's {CONFIG_FILE}, or a "
+                             "YAML mapping of option names); options given here win")
+
+
+def save_config(out: str | Path, args: argparse.Namespace) -> None:
+    """Write `out/config.yaml`, the command and its resolved options, when the folder holds
+    nothing else yet: a folder with a run in it (resumed, or refused) keeps its own."""
+    out = Path(out)
+    if out.is_dir() and any(p.name != CONFIG_FILE for p in out.iterdir()):
+        return
+    options = {key: list(value) if isinstance(value, tuple) else value
+               for key, value in vars(args).items() if key not in NOT_SAVED}
+    out.mkdir(parents=True, exist_ok=True)
+    write_mapping_atomic(out / CONFIG_FILE, {"command": args.command, "options": options})
+
+
+def resolved_options(args: argparse.Namespace, config: Any) -> argparse.Namespace:
+    """`args` with the options left unset (None) replaced by `config`'s value of the same
+    name, where it has one: the file then says what ran (lr 0.05), not "the default"."""
+    resolved = argparse.Namespace(**vars(args))
+    for key, value in vars(args).items():
+        if value is None and getattr(config, key, None) is not None:
+            setattr(resolved, key, getattr(config, key))
+    return resolved
+
+
+def apply_config(parser: argparse.ArgumentParser, argv: list[str] | None,
+                 args: argparse.Namespace) -> argparse.Namespace:
+    """`args` with every option of `args.config` that the command line did not give."""
+    if getattr(args, "config", None) is None:
+        return args
+    path = args.config
+    data = read_mapping(path, "config file")
+    options = data.get("options", data) if "options" in data or "command" in data else data
+    command = data.get("command", args.command)
+    if command != args.command:
+        shown = command if isinstance(command, str) else excerpt(command, 30)
+        raise ProxylessError(f"config file {path} is for `proxyless {shorten(shown, 30)}`, "
+                             f"not `proxyless {args.command}`")
+    if not isinstance(options, dict):
+        raise ProxylessError(f"config file {path}: options must be a mapping of option names")
+    sub = _subparser(parser, args.command)
+    actions = {a.dest: a for a in sub._actions if a.dest not in NOT_SAVED}
+    given = _given(parser, sub, argv)
+    for key, value in options.items():
+        if key not in actions:
+            close = difflib.get_close_matches(str(key), list(actions), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ProxylessError(f"config file {path}: unknown option {excerpt(key, 40)} for "
+                                 f"`proxyless {args.command}`{hint}")
+        if key not in given:
+            setattr(args, key, _convert(value, actions[key], f"config file {path}: {key}"))
+    return args
+
+
+def _subparser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action.choices[command]
+    raise AssertionError("the parser has no subcommands")
+
+
+def _given(parser: argparse.ArgumentParser, sub: argparse.ArgumentParser,
+           argv: list[str] | None) -> set[str]:
+    """The options given on the command line: parsed again with every default a marker."""
+    defaults = {a.dest: a.default for a in sub._actions if a.dest != "help"}
+    sub.set_defaults(**{dest: _NOT_GIVEN for dest in defaults})
+    try:
+        probe = parser.parse_args(argv)
+    finally:
+        sub.set_defaults(**defaults)
+    return {key for key, value in vars(probe).items() if value is not _NOT_GIVEN}
+
+
+def _convert(value: Any, action: argparse.Action, where: str) -> Any:
+    """`value` from a file as the command line would have parsed it (or a clear error)."""
+    if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
+        if not isinstance(value, bool):
+            raise ProxylessError(f"{where}: expected true or false, got {excerpt(value)}")
+        return value
+    if value is None:
+        if action.default is None:
+            return None
+        raise ProxylessError(f"{where}: must not be empty (null)")
+    if action.nargs not in (None, "?"):
+        if not isinstance(value, list):
+            raise ProxylessError(f"{where}: expected a list, got {excerpt(value)}")
+        count = action.nargs if isinstance(action.nargs, int) else None
+        if count is not None and len(value) != count:
+            raise ProxylessError(f"{where}: expected {count} values, got {len(value)}")
+        return [_scalar(item, action, where) for item in value]
+    return _scalar(value, action, where)
+
+
+def _scalar(value: Any, action: argparse.Action, where: str) -> Any:
+    if isinstance(value, (dict, list, bool)):
+        raise ProxylessError(f"{where}: expected a single value, got {excerpt(value)}")
+    converted = value
+    if action.type is not None:
+        try:
+            converted = action.type(str(value))
+        except (argparse.ArgumentTypeError, ValueError, TypeError) as err:
+            raise ProxylessError(f"{where}: {excerpt(value)} is not valid "
+                                 f"({str(err) or type(err).__name__})") from None
+    elif not isinstance(value, str):
+        converted = str(value)
+    if action.choices is not None and converted not in action.choices:
+        raise ProxylessError(f"{where}: {excerpt(value)} is not one of "
+                             f"{', '.join(map(str, action.choices))}")
+    return converted
