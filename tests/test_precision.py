@@ -46,11 +46,11 @@ def test_auto_is_fp32_on_the_cpu_and_bad_names_are_refused():
 def test_every_precision_searches_and_trains_with_finite_losses(tmp_path, builtin_subset,
                                                                 precision):
     space = tiny_space()
-    data = builtin_subset(300, 100, test=100)  # fp16 convolutions are slow on the CPU
+    data = builtin_subset(100, 50, test=50)  # fp16 convolutions are slow on the CPU
     cost = flops_model(space)
     lo, hi = cost.bounds()
-    config = SearchConfig(warmup_epochs=1, epochs=2, batch_size=50, arch_every=2, seed=0,
-                          eval_limit=100, metric="flops", target=(lo + hi) / 2,
+    config = SearchConfig(warmup_epochs=1, epochs=2, batch_size=25, arch_every=2, seed=0,
+                          eval_limit=50, metric="flops", target=(lo + hi) / 2,
                           precision=precision)
     result = search(space, data, cost, config, tmp_path / "search", progress=False,
                     log=lambda m: None)
@@ -61,7 +61,7 @@ def test_every_precision_searches_and_trains_with_finite_losses(tmp_path, builti
     assert all(a.dtype == torch.float32 for a in result.supernet.arch_parameters())
     checkpoint = torch.load(tmp_path / "search" / "checkpoint.pt", weights_only=True)
     assert bool(checkpoint["grad_scaler"]) == (precision == "fp16")  # the scale is kept
-    final = train_network(result.arch, data, TrainConfig(epochs=1, batch_size=50,
+    final = train_network(result.arch, data, TrainConfig(epochs=1, batch_size=25,
                                                          precision=precision),
                           tmp_path / "train", progress=False, log=lambda m: None)
     trained = [json.loads(line) for line in
