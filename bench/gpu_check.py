@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from proxyless.arch import Architecture
+from proxyless.memory import saved_for_backward
 from proxyless.net import build_network
 from proxyless.precision import resolve_precision
 from proxyless.search.config import SearchConfig
@@ -71,36 +72,26 @@ def measure(step, device: torch.device, repeats: int, warmup: int = 2) -> dict:
     if device.type == "cuda":
         memory = torch.cuda.max_memory_allocated(device) - before
     else:
-        memory = saved_bytes(step)
+        memory = saved_for_backward(step)
     return {"seconds": statistics.median(times), "memory_bytes": int(memory)}
 
 
-def saved_bytes(step) -> int:
-    seen: dict[int, int] = {}
-
-    def pack(t: torch.Tensor):
-        seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        step()
-    return sum(seen.values())
+def training_step(forward, optimizer, scaler, precision, y) -> None:
+    """One SGD step of `forward()`'s logits on labels `y`, as the search and training run it."""
+    with precision.autocast():
+        logits = forward()
+    loss = nn.functional.cross_entropy(logits.float(), y)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
 
 
 def standalone_step(arch: Architecture, x, y, device, precision):
     net = build_network(arch).to(device, memory_format=torch.channels_last).train()
     optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, nesterov=True)
     scaler = precision.scaler()
-
-    def step():
-        with precision.autocast():
-            logits = net(x)
-        loss = nn.functional.cross_entropy(logits.float(), y)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-    return step
+    return lambda: training_step(lambda: net(x), optimizer, scaler, precision, y)
 
 
 def supernet_steps(supernet: SuperNet, x, y, xv, yv, precision, config: SearchConfig):
@@ -112,13 +103,7 @@ def supernet_steps(supernet: SuperNet, x, y, xv, yv, precision, config: SearchCo
 
     def weight_step(fixed=None):
         supernet.sample_gates("sample", gates, fixed=fixed)
-        with precision.autocast():
-            logits = supernet(x)
-        loss = nn.functional.cross_entropy(logits.float(), y)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
+        training_step(lambda: supernet(x), optimizer, scaler, precision, y)
 
     def arch_step():
         strategy.step(xv, yv, gates)

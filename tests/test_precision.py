@@ -16,6 +16,7 @@ from proxyless.batchnorm import frozen_bn_statistics
 from proxyless.epochs import Diverged, StepLosses
 from proxyless.errors import ProxylessError
 from proxyless.latency.cost import flops_model
+from proxyless.memory import saved_for_backward
 from proxyless.net import build_network
 from proxyless.precision import Precision, resolve_precision
 from proxyless.search import SearchConfig, search
@@ -108,19 +109,6 @@ def test_the_architecture_gradient_in_bf16_matches_fp32(builtin_subset):
         assert ((low - exact).norm() / exact.norm()).item() < 0.05, estimator
 
 
-def saved_bytes(step) -> int:
-    """Bytes of the tensors autograd keeps for backward while `step` runs its forward."""
-    seen: dict[int, int] = {}
-
-    def pack(t: torch.Tensor):
-        seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        step()
-    return sum(seen.values())
-
-
 def test_the_weight_step_holds_one_paths_activations():
     """The search's weight step keeps for backward what the standalone network of the sampled
     path keeps: at most 1.2x (measured 1.00x), whatever the number of candidates."""
@@ -131,11 +119,11 @@ def test_the_weight_step_holds_one_paths_activations():
     net.sample_gates("sample", torch.Generator().manual_seed(0))
     path = net.active_architecture()
     standalone = build_network(path).to(memory_format=torch.channels_last)
-    search_step = saved_bytes(lambda: net(x).sum())
-    alone = saved_bytes(lambda: standalone(x).sum())
+    search_step = saved_for_backward(lambda: net(x).sum())
+    alone = saved_for_backward(lambda: standalone(x).sum())
     assert search_step <= 1.2 * alone
     net.sample_gates("full")  # every path at once (DARTS-like), for scale
-    assert saved_bytes(lambda: net(x).sum()) > 2 * alone
+    assert saved_for_backward(lambda: net(x).sum()) > 2 * alone
 
 
 def test_losses_are_read_in_batches_and_the_bad_batch_is_named():
@@ -175,6 +163,7 @@ from pathlib import Path
 from proxyless import distributed
 from proxyless.data import load_data
 from proxyless.latency.cost import flops_model
+from proxyless.memory import saved_for_backward
 from proxyless.search import SearchConfig, search
 from proxyless.space import SearchSpace, StageSpec, load_space
 

@@ -202,10 +202,11 @@ def evaluate(model: nn.Module, batches: Iterable, device: torch.device,
              precision: Precision | None = None) -> tuple[float, float]:
     """(mean cross-entropy, top-1 in %) over all batches, summed over DDP ranks; the forward
     under `precision`'s autocast, the loss in fp32."""
+    precision = precision or Precision("fp32", device.type)
     model.eval()
     tally = Tally()
     for x, y in batches:
-        with precision.autocast() if precision is not None else contextlib.nullcontext():
+        with precision.autocast():
             logits = model(x.contiguous(memory_format=torch.channels_last))
         tally.add(nn.functional.cross_entropy(logits.float(), y, reduction="sum"), logits, y)
     return tally.totals(device)

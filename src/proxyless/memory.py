@@ -1,10 +1,15 @@
 """What a space's networks hold in memory, counted off the layer records without building
-anything, and the limits past which a space is refused before anything is allocated.
+anything, and the limits past which a space is refused before anything is allocated; and,
+measured, what one step keeps for backward (`saved_for_backward`).
 
     >>> check_space_fits(load_space("imagenet"), batch_size=256)   # or a clear error
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
 
 from proxyless.errors import ProxylessError
 from proxyless.space import SearchSpace
@@ -66,3 +71,18 @@ def check_space_fits(space: SearchSpace, batch_size: int = 1, supernet: bool = T
                                  f"--batch-size {fits}")
         raise ProxylessError(f"{where} is too large to train: the largest network's "
                              f"activations take {image}; {fix}")
+
+
+def saved_for_backward(step: Callable[[], object]) -> int:
+    """Bytes of the tensors autograd keeps for backward while `step` runs (each storage
+    once): a step's activation memory, measurable on any device, the CPU included."""
+    seen: dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        seen[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        step()
+    return sum(seen.values())

@@ -120,10 +120,16 @@ class MixedOp(nn.Module):
         version counter moves with every in-place update): the weight steps between two
         architecture steps draw their gates without waiting for the GPU. See
         `SuperNet.host_alphas` for all blocks in one copy."""
-        key = (self.alpha.data_ptr(), self.alpha._version)
-        if self._host_alpha is None or self._host_alpha[0] != key:
-            self._host_alpha = (key, self.alpha.detach().double().cpu())
+        if not self.host_alpha_current():
+            self._host_alpha = (self._alpha_key(), self.alpha.detach().double().cpu())
         return self._host_alpha[1]
+
+    def _alpha_key(self) -> tuple[int, int]:
+        return self.alpha.data_ptr(), self.alpha._version
+
+    def host_alpha_current(self) -> bool:
+        """Whether the host copy of α is that of α as it is now."""
+        return self._host_alpha is not None and self._host_alpha[0] == self._alpha_key()
 
     def host_probs(self) -> torch.Tensor:
         """p on the host, to draw gates from (see `host_alpha`)."""
@@ -309,13 +315,12 @@ class SuperNet(Backbone):
         """Every block's α on the host (`MixedOp.host_alpha`); those that changed are copied
         from the device together, in one transfer."""
         ops = self.mixed_ops
-        stale = [op for op in ops if op._host_alpha is None
-                 or op._host_alpha[0] != (op.alpha.data_ptr(), op.alpha._version)]
+        stale = [op for op in ops if not op.host_alpha_current()]
         if stale:
             flat = torch.cat([op.alpha.detach().reshape(-1) for op in stale]).double().cpu()
             for op, alpha in zip(stale, flat.split([op.alpha.numel() for op in stale]),
                                  strict=True):
-                op._host_alpha = ((op.alpha.data_ptr(), op.alpha._version), alpha)
+                op._host_alpha = (op._alpha_key(), alpha)
         return [op.host_alpha() for op in ops]
 
     def sample_gates(self, mode: str, generator: torch.Generator | None = None,

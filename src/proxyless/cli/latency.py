@@ -22,6 +22,7 @@ from proxyless.latency.timer import (
     DEFAULT_THREADS,
     GPU_PROFILE_BATCH,
     Timer,
+    default_setting,
 )
 from proxyless.memory import check_space_fits
 from proxyless.runtime import check_out_file
@@ -100,11 +101,9 @@ def add_cross_latency_parser(sub) -> None:
 
 def cmd_profile(args: argparse.Namespace) -> int:
     space = load_space(args.space)
-    gpu = args.device.startswith("cuda")
-    if args.backend is None:
-        args.backend = "torch" if gpu else DEFAULT_BACKEND
-    if args.batch is None:
-        args.batch = GPU_PROFILE_BATCH if gpu else 1
+    backend, batch = default_setting(args.device)
+    args.backend = args.backend or backend
+    args.batch = args.batch or batch
     check_space_fits(space, args.batch)  # every layer gets built and timed
     check_out_file(args.out, "--out")
     timer = Timer(args.backend, args.device, args.threads, args.warmup, args.repeats,

@@ -29,9 +29,9 @@ from proxyless.latency.calibration import CALIBRATION_NETWORKS
 from proxyless.latency.table import LatencyTable
 from proxyless.latency.timer import (
     BACKENDS,
-    DEFAULT_BACKEND,
     DEFAULT_THREADS,
     GPU_PROFILE_BATCH,
+    default_setting,
 )
 from proxyless.memory import check_space_fits
 from proxyless.search.config import (
@@ -172,11 +172,9 @@ def add_profile_args(p: argparse.ArgumentParser) -> None:
 def resolve_profile_args(args: argparse.Namespace) -> None:
     """The profile's runtime and batch where not given: on a GPU, its own latency at the
     paper's GPU batch (PyTorch, batch 8); on the CPU, ONNX Runtime at batch 1."""
-    gpu = args.device.startswith("cuda")
-    if args.profile_backend is None:
-        args.profile_backend = "torch" if gpu else DEFAULT_BACKEND
-    if args.profile_batch is None:
-        args.profile_batch = GPU_PROFILE_BATCH if gpu else 1
+    backend, batch = default_setting(args.device)
+    args.profile_backend = args.profile_backend or backend
+    args.profile_batch = args.profile_batch or batch
 
 
 def add_search_parser(sub) -> None:

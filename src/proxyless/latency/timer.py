@@ -39,6 +39,14 @@ DEFAULT_BACKEND, DEFAULT_THREADS = "onnxruntime", 1
 # The paper's GPU latency setting: batch 8 (its GPU model: 5.1 ms on a V100 at batch 8); at
 # batch 1 a GPU's time is mostly kernel launches.
 GPU_PROFILE_BATCH = 8
+
+
+def default_setting(device: str) -> tuple[str, int]:
+    """(backend, batch) of a profile on `device` where none is given: on a GPU its own
+    latency in PyTorch at the paper's GPU batch; on the CPU, ONNX Runtime at batch 1."""
+    if device.startswith("cuda"):
+        return "torch", GPU_PROFILE_BATCH
+    return DEFAULT_BACKEND, 1
 BACKEND_NAMES = {"torch": "PyTorch (eager)", "onnxruntime": "ONNX Runtime"}
 # Seconds of round-robin timing per group of layers: beyond an hour a profile never ends.
 MAX_MIN_TIME = 3600.0

@@ -18,7 +18,6 @@ up; `SearchEpoch` is one epoch.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import math
 from collections.abc import Callable, Sequence
@@ -113,9 +112,10 @@ def evaluate_argmax(net: SuperNet, batches: Batches, calibration: Batches | None
     `calibration` batches, its BatchNorm statistics are re-estimated on them first.
     """
     device = next(net.parameters()).device
+    precision = precision or Precision("fp32", device.type)
     model = net.derived_network(arch).to(device, memory_format=torch.channels_last)
     if calibration is not None:
-        with precision.autocast() if precision is not None else contextlib.nullcontext():
+        with precision.autocast():
             recalibrate_batchnorm(model, calibration, calibration_batches)
     return skeleton.evaluate(model, batches, device, precision)[1]
 
