@@ -96,3 +96,33 @@ def interrupted_in_epoch(monkeypatch, epoch: int):
         yield
     finally:
         monkeypatch.setattr(train_module, "evaluate", real_evaluate)
+
+
+def read_events(folder) -> dict:
+    """The TensorBoard events of a run folder as TensorBoard shows them (a resumed run's
+    purge marks applied): {"scalars": {tag: [(step, value)]}, "images": {tag: [step]},
+    "hparams": {name: value}, "metrics": [tag]}."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    acc = EventAccumulator(str(folder), size_guidance={"scalars": 0, "images": 0,
+                                                      "tensors": 0})
+    acc.Reload()
+    tags = acc.Tags()
+    hparams, metrics = {}, []
+    try:
+        content = acc.PluginTagToContent("hparams")
+    except KeyError:  # no hparams written
+        content = {}
+    for raw in content.values():
+        data = plugin_data_pb2.HParamsPluginData.FromString(raw)
+        if data.HasField("session_start_info"):
+            for name, value in data.session_start_info.hparams.items():
+                hparams[name] = value.WhichOneof("kind") and getattr(
+                    value, value.WhichOneof("kind"))
+        if data.HasField("experiment"):
+            metrics = [m.name.tag for m in data.experiment.metric_infos]
+    return {"scalars": {t: [(e.step, e.value) for e in acc.Scalars(t)]
+                        for t in tags["scalars"]},
+            "images": {t: [e.step for e in acc.Images(t)] for t in tags["images"]},
+            "hparams": hparams, "metrics": metrics}

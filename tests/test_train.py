@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from conftest import interrupted_in_epoch
+from conftest import interrupted_in_epoch, read_events
 from proxyless import Architecture, build_network, load_space
 from proxyless.config import to_dict
 from proxyless.errors import ProxylessError
@@ -29,7 +29,7 @@ def test_short_training_beats_chance_by_a_wide_margin(tmp_path, builtin_subset):
 def test_resume_after_interruption_is_exact(tmp_path, builtin_subset, monkeypatch):
     arch = Architecture.uniform(load_space("fashion"), "k3e3")
     data = builtin_subset(256, 0, 100)
-    config = TrainConfig(epochs=3, batch_size=64, seed=3)
+    config = TrainConfig(epochs=3, batch_size=64, seed=3, log_every=2)
     full = train_network(arch, data, config, tmp_path / "a", progress=False)
 
     with interrupted_in_epoch(monkeypatch, 2), pytest.raises(KeyboardInterrupt):
@@ -45,6 +45,14 @@ def test_resume_after_interruption_is_exact(tmp_path, builtin_subset, monkeypatc
     assert all(torch.equal(a[k], b[k]) for k in a)
     lines = (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["epoch"] for x in lines] == [1, 2, 3]
+    # TensorBoard: the stopped process had logged part of epoch 2; the resumed one's curves
+    # replace it, so each tag holds every step once, with the uninterrupted run's values
+    before, after = read_events(tmp_path / "a")["scalars"], read_events(tmp_path / "b")["scalars"]
+    assert len(list((tmp_path / "b").glob("events.out.tfevents.*"))) == 2
+    assert before.keys() == after.keys()
+    for tag in before.keys() - {"epoch/epoch_time_s"}:
+        assert after[tag] == before[tag], tag
+    assert [step for step, _ in after["train/loss"]] == [2, 4, 6, 8, 10, 12]
 
 
 def test_resume_refuses_other_settings(tmp_path, builtin_subset):

@@ -46,6 +46,7 @@ from proxyless.runtime import (
     save_checkpoint,
     seed_epoch,
 )
+from proxyless.tensorboard_log import RunBoard, disabled
 
 LOWER_LR = "lower --lr (the weights diverged) and start again in a new --out"
 LOWER_ARCH_LR = "lower --arch-lr (α diverged) and start again in a new --out"
@@ -142,11 +143,15 @@ class Tally:
         self.correct: torch.Tensor | float = 0.0
         self.count = 0
 
-    def add(self, loss_sum: torch.Tensor | float, logits: torch.Tensor, y: torch.Tensor) -> None:
-        """`loss_sum`: the batch's summed loss (a detached tensor, or a number)."""
+    def add(self, loss_sum: torch.Tensor | float, logits: torch.Tensor,
+            y: torch.Tensor) -> torch.Tensor:
+        """`loss_sum`: the batch's summed loss (a detached tensor, or a number). Returns the
+        batch's top-1 in %, a device tensor."""
+        correct = (logits.detach().argmax(1) == y).sum()
         self.loss_sum = self.loss_sum + loss_sum
-        self.correct = self.correct + (logits.detach().argmax(1) == y).sum()
+        self.correct = self.correct + correct
         self.count += y.numel()
+        return correct * (100.0 / max(y.numel(), 1))
 
     def totals(self, device: torch.device) -> tuple[float, float]:
         """(mean loss, top-1 in %) over every rank's batches."""
@@ -246,17 +251,19 @@ class Epochs:
     `state_dict()`/`load_state_dict()` (models, optimizers, schedulers, strategies) or a list
     (its items are replaced). `saved`: checkpoint key -> a value saved as it is (what the run
     is: its space or architecture, its config, its data), for `check` to compare on resume.
+    `board`: the run's TensorBoard events (opened by `start`, given each epoch's record).
     """
 
     def __init__(self, run: RunContext, out: Path, checkpoint_format: str, total: int,
                  seed: int, state: dict[str, Any], saved: dict[str, Any],
-                 optional: Iterable[str] = ()) -> None:
+                 optional: Iterable[str] = (), board: RunBoard | None = None) -> None:
         self.context, self.out, self.format = run, out, checkpoint_format
         self.optional = set(optional)  # state keys older checkpoints lack: kept as they are
         self.total, self.seed = total, seed
         self.state, self.saved = state, saved
         self.metrics: list[dict] = []
         self.start_epoch, self.elapsed = 0, 0.0
+        self.board = board if board is not None and run.dist.is_main else disabled()
 
     @property
     def is_main(self) -> bool:
@@ -309,6 +316,7 @@ class Epochs:
             text = "".join(json.dumps(m) + "\n" for m in self.metrics)
             replace_atomically(self.out / "metrics.jsonl", lambda f: f.write(text.encode()))
             write_json_atomic(self.out / "config.json", config_json)
+            self.board.open(self.start_epoch, resume, config_json)
 
     def run(self, one_epoch: Callable[[int], dict], line: Callable[[dict], str], desc: str,
             progress: bool = True) -> list[dict]:
@@ -316,23 +324,25 @@ class Epochs:
         bar = tqdm(range(self.start_epoch, self.total), desc=desc, unit="epoch",
                    initial=self.start_epoch, total=self.total,
                    disable=not (progress and self.is_main))
-        for epoch in bar:
-            started = time.perf_counter()
-            seed_epoch(self.seed, epoch)
-            try:
-                record = one_epoch(epoch)
-                self.check_finite(record)
-            except Diverged as err:
-                bar.close()
-                raise ProxylessError(self.diverged_message(err, epoch)) from None
-            record["epoch_time_s"] = time.perf_counter() - started
-            self.elapsed += record["epoch_time_s"]
-            self.metrics.append(record)
-            if self.is_main:
-                with open(self.out / "metrics.jsonl", "a") as f:
-                    f.write(json.dumps(record) + "\n")
-                save_checkpoint(self.context.checkpoint, self.checkpoint(epoch + 1))
-                bar.write(line(record))
+        with contextlib.closing(self.board):  # what was logged is kept, however it ends
+            for epoch in bar:
+                started = time.perf_counter()
+                seed_epoch(self.seed, epoch)
+                try:
+                    record = one_epoch(epoch)
+                    self.check_finite(record)
+                except Diverged as err:
+                    bar.close()
+                    raise ProxylessError(self.diverged_message(err, epoch)) from None
+                record["epoch_time_s"] = time.perf_counter() - started
+                self.elapsed += record["epoch_time_s"]
+                self.metrics.append(record)
+                if self.is_main:
+                    with open(self.out / "metrics.jsonl", "a") as f:
+                        f.write(json.dumps(record) + "\n")
+                    self.board.epoch(epoch + 1, record)
+                    save_checkpoint(self.context.checkpoint, self.checkpoint(epoch + 1))
+                    bar.write(line(record))
         return self.metrics
 
     def check_finite(self, record: dict) -> None:

@@ -114,34 +114,54 @@ def latency_scatter(measured, plain, calibrated, path: str | Path, title: str) -
 
 def probs_evolution(probs_history, tokens_per_block, path: str | Path, title: str = "") -> Path:
     """How each block's p evolved over the epochs (one small stacked area chart per block)."""
+    return _save(probs_figure(probs_history, tokens_per_block, title), path)
+
+
+def probs_figure(probs_history, tokens_per_block, title: str = ""):
+    """The figure of `probs_evolution` (also TensorBoard's picture of p after each epoch).
+    Laid out by hand, with autoscaling off and stacks filled as polygons: tight_layout,
+    shared axes and stackplot made it take seconds, too much to draw at every epoch."""
     plt = _pyplot()
     history = [[np.asarray(p) for p in epoch] for epoch in probs_history]
     blocks = len(tokens_per_block)
     cols = min(blocks, 6)
     rows = (blocks + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(2.3 * cols, 1.8 * rows + 0.6), dpi=110,
-                             squeeze=False, sharex=True, sharey=True)
+    width, height = 2.3 * cols, 1.8 * rows + 0.6
+    fig, axes = plt.subplots(rows, cols, figsize=(width, height), dpi=110, squeeze=False)
+    fig.subplots_adjust(left=0.35 / width, right=1 - 0.1 / width, bottom=0.6 / height,
+                        top=1 - 0.6 / height, wspace=0.12, hspace=0.45)
     all_tokens = sorted({t for tokens in tokens_per_block for t in tokens},
                         key=lambda t: (t == "zero", t))
     cmap = plt.get_cmap("tab10")
     colors = {t: ("0.8" if t == "zero" else cmap(i)) for i, t in enumerate(all_tokens)}
-    epochs = np.arange(len(history))
+    epochs = np.arange(len(history), dtype=float)
+    last = max(len(history) - 1, 1)
     for b, tokens in enumerate(tokens_per_block):
         ax = axes[b // cols][b % cols]
+        ax.set_autoscale_on(False)
+        ax.set_xlim(0, last)
+        ax.set_ylim(0, 1)
         series = np.stack([epoch[b] for epoch in history], axis=1)
-        ax.stackplot(epochs, series, colors=[colors[t] for t in tokens], linewidth=0)
+        tops = np.cumsum(series, axis=0)
+        bottoms = tops - series
+        for k, token in enumerate(tokens):  # each candidate a band between two cumulated p
+            outline = np.concatenate([np.stack([epochs, tops[k]], 1),
+                                      np.stack([epochs[::-1], bottoms[k][::-1]], 1)])
+            ax.add_patch(plt.Polygon(outline, closed=True, color=colors[token], linewidth=0))
         best = tokens[int(np.argmax(series[:, -1]))]
         ax.set_title(f"block {b}: {best}", fontsize=8)
-        ax.set_ylim(0, 1)
         ax.tick_params(labelsize=6)
+        if b % cols:
+            ax.tick_params(labelleft=False)
+        if b + cols < blocks:
+            ax.tick_params(labelbottom=False)
     for b in range(blocks, rows * cols):
         axes[b // cols][b % cols].axis("off")
     handles = [plt.Rectangle((0, 0), 1, 1, color=colors[t]) for t in all_tokens]
     fig.legend(handles, all_tokens, loc="lower center", ncol=len(all_tokens), fontsize=7,
                frameon=False)
     fig.suptitle(title or "architecture probabilities p per block over epochs", fontsize=9)
-    fig.tight_layout(rect=(0, 0.06, 1, 0.97))
-    return _save(fig, path)
+    return fig
 
 
 def arch_picture(arch, path: str | Path, title: str = "") -> Path:

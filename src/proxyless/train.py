@@ -48,6 +48,7 @@ from proxyless.files import write_json_atomic
 from proxyless.net import build_network
 from proxyless.precision import PRECISIONS, Precision, resolve_precision
 from proxyless.runtime import RunContext, start_run
+from proxyless.tensorboard_log import RunBoard
 from proxyless.walk import count_macs, count_params
 
 CHECKPOINT = "checkpoint.pt"
@@ -69,6 +70,8 @@ class TrainConfig:
     eval_batch_size: int = 500
     workers: int | None = None      # processes decoding a streamed image folder (None: cores)
     precision: str = "auto"         # auto, fp32, bf16 or fp16 (proxyless.precision)
+    tensorboard: bool = True        # event files in the run folder (proxyless.tensorboard_log)
+    log_every: int = 10             # ... step values averaged over this many weight steps
 
     def validate(self) -> None:
         problem = settings_problem(self)
@@ -81,7 +84,7 @@ class TrainConfig:
             "label_smoothing": 0 <= self.label_smoothing < 1,
             "dropout": 0 <= self.dropout < 1, "eval_batch_size": self.eval_batch_size >= 1,
             "workers": self.workers is None or self.workers >= 0,
-            "precision": self.precision in PRECISIONS,
+            "precision": self.precision in PRECISIONS, "log_every": self.log_every >= 1,
         }
         for name, ok in checks.items():
             if not ok:
@@ -95,7 +98,8 @@ class TrainConfig:
 
 # Settings that may change between a run and its resumption without changing its results.
 # (The precision is one: it resolves by device, and a resumed run may run on another.)
-_RESUMABLE_CHANGES = {"device", "threads", "eval_batch_size", "workers", "precision"}
+_RESUMABLE_CHANGES = {"device", "threads", "eval_batch_size", "workers", "precision",
+                      "tensorboard", "log_every"}
 
 
 def _check_resume(state: dict, arch: Architecture, config: TrainConfig, out: Path,
@@ -137,11 +141,14 @@ def train_network(arch: Architecture, data: DataSplits, config: TrainConfig,
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     scaler = precision.scaler()
     source = {"name": data.name, "source": data.source, "transform": data.transform}
+    board = RunBoard(out, len(train_batches), config.log_every, sync_every(run.device),
+                     enabled=config.tensorboard and run.dist.is_main, log=log,
+                     metrics=("epoch/test_top1", "epoch/test_loss"))
     epochs = Epochs(run, out, "proxyless-train/1", config.epochs, config.seed,
                     state={"model": bare, "optimizer": optimizer, "scheduler": scheduler,
                            "grad_scaler": scaler},
                     saved={"arch": arch.to_dict(), "config": to_dict(config), "data": source},
-                    optional=("grad_scaler",))
+                    optional=("grad_scaler",), board=board)
     epochs.start(resume, {"arch": arch.to_dict(), "train": to_dict(config), "data": source},
                  lambda checkpoint: _check_resume(checkpoint, arch, config, out,
                                                   data.transform), log)
@@ -152,7 +159,8 @@ def train_network(arch: Architecture, data: DataSplits, config: TrainConfig,
         train_batches.set_epoch(epoch)
         bar = batch_bar(train_batches, f"epoch {epoch + 1}", show)
         train_loss, train_top1 = train_epoch(model, bar, optimizer, scheduler, criterion,
-                                             run.device, precision, scaler)
+                                             run.device, precision, scaler, board,
+                                             epoch * len(train_batches))
         test_loss, test_top1 = evaluate(model, test_batches, run.device, precision)
         record = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
                   "train_loss": train_loss, "train_top1": train_top1,
@@ -195,10 +203,12 @@ def _batches(data: DataSplits, config: TrainConfig, run: RunContext,
 
 def train_epoch(model: nn.Module, bar: tqdm, optimizer: torch.optim.Optimizer, scheduler,
                 criterion: nn.Module, device: torch.device, precision: Precision | None = None,
-                scaler: torch.amp.GradScaler | None = None) -> tuple[float, float]:
+                scaler: torch.amp.GradScaler | None = None, board: RunBoard | None = None,
+                steps_before: int = 0) -> tuple[float, float]:
     """One pass of SGD over the batches of `bar` (see `batch_bar`): (mean loss, top-1 in %)
     summed over DDP ranks. The forward runs under `precision`'s autocast, the backward through
-    `scaler` (fp16); losses are read on the host only every `sync_every` steps."""
+    `scaler` (fp16); losses are read on the host only every `sync_every` steps. Each step's
+    loss, top-1 and rate go to `board` as step `steps_before` + its batch number."""
     precision = precision or Precision("fp32", device.type)
     scaler = scaler or precision.scaler()
     model.train()
@@ -209,11 +219,15 @@ def train_epoch(model: nn.Module, bar: tqdm, optimizer: torch.optim.Optimizer, s
             logits = model(x.contiguous(memory_format=torch.channels_last))
         loss = criterion(logits.float(), y)
         optimizer.zero_grad(set_to_none=True)
+        lr = optimizer.param_groups[0]["lr"]
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
         scheduler.step()
-        tally.add(loss.detach() * y.numel(), logits, y)
+        top1 = tally.add(loss.detach() * y.numel(), logits, y)
+        if board is not None:
+            board.add(steps_before + i + 1, {"train/loss": loss.detach(), "train/top1": top1,
+                                             "train/lr": lr})
         value = losses.add(i, loss)
         if value is not None:
             bar.set_postfix(loss=f"{value:.3f}", refresh=False)

@@ -118,6 +118,12 @@ def add_runtime_args(parser: argparse.ArgumentParser) -> None:
                              "loss stay fp32")
     parser.add_argument("--seed", type=seed_int, default=0)
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    parser.add_argument("--no-tensorboard", action="store_true",
+                        help="write no TensorBoard event files into the run folder (by "
+                             "default they are: `tensorboard --logdir runs/`)")
+    parser.add_argument("--log-every", type=positive_int, default=10, metavar="STEPS",
+                        help="TensorBoard: average the step curves over this many weight "
+                             "steps (default 10)")
 
 
 def data_from_args(args: argparse.Namespace, space: SearchSpace,

@@ -109,7 +109,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         train_config = TrainConfig(**{"epochs": epochs, "batch_size": search_config.batch_size,
                                       **dict(budget.train), "seed": args.seed,
                                       "device": args.device, "threads": args.threads,
-                                      "workers": args.workers, "precision": args.precision})
+                                      "workers": args.workers, "precision": args.precision,
+                                      "tensorboard": not args.no_tensorboard,
+                                      "log_every": args.log_every})
         config = RunConfig(search_config, train_config, profile_threads=args.profile_threads,
                            profile_min_time=args.profile_min_time,
                            profile_backend=args.profile_backend,

@@ -50,7 +50,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                          weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
                          dropout=args.dropout, augment=not args.no_augment, seed=args.seed,
                          device=args.device, threads=args.threads, workers=args.workers,
-                         precision=args.precision)
+                         precision=args.precision, tensorboard=not args.no_tensorboard,
+                         log_every=args.log_every)
     config.validate()
     check_space_fits(arch.space, config.batch_size, supernet=False)
     with run_folder(args.out):

@@ -72,6 +72,8 @@ class SearchConfig:
     threads: int | None = None
     workers: int | None = None      # processes decoding a streamed image folder (None: cores)
     precision: str = "auto"         # auto, fp32, bf16 or fp16 (proxyless.precision)
+    tensorboard: bool = True        # event files in the run folder (proxyless.tensorboard_log)
+    log_every: int = 10             # ... step values averaged over this many weight steps
 
     def validate(self) -> None:
         def check(ok: bool, message: str) -> None:
@@ -121,6 +123,7 @@ class SearchConfig:
               "--measure-latency measures latency: give --target-ms, not --target-mflops")
         check(self.measure_threads >= 1, "measure_threads must be >= 1")
         check(self.workers is None or self.workers >= 0, "workers must be >= 0")
+        check(self.log_every >= 1, f"log_every must be >= 1, got {self.log_every}")
         check(self.precision in PRECISIONS,
               f"precision {self.precision!r} not in {PRECISIONS}")
 

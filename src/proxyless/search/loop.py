@@ -37,19 +37,22 @@ from proxyless.data import (
     DataSplits,
     check_channels,
     check_class_count,
-    make_batches,
     skipped_images,
 )
 from proxyless.errors import ProxylessError
 from proxyless.latency.cost import CostModel
 from proxyless.precision import Precision, resolve_precision
-from proxyless.runtime import RunContext, start_run
+from proxyless.report import probs_figure
+from proxyless.runtime import start_run
+from proxyless.search.batches import SearchBatches
 from proxyless.search.config import SearchConfig
 from proxyless.search.costs import require_cost
 from proxyless.search.gradient import GradientStrategy
 from proxyless.search.paths import fair_paths, sandwich_paths, warmup_paths
 from proxyless.search.reinforce import Objective, ReinforceStrategy
 from proxyless.supernet import SuperNet
+from proxyless.tensorboard_log import RunBoard
+from proxyless.tensorboard_log import disabled as disabled_board
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -154,9 +157,14 @@ def search(space, data: DataSplits, cost_model: CostModel | None, config: Search
     # the table decides the handed-over network unless the target binds a latency measured
     # (or computed) otherwise: then the argmax, as the multipliers left it
     projection = cost_model if latency_fn is None else None
-    one_epoch = SearchEpoch(net, batches, w_opt, w_sched, strategy, config,
-                            (cost_model, *also_log), run.device, progress and run.dist.is_main,
-                            precision, projection)
+    cost_models = (cost_model, *also_log)
+    board = RunBoard(out, steps, config.log_every, skeleton.sync_every(run.device),
+                     enabled=config.tensorboard and run.dist.is_main, log=log,
+                     metrics=("epoch/val_top1", *(f"epoch/argmax_{m.name}"
+                                                  for m in cost_models if m is not None)))
+    one_epoch = SearchEpoch(net, batches, w_opt, w_sched, strategy, config, cost_models,
+                            run.device, progress and run.dist.is_main, precision, projection,
+                            board)
     total = config.warmup_epochs + config.epochs
     epochs = skeleton.Epochs(run, out, "proxyless-search/1", total, config.seed,
                              state={"supernet": net, "w_optimizer": w_opt, "w_scheduler": w_sched,
@@ -164,7 +172,7 @@ def search(space, data: DataSplits, cost_model: CostModel | None, config: Search
                                     "probs_history": one_epoch.probs_history},
                              saved={"space": space.to_dict(), "config": to_dict(config),
                                     "data": {"transform": data.transform}},
-                             optional=("grad_scaler",))
+                             optional=("grad_scaler",), board=board)
     epochs.start(resume, {"space": space.to_dict(), "search": to_dict(config),
                           "data": {"name": data.name, "source": data.source,
                                    "transform": data.transform}},
@@ -196,7 +204,8 @@ def _check_resume(checkpoint: dict, space, config: SearchConfig, out: Path,
     skeleton.check_same_transform(checkpoint, transform, out)
     # searches from before the two-sided target bound from above only
     changed = skeleton.changed_settings(checkpoint, config,
-                                        ("device", "threads", "workers", "precision"),
+                                        ("device", "threads", "workers", "precision",
+                                         "tensorboard", "log_every"),
                                         legacy={"target_floor": 0.0})
     if checkpoint.get("space") != space.to_dict():
         raise ProxylessError(f"cannot resume {out} with a different space; use the original "
@@ -211,43 +220,6 @@ def _check_resume(checkpoint: dict, space, config: SearchConfig, out: Path,
                              f"the original ones{hint} or a new --out")
 
 
-@dataclass
-class SearchBatches:
-    """This rank's batches: weight steps, architecture steps, and the argmax's evaluation."""
-    train: Batches
-    val: Batches
-    eval: Batches
-
-    @classmethod
-    def build(cls, space, data: DataSplits, config: SearchConfig,
-              run: RunContext) -> SearchBatches:
-        train_set = data.train
-        if config.train_limit and config.train_limit < len(train_set):
-            g = torch.Generator().manual_seed(config.seed)
-            train_set = train_set.subset(torch.randperm(len(train_set), generator=g)
-                                         [:config.train_limit])
-        common = dict(mean=data.mean, std=data.std, rank=run.dist.rank,
-                      world_size=run.dist.world_size, image_size=space.input_size,
-                      device=run.device, workers=config.workers)
-        train = make_batches(train_set, config.batch_size, shuffle=True, augment=True,
-                             seed=config.seed, drop_last=True, **common)
-        val = make_batches(data.val, config.batch_size, shuffle=True, augment=False,
-                           seed=config.seed + 1, drop_last=True, **common)
-        eval_set = data.val
-        if config.eval_limit and config.eval_limit < len(eval_set):
-            eval_set = eval_set.subset(torch.arange(config.eval_limit))
-        evaluation = make_batches(eval_set, 500, shuffle=False, augment=False, pad=False,
-                                  **common)
-        if len(train) < config.arch_every:
-            raise ProxylessError(f"{len(train)} training batches per epoch are fewer than "
-                                 f"--arch-every {config.arch_every}: no architecture step "
-                                 "would run; lower --arch-every or --batch-size")
-        if len(train) == 0 or len(val) == 0:
-            raise ProxylessError(f"batch size {config.batch_size} exceeds the training "
-                                 f"({len(train_set)}) or validation ({len(data.val)}) images")
-        return cls(train, val, evaluation)
-
-
 class SearchEpoch:
     """One epoch of the search, `one_epoch(epoch) -> record`: per training batch a weight
     step on sampled paths (α frozen), and every `arch_every` batches an architecture step
@@ -257,12 +229,13 @@ class SearchEpoch:
                  w_sched, strategy, config: SearchConfig,
                  cost_models: Sequence[CostModel | None], device: torch.device,
                  show: bool, precision: Precision | None = None,
-                 projection: CostModel | None = None) -> None:
+                 projection: CostModel | None = None, board: RunBoard | None = None) -> None:
         self.net, self.batches, self.w_opt, self.w_sched = net, batches, w_opt, w_sched
         self.strategy, self.config, self.cost_models = strategy, config, cost_models
         self.device, self.show = device, show
         self.precision = precision or Precision("fp32", device.type)
         self.projection = projection  # see derive_within_target
+        self.board = board or disabled_board()
         self.scaler = self.precision.scaler()
         self.criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
         self.weights = net.weight_parameters()
@@ -294,6 +267,7 @@ class SearchEpoch:
                     arch_stats.append(self.strategy.step(
                         xv.contiguous(memory_format=torch.channels_last), yv, gates))
                     require_finite_alpha(self.net)
+                    self.log_arch_step(epoch * len(train) + i + 1, arch_stats[-1])
             if loss is not None:
                 bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
         losses.flush()
@@ -324,6 +298,7 @@ class SearchEpoch:
                 paths = sandwich_paths(net, paths[0])
         x = x.contiguous(memory_format=torch.channels_last)
         self.w_opt.zero_grad(set_to_none=True)
+        lr = self.w_opt.param_groups[0]["lr"]
         teacher = None
         for fixed in paths:  # gradients add up over the paths, then one update
             net.sample_gates("sample", gates, fixed=fixed)
@@ -344,8 +319,28 @@ class SearchEpoch:
         if teacher is not None:  # report the drawn path's loss on the labels, not the teacher's
             loss = self.criterion(logits.detach(), y)
         loss = loss.detach()
-        tally.add(loss * y.numel(), logits, y)
+        top1 = tally.add(loss * y.numel(), logits, y)
+        self.board.add(step + 1, {"train/loss": loss, "train/top1": top1, "train/lr": lr})
         return loss
+
+    def log_arch_step(self, step: int, stats: dict) -> None:
+        """The architecture step's figures for TensorBoard: its strategy's (loss, multiplier,
+        reward), E[cost] and the argmax's cost under each cost model, and the mean entropy
+        of p (from the host's copy of α, which the next gate draws need anyway)."""
+        if not self.board.active:
+            return
+        values: dict = {f"arch/{key.removeprefix('arch_')}": value
+                        for key, value in stats.items() if isinstance(value, (int, float))}
+        probs = [torch.softmax(alpha, 0) for alpha in self.net.host_alphas()]
+        values["arch/entropy"] = sum(float(-(p * p.clamp_min(1e-12).log()).sum())
+                                     for p in probs) / len(probs)
+        argmax = self.net.derive()
+        for model in self.cost_models:
+            if model is not None:
+                with torch.no_grad():
+                    values[f"arch/expected_{model.name}"] = model.expected_supernet(self.net)
+                values[f"arch/argmax_{model.name}"] = model.predict(argmax)
+        self.board.add(step, values)
 
     def record(self, epoch: int, phase: str, tally: skeleton.Tally, arch_stats: list[dict]) -> dict:
         """The epoch's line of metrics.jsonl (and its p in probs_history)."""
@@ -373,6 +368,11 @@ class SearchEpoch:
                     record[f"expected_{model.name}"] = model.expected_supernet(net).item()
                 record[f"argmax_{model.name}"] = model.predict(arch)
         self.probs_history.append([p.tolist() for p in net.probs()])
+        tokens = [slot.candidates for slot in net.space.slots()]
+        last = epoch + 1 == self.config.warmup_epochs + self.config.epochs
+        self.board.figure("probs", lambda: probs_figure(self.probs_history, tokens,
+                                                        f"p per block after epoch {epoch + 1}"),
+                          epoch + 1, last)
         return record
 
 
