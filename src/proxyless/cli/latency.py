@@ -9,10 +9,12 @@ import sys
 from pathlib import Path
 
 from proxyless.cli.options import min_time, nonneg_int, positive_int, seed_int
+from proxyless.errors import ProxylessError
 from proxyless.latency.calibration import CALIBRATION_NETWORKS, calibrate
 from proxyless.latency.check import latency_check
 from proxyless.latency.cost import latency_model
 from proxyless.latency.cross import cross_latency
+from proxyless.latency.kit import CHECK_NETWORKS, kit_summary, make_kit, table_from_kit
 from proxyless.latency.profile import profile_space
 from proxyless.latency.settings import DEFAULT_SETTINGS, NO_SETTINGS, SETTING_FORMAT, Timing
 from proxyless.latency.table import LatencyTable
@@ -25,7 +27,7 @@ from proxyless.latency.timer import (
     default_setting,
 )
 from proxyless.memory import check_space_fits
-from proxyless.runtime import check_out_file
+from proxyless.runtime import check_out_file, prepare_out_dir
 from proxyless.space import load_space
 
 
@@ -33,8 +35,18 @@ def add_latency_parsers(sub) -> None:
     """`profile` and `latency-check`."""
     p = sub.add_parser("profile", help="measure a space's layers on this device (lookup table)")
     p.add_argument("--space", required=True, help="preset or space file")
-    p.add_argument("--out", required=True, help="table file to write (.json or .yaml); an "
-                                                "unfinished one is resumed")
+    p.add_argument("--out", default=None, help="table file to write (.json or .yaml); an "
+                                               "unfinished one is resumed")
+    p.add_argument("--kit", default=None, metavar="DIR",
+                   help="instead of timing here, write a profiling kit for a device without "
+                        "PyTorch: every layer as ONNX and profile_kit.py (numpy + onnxruntime "
+                        "only); run it there, then --from-kit")
+    p.add_argument("--from-kit", default=None, metavar="TIMINGS",
+                   help="make the table (--out) from the timings.json a kit wrote on its "
+                        "device, calibrated on the kit's networks and checked on others")
+    p.add_argument("--kit-check", type=nonneg_int, default=CHECK_NETWORKS, metavar="N",
+                   help=f"networks a kit carries for checking the table (default "
+                        f"{CHECK_NETWORKS}; --calibrate sets those for calibration)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--backend", default=None, choices=BACKENDS,
                    help=f"the runtime to time (default on the CPU {DEFAULT_BACKEND}: what an "
@@ -101,6 +113,24 @@ def add_cross_latency_parser(sub) -> None:
 
 def cmd_profile(args: argparse.Namespace) -> int:
     space = load_space(args.space)
+    if args.kit is not None and args.from_kit is not None:
+        raise ProxylessError("--kit writes a kit, --from-kit reads its timings: give one")
+    if args.kit is not None:
+        return _write_kit(space, args)
+    if args.out is None:
+        raise ProxylessError("give --out TABLE (or --kit DIR to profile another device)")
+    if args.from_kit is not None:
+        check_out_file(args.out, "--out")
+        table, check = table_from_kit(space, args.from_kit)
+        if check:
+            table.meta["kit_check"] = {k: check[k] for k in ("samples", "calibrated",
+                                                             "table_sum")}
+        table.save(args.out)
+        print(kit_summary(table, check))
+        lo, hi = latency_model(table, space).bounds()
+        print(f"predicted latency of {space.name} networks: {lo:.3f} - {hi:.3f} ms -> "
+              f"{args.out}")
+        return 0
     backend, batch = default_setting(args.device)
     args.backend = args.backend or backend
     args.batch = args.batch or batch
@@ -117,6 +147,25 @@ def cmd_profile(args: argparse.Namespace) -> int:
               f"{fit['mape_plain_sum']:.1f}% (table sum) -> {fit['mape_fitted']:.1f}% (fitted)")
     lo, hi = latency_model(table, space).bounds()
     print(f"predicted latency of {space.name} networks: {lo:.3f} - {hi:.3f} ms")
+    return 0
+
+
+def _write_kit(space, args: argparse.Namespace) -> int:
+    if args.out is not None:
+        raise ProxylessError("--kit writes a folder, not a table: drop --out (the table comes "
+                             "later, from --from-kit)")
+    batch = args.batch or 1
+    check_space_fits(space, batch)
+    prepare_out_dir(args.kit, "--kit")
+    manifest = make_kit(space, args.kit, batch, args.calibrate, args.kit_check,
+                        progress=None if args.no_progress else print)
+    roles = [w.get("role") for w in manifest["workloads"] if w["kind"] == "network"]
+    print(f"kit of {space.name!r} -> {args.kit}: {len(roles)} "
+          f"networks ({roles.count('calibration')} to calibrate, {roles.count('check')} to "
+          f"check, the anchor), {len(manifest['workloads']) - len(roles)} layers, batch {batch}")
+    print(f"on the device: python profile_kit.py --threads 1 --out timings.json\n"
+          f"then here:     proxyless profile --space {args.space} --from-kit timings.json "
+          "--out TABLE")
     return 0
 
 

@@ -23,7 +23,7 @@ from proxyless.report import latency_scatter
 CHECK_SEED = 2000
 
 
-def _metrics(predicted: np.ndarray, measured: np.ndarray) -> dict[str, float]:
+def prediction_metrics(predicted: np.ndarray, measured: np.ndarray) -> dict[str, float]:
     # scipy takes a third of a second to import: paid by the check, not by every command
     from scipy.stats import spearmanr
 
@@ -55,8 +55,8 @@ def latency_check(table: LatencyTable, samples: int = 50, seed: int = CHECK_SEED
     # Predictions on the table's time base, brought to the machine's speed of the moment.
     plain = np.array([plain_model.predict(a) for a in archs]) * speed
     calibrated = np.array([calibrated_model.predict(a) for a in archs]) * speed
-    after, before = _metrics(calibrated, measured), _metrics(plain, measured)
-    raw = _metrics(calibrated / speed, measured)
+    after, before = prediction_metrics(calibrated, measured), prediction_metrics(plain, measured)
+    raw = prediction_metrics(calibrated / speed, measured)
     timer = meter.timer
     result = {**after, "mape_uncalibrated": before["mape"],
               "spearman_uncalibrated": before["spearman"],

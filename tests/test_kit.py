@@ -1,0 +1,133 @@
+"""Profiling kits: made here, timed by profile_kit.py with numpy and onnxruntime alone,
+turned back into a calibrated, checked latency table; damaged kits and foreign timings are
+refused."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from conftest import small_space
+from proxyless.arch import Architecture
+from proxyless.cli import main
+from proxyless.errors import ProxylessError
+from proxyless.latency.cost import latency_model
+from proxyless.latency.kit import make_kit, table_from_kit
+from proxyless.latency.profile import layer_workloads
+from proxyless.latency.table import LatencyTable
+from proxyless.space import load_space
+
+# profile_kit.py run as on a device without PyTorch: importing torch (or proxyless) fails
+WITHOUT_TORCH = ("import runpy, sys; sys.modules['torch'] = None; sys.modules['proxyless'] = "
+                 "None; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')")
+QUICK = ["--min-time", "0", "--repeats", "2", "--warmup", "1"]
+
+
+def run_script(kit, *args):
+    return subprocess.run([sys.executable, "-c", WITHOUT_TORCH, str(kit / "profile_kit.py"),
+                           *args], capture_output=True, text=True, cwd=kit)
+
+
+@pytest.fixture(scope="module")
+def timed_kit(tmp_path_factory):
+    """A kit of the small space (4 calibration and 3 check networks), timed on this CPU."""
+    kit = tmp_path_factory.mktemp("kit") / "kit"
+    make_kit(small_space(), kit, calibration=4, check=3)
+    done = run_script(kit, "--out", str(kit.parent / "timings.json"), *QUICK)
+    assert done.returncode == 0, done.stderr
+    return kit, kit.parent / "timings.json"
+
+
+def test_a_kit_holds_every_layer_without_its_weights(timed_kit):
+    import onnx
+
+    kit, _ = timed_kit
+    manifest = json.loads((kit / "kit.json").read_text())
+    space = small_space()
+    layers = [w for w in manifest["workloads"] if w["kind"] == "layer"]
+    assert sorted(w["key"] for w in layers) == sorted(layer_workloads(space, 1))
+    roles = [w["role"] for w in manifest["workloads"] if w["kind"] == "network"]
+    assert sorted(roles) == ["anchor"] + ["calibration"] * 4 + ["check"] * 3
+    # weights live outside the graphs: written on the device by the script, not shipped
+    network = next(w for w in manifest["workloads"] if w.get("role") == "anchor")
+    graph = kit / network["file"]
+    assert graph.stat().st_size < network["weights"]["size"] / 4
+    assert (graph.parent / network["weights"]["file"]).stat().st_size == \
+        network["weights"]["size"]
+    model = onnx.load(str(graph))  # loads its external data: a well-formed ONNX model
+    onnx.checker.check_model(model)
+
+
+def test_the_table_from_a_kit_is_calibrated_checked_and_usable(timed_kit, tmp_path):
+    _, timings = timed_kit
+    out = tmp_path / "table.json"
+    assert main(["profile", "--space", str(_space_file(tmp_path)), "--from-kit", str(timings),
+                 "--out", str(out)]) == 0
+    table = LatencyTable.load(out)
+    space = small_space()
+    assert set(table.entries) == set(layer_workloads(space, 1))
+    assert table.meta["source"] == "kit" and table.meta["backend"] == "onnxruntime"
+    assert table.calibration["fit"]["architectures"] == 4
+    assert table.meta["kit_check"]["samples"] == 3
+    assert 0 <= table.meta["kit_check"]["calibrated"]["within_10pct"] <= 100
+    model = latency_model(table, space)
+    lo, hi = model.bounds()
+    assert 0 < lo < model.predict(Architecture.uniform(space, "k5e6")) <= hi
+
+
+def test_the_script_refuses_a_changed_file_or_another_kit_version(timed_kit, tmp_path):
+    kit = tmp_path / "kit"
+    shutil.copytree(timed_kit[0], kit)
+    layer = next((kit / "layers").glob("*.onnx"))
+    layer.write_bytes(layer.read_bytes() + b"\0")
+    done = run_script(kit, "--out", "t.json", *QUICK)
+    assert done.returncode != 0 and "changed" in done.stderr and layer.name in done.stderr
+    manifest = json.loads((kit / "kit.json").read_text())
+    manifest["format"] = "proxyless-kit/0"
+    (kit / "kit.json").write_text(json.dumps(manifest))
+    done = run_script(kit, "--out", "t.json", *QUICK)
+    assert done.returncode != 0 and "proxyless-kit/0" in done.stderr
+    assert not (kit / "t.json").exists()
+
+
+def test_timings_of_another_space_or_version_or_unfinished_are_refused(timed_kit, tmp_path):
+    _, timings = timed_kit
+    with pytest.raises(ProxylessError, match="space 'small'.*not of 'fashion'"):
+        table_from_kit(load_space("fashion"), timings)
+    data = json.loads(timings.read_text())
+    edited = tmp_path / "t.json"
+    edited.write_text(json.dumps({**data, "format": "proxyless-kit/9"}))
+    with pytest.raises(ProxylessError, match="kit version 'proxyless-kit/9'"):
+        table_from_kit(small_space(), edited)
+    name = next(iter(data["timings"]))
+    edited.write_text(json.dumps({**data, "timings": {k: v for k, v in data["timings"].items()
+                                                      if k != name}}))
+    with pytest.raises(ProxylessError, match="lacks timings"):
+        table_from_kit(small_space(), edited)
+    bad = {**data["timings"], name: {"ms": -1.0}}
+    edited.write_text(json.dumps({**data, "timings": bad}))
+    with pytest.raises(ProxylessError, match="not a positive number"):
+        table_from_kit(small_space(), edited)
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--kit", "k", "--from-kit", "t.json"], "give one"),
+    (["--kit", "k", "--out", "x.json"], "drop --out"),
+    ([], "give --out"),
+])
+def test_kit_options_are_checked_before_any_work(tmp_path, monkeypatch, capsys, argv, message):
+    monkeypatch.chdir(tmp_path)
+    assert main(["profile", "--space", "fashion", *argv]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "k").exists()
+
+
+def _space_file(folder):
+    """The small space as a file `--space` takes."""
+    import yaml
+
+    path = folder / "small.yaml"
+    path.write_text(yaml.safe_dump(small_space().to_dict()))
+    return path
