@@ -130,6 +130,29 @@ def time_group(runs, warmup, repeats, min_time, numpy):
     return out
 
 
+def write_json(path, data):
+    """Write `path` whole or not at all (a kill mid-write leaves the previous file)."""
+    partial = path + ".partial"
+    with open(partial, "w") as f:
+        json.dump(data, f, indent=1)
+    os.replace(partial, path)
+
+
+def resume(path, kit_sha, settings):
+    """(timings, anchor reference) of an earlier, interrupted run of this kit with these
+    settings; nothing where there was none (or it was of another kit or other settings)."""
+    try:
+        with open(path) as f:
+            saved = json.load(f)
+    except (OSError, ValueError):
+        return {}, None
+    if saved.get("kit_sha256") != kit_sha or saved.get("settings") != settings:
+        print(f"{path}: of another kit or other settings; timing everything again")
+        return {}, None
+    print(f"resuming: {len(saved['timings'])} workloads already timed ({path})")
+    return saved["timings"], saved["reference"]
+
+
 def device_info(threads, numpy, ort):
     cpu = platform.processor() or platform.machine()
     try:
@@ -167,10 +190,15 @@ def main(argv=None):
     anchor = works[kit["anchor"]]
     for work in kit["workloads"]:
         write_weights(args.kit, work, numpy)
-    todo = [w for w in kit["workloads"] if w["name"] != anchor["name"]]
+    kit_sha = sha256(os.path.join(args.kit, "kit.json"))
+    settings = {"warmup": args.warmup, "repeats": args.repeats, "min_time": args.min_time,
+                "threads": args.threads, "statistic": "p10"}
+    progress_file = args.out + ".progress"
+    timings, reference = resume(progress_file, kit_sha, settings)
+    todo = [w for w in kit["workloads"]
+            if w["name"] != anchor["name"] and w["name"] not in timings]
     groups = [todo[i:i + args.chunk] for i in range(0, len(todo), args.chunk)]
     anchor_run = session(args.kit, anchor, args.threads, numpy, ort)
-    timings, reference = {}, None
     for number, group in enumerate(groups, 1):
         runs = [session(args.kit, w, args.threads, numpy, ort) for w in group]
         results = time_group([*runs, anchor_run], args.warmup, args.repeats, args.min_time,
@@ -181,23 +209,22 @@ def main(argv=None):
         for work, (ms, spread, count) in zip(group, results):
             timings[work["name"]] = {"ms": ms / speed, "spread": spread / speed,
                                      "count": count, "raw_ms": ms, "speed": speed}
+        # after every group: an interrupted run (--out the same) goes on from here
+        write_json(progress_file, {"kit_sha256": kit_sha, "settings": settings,
+                                   "reference": reference, "timings": timings})
         print(f"group {number}/{len(groups)}: {len(group)} workloads, anchor {anchor_ms:.3f} "
               f"ms (speed x{speed:.3f})", flush=True)
     timings[anchor["name"]] = {"ms": reference, "spread": 0.0, "count": 0,
                                "raw_ms": reference, "speed": 1.0}
-    result = {"format": KIT_FORMAT, "kit_sha256": sha256(os.path.join(args.kit, "kit.json")),
+    result = {"format": KIT_FORMAT, "kit_sha256": kit_sha,
               "kit": {k: v for k, v in kit.items() if k != "workloads"},
               "workloads": [{k: w[k] for k in ("name", "kind", "key", "arch", "role")
                              if k in w} for w in kit["workloads"]],
-              "device": device_info(args.threads, numpy, ort),
-              "settings": {"warmup": args.warmup, "repeats": args.repeats,
-                           "min_time": args.min_time, "statistic": "p10"},
+              "device": device_info(args.threads, numpy, ort), "settings": settings,
               "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
               "anchor_ms": reference, "timings": timings}
-    partial = args.out + ".partial"
-    with open(partial, "w") as f:
-        json.dump(result, f, indent=1)
-    os.replace(partial, args.out)
+    write_json(args.out, result)
+    os.remove(progress_file)
     print(f"{len(timings)} timings -> {args.out}")
     return 0
 
