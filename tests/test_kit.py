@@ -120,6 +120,7 @@ def test_timings_of_another_space_or_version_or_unfinished_are_refused(timed_kit
     (["--kit", "k", "--from-kit", "t.json"], "give one"),
     (["--kit", "k", "--out", "x.json"], "drop --out"),
     ([], "give --out"),
+    (["--kit", "k", "--backend", "torch"], "ONNX Runtime"),
 ])
 def test_kit_options_are_checked_before_any_work(tmp_path, monkeypatch, capsys, argv, message):
     monkeypatch.chdir(tmp_path)

@@ -151,10 +151,9 @@ def probs_figure(probs_history, tokens_per_block, title: str = ""):
         best = tokens[int(np.argmax(series[:, -1]))]
         ax.set_title(f"block {b}: {best}", fontsize=8)
         ax.tick_params(labelsize=6)
-        if b % cols:
-            ax.tick_params(labelleft=False)
-        if b + cols < blocks:
-            ax.tick_params(labelbottom=False)
+        # ticks on the outer panels only: each tick label is text to lay out and render
+        ax.set_yticks([0, 0.5, 1] if b % cols == 0 else [])
+        ax.set_xticks(range(0, last + 1, -(-last // 4)) if b + cols >= blocks else [])
     for b in range(blocks, rows * cols):
         axes[b // cols][b % cols].axis("off")
     handles = [plt.Rectangle((0, 0), 1, 1, color=colors[t]) for t in all_tokens]

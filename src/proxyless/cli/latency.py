@@ -154,6 +154,10 @@ def _write_kit(space, args: argparse.Namespace) -> int:
     if args.out is not None:
         raise ProxylessError("--kit writes a folder, not a table: drop --out (the table comes "
                              "later, from --from-kit)")
+    if (args.backend or "onnxruntime") != "onnxruntime" or args.device != "cpu":
+        raise ProxylessError("a kit is timed by ONNX Runtime on the device's CPU: drop "
+                             "--backend and --device (the device's threads are "
+                             "profile_kit.py's --threads)")
     batch = args.batch or 1
     check_space_fits(space, batch)
     prepare_out_dir(args.kit, "--kit")
