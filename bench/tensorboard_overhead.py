@@ -21,6 +21,7 @@ import argparse
 import functools
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -35,14 +36,19 @@ ARGS = ["search", "--space", "fashion", "--data", "builtin", "--train-limit", "4
         "--val-size", "500", "--threads", "2", "--no-progress"]
 
 
-def one_run(out: Path, tensorboard: bool) -> float:
-    """Milliseconds per training batch of the search epochs with architecture steps."""
+def one_run(out: Path, tensorboard: bool) -> tuple[float, float]:
+    """Milliseconds per training batch of the search epochs with architecture steps, and the
+    CPU seconds the whole command used (user + system: what other tenants' load on a shared
+    VM changes less than wall time)."""
     env = {**os.environ, "PYTHONPATH": str(HERE / "src"), "OMP_NUM_THREADS": "2"}
     command = [sys.executable, "-m", "proxyless.cli", *ARGS, "--out", str(out),
                *([] if tensorboard else ["--no-tensorboard"])]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     subprocess.run(command, check=True, env=env, capture_output=True)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    return statistics.mean(r["epoch_time_s"] for r in records[2:]) / STEPS * 1e3
+    return statistics.mean(r["epoch_time_s"] for r in records[2:]) / STEPS * 1e3, cpu
 
 
 def timed_from_inside(out: Path) -> dict[str, float]:
@@ -98,12 +104,15 @@ def main() -> int:
 
     names = {True: "event files", False: "--no-tensorboard"}
     times: dict[bool, list[float]] = {True: [], False: []}
+    cpu: dict[bool, list[float]] = {True: [], False: []}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.rounds):
             for tensorboard in ((True, False) if r % 2 == 0 else (False, True)):
-                ms = one_run(Path(tmp) / f"{tensorboard}-{r}", tensorboard)
+                ms, seconds = one_run(Path(tmp) / f"{tensorboard}-{r}", tensorboard)
                 times[tensorboard].append(ms)
-                say(f"round {r + 1}: {names[tensorboard]} {ms:.1f} ms per batch")
+                cpu[tensorboard].append(seconds)
+                say(f"round {r + 1}: {names[tensorboard]} {ms:.1f} ms per batch, "
+                    f"{seconds:.1f} CPU s in all")
         on, off = (statistics.median(times[k]) for k in (True, False))
         ratios = [a / b for a, b in zip(times[True], times[False], strict=True)]
         say(f"median ms per search batch: event files {on:.1f} (rounds {min(times[True]):.1f}-"
@@ -111,6 +120,12 @@ def main() -> int:
             f"{max(times[False]):.1f})")
         say(f"ratio event files / --no-tensorboard: x{on / off:.3f} (per round "
             f"x{min(ratios):.3f} to x{max(ratios):.3f}, sd {statistics.stdev(ratios):.3f})")
+        cpu_ratios = [a / b for a, b in zip(cpu[True], cpu[False], strict=True)]
+        say(f"CPU seconds per run: event files {statistics.median(cpu[True]):.1f}, "
+            f"--no-tensorboard {statistics.median(cpu[False]):.1f}: x"
+            f"{statistics.median(cpu[True]) / statistics.median(cpu[False]):.3f} (per round "
+            f"x{min(cpu_ratios):.3f} to x{max(cpu_ratios):.3f}, sd "
+            f"{statistics.stdev(cpu_ratios):.3f})")
         spent = timed_from_inside(Path(tmp) / "inside")
     wall = spent.pop("wall")
     say(f"timed from inside, one run of {wall:.1f} s (4 epochs, {4 * STEPS} weight steps; the "

@@ -66,9 +66,10 @@ def test_a_search_logs_curves_architecture_steps_probs_and_settings(tmp_path, bu
     for tag in ("epoch/val_top1", "epoch/train_loss", "epoch/entropy", "epoch/argmax_flops",
                 "epoch/expected_flops"):
         assert [s for s, _ in scalars[tag]] == [steps, 2 * steps, 3 * steps], tag
-    # p's picture after the first and the last epoch at least (pictures are kept to a share
-    # of the run's time; see test_pictures_are_kept_to_a_share_of_the_time)
-    assert {steps, 3 * steps} <= set(events["images"]["probs"]) <= {steps, 2 * steps, 3 * steps}
+    # p's picture after the last epoch, and after others as the time budget allows (see
+    # test_pictures_are_kept_to_a_share_of_the_time)
+    assert events["images"]["probs"][-1] == 3 * steps
+    assert set(events["images"]["probs"]) <= {steps, 2 * steps, 3 * steps}
     assert all(0 <= v <= 100 for _, v in scalars["train/top1"])
     assert events["hparams"]["search.arch_every"] == 2
     assert events["hparams"]["space.name"] == "tiny-fashion"
@@ -115,12 +116,12 @@ def test_pictures_are_kept_to_a_share_of_the_time(tmp_path):
 
     board = RunBoard(tmp_path, steps_per_epoch=1)
     board.open(start_epoch=0, resumed=False)
-    board.picture_share = 0.0  # after the first picture, only the last epoch's
+    board.picture_share = 0.0  # no time for pictures: only the last epoch's
     for epoch in range(1, 6):
         board.figure("p", draw, epoch, last=epoch == 5)
     board.picture_share = 1e9  # any time at all
     for epoch in range(6, 9):
         board.figure("p", draw, epoch, last=False)
     board.close()
-    assert len(drawn) == 5
-    assert read_events(tmp_path)["images"]["p"] == [1, 5, 6, 7, 8]
+    assert len(drawn) == 4
+    assert read_events(tmp_path)["images"]["p"] == [5, 6, 7, 8]

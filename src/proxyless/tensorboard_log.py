@@ -45,6 +45,7 @@ class RunBoard:
         self.pending: list[tuple[int, str, Value]] = []
         self.last_read = 0
         self.picture_share, self.picture_time, self.opened_at = 0.02, 0.0, 0.0
+        self.picture_cost = 1.0  # seconds, a guess until the first picture is timed
 
     def open(self, start_epoch: int, resumed: bool,
              settings: Mapping[str, Any] | None = None) -> None:
@@ -133,18 +134,20 @@ class RunBoard:
 
     def figure(self, tag: str, draw: Callable[[], Any], epoch: int, last: bool) -> None:
         """A matplotlib figure made by `draw()` at the end of epoch `epoch`, within a budget:
-        a picture of many panels takes a second or more to draw, so it is drawn after an
-        epoch only while pictures have taken at most `picture_share` of the time since the
-        board opened (every epoch of a long run, one now and then of a run of short epochs),
-        and always after the `last` epoch."""
+        a picture of many panels takes about a second to draw and encode (on the 2-core
+        machine we build on), so one is drawn only where all pictures so far and this one
+        (priced as the last, or at a second before the first) stay within `picture_share` of
+        the time since the board opened: after every epoch of a long run, now and then in a
+        run of short epochs, and always after the `last` epoch."""
         if self.writer is None:
             return
-        if not last and self.picture_time > self.picture_share * (time.perf_counter()
-                                                                  - self.opened_at):
+        elapsed = time.perf_counter() - self.opened_at
+        if not last and self.picture_time + self.picture_cost > self.picture_share * elapsed:
             return
         started = time.perf_counter()
         self.writer.add_figure(tag, draw(), epoch * self.steps_per_epoch, close=True)
-        self.picture_time += time.perf_counter() - started
+        self.picture_cost = time.perf_counter() - started
+        self.picture_time += self.picture_cost
 
     def _hparams(self, settings: Mapping[str, Any]) -> None:
         """The settings in TensorBoard's HPARAMS tab, beside the final value of `metrics`.
