@@ -121,12 +121,15 @@ def test_timings_of_another_space_or_version_or_unfinished_are_refused(timed_kit
     (["--kit", "k", "--out", "x.json"], "drop --out"),
     ([], "give --out"),
     (["--kit", "k", "--backend", "torch"], "ONNX Runtime"),
+    (["--kit", "."], "holds other files"),
 ])
 def test_kit_options_are_checked_before_any_work(tmp_path, monkeypatch, capsys, argv, message):
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.txt").write_text("a user's file, not a kit's")
     assert main(["profile", "--space", "fashion", *argv]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "k").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
 
 
 def _space_file(folder):

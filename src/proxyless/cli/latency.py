@@ -14,7 +14,13 @@ from proxyless.latency.calibration import CALIBRATION_NETWORKS, calibrate
 from proxyless.latency.check import latency_check
 from proxyless.latency.cost import latency_model
 from proxyless.latency.cross import cross_latency
-from proxyless.latency.kit import CHECK_NETWORKS, kit_summary, make_kit, table_from_kit
+from proxyless.latency.kit import (
+    CHECK_NETWORKS,
+    KIT_CALIBRATION,
+    kit_summary,
+    make_kit,
+    table_from_kit,
+)
 from proxyless.latency.profile import profile_space
 from proxyless.latency.settings import DEFAULT_SETTINGS, NO_SETTINGS, SETTING_FORMAT, Timing
 from proxyless.latency.table import LatencyTable
@@ -62,9 +68,10 @@ def add_latency_parsers(sub) -> None:
     p.add_argument("--min-time", type=min_time, default=20.0,
                    help="seconds to keep measuring each group of layers round-robin, so "
                         "that drift in the machine's speed hits all of them alike")
-    p.add_argument("--calibrate", type=nonneg_int, default=CALIBRATION_NETWORKS, metavar="K",
+    p.add_argument("--calibrate", type=nonneg_int, default=None, metavar="K",
                    help="measure K architectures end to end and fit the table's correction "
-                        "(0: skip)")
+                        f"(default {CALIBRATION_NETWORKS}; a kit carries {KIT_CALIBRATION}: "
+                        "cheap to time beside a device's layers; 0: skip)")
     p.add_argument("--no-progress", action="store_true")
 
     p = sub.add_parser("latency-check",
@@ -140,8 +147,9 @@ def cmd_profile(args: argparse.Namespace) -> int:
                   args.min_time)
     table = profile_space(space, args.out, timer, args.batch, progress=not args.no_progress)
     print(f"{len(table.entries)} entries -> {args.out}")
-    if args.calibrate > 0:
-        fit = calibrate(table, args.calibrate, progress=not args.no_progress).fit
+    count = CALIBRATION_NETWORKS if args.calibrate is None else args.calibrate
+    if count > 0:
+        fit = calibrate(table, count, progress=not args.no_progress).fit
         table.save(args.out)
         print(f"calibration on {fit['architectures']} architectures: MAPE "
               f"{fit['mape_plain_sum']:.1f}% (table sum) -> {fit['mape_fitted']:.1f}% (fitted)")
@@ -161,7 +169,8 @@ def _write_kit(space, args: argparse.Namespace) -> int:
     batch = args.batch or 1
     check_space_fits(space, batch)
     prepare_out_dir(args.kit, "--kit")
-    manifest = make_kit(space, args.kit, batch, args.calibrate, args.kit_check,
+    count = KIT_CALIBRATION if args.calibrate is None else args.calibrate
+    manifest = make_kit(space, args.kit, batch, count, args.kit_check,
                         progress=None if args.no_progress else print)
     roles = [w.get("role") for w in manifest["workloads"] if w["kind"] == "network"]
     print(f"kit of {space.name!r} -> {args.kit}: {len(roles)} "
