@@ -53,7 +53,7 @@ CHECK_NETWORKS = 20
 # Calibration networks a kit carries: twice `profile`'s 20 (the first 20 are the same). On the
 # fashion space 20 left 90-97% of unseen networks within 10% of the prediction, depending on
 # the draw, 40 left 98-99% (resampled from two kits' 60 timed networks, bench/README.md);
-# a network costs the device a fraction of a second more.
+# the device times one more group of networks (~20 s at the default --min-time).
 KIT_CALIBRATION = 40
 
 
