@@ -121,6 +121,27 @@ def test_plot_is_checked_before_measuring(capsys, tmp_path, table_file, monkeypa
     assert code == 2 and "--plot" in err and "afile is a file" in err
 
 
+@pytest.mark.parametrize("argv", [
+    ["profile", "--space", "fashion", "--min-time", "0", "--out", "/proc/proxyless/t.json"],
+    ["latency-check", "--samples", "3", "--plot", "/proc/proxyless/p.png"],
+    ["search", "--data", "builtin", "--target-mflops", "5", "--out", "/proc/proxyless/run"],
+    ["train", "ARCH", "--data", "builtin", "--out", "/proc/proxyless/run"],
+    ["run", "--data", "builtin", "--out", "/proc/sys/proxyless"],
+    ["profile", "--space", "fashion", "--kit", "/proc/proxyless/kit"],
+])
+def test_outputs_on_a_virtual_file_system_are_one_line_errors(capsys, arch_file, table_file,
+                                                              argv):
+    """/proc passes the permission checks (root may write in it) and then refuses mkdir."""
+    if not Path("/proc/self").exists():
+        pytest.skip("no /proc here")
+    argv = [arch_file if a == "ARCH" else a for a in argv]
+    if argv[0] == "latency-check":
+        argv[1:1] = ["--table", table_file]
+    code, err = run_cli(capsys, *argv, "--no-progress")
+    assert code == 2 and err.startswith("proxyless: error: --") and err.count("\n") == 1
+    assert "/proc/" in err and "choose another" in err
+
+
 def test_out_without_permission(tmp_path, monkeypatch):
     import os
 

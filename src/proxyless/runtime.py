@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pickle
 import random
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -100,6 +101,34 @@ def _check_creatable(path: Path, option: str, given: Path) -> None:
     if not os.access(base, os.W_OK | os.X_OK):  # root passes this: mkdir then says why
         raise ProxylessError(f"{option} {clip(given)}: no permission to write in "
                              f"{clip(base)}; choose another {option}")
+    _probe_writable(path, option, given)
+
+
+def _probe_writable(folder: Path, option: str, given: Path) -> None:
+    """Ask the OS itself: make `folder` (with the missing ones above it) and a file in it,
+    then remove what was made. Permission bits do not tell a read-only or virtual file system
+    (/proc, /sys) from a writable one, whatever the OS error would have been later."""
+    missing, made = [], []
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        missing.append(probe)
+        probe = probe.parent
+    try:
+        for step in reversed(missing):
+            step.mkdir()
+            made.append(step)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise ProxylessError(f"{option} {clip(given)}: nothing can be written in "
+                             f"{clip(folder)} ({err.strerror or first_line(err)}); choose "
+                             f"another {option}") from None
+    finally:
+        for step in reversed(made):  # deepest first; the command makes them again
+            try:
+                step.rmdir()
+            except OSError:
+                pass
 
 
 def prepare_out_dir(path: str | Path, option: str = "--out", create: bool = True) -> Path:
