@@ -101,20 +101,18 @@ def _check_creatable(path: Path, option: str, given: Path) -> None:
     if not os.access(base, os.W_OK | os.X_OK):  # root passes this: mkdir then says why
         raise ProxylessError(f"{option} {clip(given)}: no permission to write in "
                              f"{clip(base)}; choose another {option}")
-    _probe_writable(path, option, given)
+    _probe_writable(path, base, option, given)
 
 
-def _probe_writable(folder: Path, option: str, given: Path) -> None:
-    """Ask the OS itself: make `folder` (with the missing ones above it) and a file in it,
-    then remove what was made. Permission bits do not tell a read-only or virtual file system
-    (/proc, /sys) from a writable one, whatever the OS error would have been later."""
-    missing, made = [], []
-    probe = folder
-    while not probe.exists() and probe != probe.parent:
-        missing.append(probe)
-        probe = probe.parent
+def _probe_writable(folder: Path, base: Path, option: str, given: Path) -> None:
+    """Ask the OS itself: make `folder` (the missing folders between `base`, its nearest
+    existing ancestor, and it) and a file in it, then remove what was made. Permission bits
+    do not tell a read-only or virtual file system (/proc, /sys) from a writable one."""
+    made: list[Path] = []
     try:
-        for step in reversed(missing):
+        step = base
+        for part in folder.relative_to(base).parts:
+            step = step / part
             step.mkdir()
             made.append(step)
         with tempfile.TemporaryFile(dir=folder):

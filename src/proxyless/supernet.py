@@ -367,8 +367,12 @@ class SuperNet(Backbone):
         return [op.probs().detach() for op in self.mixed_ops]
 
     def entropy(self) -> float:
-        """Mean entropy of p over blocks (nats): how undecided the search still is."""
-        values = [-(p * p.clamp_min(1e-12).log()).sum().item() for p in self.probs()]
+        """Mean entropy of p over blocks (nats): how undecided the search still is. From the
+        host's copy of α (`host_alphas`: one transfer, none where α has not moved)."""
+        values = []
+        for alpha in self.host_alphas():
+            p = torch.softmax(alpha, 0)
+            values.append(float(-(p * p.clamp_min(1e-12).log()).sum()))
         return sum(values) / len(values)
 
     def derive(self) -> Architecture:

@@ -205,13 +205,12 @@ def table_from_kit(space: SearchSpace, timings_path: str | Path) -> tuple[Latenc
         plain = latency_model(table, space, calibrated=False)
         fitted = latency_model(table, space)
         truth = np.asarray(measured)
+        predicted = np.array([fitted.predict(a) for a in archs])
         check = {"samples": len(archs), "device": meta["cpu"],
-                 "calibrated": prediction_metrics(
-                     np.array([fitted.predict(a) for a in archs]), truth),
+                 "calibrated": prediction_metrics(predicted, truth),
                  "table_sum": prediction_metrics(
                      np.array([plain.predict(a) for a in archs]), truth),
-                 "measured_ms": truth.tolist(),
-                 "predicted_ms": [fitted.predict(a) for a in archs],
+                 "measured_ms": truth.tolist(), "predicted_ms": predicted.tolist(),
                  "architectures": [a.encode() for a in archs]}
     return table, check
 

@@ -331,9 +331,7 @@ class SearchEpoch:
             return
         values: dict = {f"arch/{key.removeprefix('arch_')}": value
                         for key, value in stats.items() if isinstance(value, (int, float))}
-        probs = [torch.softmax(alpha, 0) for alpha in self.net.host_alphas()]
-        values["arch/entropy"] = sum(float(-(p * p.clamp_min(1e-12).log()).sum())
-                                     for p in probs) / len(probs)
+        values["arch/entropy"] = self.net.entropy()
         argmax = self.net.derive()
         for model in self.cost_models:
             if model is not None:
