@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "proxyless"
 # Bottom to top: a module may import its own layer and the layers below it, never above.
 LAYERS: dict[str, tuple[str, ...]] = {
     "foundation": ("errors", "config", "files", "runtime", "distributed", "precision",
-                   "budgets", "tensorboard_log"),
+                   "budgets", "tensorboard_log", "stopping", "run_lock"),
     "data": ("space", "arch", "data"),
     "building": ("ops", "walk", "memory", "net", "supernet", "shared_weights", "batchnorm",
                  "epochs",

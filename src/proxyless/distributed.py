@@ -47,8 +47,10 @@ def setup(device: str) -> DistInfo:
 
 
 def is_main() -> bool:
-    """Rank 0, or a single process."""
-    return not dist.is_initialized() or dist.get_rank() == 0
+    """Rank 0, or a single process (before the process group is joined: as torchrun says)."""
+    if dist.is_initialized():
+        return dist.get_rank() == 0
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def finish() -> None:
@@ -109,3 +111,9 @@ def broadcast_object(obj, src: int = 0):
     box = [obj]
     dist.broadcast_object_list(box, src)
     return box[0]
+
+
+def barrier() -> None:
+    """Wait until every rank arrives (nothing without a process group)."""
+    if dist.is_initialized():
+        dist.barrier()

@@ -34,17 +34,19 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from proxyless import distributed
+from proxyless import distributed, stopping
 from proxyless.config import shorten, to_dict
 from proxyless.errors import ProxylessError
-from proxyless.files import replace_atomically, write_json_atomic
+from proxyless.files import append_text, replace_atomically, write_json_atomic
 from proxyless.precision import Precision
 from proxyless.runtime import (
     RunContext,
     first_line,
     load_checkpoint,
+    rng_state,
     save_checkpoint,
     seed_epoch,
+    set_rng_state,
 )
 from proxyless.tensorboard_log import RunBoard, disabled
 
@@ -153,6 +155,15 @@ class Tally:
         self.count += y.numel()
         return correct * (100.0 / max(y.numel(), 1))
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"loss_sum": self.loss_sum, "correct": self.correct, "count": self.count}
+
+    def load_state_dict(self, state: dict[str, Any], device: torch.device) -> None:
+        """What `state_dict` held (a mid-epoch checkpoint), its sums back on `device`."""
+        self.loss_sum, self.correct = (v.to(device) if isinstance(v, torch.Tensor) else v
+                                       for v in (state["loss_sum"], state["correct"]))
+        self.count = int(state["count"])
+
     def totals(self, device: torch.device) -> tuple[float, float]:
         """(mean loss, top-1 in %) over every rank's batches."""
         local = [float(v) for v in (self.loss_sum, self.correct)] + [float(self.count)]
@@ -217,8 +228,12 @@ def evaluate(model: nn.Module, batches: Iterable, device: torch.device,
     return tally.totals(device)
 
 
-def batch_bar(batches: Iterable, desc: str, show: bool) -> tqdm:
-    """The progress bar of one epoch's batches (gone when the epoch ends)."""
+def batch_bar(batches: Iterable, desc: str, show: bool, start: int = 0) -> tqdm:
+    """The progress bar of one epoch's batches (gone when the epoch ends), from batch
+    `start` on (`Batches.iterate`: a run resumed inside the epoch)."""
+    if start:
+        return tqdm(batches.iterate(start), desc=desc, unit="batch", leave=False,
+                    disable=not show, total=len(batches), initial=start)
     return tqdm(batches, desc=desc, unit="batch", leave=False, disable=not show)
 
 
@@ -244,6 +259,25 @@ def check_same_transform(checkpoint: dict, transform: dict, out: Path) -> None:
                              "or a new --out")
 
 
+class EpochCursor:
+    """Where one epoch stands, for the loop that runs it: `start`, the batch to begin with
+    (> 0 where the run resumes inside the epoch), `restored`, what the loop saved there
+    (its `loop_state()`), and `step_done`, called after every step: it writes a mid-epoch
+    checkpoint when one is due and stops the run when a stop signal came (`stopping`)."""
+
+    def __init__(self, epochs: Epochs | None, epoch: int, start: int = 0,
+                 restored: dict | None = None) -> None:
+        self.epochs, self.epoch, self.start, self.restored = epochs, epoch, start, restored
+        self.done = start  # steps of this epoch finished, for messages (out of memory)
+
+    def step_done(self, batch: int, total: int, loop_state: Callable[[], dict]) -> None:
+        """Batch `batch` (from 0) of `total` is done; `loop_state()`: what the loop needs to
+        go on from the next batch (tallies, generators), called only when checkpointing."""
+        self.done = batch + 1
+        if self.epochs is not None:
+            self.epochs.poll(self.epoch, batch + 1, total, loop_state)
+
+
 class Epochs:
     """The epochs of one run folder: resume, per-epoch seeding, metrics and checkpoints.
 
@@ -252,11 +286,15 @@ class Epochs:
     (its items are replaced). `saved`: checkpoint key -> a value saved as it is (what the run
     is: its space or architecture, its config, its data), for `check` to compare on resume.
     `board`: the run's TensorBoard events (opened by `start`, given each epoch's record).
+    `checkpoint_every`: minutes between checkpoints inside an epoch (0: at epoch ends only);
+    `batch_size` and `memory_advice()` go into the message of an out-of-memory error.
     """
 
     def __init__(self, run: RunContext, out: Path, checkpoint_format: str, total: int,
                  seed: int, state: dict[str, Any], saved: dict[str, Any],
-                 optional: Iterable[str] = (), board: RunBoard | None = None) -> None:
+                 optional: Iterable[str] = (), board: RunBoard | None = None,
+                 checkpoint_every: float = 0.0, batch_size: int | None = None,
+                 memory_advice: Callable[[], str] | None = None) -> None:
         self.context, self.out, self.format = run, out, checkpoint_format
         self.optional = set(optional)  # state keys older checkpoints lack: kept as they are
         self.total, self.seed = total, seed
@@ -264,6 +302,13 @@ class Epochs:
         self.metrics: list[dict] = []
         self.start_epoch, self.elapsed = 0, 0.0
         self.board = board if board is not None and run.dist.is_main else disabled()
+        self.every_s = 60.0 * checkpoint_every
+        self.batch_size, self.memory_advice = batch_size, memory_advice
+        self.in_epoch: dict | None = None  # a mid-epoch checkpoint's position, once restored
+        self.saved_at = time.monotonic()
+        self.epoch_started = time.perf_counter()
+        # ranks decide together (one all-reduce) every this many steps; alone, every step
+        self.poll_every = sync_every(run.device) if run.dist.enabled else 1
 
     @property
     def is_main(self) -> bool:
@@ -301,6 +346,20 @@ class Epochs:
                 refuse(f"has a {key!r} that does not fit this run "
                        f"({shorten(first_line(err))})")
         self.start_epoch, self.metrics, self.elapsed = epoch, metrics, float(elapsed)
+        inside = checkpoint.get("in_epoch")
+        if inside is not None:
+            if not (isinstance(inside, dict) and epoch < self.total
+                    and type(inside.get("batch")) is int and inside["batch"] >= 1
+                    and all(k in inside for k in ("rng", "loop", "time_s", "world_size"))):
+                refuse("holds a position inside an epoch that does not fit the run")
+            world = self.context.dist.world_size
+            if inside["world_size"] != world:
+                raise ProxylessError(
+                    f"checkpoint {path} stopped inside epoch {epoch + 1} with "
+                    f"{inside['world_size']} process(es); resume it with as many (torchrun "
+                    f"--nproc-per-node {inside['world_size']}), not {world}: each process's "
+                    "share of the epoch's batches depends on their number")
+            self.in_epoch = inside
 
     def start(self, resume: bool, config_json: dict, check: Callable[[dict], None],
               log: Callable[[str], None] = print) -> None:
@@ -310,40 +369,102 @@ class Epochs:
             check(checkpoint)
             self._restore(checkpoint)
             if self.is_main:
-                log(f"resuming {self.out} after epoch {self.start_epoch}/{self.total}")
+                where = (f"in epoch {self.start_epoch + 1}/{self.total} at batch "
+                         f"{self.in_epoch['batch'] + 1}" if self.in_epoch else
+                         f"after epoch {self.start_epoch}/{self.total}")
+                log(f"resuming {self.out} {where}")
         if self.is_main:  # rewritten, so that a resumed run never duplicates lines
             # atomically: a kill mid-write must not leave it shorter than the checkpoint's
             text = "".join(json.dumps(m) + "\n" for m in self.metrics)
             replace_atomically(self.out / "metrics.jsonl", lambda f: f.write(text.encode()))
             write_json_atomic(self.out / "config.json", config_json)
-            self.board.open(self.start_epoch, resume, config_json)
+            self.board.open(self.start_epoch, resume, config_json,
+                            steps_done=self.in_epoch["batch"] if self.in_epoch else 0)
+            if self.in_epoch and self.in_epoch.get("board"):
+                self.board.load_state_dict(self.in_epoch["board"])
 
-    def run(self, one_epoch: Callable[[int], dict], line: Callable[[dict], str], desc: str,
-            progress: bool = True) -> list[dict]:
-        """`one_epoch(epoch)` -> its record, for each epoch left; returns every record."""
+    def run(self, one_epoch: Callable[[int, EpochCursor], dict], line: Callable[[dict], str],
+            desc: str, progress: bool = True) -> list[dict]:
+        """`one_epoch(epoch, cursor)` -> its record, for each epoch left; returns every record.
+        A stop signal ends it with `Stopped` once the state is checkpointed (see `poll`)."""
         bar = tqdm(range(self.start_epoch, self.total), desc=desc, unit="epoch",
                    initial=self.start_epoch, total=self.total,
                    disable=not (progress and self.is_main))
-        with contextlib.closing(self.board):  # what was logged is kept, however it ends
+        self.saved_at = time.monotonic()
+        # what was logged is kept, however it ends; stop signals are noted, not raised
+        with contextlib.closing(self.board), stopping.deferred():
             for epoch in bar:
-                started = time.perf_counter()
                 seed_epoch(self.seed, epoch)
+                cursor, spent = EpochCursor(self, epoch), 0.0
+                if self.in_epoch is not None:  # the position a mid-epoch checkpoint held
+                    inside, self.in_epoch = self.in_epoch, None
+                    set_rng_state(inside["rng"])
+                    cursor = EpochCursor(self, epoch, inside["batch"], inside["loop"])
+                    spent = float(inside["time_s"])
+                self.epoch_started = time.perf_counter() - spent
                 try:
-                    record = one_epoch(epoch)
+                    record = one_epoch(epoch, cursor)
                     self.check_finite(record)
                 except Diverged as err:
                     bar.close()
                     raise ProxylessError(self.diverged_message(err, epoch)) from None
-                record["epoch_time_s"] = time.perf_counter() - started
+                except (MemoryError, torch.cuda.OutOfMemoryError) as err:
+                    bar.close()
+                    raise ProxylessError(self.memory_message(err, epoch, cursor)) from None
+                record["epoch_time_s"] = time.perf_counter() - self.epoch_started
                 self.elapsed += record["epoch_time_s"]
                 self.metrics.append(record)
                 if self.is_main:
-                    with open(self.out / "metrics.jsonl", "a") as f:
-                        f.write(json.dumps(record) + "\n")
+                    append_text(self.out / "metrics.jsonl", json.dumps(record) + "\n")
                     self.board.epoch(epoch + 1, record)
                     save_checkpoint(self.context.checkpoint, self.checkpoint(epoch + 1))
                     bar.write(line(record))
+                self.saved_at = time.monotonic()
+                if self._agree(False)[1]:
+                    bar.close()
+                    self._stop(f"after epoch {epoch + 1}/{self.total}")
         return self.metrics
+
+    def _agree(self, due: bool) -> tuple[bool, bool]:
+        """(checkpoint now, stop now), the same on every rank: set where any rank says so."""
+        flags = torch.tensor([float(due), float(stopping.requested() is not None)])
+        if self.context.dist.enabled:
+            flags = distributed.any_rank(flags.to(self.context.device)).cpu()
+        return bool(flags[0]), bool(flags[1])
+
+    def poll(self, epoch: int, done: int, total: int, loop_state: Callable[[], dict]) -> None:
+        """After step `done` (from 1) of `total` in `epoch`: write a checkpoint inside the
+        epoch when `checkpoint_every` has passed since the last one, or a stop signal came;
+        then, on a signal, stop (`Stopped`). The ranks decide together every `poll_every`
+        steps; rank 0 writes while the others wait."""
+        if done % self.poll_every and done != total:
+            return
+        due = self.every_s > 0 and time.monotonic() - self.saved_at >= self.every_s
+        checkpoint, stop = self._agree(due)
+        if not (checkpoint or stop):
+            return
+        if done < total:  # at the epoch's end its own checkpoint follows
+            state = loop_state()  # every rank: it may read losses all ranks sum
+            if self.is_main:
+                self.board.read()
+                inside = {"batch": done, "loop": state, "rng": rng_state(),
+                          "time_s": time.perf_counter() - self.epoch_started,
+                          "world_size": self.context.dist.world_size,
+                          "board": self.board.state_dict()}
+                self.check_models_finite()
+                save_checkpoint(self.context.checkpoint,
+                                {**self.checkpoint(epoch), "in_epoch": inside})
+            distributed.barrier()
+            self.saved_at = time.monotonic()
+        if stop and done < total:
+            self._stop(f"after batch {done}/{total} of epoch {epoch + 1}/{self.total}")
+
+    def _stop(self, where: str) -> typing.NoReturn:
+        name = stopping.requested() or "a stop signal to another process"
+        stopping.clear()
+        distributed.barrier()  # no rank leaves before rank 0 has written
+        raise stopping.Stopped(f"stopped by {name} {where}; {self.context.checkpoint} holds "
+                               "it, and --resume continues from there")
 
     def check_finite(self, record: dict) -> None:
         """Nothing NaN/inf goes into a checkpoint: the record's losses and every model's
@@ -351,6 +472,9 @@ class Epochs:
         for key, value in record.items():
             if key.endswith("loss") and isinstance(value, float):
                 require_finite(value, f"the epoch's {key.replace('_', ' ')}")
+        self.check_models_finite()
+
+    def check_models_finite(self) -> None:
         for key, target in self.state.items():
             bad = first_nonfinite(target) if isinstance(target, nn.Module) else None
             if bad is not None:
@@ -367,6 +491,19 @@ class Epochs:
             kept = (f"{self.context.checkpoint} still holds the last good epoch "
                     f"({epoch}/{self.total}; --resume continues from it)")
         return f"{err.describe(f'{epoch + 1}/{self.total}')}. The run stopped: {kept}"
+
+    def memory_message(self, err: BaseException, epoch: int, cursor: EpochCursor) -> str:
+        """Out of memory: where, at which batch size, what would fit, what is kept."""
+        device = "GPU" if isinstance(err, torch.cuda.OutOfMemoryError) else "CPU"
+        size = f" at batch size {self.batch_size}" if self.batch_size else ""
+        advice = self.memory_advice() if self.memory_advice else ""
+        if epoch == 0 and cursor.done == 0 and self.in_epoch is None:
+            kept = "no checkpoint was written yet"
+        else:
+            kept = f"{self.context.checkpoint} keeps the last checkpoint (--resume continues " \
+                   "from it where memory allows)"
+        return (f"out of {device} memory in epoch {epoch + 1}/{self.total}, step "
+                f"{cursor.done + 1}{size}{'; ' + advice if advice else ''}; {kept}")
 
     def checkpoint(self, epoch: int) -> dict[str, Any]:
         state = {key: target if isinstance(target, list) else target.state_dict()

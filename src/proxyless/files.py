@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import errno
 import json
 import os
+import resource
+import shutil
 import tempfile
 import typing
 from collections.abc import Callable
@@ -228,6 +231,12 @@ def replace_atomically(path: Path, write: Callable[[typing.BinaryIO], None]) -> 
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as err:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if err.errno in _NO_ROOM:
+            raise ProxylessError(_no_room(path, err, write)) from None
+        raise
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
@@ -238,6 +247,69 @@ def replace_atomically(path: Path, write: Callable[[typing.BinaryIO], None]) -> 
             os.fsync(folder)
         finally:
             os.close(folder)
+
+
+# a full disk, a full quota, a file-size limit (ulimit -f, RLIMIT_FSIZE)
+_NO_ROOM = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+class _ByteCounter:
+    """A file that only counts what is written to it: the size a failed write needed."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def write(self, data) -> int:
+        self.count += memoryview(data).nbytes
+        return memoryview(data).nbytes
+
+    def flush(self) -> None:
+        pass
+
+
+def _size(count: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if count < 1024 or unit == "GiB":
+            return f"{count:.0f} {unit}" if unit == "bytes" else f"{count:.1f} {unit}"
+        count /= 1024
+    raise AssertionError  # unreachable
+
+
+def _no_room(path: Path, err: OSError, write: Callable[[typing.BinaryIO], None]) -> str:
+    """One line: which file, how much it needed, what there is, that nothing was lost."""
+    counter = _ByteCounter()
+    try:
+        write(counter)  # type: ignore[arg-type]  # what the file would have held
+        needed = f"{_size(counter.count)} needed"
+    except Exception:  # noqa: BLE001 - the size is a courtesy; the message must come out
+        needed = "its size unknown"
+    if err.errno == errno.EFBIG:
+        limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+        room = ("the file-size limit (ulimit -f) of " +
+                (_size(limit) if limit != resource.RLIM_INFINITY else "this file system"))
+        fix = "raise the limit"
+    else:
+        try:
+            room = f"{_size(shutil.disk_usage(path.parent).free)} free in {path.parent}"
+        except OSError:
+            room = f"no space left in {path.parent}"
+        fix = "free some space (or choose another --out)"
+    return (f"no space left to write {path} ({needed}, {room}; "
+            f"{errno.errorcode.get(err.errno, err.errno)}); the previous {path.name} is intact: "
+            f"{fix}, then run the command again (with --resume where it takes one: it goes on "
+            "from the last good checkpoint)")
+
+
+def append_text(path: Path, text: str) -> None:
+    """Append `text` to `path` (a log such as metrics.jsonl); a full disk is one clear line,
+    and what the file held before stays."""
+    try:
+        with open(path, "a") as f:
+            f.write(text)
+    except OSError as err:
+        if err.errno in _NO_ROOM:
+            raise ProxylessError(_no_room(path, err, lambda f: f.write(text.encode()))) from None
+        raise
 
 
 def write_mapping_atomic(path: str | Path, data: Any, indent: int = 2) -> Path:

@@ -7,6 +7,7 @@ measured, what one step keeps for backward (`saved_for_backward`).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import torch
@@ -86,3 +87,79 @@ def saved_for_backward(step: Callable[[], object]) -> int:
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
         step()
     return sum(seen.values())
+
+
+# What a step holds beside the activations: weights, their gradients and momenta (float32).
+_STATE_COPIES = 3
+_HEADROOM = 0.9  # of the device's memory: the allocator's fragments, cuDNN's workspaces
+AUTO_BATCH_LIMIT = 1024  # per process: larger batches stop paying in speed, and cost accuracy
+
+
+def device_memory(device: torch.device) -> int:
+    """Bytes a run may use on `device`: a GPU's total memory; on the CPU, what the OS says is
+    available plus what this process already holds (it is the one that would use it)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[1]
+    try:
+        with open("/proc/meminfo") as f:
+            info = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in f
+                    if line.split()[1:2] and line.split()[1].isdigit()}
+        with open("/proc/self/statm") as f:
+            resident = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        return info["MemAvailable"] + resident
+    except (OSError, KeyError, ValueError, IndexError):  # not Linux: the machine's memory
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def largest_batch(space: SearchSpace, device: torch.device, precision: str = "fp32",
+                  supernet: bool = True, capacity: int | None = None) -> int:
+    """The largest batch per process that fits in `device`'s memory (or `capacity` bytes) by
+    `estimate_size`: the search keeps two paths' activations (the architecture step), a
+    network one; 16-bit precisions halve them."""
+    whole, largest, per_image = estimate_size(space)
+    capacity = device_memory(device) if capacity is None else capacity
+    static = _STATE_COPIES * 4 * (whole if supernet else largest)
+    per_image = per_image * (2 if supernet else 1) * (1 if precision == "fp32" else 0.5)
+    return max(0, int((_HEADROOM * capacity - static) // per_image))
+
+
+def memory_advice(space: SearchSpace, batch_size: int, device: torch.device,
+                  precision: str = "fp32", supernet: bool = True) -> str:
+    """What to do after running out of memory at `batch_size`: the batch that fits by the
+    estimate, or (where the estimate says this one should) what else takes the memory."""
+    capacity = device_memory(device)
+    fits = largest_batch(space, device, precision, supernet, capacity)
+    where = f"{capacity / 2**30:.1f} GiB of {'GPU' if device.type == 'cuda' else 'CPU'} memory"
+    if fits >= batch_size:
+        return (f"by the memory estimate {batch_size} should fit in {where}: other processes "
+                "may hold memory; free it or lower --batch-size")
+    if fits < 1:
+        return f"by the memory estimate not even one image fits in {where}"
+    return (f"about {fits} per process fit in {where} by the memory estimate: start again "
+            f"in a new --out with --batch-size {fits} (or --batch-size auto)")
+
+
+def fit_batch(fits: Callable[[int], bool], start: int, limit: int) -> int:
+    """The largest batch in [1, limit] for which `fits(batch)` holds (a real step tried on the
+    device), searched from `start`: doubled while it fits, else halved, then bisected. 0
+    where not even 1 fits."""
+    start = max(1, min(start, limit))
+    good, bad = 0, limit + 1
+    batch = start
+    while good + 1 < bad:
+        if fits(batch):
+            good = batch
+            batch = min(2 * batch, limit) if bad == limit + 1 else (good + bad) // 2
+            if batch == good:  # the limit fits
+                break
+        else:
+            bad = batch
+            batch = max(1, batch // 2) if good == 0 else (good + bad) // 2
+            if good == 0 and bad == 1:
+                break
+    return good
+
+
+def round_batch(batch: int) -> int:
+    """A multiple of 8 (tensor cores' tile) where the batch is that large."""
+    return batch - batch % 8 if batch >= 16 else batch

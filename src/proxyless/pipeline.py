@@ -39,6 +39,7 @@ from proxyless.latency.timer import (
     cpu_model,
 )
 from proxyless.report import training_curves
+from proxyless.run_lock import LOCK_FILE, hold_run_folder
 from proxyless.runtime import prepare_out_dir
 from proxyless.search.config import SearchConfig
 from proxyless.search.costs import SearchCosts, search_costs
@@ -177,15 +178,20 @@ def run_pipeline(space: SearchSpace, data: DataSplits, config: RunConfig, out_di
     config.validate()
     out = Path(out_dir)
     rank = distributed.setup(config.search.device)
-    main = rank.is_main
-    say = log if main else (lambda message: None)
     prepare_out_dir(out, create=False)  # a file there would fail the listing below
     # the command line's config.yaml (its options) comes first: not a run
-    busy = main and out.exists() and not resume and any(
-        p.name != "config.yaml" for p in out.iterdir())
+    busy = rank.is_main and out.exists() and not resume and any(
+        p.name not in ("config.yaml", LOCK_FILE) for p in out.iterdir())
     if distributed.broadcast_object(busy):
         raise ProxylessError(f"{out} already holds a run; pass --resume to continue it or "
                              "choose another --out")
+    with hold_run_folder(out, rank.is_main):  # one writer at a time
+        return _run_pipeline(space, data, config, out, rank.is_main, resume, progress, log)
+
+
+def _run_pipeline(space: SearchSpace, data: DataSplits, config: RunConfig, out: Path,
+                  main: bool, resume: bool, progress: bool, log) -> dict:
+    say = log if main else (lambda message: None)
     search_dir = out / "search"
 
     # 1. profile, and the target

@@ -46,6 +46,30 @@ def seed_epoch(seed: int, epoch: int) -> None:
     torch.manual_seed(value)
 
 
+def rng_state() -> dict[str, Any]:
+    """Every global RNG's state as tensors and plain data (what `weights_only` loads): a run
+    checkpointed inside an epoch draws on where it stopped (dropout, anything seeded)."""
+    version, keys, gauss = random.getstate()
+    kind, mt, pos, has_gauss, cached = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "python": [version, list(keys), gauss],
+             "numpy": [kind, torch.from_numpy(mt.astype(np.int64)), pos, has_gauss, cached]}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what `rng_state` saved (the GPUs' states only where there are as many)."""
+    torch.set_rng_state(state["torch"])
+    version, keys, gauss = state["python"]
+    random.setstate((version, tuple(keys), gauss))
+    kind, mt, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, mt.numpy().astype(np.uint32), pos, has_gauss, cached))
+    cuda = state.get("cuda")
+    if cuda is not None and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
+
+
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """Write atomically: a crash mid-write leaves the previous checkpoint intact."""
     replace_atomically(path, lambda f: torch.save(state, f))

@@ -48,9 +48,10 @@ class RunBoard:
         self.picture_cost = 1.0  # seconds, a guess until the first picture is timed
 
     def open(self, start_epoch: int, resumed: bool,
-             settings: Mapping[str, Any] | None = None) -> None:
-        """Start writing after `start_epoch` finished epochs; a fresh run also records its
-        `settings` as hparams, beside `metrics` (scalar tags: what runs are compared by)."""
+             settings: Mapping[str, Any] | None = None, steps_done: int = 0) -> None:
+        """Start writing after `start_epoch` finished epochs and `steps_done` steps of the
+        next; a fresh run also records its `settings` as hparams, beside `metrics` (scalar
+        tags: what runs are compared by)."""
         if not self.enabled:
             return
         try:  # deferred: a quarter of a second that `proxyless --help` need not pay
@@ -61,7 +62,7 @@ class RunBoard:
                      "or pass --no-tensorboard to silence this")
             return
         self.opened_at = time.perf_counter()
-        first_step = start_epoch * self.steps_per_epoch + 1
+        first_step = start_epoch * self.steps_per_epoch + steps_done + 1
         self.last_read = first_step - 1
         self.writer = SummaryWriter(str(self.folder),
                                     purge_step=first_step if resumed else None)
@@ -98,6 +99,19 @@ class RunBoard:
         self.sums.clear()
         self.counts.clear()
         self.interval_end = None
+
+    def state_dict(self) -> dict[str, Any]:
+        """The interval being summed, for a checkpoint inside an epoch (read to the host)."""
+        return {"interval_end": self.interval_end, "counts": dict(self.counts),
+                "sums": {tag: float(total) for tag, total in self.sums.items()}}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Go on summing the interval a checkpoint inside an epoch held."""
+        if self.writer is None:
+            return
+        self.interval_end = state["interval_end"]
+        self.counts = dict(state["counts"])
+        self.sums = dict(state["sums"])
 
     def read(self) -> None:
         """Write the pending values: the device tensors of each device in one transfer."""

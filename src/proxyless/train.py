@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from proxyless import distributed
 from proxyless.arch import Architecture
 from proxyless.config import from_dict, settings_problem, to_dict
 from proxyless.data import (
@@ -32,6 +33,7 @@ from proxyless.data import (
 )
 from proxyless.deploy.model_file import MODEL_FILE, ModelInfo, save_model
 from proxyless.epochs import (
+    EpochCursor,
     Epochs,
     StepLosses,
     Tally,
@@ -45,8 +47,10 @@ from proxyless.epochs import (
 )
 from proxyless.errors import ProxylessError
 from proxyless.files import write_json_atomic
+from proxyless.memory import memory_advice
 from proxyless.net import build_network
 from proxyless.precision import PRECISIONS, Precision, resolve_precision
+from proxyless.run_lock import hold_run_folder
 from proxyless.runtime import RunContext, start_run
 from proxyless.tensorboard_log import RunBoard
 from proxyless.walk import count_macs, count_params
@@ -72,6 +76,7 @@ class TrainConfig:
     precision: str = "auto"         # auto, fp32, bf16 or fp16 (proxyless.precision)
     tensorboard: bool = True        # event files in the run folder (proxyless.tensorboard_log)
     log_every: int = 10             # ... step values averaged over this many weight steps
+    checkpoint_every: float = 30.0  # minutes between checkpoints inside an epoch (0: off)
 
     def validate(self) -> None:
         problem = settings_problem(self)
@@ -85,6 +90,7 @@ class TrainConfig:
             "dropout": 0 <= self.dropout < 1, "eval_batch_size": self.eval_batch_size >= 1,
             "workers": self.workers is None or self.workers >= 0,
             "precision": self.precision in PRECISIONS, "log_every": self.log_every >= 1,
+            "checkpoint_every": self.checkpoint_every >= 0,
         }
         for name, ok in checks.items():
             if not ok:
@@ -99,7 +105,7 @@ class TrainConfig:
 # Settings that may change between a run and its resumption without changing its results.
 # (The precision is one: it resolves by device, and a resumed run may run on another.)
 _RESUMABLE_CHANGES = {"device", "threads", "eval_batch_size", "workers", "precision",
-                      "tensorboard", "log_every"}
+                      "tensorboard", "log_every", "checkpoint_every"}
 
 
 def _check_resume(state: dict, arch: Architecture, config: TrainConfig, out: Path,
@@ -121,7 +127,12 @@ def train_network(arch: Architecture, data: DataSplits, config: TrainConfig,
                   log=print) -> dict:
     """Train `arch` from scratch on data.train, report top-1 on data.test; returns final.json."""
     config.validate()
-    out = Path(out_dir)
+    with hold_run_folder(out_dir, distributed.is_main()):  # one writer at a time
+        return _train_network(arch, data, config, Path(out_dir), resume, progress, log)
+
+
+def _train_network(arch: Architecture, data: DataSplits, config: TrainConfig, out: Path,
+                   resume: bool, progress: bool, log) -> dict:
     run = start_run(out, config.device, config.threads, resume, "run", CHECKPOINT)
     precision = resolve_precision(config.precision, run.device)
     space = arch.space
@@ -148,19 +159,22 @@ def train_network(arch: Architecture, data: DataSplits, config: TrainConfig,
                     state={"model": bare, "optimizer": optimizer, "scheduler": scheduler,
                            "grad_scaler": scaler},
                     saved={"arch": arch.to_dict(), "config": to_dict(config), "data": source},
-                    optional=("grad_scaler",), board=board)
+                    optional=("grad_scaler",), board=board,
+                    checkpoint_every=config.checkpoint_every, batch_size=config.batch_size,
+                    memory_advice=lambda: memory_advice(space, config.batch_size, run.device,
+                                                        precision.name, supernet=False))
     epochs.start(resume, {"arch": arch.to_dict(), "train": to_dict(config), "data": source},
                  lambda checkpoint: _check_resume(checkpoint, arch, config, out,
                                                   data.transform), log)
     model = nn.parallel.DistributedDataParallel(bare) if run.dist.enabled else bare
     show = progress and run.dist.is_main
 
-    def one_epoch(epoch: int) -> dict:
+    def one_epoch(epoch: int, cursor: EpochCursor) -> dict:
         train_batches.set_epoch(epoch)
-        bar = batch_bar(train_batches, f"epoch {epoch + 1}", show)
+        bar = batch_bar(train_batches, f"epoch {epoch + 1}", show, cursor.start)
         train_loss, train_top1 = train_epoch(model, bar, optimizer, scheduler, criterion,
                                              run.device, precision, scaler, board,
-                                             epoch * len(train_batches))
+                                             epoch * len(train_batches), cursor)
         test_loss, test_top1 = evaluate(model, test_batches, run.device, precision)
         record = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
                   "train_loss": train_loss, "train_top1": train_top1,
@@ -204,17 +218,28 @@ def _batches(data: DataSplits, config: TrainConfig, run: RunContext,
 def train_epoch(model: nn.Module, bar: tqdm, optimizer: torch.optim.Optimizer, scheduler,
                 criterion: nn.Module, device: torch.device, precision: Precision | None = None,
                 scaler: torch.amp.GradScaler | None = None, board: RunBoard | None = None,
-                steps_before: int = 0) -> tuple[float, float]:
+                steps_before: int = 0,
+                cursor: EpochCursor | None = None) -> tuple[float, float]:
     """One pass of SGD over the batches of `bar` (see `batch_bar`): (mean loss, top-1 in %)
     summed over DDP ranks. The forward runs under `precision`'s autocast, the backward through
     `scaler` (fp16); losses are read on the host only every `sync_every` steps. Each step's
-    loss, top-1 and rate go to `board` as step `steps_before` + its batch number."""
+    loss, top-1 and rate go to `board` as step `steps_before` + its batch number. `cursor`:
+    where the epoch stands (a run resumed inside it starts at `cursor.start`), told of every
+    step done (mid-epoch checkpoints, stop signals)."""
     precision = precision or Precision("fp32", device.type)
     scaler = scaler or precision.scaler()
     model.train()
     tally = Tally()
     losses = StepLosses("the training loss", len(bar), sync_every(device))
-    for i, (x, y) in enumerate(bar):
+    cursor = cursor or EpochCursor(None, 0)
+    if cursor.restored is not None:
+        tally.load_state_dict(cursor.restored["tally"], device)
+
+    def loop_state() -> dict:
+        losses.flush()  # nothing diverged goes into a checkpoint
+        return {"tally": tally.state_dict()}
+
+    for i, (x, y) in enumerate(bar, start=cursor.start):
         with precision.autocast():
             logits = model(x.contiguous(memory_format=torch.channels_last))
         loss = criterion(logits.float(), y)
@@ -231,6 +256,7 @@ def train_epoch(model: nn.Module, bar: tqdm, optimizer: torch.optim.Optimizer, s
         value = losses.add(i, loss)
         if value is not None:
             bar.set_postfix(loss=f"{value:.3f}", refresh=False)
+        cursor.step_done(i, len(bar), loop_state)
     losses.flush()
     return tally.totals(device)
 

@@ -16,15 +16,19 @@ One module per command or family of commands (`run.py`, `search.py`, `train.py`,
 `latency.py`, `deploy.py`, `compare.py`, `inspect.py`), each an `add_*_parser` and its
 `cmd_*` functions; `options.py` holds the option types and groups they share. Every failure
 caused by input is printed as one `proxyless: error: ...` line (exit code 2); an interrupted
-run keeps its last checkpoint and says how to resume (exit code 130).
+run keeps its last checkpoint and says how to resume (exit code 130); SIGTERM or SIGUSR1 (a
+cluster preempting the job) stops `train`, `search` and `run` after the current batch with a
+checkpoint, says how to resume, and exits with code 75 (`stopping.EXIT_STOPPED`).
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
+from contextlib import nullcontext
 
-from proxyless import distributed
+from proxyless import distributed, stopping
 from proxyless.cli.compare import add_compare_parser, cmd_compare
 from proxyless.cli.config_file import apply_config
 from proxyless.cli.deploy import (
@@ -80,11 +84,26 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         args = apply_config(parser, argv, args)
-        code = COMMANDS[args.command](args)
+        with stopping.stop_signals() if args.command in RESUMABLE else nullcontext():
+            code = COMMANDS[args.command](args)
         distributed.finish()  # not on errors: the other ranks may never arrive
         return code
+    except stopping.Stopped as err:  # SIGTERM/SIGUSR1: checkpointed, ready to be requeued
+        print(f"proxyless: {err}; to continue, run the same command plus --resume (run "
+              f"folder {args.out})", file=sys.stderr)
+        return err.exit_code
     except ProxylessError as err:
         print(f"proxyless: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise
+        # a write no proxyless code wraps (a library's): still one line, and what to do
+        where = f" writing {err.filename}" if err.filename else ""
+        print(f"proxyless: error: no space left{where} ({err.strerror}); free some space (or "
+              "raise the file-size limit) and run the command again"
+              + (" with --resume: it goes on from the last checkpoint"
+                 if args.command in RESUMABLE else ""), file=sys.stderr)
         return 2
     except BrokenPipeError:  # e.g. `proxyless inspect ... | head`
         sys.stderr.close()

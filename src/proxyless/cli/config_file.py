@@ -22,6 +22,7 @@ from typing import Any
 from proxyless.config import excerpt, shorten
 from proxyless.errors import ProxylessError
 from proxyless.files import read_mapping, write_mapping_atomic
+from proxyless.run_lock import LOCK_FILE
 
 CONFIG_FILE = "config.yaml"
 NOT_SAVED = {"command", "config", "out", "resume", "no_progress", "help"}
@@ -38,7 +39,7 @@ def save_config(out: str | Path, args: argparse.Namespace) -> None:
     """Write `out/config.yaml`, the command and its resolved options, when the folder holds
     nothing else yet: a folder with a run in it (resumed, or refused) keeps its own."""
     out = Path(out)
-    if out.is_dir() and any(p.name != CONFIG_FILE for p in out.iterdir()):
+    if out.is_dir() and any(p.name not in (CONFIG_FILE, LOCK_FILE) for p in out.iterdir()):
         return
     options = {key: list(value) if isinstance(value, tuple) else value
                for key, value in vars(args).items() if key not in NOT_SAVED}

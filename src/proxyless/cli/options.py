@@ -18,6 +18,7 @@ from proxyless.data.loading import DATA_MODES, STREAM_MIN_SIZE
 from proxyless.errors import ProxylessError
 from proxyless.latency.timer import MAX_MIN_TIME
 from proxyless.precision import PRECISIONS
+from proxyless.run_lock import hold_run_folder
 from proxyless.runtime import prepare_out_dir, remove_if_empty
 from proxyless.space import SearchSpace
 
@@ -124,6 +125,11 @@ def add_runtime_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-every", type=positive_int, default=10, metavar="STEPS",
                         help="TensorBoard: average the step curves over this many weight "
                              "steps (default 10)")
+    parser.add_argument("--checkpoint-every", type=nonneg_float, default=30.0,
+                        metavar="MINUTES",
+                        help="also write a checkpoint inside an epoch once this many minutes "
+                             "have passed since the last (default 30: long epochs only; 0: "
+                             "at epoch ends only). --resume continues at the next batch")
 
 
 def data_from_args(args: argparse.Namespace, space: SearchSpace,
@@ -153,14 +159,17 @@ def fit_classes(space: SearchSpace, data: DataSplits,
 def run_folder(out: str | Path) -> Iterator[None]:
     """Check --out before any work (a file there or above it, a folder that cannot be made);
     and when this command made the folder and fails with a ProxylessError before writing a
-    file into it, remove it again: a failed command leaves no empty folder behind."""
+    file into it, remove it again: a failed command leaves no empty folder behind. Holds the
+    folder's lock (`run_lock`) meanwhile: one process writes a run folder."""
     path = prepare_out_dir(out, "--out", create=False)
     existed = path.exists()
     try:
-        yield
+        with hold_run_folder(path, is_main_rank()):  # a second process is refused here
+            yield
     except ProxylessError:
         if not existed:
             settings = path / "config.yaml"  # written first: not a result of the command
+            # the lock went with its holder above
             if path.is_dir() and [p.name for p in path.iterdir()] == [settings.name]:
                 settings.unlink()
             remove_if_empty(path)

@@ -111,7 +111,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                                       "device": args.device, "threads": args.threads,
                                       "workers": args.workers, "precision": args.precision,
                                       "tensorboard": not args.no_tensorboard,
-                                      "log_every": args.log_every})
+                                      "log_every": args.log_every,
+                                      "checkpoint_every": args.checkpoint_every})
         config = RunConfig(search_config, train_config, profile_threads=args.profile_threads,
                            profile_min_time=args.profile_min_time,
                            profile_backend=args.profile_backend,

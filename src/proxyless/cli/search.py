@@ -145,7 +145,8 @@ def search_config_from(args: argparse.Namespace) -> SearchConfig:
         threads=args.threads, workers=args.workers, reinforce_samples=args.reinforce_samples,
         reinforce_reward=args.reward, reinforce_w=args.reward_w,
         reinforce_measure=args.measure_latency, val_size=args.val_size,
-        tensorboard=not args.no_tensorboard, log_every=args.log_every)
+        tensorboard=not args.no_tensorboard, log_every=args.log_every,
+        checkpoint_every=args.checkpoint_every)
     optional = {"warmup_lr", "train_limit", "threads", "workers"}  # None is a value there
     return SearchConfig(target=target, **{k: v for k, v in settings.items()
                                           if v is not None or k in optional})

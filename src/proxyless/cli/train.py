@@ -51,7 +51,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                          dropout=args.dropout, augment=not args.no_augment, seed=args.seed,
                          device=args.device, threads=args.threads, workers=args.workers,
                          precision=args.precision, tensorboard=not args.no_tensorboard,
-                         log_every=args.log_every)
+                         log_every=args.log_every, checkpoint_every=args.checkpoint_every)
     config.validate()
     check_space_fits(arch.space, config.batch_size, supernet=False)
     with run_folder(args.out):

@@ -80,14 +80,22 @@ class Batches:
             order = order.repeat(math.ceil(total / n))[:total]
         return order[self.rank:total:self.world_size]
 
+    def _pad(self) -> int:
+        return 4 if min(self.data.images.shape[-2:]) >= 28 else 2
+
+    def _draws(self, b: int, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
+        """A batch's crop offsets and flips, in the order `generator` gives them."""
+        pad = self._pad()
+        dy = torch.randint(0, 2 * pad + 1, (b, 1), generator=generator)
+        dx = torch.randint(0, 2 * pad + 1, (b, 1), generator=generator)
+        return dy, dx, torch.rand(b, 1, generator=generator) < 0.5
+
     def _augment(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Random crop from a zero-padded image plus random horizontal flip, per sample."""
         b, c, h, w = x.shape
-        pad = 4 if min(h, w) >= 28 else 2
+        pad = self._pad()
         padded = F.pad(x, (pad, pad, pad, pad))
-        dy = torch.randint(0, 2 * pad + 1, (b, 1), generator=generator)
-        dx = torch.randint(0, 2 * pad + 1, (b, 1), generator=generator)
-        flip = torch.rand(b, 1, generator=generator) < 0.5
+        dy, dx, flip = self._draws(b, generator)
         rows = dy + torch.arange(h)
         cols = dx + torch.where(flip, torch.arange(w - 1, -1, -1), torch.arange(w))
         # One flat gather per sample is ~3x faster than 4-D advanced indexing.
@@ -103,12 +111,21 @@ class Batches:
                 torch.Generator().manual_seed(base * 1_009 + self.rank))
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return self.iterate(0)
+
+    def iterate(self, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """This epoch's batches from batch `start` on (a run resumed mid-epoch): the very
+        batches an uninterrupted pass yields there, augmentation draws included."""
         order_generator, aug_generator = self._generators()
         order = self._order(order_generator)
         # page-locked on the host, a copy to the GPU is asynchronous: the host goes on
         pin = self.device.type == "cuda"
-        for start in range(0, len(self) * self.batch_size, self.batch_size):
-            index = order[start:start + self.batch_size]
+        for first in range(0, len(self) * self.batch_size, self.batch_size):
+            index = order[first:first + self.batch_size]
+            if first < start * self.batch_size:
+                if self.augment:  # the draws of a skipped batch, so later ones match
+                    self._draws(len(index), aug_generator)
+                continue
             x, y = self.data.images[index], self.data.labels[index]
             if self.augment:
                 x = self._augment(x, aug_generator)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import signal
 import warnings
 import weakref
 from collections.abc import Iterator, Sequence
@@ -33,6 +34,7 @@ from proxyless.data.decode import DEFAULT_SCALE, Crop, UnreadableImage, decode
 from proxyless.data.folder_index import FolderIndex
 from proxyless.data.sets import ImageSet
 from proxyless.errors import ProxylessError
+from proxyless.stopping import STOP_SIGNALS
 
 BAD_SHARE = 0.001
 BAD_MIN = 10
@@ -45,6 +47,14 @@ def _own_generator() -> torch.Generator:
     draws use, must not depend on the worker count or on whether workers persist (exact
     resume). Our crops are seeded per image and never read that base seed."""
     return torch.Generator().manual_seed(0)
+
+
+def _ignore_stop_signals(worker_id: int) -> None:
+    """In a decoding worker: SIGTERM and SIGUSR1 are for the training process, which stops at
+    a safe point and then ends its workers (a cluster often signals every process of a job:
+    a worker ended by one would fail the epoch instead)."""
+    for stop in STOP_SIGNALS:
+        signal.signal(stop, signal.SIG_IGN)
 
 
 class UnreadableImageWarning(UserWarning):
@@ -169,9 +179,11 @@ class _EpochSampler:
     def __init__(self, owner: StreamBatches) -> None:
         # weak: no reference cycle, so a loop's batches and their workers go when it ends
         self.owner = weakref.ref(owner)
+        self.start = 0  # the next pass's first batch (`StreamBatches.iterate`)
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        return self.owner()._plan()
+        start, self.start = self.start, 0
+        return self.owner()._plan(start)
 
     def __len__(self) -> int:
         return len(self.owner())
@@ -195,22 +207,22 @@ class StreamBatches(Batches):
             _Decoder(data, self.augment), batch_sampler=self.sampler, collate_fn=_collate,
             num_workers=workers, persistent_workers=workers > 0,
             pin_memory=self.device.type == "cuda", prefetch_factor=4 if workers else None,
-            generator=_own_generator())
+            generator=_own_generator(), worker_init_fn=_ignore_stop_signals)
         self.skipped: dict[str, str] = {}  # this epoch's unreadable files: path -> reason
 
     def set_epoch(self, epoch: int) -> None:
         super().set_epoch(epoch)
         self.skipped = {}
 
-    def _plan(self) -> Iterator[list[tuple[int, int]]]:
-        """This epoch's batches for this rank: positions in `Batches`' order, each with the
-        seed of its crop and flip, drawn from (seed, epoch, rank) alone."""
+    def _plan(self, start: int = 0) -> Iterator[list[tuple[int, int]]]:
+        """This epoch's batches for this rank from batch `start` on: positions in `Batches`'
+        order, each with the seed of its crop and flip, drawn from (seed, epoch, rank) alone."""
         order_generator, aug_generator = self._generators()
         order = self._order(order_generator)[:len(self) * self.batch_size]
         draws = torch.randint(0, 2**62, (len(order),), generator=aug_generator)
-        for start in range(0, len(order), self.batch_size):
-            end = start + self.batch_size
-            yield list(zip(order[start:end].tolist(), draws[start:end].tolist(), strict=True))
+        for first in range(start * self.batch_size, len(order), self.batch_size):
+            end = first + self.batch_size
+            yield list(zip(order[first:end].tolist(), draws[first:end].tolist(), strict=True))
 
     def _note_failures(self, failed: list[tuple[str, str]]) -> None:
         for path, reason in failed:
@@ -226,7 +238,8 @@ class StreamBatches(Batches):
                 f"least {BAD_MIN}): {examples}. Check the disk and the files; the last "
                 "checkpoint is kept, and --resume continues from it")
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def iterate(self, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        self.sampler.start = start  # read when the loader starts its pass, just below
         for images, labels, failed in _guarded(self.loader, self.data.index.root):
             if failed:
                 self._note_failures(failed)
@@ -300,6 +313,7 @@ def _centre_crops(data: FolderSet, positions: Sequence[int] | np.ndarray, batch_
     at `positions`, in order, decoded by `workers` processes (None: the cores)."""
     workers = default_workers() if workers is None else workers
     loader = DataLoader(_Decoder(data, False), batch_size=batch_size, collate_fn=_collate,
-                        generator=_own_generator(), sampler=[(int(i), 0) for i in positions],
+                        generator=_own_generator(), worker_init_fn=_ignore_stop_signals,
+                        sampler=[(int(i), 0) for i in positions],
                         num_workers=min(workers, math.ceil(len(positions) / batch_size)))
     return _guarded(loader, data.index.root)

@@ -74,6 +74,7 @@ class SearchConfig:
     precision: str = "auto"         # auto, fp32, bf16 or fp16 (proxyless.precision)
     tensorboard: bool = True        # event files in the run folder (proxyless.tensorboard_log)
     log_every: int = 10             # ... step values averaged over this many weight steps
+    checkpoint_every: float = 30.0  # minutes between checkpoints inside an epoch (0: off)
 
     def validate(self) -> None:
         def check(ok: bool, message: str) -> None:
@@ -124,6 +125,8 @@ class SearchConfig:
         check(self.measure_threads >= 1, "measure_threads must be >= 1")
         check(self.workers is None or self.workers >= 0, "workers must be >= 0")
         check(self.log_every >= 1, f"log_every must be >= 1, got {self.log_every}")
+        check(self.checkpoint_every >= 0,
+              f"checkpoint_every must be >= 0 (minutes; 0: off), got {self.checkpoint_every}")
         check(self.precision in PRECISIONS,
               f"precision {self.precision!r} not in {PRECISIONS}")
 

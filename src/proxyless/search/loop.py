@@ -41,8 +41,10 @@ from proxyless.data import (
 )
 from proxyless.errors import ProxylessError
 from proxyless.latency.cost import CostModel
+from proxyless.memory import memory_advice
 from proxyless.precision import Precision, resolve_precision
 from proxyless.report import probs_figure
+from proxyless.run_lock import hold_run_folder
 from proxyless.runtime import start_run
 from proxyless.search.batches import SearchBatches
 from proxyless.search.config import SearchConfig
@@ -137,7 +139,15 @@ def search(space, data: DataSplits, cost_model: CostModel | None, config: Search
     """
     config.validate()
     _check_inputs(space, data, cost_model, config, latency_fn)
-    out = Path(out_dir)
+    with hold_run_folder(out_dir, distributed.is_main()):  # one writer at a time
+        return _search(space, data, cost_model, config, Path(out_dir), resume, progress, log,
+                       latency_fn, objectives, also_log)
+
+
+def _search(space, data: DataSplits, cost_model: CostModel | None, config: SearchConfig,
+            out: Path, resume: bool, progress: bool, log: Callable[[str], None],
+            latency_fn: Objective | None, objectives: Sequence[Objective],
+            also_log: Sequence[CostModel]) -> SearchResult:
     run = start_run(out, config.device, config.threads, resume, "search", CHECKPOINT)
     precision = resolve_precision(config.precision, run.device)
     torch.manual_seed(config.seed)
@@ -172,7 +182,11 @@ def search(space, data: DataSplits, cost_model: CostModel | None, config: Search
                                     "probs_history": one_epoch.probs_history},
                              saved={"space": space.to_dict(), "config": to_dict(config),
                                     "data": {"transform": data.transform}},
-                             optional=("grad_scaler",), board=board)
+                             optional=("grad_scaler",), board=board,
+                             checkpoint_every=config.checkpoint_every,
+                             batch_size=config.batch_size,
+                             memory_advice=lambda: memory_advice(space, config.batch_size,
+                                                                 run.device, precision.name))
     epochs.start(resume, {"space": space.to_dict(), "search": to_dict(config),
                           "data": {"name": data.name, "source": data.source,
                                    "transform": data.transform}},
@@ -205,7 +219,7 @@ def _check_resume(checkpoint: dict, space, config: SearchConfig, out: Path,
     # searches from before the two-sided target bound from above only
     changed = skeleton.changed_settings(checkpoint, config,
                                         ("device", "threads", "workers", "precision",
-                                         "tensorboard", "log_every"),
+                                         "tensorboard", "log_every", "checkpoint_every"),
                                         legacy={"target_floor": 0.0})
     if checkpoint.get("space") != space.to_dict():
         raise ProxylessError(f"cannot resume {out} with a different space; use the original "
@@ -243,21 +257,35 @@ class SearchEpoch:
         self.warm_steps = config.warmup_epochs * len(batches.train)
         self.parent_steps = round(config.warmup_parent * self.warm_steps)
 
-    def __call__(self, epoch: int) -> dict:
+    def __call__(self, epoch: int, cursor: skeleton.EpochCursor | None = None) -> dict:
         config, train = self.config, self.batches.train
+        cursor = cursor or skeleton.EpochCursor(None, epoch)
         # Identical on every rank, so all ranks run the same paths (see average_grads).
         gates = torch.Generator().manual_seed(config.seed * 7919 + epoch)
         train.set_epoch(epoch)
         self.batches.val.set_epoch(epoch)
-        val_stream = itertools.chain.from_iterable(itertools.repeat(self.batches.val))
         phase = "warmup" if epoch < config.warmup_epochs else "search"
         arch_on = epoch > config.warmup_epochs  # no α step in the first search epoch
         self.net.train()
         tally, arch_stats = skeleton.Tally(), []
+        if cursor.restored is not None:  # resumed inside this epoch
+            tally.load_state_dict(cursor.restored["tally"], self.device)
+            arch_stats = list(cursor.restored["arch_stats"])
+            gates.set_state(cursor.restored["gates"])
+        # one validation batch per architecture step, the split over and over
+        val = self.batches.val
+        val_stream = itertools.chain(val.iterate(len(arch_stats) % len(val)),
+                                     itertools.chain.from_iterable(itertools.repeat(val)))
         losses = skeleton.StepLosses("the weight step's loss", len(train),
                                      skeleton.sync_every(self.device))
-        bar = skeleton.batch_bar(train, f"{phase} {epoch + 1}", self.show)
-        for i, (x, y) in enumerate(bar):
+
+        def loop_state() -> dict:
+            losses.flush()  # nothing diverged goes into a checkpoint
+            return {"tally": tally.state_dict(), "arch_stats": arch_stats,
+                    "gates": gates.get_state()}
+
+        bar = skeleton.batch_bar(train, f"{phase} {epoch + 1}", self.show, cursor.start)
+        for i, (x, y) in enumerate(bar, start=cursor.start):
             loss = losses.add(i, self.weight_step(x, y, epoch * len(train) + i, gates, tally))
             if arch_on and (i + 1) % config.arch_every == 0:
                 with skeleton.at_batch(i, len(train)):
@@ -270,6 +298,7 @@ class SearchEpoch:
                     self.log_arch_step(epoch * len(train) + i + 1, arch_stats[-1])
             if loss is not None:
                 bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
+            cursor.step_done(i, len(train), loop_state)
         losses.flush()
         return self.record(epoch, phase, tally, arch_stats)
 
