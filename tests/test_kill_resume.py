@@ -1,5 +1,7 @@
-"""Crash safety: `search`, `train`, `profile` and `run` killed with SIGKILL at seeded random
-moments, then resumed, end where an uninterrupted run ends; a loss that becomes NaN stops a
+"""Crash safety: `search`, `train`, `profile` and `run` killed with SIGKILL, or stopped with
+SIGTERM (a cluster's preemption), at seeded random moments (inside epochs too: they write
+checkpoints inside epochs), then resumed, end where an uninterrupted run ends; a second
+process writing the same run folder is refused; a loss that becomes NaN stops a
 run at its last good checkpoint; runs sharing the latency cache profile a table once.
 
 Every job is a real `python -m proxyless.cli` process on tiny files (a 2-block space, 300
@@ -60,6 +62,9 @@ candidates: [k3e3, k3e6, k5e3, k5e6, k7e3, k7e6, zero]
 feature_mix: 16
 """
 COMMON = ("--threads", "1", "--no-progress")
+# a checkpoint inside the epochs every ~60 ms: a kill lands after one, mid-epoch, or during one
+MID_EPOCH = ("--checkpoint-every", "0.001")
+STOPPED_CODE = 75  # proxyless.stopping.EXIT_STOPPED
 DATA = ("--val-size", "100")  # of 300 training images: 4 batches of 50 per epoch
 
 
@@ -124,9 +129,10 @@ def changes(path: Path) -> Callable[[], bool]:
 
 
 def kill_after(args: list[str], log: Path, cache: Path, event: Callable[[], bool],
-               delay: float) -> bool:
-    """Run the command until `event()`, `delay` seconds more, then SIGKILL it. Whether the
-    kill came first (else the job had finished)."""
+               delay: float, sig: int = signal.SIGKILL) -> bool:
+    """Run the command until `event()`, `delay` seconds more, then send it `sig` (SIGKILL, or
+    SIGTERM: it then stops itself, with a checkpoint and exit code 75). Whether the signal
+    came first (else the job had finished)."""
     proc, give_up = start(args, log, cache), time.monotonic() + TIMEOUT
     while proc.poll() is None and not event() and time.monotonic() < give_up:
         time.sleep(0.005)
@@ -134,23 +140,30 @@ def kill_after(args: list[str], log: Path, cache: Path, event: Callable[[], bool
     while proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.005)
     if proc.poll() is None:
-        os.kill(proc.pid, signal.SIGKILL)  # our own child, by its id
+        os.kill(proc.pid, sig)  # our own child, by its id
     code = proc.wait(TIMEOUT)
-    assert code in (0, -signal.SIGKILL), log.read_text()[-3000:]
+    stopped = STOPPED_CODE if sig == signal.SIGTERM else -signal.SIGKILL
+    assert code in (0, stopped), log.read_text()[-3000:]
     tail = log.read_text().strip().splitlines()[-1:] or ["(no output yet)"]
-    print(f"{args[0]}: {'killed' if code else 'finished'} {delay:.2f}s after the event, "
-          f"last line: {tail[0][:100]}")  # shown where a test fails
-    return code == -signal.SIGKILL
+    if code == STOPPED_CODE:  # it said how to go on
+        assert "stopped by SIGTERM" in tail[0], tail[0]
+        assert "plus --resume" in tail[0] or "without --resume" in tail[0], tail[0]
+    print(f"{args[0]}: {signal.Signals(sig).name if code else 'finished'} {delay:.2f}s after "
+          f"the event, last line: {tail[0][:100]}")  # shown where a test fails
+    return code == stopped
 
 
 def kill_chain(args: list[str], out: Path, cache: Path, events: list[Callable[[], Callable]],
-               delays: list[float], resume: Callable[[], bool]) -> int:
-    """Kill the job at each (event, delay), resuming it each time (`--resume` where
-    `resume()`), then let it finish. How many kills landed before the job ended."""
+               delays: list[float], resume: Callable[[], bool],
+               signals: list[int] | None = None) -> int:
+    """Kill the job at each (event, delay) with each of `signals` (default SIGKILL), resuming
+    it each time (`--resume` where `resume()`), then let it finish. How many kills landed
+    before the job ended."""
     log, kills = out.parent / f"{out.name}-chain.log", 0
-    for event, delay in zip(events, delays, strict=True):
+    signals = signals or [signal.SIGKILL] * len(events)
+    for event, delay, sig in zip(events, delays, signals, strict=True):
         kills += kill_after([*args, *(["--resume"] if resume() else [])], log, cache,
-                            event(), delay)
+                            event(), delay, sig)
     finish(start([*args, *(["--resume"] if resume() else [])], log, cache), log)
     return kills
 
@@ -184,9 +197,13 @@ def test_train_killed_and_resumed_ends_like_an_uninterrupted_run(tmp_path, files
     ref = start([*args, "--out", str(tmp_path / "ref")], tmp_path / "ref.log", tmp_path)
     out, rng = tmp_path / "run", random.Random(1)
     checkpoint = out / "checkpoint.pt"
-    kills = kill_chain([*args, "--out", str(out)], out, tmp_path,
-                       [lambda: changes(out / "config.json"), lambda: changes(checkpoint)],
-                       [rng.uniform(0, 0.8), rng.uniform(0, 0.3)], checkpoint.exists)
+    # SIGTERM (a preemption: stop after the batch, checkpoint, exit 75), then kill -9 after
+    # a checkpoint that may be one inside an epoch: both resume to the same weights
+    kills = kill_chain([*args, *MID_EPOCH, "--out", str(out)], out, tmp_path,
+                       [lambda: changes(out / "config.json"), lambda: changes(checkpoint),
+                        lambda: changes(checkpoint)],
+                       [rng.uniform(0, 0.8), rng.uniform(0, 0.3), rng.uniform(0, 0.3)],
+                       checkpoint.exists, [signal.SIGTERM, signal.SIGKILL, signal.SIGKILL])
     finish(ref, tmp_path / "ref.log")
     assert kills >= 1
     final, want = (json.loads((d / "final.json").read_text()) for d in (out, tmp_path / "ref"))
@@ -202,9 +219,11 @@ def test_search_killed_and_resumed_ends_with_the_same_architecture(tmp_path, fil
     ref = start([*args, "--out", str(tmp_path / "ref")], tmp_path / "ref.log", tmp_path)
     out, rng = tmp_path / "run", random.Random(5)
     checkpoint = out / "checkpoint.pt"
-    kills = kill_chain([*args, "--out", str(out)], out, tmp_path,
-                       [lambda: changes(out / "config.json"), lambda: changes(checkpoint)],
-                       [rng.uniform(0, 0.4), rng.uniform(0, 0.2)], checkpoint.exists)
+    kills = kill_chain([*args, *MID_EPOCH, "--out", str(out)], out, tmp_path,
+                       [lambda: changes(out / "config.json"), lambda: changes(checkpoint),
+                        lambda: changes(checkpoint)],
+                       [rng.uniform(0, 0.4), rng.uniform(0, 0.2), rng.uniform(0, 0.2)],
+                       checkpoint.exists, [signal.SIGKILL, signal.SIGTERM, signal.SIGKILL])
     finish(ref, tmp_path / "ref.log")
     assert kills >= 1
     assert (out / "arch.json").read_text() == (tmp_path / "ref" / "arch.json").read_text()
@@ -249,10 +268,11 @@ def test_run_killed_and_resumed_ends_with_the_same_results(tmp_path, files):
     ref = start([*args, "--out", str(tmp_path / "ref")], tmp_path / "ref.log", cache)
     out, rng = tmp_path / "run", random.Random(4)
     kills = kill_chain(
-        [*args, "--out", str(out)], out, cache,
+        [*args, *MID_EPOCH, "--out", str(out)], out, cache,
         [lambda: lambda: out.exists(), lambda: changes(out / "search" / "checkpoint.pt"),
          lambda: changes(out / "retrain" / "checkpoint.pt")],
-        [rng.uniform(0, 2.0), rng.uniform(0, 0.5), rng.uniform(0, 0.3)], out.exists)
+        [rng.uniform(0, 2.0), rng.uniform(0, 0.5), rng.uniform(0, 0.3)], out.exists,
+        [signal.SIGKILL, signal.SIGTERM, signal.SIGTERM])
     finish(ref, tmp_path / "ref.log")
     assert kills >= 1
     results, want = (json.loads((d / "results.json").read_text())

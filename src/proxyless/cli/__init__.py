@@ -27,6 +27,7 @@ import argparse
 import errno
 import sys
 from contextlib import nullcontext
+from pathlib import Path
 
 from proxyless import distributed, stopping
 from proxyless.cli.compare import add_compare_parser, cmd_compare
@@ -89,8 +90,12 @@ def main(argv: list[str] | None = None) -> int:
         distributed.finish()  # not on errors: the other ranks may never arrive
         return code
     except stopping.Stopped as err:  # SIGTERM/SIGUSR1: checkpointed, ready to be requeued
-        print(f"proxyless: {err}; to continue, run the same command plus --resume (run "
-              f"folder {args.out})", file=sys.stderr)
+        out = Path(args.out)
+        if args.command == "run" or (out / "checkpoint.pt").exists():
+            hint = f"to continue, run the same command plus --resume (run folder {out})"
+        else:  # stopped before a train or search wrote its first checkpoint
+            hint = "nothing was checkpointed yet: run the same command again, without --resume"
+        print(f"proxyless: {err}; {hint}", file=sys.stderr)
         return err.exit_code
     except ProxylessError as err:
         print(f"proxyless: error: {err}", file=sys.stderr)
