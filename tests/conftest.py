@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import struct
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
+from proxyless import Architecture, load_space
 from proxyless.data import DataSplits, load_data, split_validation
+from proxyless.data.formats import read_idx
 
 torch.set_num_threads(2)
 
@@ -126,3 +130,50 @@ def read_events(folder) -> dict:
                         for t in tags["scalars"]},
             "images": {t: [e.step for e in acc.Images(t)] for t in tags["images"]},
             "hparams": hparams, "metrics": metrics}
+
+
+KILL_SPACE = """name: tiny-kill
+input_size: 28
+in_channels: 1
+num_classes: 10
+stem: {channels: 8, stride: 2, kernel: 3}
+first_block: {channels: 8, kernel: 3}
+stages:
+  - {width: 16, depth: 2, stride: 2}
+candidates: [k3e3, k5e3, zero]
+feature_mix: 32
+"""
+# more distinct layers than one profiling chunk (24), so a kill can fall between chunks
+KILL_PROFILE_SPACE = """name: tiny-profile
+input_size: 16
+in_channels: 1
+num_classes: 4
+stem: {channels: 8, stride: 2, kernel: 3}
+first_block: {channels: 8, kernel: 3}
+stages:
+  - {width: 8, depth: 2, stride: 2}
+  - {width: 16, depth: 2, stride: 1}
+candidates: [k3e3, k3e6, k5e3, k5e6, k7e3, k7e6, zero]
+feature_mix: 16
+"""
+
+
+@pytest.fixture(scope="session")
+def files(tmp_path_factory) -> Path:
+    """Tiny files for the command-line jobs that are killed, stopped or run under torchrun
+    (test_kill_resume.py, test_distributed.py): space.yaml, profile_space.yaml, arch.json
+    and data/ (IDX files: 300 train, 100 test)."""
+    root = tmp_path_factory.mktemp("kill")
+    (root / "space.yaml").write_text(KILL_SPACE)
+    (root / "profile_space.yaml").write_text(KILL_PROFILE_SPACE)
+    Architecture.uniform(load_space(root / "space.yaml"), "k3e3").save(root / "arch.json")
+    source = Path(str(resources.files("proxyless") / "builtin_data"))
+    (root / "data").mkdir()
+    for split, count in (("train", 300), ("t10k", 100)):
+        images = read_idx(source / f"{split}-images-idx3-ubyte.gz")[:count]
+        labels = read_idx(source / f"{split}-labels-idx1-ubyte.gz")[:count]
+        (root / "data" / f"{split}-images-idx3-ubyte").write_bytes(
+            struct.pack(">IIII", 0x803, count, 28, 28) + images.astype(np.uint8).tobytes())
+        (root / "data" / f"{split}-labels-idx1-ubyte").write_bytes(
+            struct.pack(">II", 0x801, count) + labels.astype(np.uint8).tobytes())
+    return root

@@ -62,3 +62,49 @@ def test_run_under_torchrun(tmp_path):
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["measured_ms"] > 0 and results["test_top1"] > 10.0
     assert len(list((tmp_path / "cache" / "tables").glob("tiny-ddp-*.json"))) == 1
+
+
+@pytest.mark.slow
+def test_sigterm_under_torchrun_stops_every_rank_and_resumes_exactly(tmp_path, files):
+    """SIGTERM to torchrun (as a cluster preempting the job): it passes it to both ranks,
+    which agree to stop after the same batch; rank 0 writes the checkpoint, both exit 75;
+    resumed under torchrun, the weights end as an uninterrupted run's, bit for bit."""
+    import signal
+    import time
+
+    import torch
+
+    args = ["train", str(files / "arch.json"), "--data", str(files / "data"), "--epochs", "3",
+            "--batch-size", "25", "--seed", "4", "--threads", "1", "--no-progress",
+            "--checkpoint-every", "0.001"]
+    ref = torchrun([*args, "--out", str(tmp_path / "ref")], tmp_path)
+    assert ref.returncode == 0, ref.stderr[-3000:]
+
+    out, log = tmp_path / "run", tmp_path / "run.log"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+           "2", "-m", "proxyless.cli", *args, "--out", str(out)]
+    with open(log, "w") as sink:
+        proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, cwd=tmp_path,
+                                env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        give_up = time.monotonic() + 300
+        while not (out / "checkpoint.pt").exists() and proc.poll() is None \
+                and time.monotonic() < give_up:
+            time.sleep(0.01)
+        time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)  # to torchrun, our own child
+        proc.wait(120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = log.read_text()
+    assert text.count("stopped by SIGTERM") == 2, text[-3000:]  # each rank, at one batch
+    assert not (out / "final.json").exists()
+    saved = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert saved["epoch"] < 3
+
+    resumed = torchrun([*args, "--out", str(out), "--resume"], tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    a, b = (torch.load(d / "model.pt", weights_only=True)["weights"]
+            for d in (out, tmp_path / "ref"))
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -18,73 +18,26 @@ import math
 import os
 import random
 import signal
-import struct
 import subprocess
 import sys
 import time
 from collections.abc import Callable
-from importlib import resources
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
-from proxyless import Architecture, load_architecture, load_space
-from proxyless.data.formats import read_idx
+from proxyless import load_architecture, load_space
 from proxyless.errors import ProxylessError
 from proxyless.latency.profile import layer_workloads
 from proxyless.latency.table import LatencyTable
 from proxyless.train import TrainConfig, train_network
 
-SPACE = """name: tiny-kill
-input_size: 28
-in_channels: 1
-num_classes: 10
-stem: {channels: 8, stride: 2, kernel: 3}
-first_block: {channels: 8, kernel: 3}
-stages:
-  - {width: 16, depth: 2, stride: 2}
-candidates: [k3e3, k5e3, zero]
-feature_mix: 32
-"""
-# more distinct layers than one profiling chunk (24), so a kill can fall between chunks
-PROFILE_SPACE = """name: tiny-profile
-input_size: 16
-in_channels: 1
-num_classes: 4
-stem: {channels: 8, stride: 2, kernel: 3}
-first_block: {channels: 8, kernel: 3}
-stages:
-  - {width: 8, depth: 2, stride: 2}
-  - {width: 16, depth: 2, stride: 1}
-candidates: [k3e3, k3e6, k5e3, k5e6, k7e3, k7e6, zero]
-feature_mix: 16
-"""
 COMMON = ("--threads", "1", "--no-progress")
 # a checkpoint inside the epochs every ~60 ms: a kill lands after one, mid-epoch, or during one
 MID_EPOCH = ("--checkpoint-every", "0.001")
 STOPPED_CODE = 75  # proxyless.stopping.EXIT_STOPPED
 DATA = ("--val-size", "100")  # of 300 training images: 4 batches of 50 per epoch
-
-
-@pytest.fixture(scope="module")
-def files(tmp_path_factory) -> Path:
-    """space.yaml, profile_space.yaml, arch.json and data/ (IDX files: 300 train, 100 test)."""
-    root = tmp_path_factory.mktemp("kill")
-    (root / "space.yaml").write_text(SPACE)
-    (root / "profile_space.yaml").write_text(PROFILE_SPACE)
-    Architecture.uniform(load_space(root / "space.yaml"), "k3e3").save(root / "arch.json")
-    source = Path(str(resources.files("proxyless") / "builtin_data"))
-    (root / "data").mkdir()
-    for split, count in (("train", 300), ("t10k", 100)):
-        images = read_idx(source / f"{split}-images-idx3-ubyte.gz")[:count]
-        labels = read_idx(source / f"{split}-labels-idx1-ubyte.gz")[:count]
-        (root / "data" / f"{split}-images-idx3-ubyte").write_bytes(
-            struct.pack(">IIII", 0x803, count, 28, 28) + images.astype(np.uint8).tobytes())
-        (root / "data" / f"{split}-labels-idx1-ubyte").write_bytes(
-            struct.pack(">II", 0x801, count) + labels.astype(np.uint8).tobytes())
-    return root
 
 
 STARTED: list[subprocess.Popen] = []
