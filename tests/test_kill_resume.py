@@ -306,3 +306,70 @@ def test_a_nan_training_loss_stops_at_the_last_good_checkpoint(tmp_path, files, 
     full = train_network(arch, data, config, tmp_path / "a", progress=False)
     assert resumed["test_top1"] == full["test_top1"]
     assert records(tmp_path / "b") == records(tmp_path / "a")
+
+
+def test_a_second_writer_of_a_run_folder_is_refused_at_once(tmp_path, files):
+    """Two `search --out SAME`: the second (and a --resume of the running one) is refused
+    while the first runs, touching nothing; kill -9 leaves no lock behind to clean up."""
+    args = ["search", "--space", str(files / "space.yaml"), "--data", str(files / "data"),
+            *DATA, "--target-mflops", "0.12", "--warmup-epochs", "1", "--epochs", "30",
+            "--arch-every", "1", "--batch-size", "50", *COMMON, "--out", str(tmp_path / "run")]
+    first = start([*args, "--seed", "1"], tmp_path / "first.log", tmp_path)
+    give_up = time.monotonic() + TIMEOUT
+    while not (tmp_path / "run" / "checkpoint.pt").exists() and time.monotonic() < give_up:
+        assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+        time.sleep(0.01)
+    settings = (tmp_path / "run" / "config.yaml").read_text()
+    for extra in (["--seed", "2"], ["--seed", "1", "--resume"]):
+        began = time.monotonic()
+        second = subprocess.run([sys.executable, "-m", "proxyless.cli", *args, *extra],
+                                capture_output=True, text=True, timeout=TIMEOUT,
+                                env={**os.environ, "PROXYLESS_CACHE": str(tmp_path)})
+        assert second.returncode == 2, second.stderr
+        assert f"is in use by another proxyless process (pid {first.pid})" in second.stderr
+        assert len(second.stderr.strip().splitlines()) == 1
+        assert time.monotonic() - began < 60  # at once: before any data or work
+    assert (tmp_path / "run" / "config.yaml").read_text() == settings  # untouched
+    assert first.poll() is None
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait(TIMEOUT)
+    assert (tmp_path / "run" / ".lock").exists()  # the file stays; its lock died with it
+    resumed = start([*args, "--seed", "1", "--resume"], tmp_path / "r.log", tmp_path)
+    give_up = time.monotonic() + TIMEOUT
+    while "resuming" not in (tmp_path / "r.log").read_text() and resumed.poll() is None \
+            and time.monotonic() < give_up:
+        time.sleep(0.01)
+    assert "resuming" in (tmp_path / "r.log").read_text(), (tmp_path / "r.log").read_text()
+    os.kill(resumed.pid, signal.SIGKILL)
+
+
+def test_a_file_size_limit_keeps_the_last_checkpoint(tmp_path, files):
+    """RLIMIT_FSIZE (ulimit -f) below the second checkpoint's size: the first one stays
+    whole, the error is one line naming the file, the size needed and --resume."""
+    import resource
+
+    args = ["train", str(files / "arch.json"), "--data", str(files / "data"),
+            "--batch-size", "50", "--seed", "3", "--no-tensorboard", *COMMON]
+    finish(start([*args, "--epochs", "1", "--out", str(tmp_path / "one")], tmp_path / "1.log",
+                  tmp_path), tmp_path / "1.log")
+    first_size = (tmp_path / "one" / "checkpoint.pt").stat().st_size  # one epoch's record
+    limit = first_size + 64  # a second epoch's record is larger
+
+    def small_files() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    out = tmp_path / "two"
+    proc = subprocess.run([sys.executable, "-m", "proxyless.cli", *args, "--epochs", "2",
+                           "--out", str(out)], capture_output=True, text=True, timeout=TIMEOUT,
+                          preexec_fn=small_files,
+                          env={**os.environ, "PROXYLESS_CACHE": str(tmp_path)})
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    error = proc.stderr.strip().splitlines()[-1]
+    assert error.startswith(f"proxyless: error: no space left to write {out / 'checkpoint.pt'}")
+    assert "needed, the file-size limit (ulimit -f)" in error and "EFBIG" in error
+    assert "previous checkpoint.pt is intact" in error and "--resume" in error
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["epoch"] == 1
+    assert not list(out.glob(".checkpoint.pt.*"))  # no temporary file left
+    finish(start([*args, "--epochs", "2", "--out", str(out), "--resume"], tmp_path / "2.log",
+                 tmp_path), tmp_path / "2.log")
+    assert (out / "final.json").exists()
