@@ -240,3 +240,25 @@ def test_a_full_disk_keeps_the_previous_file_and_says_what_was_needed(tmp_path, 
     assert "needed" in message and "previous checkpoint.pt is intact" in message
     assert torch.load(path, weights_only=True)["epoch"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]  # no temporary left
+
+
+def test_batch_size_auto_picks_what_fits_and_resumes_with_it(tmp_path, files, capsys):
+    from proxyless.cli import main
+
+    out = tmp_path / "run"
+    args = ["train", str(files / "arch.json"), "--data", str(files / "data"), "--epochs", "1",
+            "--batch-size", "auto", "--no-progress", "--no-tensorboard", "--threads", "1",
+            "--out", str(out)]
+    assert main(args) == 0
+    chosen = json.loads((out / "config.json").read_text())["train"]["batch_size"]
+    # a tiny network fits far more than the 300 images: the data bounds it (a multiple of 8)
+    assert chosen == 296
+    assert "--batch-size auto: 296 per process (by the memory estimate" in capsys.readouterr().err
+    assert "batch_size: auto" in (out / "config.yaml").read_text()  # the command as given
+
+    from argparse import Namespace
+
+    from proxyless.cli.options import resolve_batch_size
+
+    again = Namespace(batch_size="auto", resume=True, out=str(out))
+    assert resolve_batch_size(again, None, None, "train") == 296  # the run's own, no probe

@@ -75,6 +75,15 @@ def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
     return tensor.tolist()
 
 
+def all_reduce_max(values: list[float], device: torch.device) -> list[float]:
+    """The largest of each of a few scalars over all ranks (identity without a group)."""
+    if not dist.is_initialized():
+        return values
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return tensor.tolist()
+
+
 def any_rank(flags: torch.Tensor) -> torch.Tensor:
     """Elementwise: is a flag (0 or 1) set on any rank? The ranks must take the same decisions
     (stop on a NaN, skip a step), or the ones that go on wait in a collective forever."""

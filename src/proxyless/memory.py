@@ -11,9 +11,14 @@ import os
 from collections.abc import Callable
 
 import torch
+from torch import nn
 
+from proxyless.arch import Architecture
 from proxyless.errors import ProxylessError
+from proxyless.net import build_network
+from proxyless.precision import Precision
 from proxyless.space import SearchSpace
+from proxyless.supernet import SuperNet
 from proxyless.walk import candidate_layers, fixed_layers
 
 # Far beyond any real space (the paper's ImageNet space: a 16M-parameter supernet, ~0.1 GB
@@ -163,3 +168,49 @@ def fit_batch(fits: Callable[[int], bool], start: int, limit: int) -> int:
 def round_batch(batch: int) -> int:
     """A multiple of 8 (tensor cores' tile) where the batch is that large."""
     return batch - batch % 8 if batch >= 16 else batch
+
+
+def probe_batch_size(space: SearchSpace, device: torch.device, precision: Precision,
+                     arch: Architecture | None = None, limit: int = AUTO_BATCH_LIMIT) -> int:
+    """`--batch-size auto`: the largest batch per process, at most `limit`, whose step fits
+    in `device`'s memory, with `_HEADROOM` to spare. On a GPU, found by running real steps
+    (forward and backward through the supernet's largest path twice, as the two-path
+    architecture step keeps, or through `arch`'s network) from the estimate up or down; on
+    the CPU, where running out of memory ends in the kernel's OOM killer rather than an
+    error, by `largest_batch`'s estimate alone. 0 where not one image fits."""
+    estimate = largest_batch(space, device, precision.name, supernet=arch is None)
+    if device.type != "cuda":
+        return round_batch(min(estimate, limit))
+    found = _probe(space, device, precision, arch, estimate, limit)
+    torch.cuda.empty_cache()  # the probing model's memory, freed on return, is the run's
+    return found
+
+
+def _probe(space: SearchSpace, device: torch.device, precision: Precision,
+           arch: Architecture | None, estimate: int, limit: int) -> int:
+    if arch is None:
+        model: nn.Module = SuperNet(space).to(device, memory_format=torch.channels_last)
+        model.sample_gates("sample", fixed=model.parent_indices())
+        passes = 2
+    else:
+        model, passes = build_network(arch).to(device, memory_format=torch.channels_last), 1
+    model.train()
+
+    def fits(batch: int) -> bool:
+        try:
+            x = torch.randn(batch, space.in_channels, space.input_size, space.input_size,
+                            device=device).contiguous(memory_format=torch.channels_last)
+            with precision.autocast():
+                loss = sum(model(x).float().sum() for _ in range(passes))
+            loss.backward()
+            torch.cuda.synchronize(device)
+            return True
+        except torch.cuda.OutOfMemoryError:
+            return False
+        finally:
+            x = loss = None  # noqa: F841 - the batch's memory goes before the next try
+            model.zero_grad(set_to_none=True)
+            torch.cuda.empty_cache()
+
+    found = fit_batch(fits, max(1, estimate), limit)
+    return round_batch(int(found * _HEADROOM) if found > 1 else found)  # the model goes here

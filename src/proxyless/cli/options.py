@@ -7,19 +7,23 @@ import argparse
 import contextlib
 import dataclasses
 import math
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from proxyless import distributed
+from proxyless.arch import Architecture
 from proxyless.config import MAX_SEED, clip
 from proxyless.data import DataSplits, load_data
 from proxyless.data.decode import DEFAULT_SCALE
 from proxyless.data.loading import DATA_MODES, STREAM_MIN_SIZE
 from proxyless.errors import ProxylessError
+from proxyless.files import read_mapping
 from proxyless.latency.timer import MAX_MIN_TIME
-from proxyless.precision import PRECISIONS
+from proxyless.memory import AUTO_BATCH_LIMIT, probe_batch_size
+from proxyless.precision import PRECISIONS, resolve_precision
 from proxyless.run_lock import hold_run_folder
-from proxyless.runtime import prepare_out_dir, remove_if_empty
+from proxyless.runtime import prepare_out_dir, remove_if_empty, resolve_device
 from proxyless.space import SearchSpace
 
 
@@ -107,6 +111,54 @@ def add_model_data_args(parser: argparse.ArgumentParser) -> None:
                         help="dataset name (builtin, fashion-mnist, cifar10, imagefolder) or "
                              "a path; default: the data the model was trained on")
     parser.add_argument("--data-dir", default=None, help="folder holding the dataset files")
+
+
+AUTO = "auto"
+
+
+def batch_size_arg(text: str) -> int | str:
+    """--batch-size: a positive number, or `auto` (`resolve_batch_size`)."""
+    return AUTO if text == AUTO else positive_int(text)
+
+
+def resolve_batch_size(args: argparse.Namespace, space: SearchSpace, data: DataSplits,
+                       section: str, arch: Architecture | None = None,
+                       arch_every: int = 1, folder: str = "",
+                       train_limit: int | None = None) -> int:
+    """--batch-size as a number. `auto`: on --resume, the run's own (`section` of the
+    config.json in `folder` of the run folder); else the largest batch per process that fits
+    this device's memory (probed with real steps on a GPU, estimated on the CPU:
+    `memory.probe_batch_size`) and the data (a search keeps `arch_every` training batches
+    per epoch, of at most `train_limit` images, and one validation batch), at most
+    `AUTO_BATCH_LIMIT`; the same on every rank (the smallest)."""
+    if args.batch_size != AUTO:
+        return args.batch_size
+    saved = Path(args.out) / folder / "config.json"
+    if args.resume and saved.is_file():
+        value = read_mapping(saved, "run settings").get(section, {}).get("batch_size")
+        if isinstance(value, int) and value >= 1:
+            return value
+    info = distributed.setup(args.device)
+    device = resolve_device(f"cuda:{info.local_rank}" if args.device.startswith("cuda")
+                            and info.enabled else args.device)
+    precision = resolve_precision(args.precision, device)
+    ranks = info.world_size
+    train_images = min(len(data.train), train_limit or len(data.train))
+    data_limit = train_images // (ranks * arch_every)
+    if arch is None and data.val is not None:
+        data_limit = min(data_limit, len(data.val) // ranks)
+    batch = probe_batch_size(space, device, precision, arch, min(AUTO_BATCH_LIMIT, data_limit))
+    batch = int(-distributed.all_reduce_max([-batch], device)[0])  # the smallest
+    if batch < 1:
+        raise ProxylessError(f"--batch-size auto: not even one image of space {space.name!r} "
+                             f"fits in this {device.type.upper()}'s memory (or the data is "
+                             "too small for one batch)")
+    if distributed.is_main():
+        how = "probed on the GPU" if device.type == "cuda" else "by the memory estimate"
+        print(f"--batch-size auto: {batch} per process ({how}, at most "
+              f"{min(AUTO_BATCH_LIMIT, data_limit)}; the learning rate is not scaled)",
+              file=sys.stderr)
+    return batch
 
 
 def add_runtime_args(parser: argparse.ArgumentParser) -> None:

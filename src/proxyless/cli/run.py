@@ -13,12 +13,14 @@ from proxyless import distributed
 from proxyless.budgets import BUDGETS
 from proxyless.cli.config_file import add_config_arg, resolved_options, save_config
 from proxyless.cli.options import (
+    AUTO,
     add_data_args,
     add_runtime_args,
     data_from_args,
     fit_classes,
     is_main_rank,
     positive_int,
+    resolve_batch_size,
     run_folder,
 )
 from proxyless.cli.search import (
@@ -92,7 +94,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     resolve_profile_args(args)
     search_config = search_config_from(args)
     search_config.validate()
-    check_space_fits(space, search_config.batch_size)
+    check_space_fits(space, 1 if args.batch_size == AUTO else search_config.batch_size)
     if args.table is not None:  # a bad table is refused before the data is read
         latency_model(LatencyTable.load(args.table), space)
     with run_folder(args.out):
@@ -105,7 +107,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         search_config = dataclasses.replace(
             search_config,
             warmup_epochs=warmup if "warmup_epochs" in from_budget else args.warmup_epochs,
-            epochs=search_epochs if "epochs" in from_budget else args.epochs)
+            epochs=search_epochs if "epochs" in from_budget else args.epochs,
+            batch_size=resolve_batch_size(args, space, data, "search",
+                                          arch_every=search_config.arch_every,
+                                          folder="search",
+                                          train_limit=search_config.train_limit))
         train_config = TrainConfig(**{"epochs": epochs, "batch_size": search_config.batch_size,
                                       **dict(budget.train), "seed": args.seed,
                                       "device": args.device, "threads": args.threads,

@@ -4,14 +4,17 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
 from proxyless import distributed
 from proxyless.cli.config_file import add_config_arg, resolved_options, save_config
 from proxyless.cli.options import (
+    AUTO,
     add_data_args,
     add_runtime_args,
+    batch_size_arg,
     data_from_args,
     finite_float,
     fit_classes,
@@ -21,6 +24,7 @@ from proxyless.cli.options import (
     positive_float,
     positive_int,
     positive_min_time,
+    resolve_batch_size,
     run_folder,
 )
 from proxyless.errors import ProxylessError
@@ -90,8 +94,11 @@ def add_search_args(p: argparse.ArgumentParser, run: bool = False) -> None:
                         "seeds the other candidates (0: uniform random paths throughout)")
     p.add_argument("--epochs", type=positive_int, default=d.epochs if not run else None,
                    help="search epochs after the warm-up" + budget)
-    p.add_argument("--batch-size", type=positive_int, default=given(d.batch_size),
-                   help=f"default {d.batch_size}" + (", or from --budget" if run else ""))
+    p.add_argument("--batch-size", type=batch_size_arg, default=given(d.batch_size),
+                   help=f"per process; default {d.batch_size}" +
+                        (", or from --budget" if run else "") +
+                        "; auto: the largest that fits in memory (probed on a GPU, estimated "
+                        "on the CPU) and the data")
     p.add_argument("--lr", type=positive_float, default=given(d.lr),
                    help=f"weights' learning rate (default {d.lr}" + (
                        ", or from --budget)" if run else ")"))
@@ -136,7 +143,8 @@ def search_config_from(args: argparse.Namespace) -> SearchConfig:
     settings = dict(
         strategy=args.strategy, epochs=args.epochs, warmup_epochs=args.warmup_epochs,
         weight_sharing=args.weight_sharing, warmup_parent=args.warmup_parent,
-        batch_size=args.batch_size, lr=args.lr, warmup_lr=args.warmup_lr,
+        batch_size=None if args.batch_size == AUTO else args.batch_size, lr=args.lr,
+        warmup_lr=args.warmup_lr,
         arch_lr=args.arch_lr, arch_every=args.arch_every, decide=args.decide,
         fair_paths=args.fair_paths, sandwich=args.sandwich, estimator=args.estimator,
         loss=args.loss, constraint=args.constraint, dual_lr=args.dual_lr,
@@ -198,12 +206,15 @@ def cmd_search(args: argparse.Namespace) -> int:
     resolve_profile_args(args)
     config = search_config_from(args)
     config.validate()
-    check_space_fits(space, config.batch_size)
+    check_space_fits(space, 1 if args.batch_size == AUTO else config.batch_size)
     log = lambda m: print(m, file=sys.stderr)  # noqa: E731 - stdout holds the result
     with run_folder(args.out):
         if is_main_rank():
             save_config(args.out, resolved_options(args, config))
         data = data_from_args(args, space, config.val_size)
+        config = dataclasses.replace(config, batch_size=resolve_batch_size(
+            args, space, data, "search", arch_every=config.arch_every,
+            train_limit=config.train_limit))
         space = fit_classes(space, data, log)
         if table is None and config.metric == "latency" and config.target is not None:
             # no table given: this device's, for the runtime asked for (cached per device)

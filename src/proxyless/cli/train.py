@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 from proxyless.arch import Architecture, load_architecture
 from proxyless.cli.config_file import add_config_arg, save_config
 from proxyless.cli.options import (
+    AUTO,
     add_data_args,
     add_runtime_args,
+    batch_size_arg,
     data_from_args,
     fit_classes,
     is_main_rank,
     nonneg_float,
     positive_float,
     positive_int,
+    resolve_batch_size,
     run_folder,
 )
 from proxyless.errors import ProxylessError
@@ -30,7 +34,9 @@ def add_train_parser(sub) -> None:
                    help="architecture file (ours or a reference net.config)")
     p.add_argument("--out", required=True, help="run folder (checkpoints, metrics, results)")
     p.add_argument("--epochs", type=positive_int, default=d.epochs)
-    p.add_argument("--batch-size", type=positive_int, default=d.batch_size)
+    p.add_argument("--batch-size", type=batch_size_arg, default=d.batch_size,
+                   help=f"per process (default {d.batch_size}); auto: the largest that fits in "
+                        "memory (probed on a GPU, estimated on the CPU) and the data")
     p.add_argument("--lr", type=positive_float, default=d.lr)
     p.add_argument("--weight-decay", type=nonneg_float, default=d.weight_decay)
     p.add_argument("--label-smoothing", type=nonneg_float, default=d.label_smoothing)
@@ -46,7 +52,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.arch is None:
         raise ProxylessError("give the architecture file to train (or --config with one)")
     arch = load_architecture(args.arch)
-    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+    auto = args.batch_size == AUTO
+    config = TrainConfig(epochs=args.epochs, batch_size=1 if auto else args.batch_size,
+                         lr=args.lr,
                          weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
                          dropout=args.dropout, augment=not args.no_augment, seed=args.seed,
                          device=args.device, threads=args.threads, workers=args.workers,
@@ -59,6 +67,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             save_config(args.out, args)
         data = data_from_args(args, arch.space, args.val_size or 0)
         arch = Architecture(fit_classes(arch.space, data), arch.blocks)
+        config = dataclasses.replace(config, batch_size=resolve_batch_size(
+            args, arch.space, data, "train", arch=arch))
         final = train_network(arch, data, config, args.out, resume=args.resume,
                               progress=not args.no_progress)
     if not is_main_rank():
