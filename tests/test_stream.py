@@ -229,6 +229,24 @@ def test_order_and_crops_depend_on_seed_epoch_and_rank_only(folder):
     assert not torch.equal(epoch_batches(serial, 0)[0][0], a[0][0])  # epochs differ
 
 
+def test_an_epoch_resumed_at_a_batch_yields_the_rest_of_the_same_pass(folder, builtin_subset):
+    """`iterate(k)` (a run resumed inside an epoch): the batches k.. of an uninterrupted pass,
+    crops and flips included, for streamed and in-memory batches; the next pass is whole."""
+    data = load(folder)
+    common = dict(mean=data.mean, std=data.std, shuffle=True, augment=True, seed=3)
+    memory = builtin_subset(64, 0, 8)
+    for batches in (StreamBatches(data.train, 8, workers=1, **common),
+                    make_batches(memory.train, 8, mean=memory.mean, std=memory.std,
+                                 shuffle=True, augment=True, seed=3)):
+        whole = epoch_batches(batches, 1)
+        batches.set_epoch(1)
+        rest = [(x.clone(), y.clone()) for x, y in batches.iterate(2)]
+        assert len(rest) == len(whole) - 2
+        assert all(torch.equal(xa, xb) and torch.equal(ya, yb)
+                   for (xa, ya), (xb, yb) in zip(whole[2:], rest, strict=True))
+        assert len(epoch_batches(batches, 1)) == len(whole)  # the start was one pass's
+
+
 def test_rank_shards_are_disjoint_and_cover_the_set(folder):
     data = load(folder)
     seen = []

@@ -29,6 +29,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from proxyless.files import replace_atomically
 from proxyless.latency.settings import Setting, Timing, measure_setting, table_text
 from proxyless.latency.timer import cpu_model
 from proxyless.networks import (
@@ -199,6 +200,6 @@ def compare_folders(folders: Sequence[str | Path], out: str | Path,
             warn(note)
     prepare_out_dir(folder)
     text = compare_markdown(rows, how, notes, measure)
-    (folder / "compare.md").write_text(text, encoding="utf-8")
+    replace_atomically(folder / "compare.md", lambda f: f.write(text.encode("utf-8")))
     plot_compare(rows, folder / "compare.png", measure)
     return text

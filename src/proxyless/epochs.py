@@ -6,13 +6,17 @@ weights and the cosine schedule.
     ...                 state={"model": model, "optimizer": optimizer, "scheduler": scheduler},
     ...                 saved={"arch": arch.to_dict(), "config": to_dict(config)})
     >>> epochs.start(resume, config_json, check=refuse_other_settings, log=print)
-    >>> epochs.run(one_epoch, line, desc="train", progress=True)  # one_epoch(epoch) -> record
+    >>> epochs.run(one_epoch, line, desc="train")  # one_epoch(epoch, cursor) -> record
 
 A run folder holds `config.json`, `metrics.jsonl` (one line per finished epoch) and
-`checkpoint.pt`, written atomically after every epoch (by rank 0 under torchrun). Each epoch
-starts by seeding every global RNG from (seed, epoch), so a resumed run continues exactly as
-if it had never stopped: `start(resume=True)` restores `state` from the checkpoint, after
-`check` has refused one written with other settings.
+`checkpoint.pt`, written atomically after every epoch (by rank 0 under torchrun) and, every
+`checkpoint_every` minutes, inside an epoch too. Each epoch starts by seeding every global RNG
+from (seed, epoch), so a resumed run continues exactly as if it had never stopped:
+`start(resume=True)` restores `state` from the checkpoint, after `check` has refused one
+written with other settings. A checkpoint inside an epoch also holds the batch to go on from,
+every RNG's state and what the loop hands `EpochCursor.step_done` (its tallies, generators):
+the loop starts there (`cursor.start`, `cursor.restored`). A SIGTERM or SIGUSR1 (`stopping`)
+ends the run after the current batch with such a checkpoint and `stopping.Stopped`.
 
 A loss or parameter that becomes NaN/inf raises `Diverged` inside the epoch; `run` stops there,
 before that epoch is checkpointed (it also checks the models' tensors and the record's losses
@@ -268,12 +272,12 @@ class EpochCursor:
     def __init__(self, epochs: Epochs | None, epoch: int, start: int = 0,
                  restored: dict | None = None) -> None:
         self.epochs, self.epoch, self.start, self.restored = epochs, epoch, start, restored
-        self.done = start  # steps of this epoch finished, for messages (out of memory)
+        self.done, self.total = start, 0  # steps of this epoch finished, of how many
 
     def step_done(self, batch: int, total: int, loop_state: Callable[[], dict]) -> None:
         """Batch `batch` (from 0) of `total` is done; `loop_state()`: what the loop needs to
         go on from the next batch (tallies, generators), called only when checkpointing."""
-        self.done = batch + 1
+        self.done, self.total = batch + 1, total
         if self.epochs is not None:
             self.epochs.poll(self.epoch, batch + 1, total, loop_state)
 
@@ -427,9 +431,11 @@ class Epochs:
 
     def _agree(self, due: bool) -> tuple[bool, bool]:
         """(checkpoint now, stop now), the same on every rank: set where any rank says so."""
-        flags = torch.tensor([float(due), float(stopping.requested() is not None)])
-        if self.context.dist.enabled:
-            flags = distributed.any_rank(flags.to(self.context.device)).cpu()
+        stop = stopping.requested() is not None
+        if not self.context.dist.enabled:  # no tensor: this runs after every step
+            return due, stop
+        flags = torch.tensor([float(due), float(stop)], device=self.context.device)
+        flags = distributed.any_rank(flags).cpu()
         return bool(flags[0]), bool(flags[1])
 
     def poll(self, epoch: int, done: int, total: int, loop_state: Callable[[], dict]) -> None:
@@ -502,8 +508,10 @@ class Epochs:
         else:
             kept = f"{self.context.checkpoint} keeps the last checkpoint (--resume continues " \
                    "from it where memory allows)"
-        return (f"out of {device} memory in epoch {epoch + 1}/{self.total}, step "
-                f"{cursor.done + 1}{size}{'; ' + advice if advice else ''}; {kept}")
+        where = ("its evaluation" if cursor.total and cursor.done >= cursor.total
+                 else f"step {cursor.done + 1}")
+        return (f"out of {device} memory in epoch {epoch + 1}/{self.total}, {where}{size}"
+                f"{'; ' + advice if advice else ''}; {kept}")
 
     def checkpoint(self, epoch: int) -> dict[str, Any]:
         state = {key: target if isinstance(target, list) else target.state_dict()

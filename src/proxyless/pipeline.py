@@ -25,7 +25,7 @@ from proxyless.data import DataSplits
 from proxyless.deploy.export import runtime_latencies
 from proxyless.deploy.model_file import MODEL_FILE
 from proxyless.errors import ProxylessError
-from proxyless.files import read_mapping, write_json_atomic
+from proxyless.files import read_mapping, replace_atomically, write_json_atomic
 from proxyless.latency.cache import cached_table
 from proxyless.latency.calibration import CALIBRATION_NETWORKS
 from proxyless.latency.cost import CostModel, latency_model
@@ -354,5 +354,6 @@ def write_report(out: Path, r: dict, scfg: SearchConfig, tcfg: TrainConfig,
         "",
     ]
     path = out / "report.md"
-    path.write_text("\n".join(lines))
+    text = "\n".join(lines)
+    replace_atomically(path, lambda f: f.write(text.encode("utf-8")))
     return path

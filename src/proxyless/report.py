@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from proxyless.files import replace_atomically
 from proxyless.space import parse_token
 
 
@@ -34,9 +35,10 @@ def _save(fig, path: str | Path) -> Path:
     figure alive, and a search draws many."""
     plt = _pyplot()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
+    try:  # atomically: a full disk or a kill leaves the previous picture, never half of one
+        replace_atomically(path, lambda f: fig.savefig(f, format=path.suffix[1:] or "png"))
+    finally:
+        plt.close(fig)
     return path
 
 

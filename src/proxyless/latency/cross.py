@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from proxyless.errors import ProxylessError
-from proxyless.files import write_json_atomic
+from proxyless.files import replace_atomically, write_json_atomic
 from proxyless.latency.matrix import (
     Column,
     fastest,
@@ -139,7 +139,7 @@ def write_matrix(out: Path, networks: list[Network], columns: list[Column],
     """matrix.md, matrix.json and architectures.png in `out`; returns the markdown."""
     date = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     text = matrix_markdown(networks, columns, timing, date)
-    (out / "matrix.md").write_text(text, encoding="utf-8")
+    replace_atomically(out / "matrix.md", lambda f: f.write(text.encode("utf-8")))
     write_json_atomic(out / "matrix.json", matrix_json(networks, columns, timing, date))
     architectures_side_by_side([n.arch for n in networks],
                                [_picture_label(n, columns, i) for i, n in enumerate(networks)],
