@@ -28,9 +28,10 @@ from pathlib import Path
 import torch
 
 from proxyless import distributed, load_space
-from proxyless.epochs import Epochs, Tally, cosine_schedule, weight_optimizer
+from proxyless.epochs import Epochs, Tally
 from proxyless.latency.cost import flops_model
 from proxyless.latency.timer import cpu_model
+from proxyless.optim import cosine_schedule, weight_optimizer
 from proxyless.runtime import RunContext
 from proxyless.search.config import SearchConfig
 from proxyless.search.gradient import GradientStrategy

@@ -104,7 +104,7 @@ def test_the_paper_budget_is_the_reference_codes_imagenet_protocol(monkeypatch):
     from proxyless.cli import build_parser
     from proxyless.cli.run import apply_budget
     from proxyless.cli.search import search_config_from
-    from proxyless.epochs import cosine_schedule
+    from proxyless.optim import cosine_schedule
     from proxyless.pipeline import BUDGETS
 
     args = build_parser().parse_args(["run", "--budget", "paper", "--arch-lr", "0.002"])

@@ -12,7 +12,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "proxyless"
 # Bottom to top: a module may import its own layer and the layers below it, never above.
 LAYERS: dict[str, tuple[str, ...]] = {
     "foundation": ("errors", "config", "files", "runtime", "distributed", "precision",
-                   "budgets", "tensorboard_log", "stopping", "run_lock"),
+                   "budgets", "tensorboard_log", "stopping", "run_lock", "divergence",
+                   "optim"),
     "data": ("space", "arch", "data"),
     "building": ("ops", "walk", "memory", "net", "supernet", "shared_weights", "batchnorm",
                  "epochs",

@@ -13,7 +13,7 @@ from torch import nn
 
 from proxyless.arch import Architecture
 from proxyless.batchnorm import frozen_bn_statistics
-from proxyless.epochs import Diverged, StepLosses
+from proxyless.divergence import Diverged, StepLosses
 from proxyless.errors import ProxylessError
 from proxyless.latency.cost import flops_model
 from proxyless.memory import saved_for_backward

@@ -1,5 +1,6 @@
-"""What every training loop shares: the run skeleton, the evaluation, the optimizer of the
-weights and the cosine schedule.
+"""What every training loop shares: the run skeleton (resume, checkpoints between and inside
+epochs, stops), the evaluation and the step tallies. (The weights' optimizer and schedule:
+`proxyless.optim`; NaN/inf: `proxyless.divergence`.)
 
     >>> run = start_run(out, config.device, config.threads, resume, "run", "checkpoint.pt")
     >>> epochs = Epochs(run, out, "proxyless-train/1", config.epochs, config.seed,
@@ -27,10 +28,9 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import time
 import typing
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ from tqdm import tqdm
 
 from proxyless import distributed, stopping
 from proxyless.config import shorten, to_dict
+from proxyless.divergence import LOWER_ARCH_LR, LOWER_LR, Diverged, first_nonfinite, require_finite
 from proxyless.errors import ProxylessError
 from proxyless.files import append_text, replace_atomically, write_json_atomic
 from proxyless.precision import Precision
@@ -53,91 +54,6 @@ from proxyless.runtime import (
     set_rng_state,
 )
 from proxyless.tensorboard_log import RunBoard, disabled
-
-LOWER_LR = "lower --lr (the weights diverged) and start again in a new --out"
-LOWER_ARCH_LR = "lower --arch-lr (α diverged) and start again in a new --out"
-
-
-class Diverged(ProxylessError):
-    """A loss or parameter became NaN/inf. `what` names it, `advice` says what to change;
-    `batch` ("7/42") is filled in by `at_batch`, the epoch and the checkpoint by `Epochs.run`.
-    """
-
-    def __init__(self, what: str, value: float, advice: str) -> None:
-        self.what, self.value, self.advice = what, value, advice
-        self.batch: str | None = None
-        super().__init__(self.describe())
-
-    def describe(self, epoch: str | None = None) -> str:
-        where = ", ".join(filter(None, (epoch and f"epoch {epoch}",
-                                        self.batch and f"batch {self.batch}")))
-        return f"{self.what} became {self.value}" + (f" in {where}" if where else "") + \
-            f"; {self.advice}"
-
-    def __str__(self) -> str:  # the batch is known only after construction
-        return self.describe()
-
-
-def require_finite(value: float, what: str, advice: str = LOWER_LR) -> float:
-    """`value`, or `Diverged` where it is NaN or infinite."""
-    if not math.isfinite(value):
-        raise Diverged(what, value, advice)
-    return value
-
-
-@contextlib.contextmanager
-def at_batch(index: int, total: int) -> Iterator[None]:
-    """Tag a `Diverged` raised inside with the batch (`index` from 0) it happened in."""
-    try:
-        yield
-    except Diverged as err:
-        if err.batch is None:
-            err.batch = f"{index + 1}/{total}"
-        raise
-
-
-def first_nonfinite(module: nn.Module) -> tuple[str, float] | None:
-    """The first parameter or buffer of `module` holding NaN/inf, and one such value."""
-    for name, tensor in module.state_dict().items():
-        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
-            bad = tensor[~torch.isfinite(tensor)].flatten()[0].item()
-            return name, bad
-    return None
-
-
-def weight_optimizer(params: Iterable[nn.Parameter], lr: float, momentum: float,
-                     weight_decay: float) -> torch.optim.SGD:
-    """SGD with Nesterov momentum; weight decay on conv/linear weights only (BatchNorm
-    parameters and biases are the 1-D ones)."""
-    decay, no_decay = [], []
-    for param in params:
-        if param.requires_grad:
-            (no_decay if param.ndim <= 1 else decay).append(param)
-    # fused on a GPU: one kernel for all parameters, and with fp16 the gradient scaler hands
-    # it its inf check on the device instead of reading it on the host every step
-    fused = bool(decay or no_decay) and (decay or no_decay)[0].device.type == "cuda"
-    return torch.optim.SGD([{"params": decay, "weight_decay": weight_decay},
-                            {"params": no_decay, "weight_decay": 0.0}], lr=lr,
-                           momentum=momentum, nesterov=True, fused=fused or None)
-
-
-def cosine_schedule(steps: int, restart_at: int = 0,
-                    first_scale: float = 1.0) -> Callable[[int], float]:
-    """The learning-rate factor of a step: a cosine from 1 to 0 over `steps`, then 0.
-
-    With `restart_at`, a first cosine over the steps before it (from `first_scale`) and a
-    fresh one over `steps` after it (the search: one over the warm-up, one over the search,
-    as the reference, whose warm-up starts from twice the search's rate).
-    """
-    def factor(step: int) -> float:
-        if step < restart_at:
-            return first_scale * _cosine(step, restart_at)
-        return _cosine(step - restart_at, steps)
-    return factor
-
-
-def _cosine(step: int, total: int) -> float:
-    return 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
 
 
 class Tally:
@@ -179,42 +95,6 @@ def sync_every(device: torch.device) -> int:
     """Steps between reads of the losses on the host (`StepLosses`): every step on the CPU,
     where reading costs nothing, and every 25 on a GPU, which then runs ahead of the host."""
     return 1 if device.type == "cpu" else 25
-
-
-class StepLosses:
-    """An epoch's step losses, kept on the device and read `every` steps at once (one wait
-    for the GPU instead of one per step), for the progress bar and the NaN/inf check: a
-    `Diverged` still names the exact batch where the loss first went bad."""
-
-    def __init__(self, what: str, total: int, every: int, advice: str = LOWER_LR) -> None:
-        self.what, self.total, self.every, self.advice = what, total, every, advice
-        self.pending: list[tuple[int, torch.Tensor]] = []
-        self.last: float | None = None
-
-    def add(self, index: int, loss: torch.Tensor) -> float | None:
-        """Batch `index`'s loss; returns the latest value read (None until the first)."""
-        self.pending.append((index, loss.detach()))
-        if len(self.pending) >= self.every:
-            self.flush()
-        return self.last
-
-    def flush(self) -> float | None:
-        """Read the pending losses; `Diverged` at the first batch where any rank's loss is
-        not finite (every rank stops at the same batch: see `distributed.any_rank`)."""
-        if self.pending:
-            stacked = torch.stack([loss.float() for _, loss in self.pending])
-            bad = distributed.any_rank(~torch.isfinite(stacked)).tolist()
-            values = stacked.tolist()
-            for (index, _), value, elsewhere in zip(self.pending, values, bad, strict=True):
-                if elsewhere:
-                    value = value if not math.isfinite(value) else math.nan  # another rank's
-                    self.pending.clear()
-                    err = Diverged(self.what, value, self.advice)
-                    err.batch = f"{index + 1}/{self.total}"
-                    raise err
-            self.last = values[-1]
-            self.pending.clear()
-        return self.last
 
 
 @torch.no_grad()

@@ -137,8 +137,12 @@ def _probe_writable(folder: Path, base: Path, option: str, given: Path) -> None:
         step = base
         for part in folder.relative_to(base).parts:
             step = step / part
-            step.mkdir()
-            made.append(step)
+            try:
+                step.mkdir()
+                made.append(step)
+            except FileExistsError:  # made meanwhile (another rank): not ours to remove
+                if not step.is_dir():
+                    raise
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as err:

@@ -32,23 +32,22 @@ from proxyless.data import (
     skipped_images,
 )
 from proxyless.deploy.model_file import MODEL_FILE, ModelInfo, save_model
+from proxyless.divergence import StepLosses
 from proxyless.epochs import (
     EpochCursor,
     Epochs,
-    StepLosses,
     Tally,
     batch_bar,
     changed_settings,
     check_same_transform,
-    cosine_schedule,
     evaluate,
     sync_every,
-    weight_optimizer,
 )
 from proxyless.errors import ProxylessError
 from proxyless.files import write_json_atomic
 from proxyless.memory import memory_advice
 from proxyless.net import build_network
+from proxyless.optim import cosine_schedule, weight_optimizer
 from proxyless.precision import PRECISIONS, Precision, resolve_precision
 from proxyless.run_lock import hold_run_folder
 from proxyless.runtime import RunContext, start_run

@@ -17,7 +17,7 @@ from torch import nn
 
 from proxyless import distributed
 from proxyless.batchnorm import frozen_bn_statistics
-from proxyless.epochs import LOWER_LR, Diverged, require_finite
+from proxyless.divergence import LOWER_LR, Diverged, require_finite
 from proxyless.latency.cost import CostModel
 from proxyless.precision import Precision
 from proxyless.search.config import SearchConfig

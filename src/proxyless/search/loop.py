@@ -35,20 +35,20 @@ from proxyless.config import to_dict
 from proxyless.data import (
     Batches,
     DataSplits,
-    check_channels,
-    check_class_count,
     skipped_images,
 )
+from proxyless.divergence import LOWER_ARCH_LR, Diverged, StepLosses, at_batch
 from proxyless.errors import ProxylessError
 from proxyless.latency.cost import CostModel
 from proxyless.memory import memory_advice
+from proxyless.optim import cosine_schedule, weight_optimizer
 from proxyless.precision import Precision, resolve_precision
 from proxyless.report import probs_figure
 from proxyless.run_lock import hold_run_folder
 from proxyless.runtime import start_run
 from proxyless.search.batches import SearchBatches
+from proxyless.search.checks import check_inputs, check_resume
 from proxyless.search.config import SearchConfig
-from proxyless.search.costs import require_cost
 from proxyless.search.gradient import GradientStrategy
 from proxyless.search.paths import fair_paths, sandwich_paths, warmup_paths
 from proxyless.search.reinforce import Objective, ReinforceStrategy
@@ -73,7 +73,7 @@ def require_finite_alpha(net: SuperNet) -> None:
     for b, alpha in enumerate(net.host_alphas()):  # one copy from the device for all
         if not torch.isfinite(alpha).all():
             bad = alpha[~torch.isfinite(alpha)][0].item()
-            raise skeleton.Diverged(f"α of block {b}", bad, skeleton.LOWER_ARCH_LR)
+            raise Diverged(f"α of block {b}", bad, LOWER_ARCH_LR)
 
 
 def make_strategy(supernet: SuperNet, cost_model: CostModel | None, config: SearchConfig,
@@ -138,7 +138,7 @@ def search(space, data: DataSplits, cost_model: CostModel | None, config: Search
     metrics.jsonl beside the constrained one (e.g. latency under a FLOPs target).
     """
     config.validate()
-    _check_inputs(space, data, cost_model, config, latency_fn)
+    check_inputs(space, data, cost_model, config, latency_fn)
     with hold_run_folder(out_dir, distributed.is_main()):  # one writer at a time
         return _search(space, data, cost_model, config, Path(out_dir), resume, progress, log,
                        latency_fn, objectives, also_log)
@@ -154,10 +154,10 @@ def _search(space, data: DataSplits, cost_model: CostModel | None, config: Searc
     net = SuperNet(space, weight_sharing=config.weight_sharing).to(
         run.device, memory_format=torch.channels_last)
     batches = SearchBatches.build(space, data, config, run)
-    w_opt = skeleton.weight_optimizer(net.weight_parameters(), config.lr, config.momentum,
+    w_opt = weight_optimizer(net.weight_parameters(), config.lr, config.momentum,
                                       config.weight_decay)  # never α
     steps = len(batches.train)
-    schedule = skeleton.cosine_schedule(config.epochs * steps,
+    schedule = cosine_schedule(config.epochs * steps,
                                         restart_at=config.warmup_epochs * steps,
                                         first_scale=(config.lr if config.warmup_lr is None
                                                      else config.warmup_lr) / config.lr)
@@ -190,48 +190,12 @@ def _search(space, data: DataSplits, cost_model: CostModel | None, config: Searc
     epochs.start(resume, {"space": space.to_dict(), "search": to_dict(config),
                           "data": {"name": data.name, "source": data.source,
                                    "transform": data.transform}},
-                 lambda checkpoint: _check_resume(checkpoint, space, config, out,
+                 lambda checkpoint: check_resume(checkpoint, space, config, out,
                                                   data.transform), log)
     metrics = epochs.run(one_epoch, lambda r: epoch_line(r, total, cost_model), "search",
                          progress)
     return SearchResult(derive_within_target(net, projection, config), metrics,
                         one_epoch.probs_history, net)
-
-
-def _check_inputs(space, data: DataSplits, cost_model: CostModel | None,
-                  config: SearchConfig, latency_fn: Objective | None) -> None:
-    require_cost(config, cost_model, latency_fn)
-    if cost_model is not None and cost_model.space.slots() != space.slots():
-        raise ProxylessError(f"the {cost_model.name} model was built for space "
-                             f"{cost_model.space.name!r}, not the searched space "
-                             f"{space.name!r}; profile this space or pass its own table")
-    if data.val is None:
-        raise ProxylessError("the search needs a validation split held out of the training set")
-    check_channels(data.train, space.in_channels, f"data {data.name!r}",
-                   f"space {space.name!r}")
-    check_class_count(data.train, space.num_classes, f"data {data.name!r}",
-                      f"space {space.name!r}")
-
-
-def _check_resume(checkpoint: dict, space, config: SearchConfig, out: Path,
-                  transform: dict) -> None:
-    skeleton.check_same_transform(checkpoint, transform, out)
-    # searches from before the two-sided target bound from above only
-    changed = skeleton.changed_settings(checkpoint, config,
-                                        ("device", "threads", "workers", "precision",
-                                         "tensorboard", "log_every", "checkpoint_every"),
-                                        legacy={"target_floor": 0.0})
-    if checkpoint.get("space") != space.to_dict():
-        raise ProxylessError(f"cannot resume {out} with a different space; use the original "
-                             "one or a new --out")
-    if changed:
-        before = {**to_dict(SearchConfig()), "target_floor": 0.0,
-                  **checkpoint.get("config", {})}
-        diffs = ", ".join(f"{k}: {before.get(k)!r} -> {getattr(config, k)!r}" for k in changed)
-        hint = (" (--target-floor 0 continues a search begun before the two-sided target)"
-                if "target_floor" in changed else "")
-        raise ProxylessError(f"cannot resume {out} with different settings ({diffs}); give "
-                             f"the original ones{hint} or a new --out")
 
 
 class SearchEpoch:
@@ -276,7 +240,7 @@ class SearchEpoch:
         val = self.batches.val
         val_stream = itertools.chain(val.iterate(len(arch_stats) % len(val)),
                                      itertools.chain.from_iterable(itertools.repeat(val)))
-        losses = skeleton.StepLosses("the weight step's loss", len(train),
+        losses = StepLosses("the weight step's loss", len(train),
                                      skeleton.sync_every(self.device))
 
         def loop_state() -> dict:
@@ -288,7 +252,7 @@ class SearchEpoch:
         for i, (x, y) in enumerate(bar, start=cursor.start):
             loss = losses.add(i, self.weight_step(x, y, epoch * len(train) + i, gates, tally))
             if arch_on and (i + 1) % config.arch_every == 0:
-                with skeleton.at_batch(i, len(train)):
+                with at_batch(i, len(train)):
                     losses.flush()  # the weights this step sees must be finite
                     xv, yv = next(val_stream)
                     self.strategy.decide_weight = config.decide * self.search_progress(epoch, i)

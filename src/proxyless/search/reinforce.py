@@ -28,7 +28,7 @@ import torch
 from proxyless import distributed
 from proxyless.arch import Architecture
 from proxyless.batchnorm import frozen_bn_statistics
-from proxyless.epochs import require_finite
+from proxyless.divergence import require_finite
 from proxyless.latency.cost import CostModel
 from proxyless.latency.measure import MeasuredLatency
 from proxyless.precision import Precision
