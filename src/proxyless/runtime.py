@@ -125,7 +125,8 @@ def _check_creatable(path: Path, option: str, given: Path) -> None:
     if not os.access(base, os.W_OK | os.X_OK):  # root passes this: mkdir then says why
         raise ProxylessError(f"{option} {clip(given)}: no permission to write in "
                              f"{clip(base)}; choose another {option}")
-    _probe_writable(path, base, option, given)
+    if distributed.is_main():  # the rank that writes; two probing at once would collide
+        _probe_writable(path, base, option, given)
 
 
 def _probe_writable(folder: Path, base: Path, option: str, given: Path) -> None:
