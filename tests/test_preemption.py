@@ -247,8 +247,7 @@ def test_batch_size_auto_picks_what_fits_and_resumes_with_it(tmp_path, files, ca
 
     out = tmp_path / "run"
     args = ["train", str(files / "arch.json"), "--data", str(files / "data"), "--epochs", "1",
-            "--batch-size", "auto", "--no-progress", "--no-tensorboard", "--threads", "1",
-            "--out", str(out)]
+            "--batch-size", "auto", "--no-progress", "--no-tensorboard", "--out", str(out)]
     assert main(args) == 0
     chosen = json.loads((out / "config.json").read_text())["train"]["batch_size"]
     # a tiny network fits far more than the 300 images: the data bounds it (a multiple of 8)

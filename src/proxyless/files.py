@@ -282,11 +282,16 @@ def _no_room(path: Path, err: OSError, write: Callable[[typing.BinaryIO], None])
         write(counter)  # type: ignore[arg-type]  # what the file would have held
         needed = f"{_size(counter.count)} needed"
     except Exception:  # noqa: BLE001 - the size is a courtesy; the message must come out
-        needed = "its size unknown"
+        counter.count, needed = -1, "its size unknown"
     if err.errno == errno.EFBIG:
         limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
-        room = ("the file-size limit (ulimit -f) of " +
-                (_size(limit) if limit != resource.RLIM_INFINITY else "this file system"))
+        if limit == resource.RLIM_INFINITY:
+            room = "the largest file this file system holds"
+        elif _size(limit) == _size(counter.count):  # the same when rounded: say it exactly
+            needed = f"{counter.count:,} bytes needed"
+            room = f"the file-size limit (ulimit -f) of {limit:,} bytes"
+        else:
+            room = f"the file-size limit (ulimit -f) of {_size(limit)}"
         fix = "raise the limit"
     else:
         try:
