@@ -261,3 +261,22 @@ def test_batch_size_auto_picks_what_fits_and_resumes_with_it(tmp_path, files, ca
 
     again = Namespace(batch_size="auto", resume=True, out=str(out))
     assert resolve_batch_size(again, None, None, "train") == 296  # the run's own, no probe
+
+
+def test_outside_the_epochs_a_stop_signal_stops_at_once_and_no_handler_swallows_it():
+    assert not issubclass(stopping.Stopped, Exception)  # `except Exception` lets it pass
+    with stopping.stop_signals():
+        with pytest.raises(stopping.Stopped, match="stopped by SIGUSR1"):
+            try:
+                os.kill(os.getpid(), signal.SIGUSR1)
+                for _ in range(1000):  # the handler runs between bytecodes
+                    pass
+            except Exception:  # an image decoder's catch-all, say
+                pytest.fail("the stop was taken for an error")
+        with stopping.deferred():  # inside the epochs: only noted
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(1000):
+                pass
+            assert stopping.requested() == "SIGTERM"
+    stopping.clear()
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL

@@ -20,14 +20,14 @@ import signal
 import threading
 from collections.abc import Iterator
 
-from proxyless.errors import ProxylessError
-
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 EXIT_STOPPED = 75  # sysexits.h EX_TEMPFAIL
 
 
-class Stopped(ProxylessError):
-    """A run stopped by a signal; its message says what the checkpoint holds."""
+class Stopped(BaseException):
+    """A run stopped by a signal; its message says what the checkpoint holds. A
+    BaseException, as KeyboardInterrupt is: raised from the handler anywhere in a command, no
+    `except Exception` (an image decoder's, say) may take it for an error and go on."""
 
     exit_code = EXIT_STOPPED
 
