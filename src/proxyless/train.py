@@ -5,8 +5,9 @@
 
 SGD with Nesterov momentum, a per-step cosine schedule, label smoothing, weight decay on conv
 and linear weights only (not on BatchNorm or biases). Each epoch appends a line to
-`metrics.jsonl` and writes `checkpoint.pt` atomically; `resume=True` continues exactly where
-the last finished epoch left off (the run skeleton: `proxyless.epochs`). `final.json` holds
+`metrics.jsonl` and writes `checkpoint.pt` atomically (inside epochs too, every
+`checkpoint_every` minutes, and on SIGTERM/SIGUSR1); `resume=True` continues exactly where the
+last checkpoint left off (the run skeleton: `proxyless.epochs`). `final.json` holds
 the test top-1, parameters and MACs. A loss that becomes NaN/inf stops the run with an error
 naming the epoch and batch; the checkpoint keeps the last good epoch.
 """

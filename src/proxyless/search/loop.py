@@ -10,8 +10,9 @@ step on a validation batch (weights frozen), with no α step in the first search
 SGD Nesterov with label smoothing and a cosine schedule per phase; α: the strategy's
 optimizer (Adam, betas (0, 0.999) for the gradient strategy).
 
-Each epoch appends to `metrics.jsonl` and writes `checkpoint.pt` atomically; every random
-draw is seeded from (seed, epoch), so `resume=True` after any interruption ends with the same
+Each epoch appends to `metrics.jsonl` and writes `checkpoint.pt` atomically (inside epochs
+too, every `checkpoint_every` minutes and on SIGTERM/SIGUSR1); every random draw is seeded
+from (seed, epoch) or checkpointed, so `resume=True` after any interruption ends with the same
 architecture as an uninterrupted run (the run skeleton: `proxyless.epochs`). `search` sets
 up; `SearchEpoch` is one epoch.
 """
@@ -155,12 +156,11 @@ def _search(space, data: DataSplits, cost_model: CostModel | None, config: Searc
         run.device, memory_format=torch.channels_last)
     batches = SearchBatches.build(space, data, config, run)
     w_opt = weight_optimizer(net.weight_parameters(), config.lr, config.momentum,
-                                      config.weight_decay)  # never α
+                             config.weight_decay)  # never α
     steps = len(batches.train)
-    schedule = cosine_schedule(config.epochs * steps,
-                                        restart_at=config.warmup_epochs * steps,
-                                        first_scale=(config.lr if config.warmup_lr is None
-                                                     else config.warmup_lr) / config.lr)
+    schedule = cosine_schedule(config.epochs * steps, restart_at=config.warmup_epochs * steps,
+                               first_scale=(config.lr if config.warmup_lr is None
+                                            else config.warmup_lr) / config.lr)
     w_sched = torch.optim.lr_scheduler.LambdaLR(w_opt, schedule)
     strategy = make_strategy(net, cost_model, config, latency_fn, objectives, precision)
     latency_fn = strategy.latency_fn if isinstance(strategy, ReinforceStrategy) else None
@@ -191,7 +191,7 @@ def _search(space, data: DataSplits, cost_model: CostModel | None, config: Searc
                           "data": {"name": data.name, "source": data.source,
                                    "transform": data.transform}},
                  lambda checkpoint: check_resume(checkpoint, space, config, out,
-                                                  data.transform), log)
+                                                 data.transform), log)
     metrics = epochs.run(one_epoch, lambda r: epoch_line(r, total, cost_model), "search",
                          progress)
     return SearchResult(derive_within_target(net, projection, config), metrics,
@@ -199,7 +199,7 @@ def _search(space, data: DataSplits, cost_model: CostModel | None, config: Searc
 
 
 class SearchEpoch:
-    """One epoch of the search, `one_epoch(epoch) -> record`: per training batch a weight
+    """One epoch of the search, `one_epoch(epoch, cursor) -> record`: per training batch a weight
     step on sampled paths (α frozen), and every `arch_every` batches an architecture step
     on a validation batch (weights frozen), none in the warm-up or the first search epoch."""
 
