@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import struct
 from importlib import resources
 from pathlib import Path
@@ -177,3 +178,26 @@ def files(tmp_path_factory) -> Path:
         (root / "data" / f"{split}-labels-idx1-ubyte").write_bytes(
             struct.pack(">II", 0x801, count) + labels.astype(np.uint8).tobytes())
     return root
+
+
+def records(run: Path) -> list[dict]:
+    """metrics.jsonl without the timings."""
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in m.items() if k != "epoch_time_s"} for m in lines]
+
+
+def same(a, b) -> bool:
+    """Equal, tensors bit for bit, through dicts and lists."""
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and torch.equal(a, b)
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
+    return a == b
+
+
+def same_saved(a: Path, b: Path, *keys: str) -> None:
+    first, second = (torch.load(p, weights_only=True) for p in (a, b))
+    for key in keys:
+        assert same(first[key], second[key]), key

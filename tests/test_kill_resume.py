@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import records, same_saved
 from proxyless import load_architecture, load_space
 from proxyless.cli import main as cli_main
 from proxyless.errors import ProxylessError
@@ -120,29 +121,6 @@ def kill_chain(args: list[str], out: Path, cache: Path, events: list[Callable[[]
                             event(), delay, sig)
     finish(start([*args, *(["--resume"] if resume() else [])], log, cache), log)
     return kills
-
-
-def records(run: Path) -> list[dict]:
-    """metrics.jsonl without the timings."""
-    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in m.items() if k != "epoch_time_s"} for m in lines]
-
-
-def same(a, b) -> bool:
-    """Equal, tensors bit for bit, through dicts and lists."""
-    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
-        return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and torch.equal(a, b)
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
-    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
-    return a == b
-
-
-def same_saved(a: Path, b: Path, *keys: str) -> None:
-    first, second = (torch.load(p, weights_only=True) for p in (a, b))
-    for key in keys:
-        assert same(first[key], second[key]), key
 
 
 def test_train_killed_and_resumed_ends_like_an_uninterrupted_run(tmp_path, files):

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import read_events
+from conftest import read_events, records, same_saved
 from proxyless import Architecture, load_space, stopping
 from proxyless.epochs import EpochCursor
 from proxyless.errors import ProxylessError
@@ -49,17 +49,6 @@ def interrupt_at(monkeypatch, epoch: int, batch: int) -> None:
     monkeypatch.setattr(EpochCursor, "step_done", step_done)
 
 
-def same_weights(a: Path, b: Path) -> bool:
-    wa = torch.load(a / "model.pt", weights_only=True)["weights"]
-    wb = torch.load(b / "model.pt", weights_only=True)["weights"]
-    return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
-
-
-def records(folder: Path) -> list[dict]:
-    lines = (folder / "metrics.jsonl").read_text().splitlines()
-    return [{k: v for k, v in json.loads(x).items() if k != "epoch_time_s"} for x in lines]
-
-
 @pytest.fixture(scope="module")
 def train_setup(builtin_subset):
     arch = Architecture.uniform(load_space("fashion"), "k3e3")
@@ -92,7 +81,7 @@ def test_a_stop_signal_checkpoints_mid_epoch_and_resume_is_bit_identical(
     monkeypatch.undo()
 
     train_network(arch, data, config, tmp_path, resume=True, progress=False)
-    assert same_weights(tmp_path, uninterrupted)
+    same_saved(tmp_path / "model.pt", uninterrupted / "model.pt", "weights")
     assert records(tmp_path) == records(uninterrupted)
     # TensorBoard: each step once, with the uninterrupted values (the interval straddling
     # the stop summed across it)
@@ -115,7 +104,8 @@ def test_checkpoints_by_time_inside_epochs_resume_exactly(tmp_path, monkeypatch,
     train_network(arch, data, config, tmp_path, resume=True, progress=False,
                   log=logged.append)
     assert any("in epoch 1/2 at batch 4" in line for line in logged)
-    assert same_weights(tmp_path, uninterrupted)  # checkpoint_every is a resumable change
+    # checkpoint_every is a resumable change
+    same_saved(tmp_path / "model.pt", uninterrupted / "model.pt", "weights")
 
 
 def test_a_mid_epoch_checkpoint_refuses_another_world_size(tmp_path, monkeypatch, train_setup):

@@ -346,9 +346,9 @@ class Epochs:
             self._stop(f"after batch {done}/{total} of epoch {epoch + 1}/{self.total}")
 
     def _stop(self, where: str) -> typing.NoReturn:
+        # rank 0 has written: `poll` waited at a barrier, `run` in `_agree` after the save
         name = stopping.requested() or "a stop signal to another process"
         stopping.clear()
-        distributed.barrier()  # no rank leaves before rank 0 has written
         raise stopping.Stopped(f"stopped by {name} {where}; {self.context.checkpoint} holds "
                                "it, and --resume continues from there")
 

@@ -106,13 +106,13 @@ def device_memory(device: torch.device) -> int:
     if device.type == "cuda":
         return torch.cuda.mem_get_info(device)[1]
     try:
-        with open("/proc/meminfo") as f:
-            info = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in f
-                    if line.split()[1:2] and line.split()[1].isdigit()}
+        with open("/proc/meminfo") as f:  # "MemAvailable:   23456789 kB"
+            available = next(int(line.split()[1]) * 1024 for line in f
+                             if line.startswith("MemAvailable:"))
         with open("/proc/self/statm") as f:
             resident = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-        return info["MemAvailable"] + resident
-    except (OSError, KeyError, ValueError, IndexError):  # not Linux: the machine's memory
+        return available + resident
+    except (OSError, StopIteration, ValueError, IndexError):  # not Linux: the machine's memory
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 

@@ -90,10 +90,5 @@ def requested() -> str | None:
     return _State.requested
 
 
-def request(name: str = "SIGTERM") -> None:
-    """Ask the run to stop as a signal would (tests, or a library user's own trigger)."""
-    _State.requested = name
-
-
 def clear() -> None:
     _State.requested = None
