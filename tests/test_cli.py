@@ -84,20 +84,24 @@ def test_train_command_end_to_end(capsys, tmp_path):
 
 def test_run_budget_fills_what_was_not_given():
     from proxyless.cli import build_parser
-    from proxyless.cli.run import apply_budget
+    from proxyless.cli.run import apply_budget, budget_epochs
     from proxyless.pipeline import BUDGETS
 
     args = build_parser().parse_args(["run", "--budget", "standard", "--epochs", "5"])
     apply_budget(args)
     standard = BUDGETS["standard"]
     assert args.epochs == 5  # given: kept
-    assert (args.warmup_epochs, args.arch_every, args.train_limit) == (
-        standard.warmup_epochs, standard.arch_every, standard.train_limit)
+    assert (args.arch_every, args.train_limit) == (standard.arch_every, standard.train_limit)
+    assert args.warmup_epochs is None  # scaled to the data once it is read
+    assert budget_epochs(args, 54000) == (standard.warmup_epochs, 5, 20)
     args = build_parser().parse_args(["run"])
     apply_budget(args)
-    assert args.budget == "quick" and args.epochs == BUDGETS["quick"].epochs
+    assert args.budget == "quick" and args.epochs is None
+    assert args.batch_size == 128 and args.lr == 0.05  # no budget sets them: the defaults
     quick = BUDGETS["quick"]  # retraining sees the same images whatever the data set's size
     assert quick.retrain_epochs(54000) == 10 and quick.retrain_epochs(5400) == 100
+    assert budget_epochs(args, 54000) == (quick.warmup_epochs, quick.epochs, 10)
+    assert budget_epochs(args, 5400) == (7, 11, 100)  # a small set: as many images seen
 
 
 def test_the_paper_budget_is_the_reference_codes_imagenet_protocol(monkeypatch):

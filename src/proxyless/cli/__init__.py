@@ -18,7 +18,8 @@ One module per command or family of commands (`run.py`, `search.py`, `train.py`,
 caused by input is printed as one `proxyless: error: ...` line (exit code 2); an interrupted
 run keeps its last checkpoint and says how to resume (exit code 130); SIGTERM or SIGUSR1 (a
 cluster preempting the job) stops `train`, `search` and `run` after the current batch with a
-checkpoint, says how to resume, and exits with code 75 (`stopping.EXIT_STOPPED`).
+checkpoint, says how to resume, and exits with code 75 (`stopping.EXIT_STOPPED`); `profile`
+stops at once, keeping the layers it has timed.
 """
 
 from __future__ import annotations
@@ -60,6 +61,9 @@ COMMANDS = {"inspect": cmd_inspect, "train": cmd_train, "profile": cmd_profile,
             "cross-latency": cmd_cross_latency}
 # commands that continue an interrupted run with --resume
 RESUMABLE = {"train", "search", "run"}
+# commands that SIGTERM/SIGUSR1 stop at a safe point (exit code 75); a profile goes on from
+# its saved layers when the same command runs again
+STOPPABLE = RESUMABLE | {"profile"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,13 +89,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         args = apply_config(parser, argv, args)
-        with stopping.stop_signals() if args.command in RESUMABLE else nullcontext():
+        with stopping.stop_signals() if args.command in STOPPABLE else nullcontext():
             code = COMMANDS[args.command](args)
         distributed.finish()  # not on errors: the other ranks may never arrive
         return code
     except stopping.Stopped as err:  # SIGTERM/SIGUSR1: checkpointed, ready to be requeued
-        out = Path(args.out)
-        if args.command == "run" or (out / "checkpoint.pt").exists():
+        out = Path(args.out or getattr(args, "kit", None) or ".")
+        if args.command == "profile":
+            hint = (f"run the same command again: it goes on from what {out} holds"
+                    if out.exists() else "nothing was saved yet: run the same command again")
+        elif args.command == "run" or (out / "checkpoint.pt").exists():
             hint = f"to continue, run the same command plus --resume (run folder {out})"
         else:  # stopped before a train or search wrote its first checkpoint
             hint = "nothing was checkpointed yet: run the same command again, without --resume"

@@ -5,27 +5,36 @@ command line win):
     proxyless run --config runs/a/config.yaml --out runs/b       # run a again, into b
     proxyless run --config runs/a/config.yaml --out runs/c --seed 1
 
-The file is the command's options after everything a command fills in itself (`--budget`'s
-epochs, the profile's runtime and batch), so it reads as what the run did; `out`, `resume`,
-`config` and `no_progress` are not part of it. A hand-written file may also be a flat mapping
-of options. Unknown keys, wrong types and values out of range are errors naming the key,
-checked by the very option types the command line uses.
+The file is the command's options after everything a command fills in before it reads any
+data (the defaults, `--budget`'s settings, the profile's runtime and batch), so it reads as
+what the run did; what only the data decides (`--budget`'s epochs, scaled to the training
+set) stays null and is decided again the same way. `--print-config` prints the very same text
+and exits, touching neither data nor run folder:
+
+    proxyless run --budget standard --print-config > standard.yaml
+
+`out`, `resume`, `config`, `print_config` and `no_progress` are not part of it. A hand-written
+file may also be a flat mapping of options. Unknown keys, wrong types and values out of range
+are errors naming the key, checked by the very option types the command line uses.
 """
 
 from __future__ import annotations
 
 import argparse
 import difflib
+import sys
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from proxyless.config import excerpt, shorten
 from proxyless.errors import ProxylessError
-from proxyless.files import read_mapping, write_mapping_atomic
+from proxyless.files import read_mapping, replace_atomically
 from proxyless.run_lock import LOCK_FILE
 
 CONFIG_FILE = "config.yaml"
-NOT_SAVED = {"command", "config", "out", "resume", "no_progress", "help"}
+NOT_SAVED = {"command", "config", "print_config", "out", "resume", "no_progress", "help"}
 _NOT_GIVEN = object()
 
 
@@ -33,18 +42,69 @@ def add_config_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default=None, metavar="FILE",
                         help=f"take the options from FILE (a run folder's {CONFIG_FILE}, or a "
                              "YAML mapping of option names); options given here win")
+    parser.add_argument("--print-config", action="store_true",
+                        help=f"print the options as this command resolves them (defaults, "
+                             f"--budget, --config, the options given) as the YAML that "
+                             f"--config reads, and exit; the run folder's {CONFIG_FILE} is "
+                             "this text")
+
+
+def config_text(args: argparse.Namespace) -> str:
+    """The command and its resolved options as YAML (what `--config` reads back); a null
+    carries a comment saying what decides it."""
+    lines = [f"# proxyless {args.command}: the options as resolved (defaults, --budget, "
+             "--config, the options given)",
+             f"# again: proxyless {args.command} --config THIS_FILE --out DIR",
+             yaml.safe_dump({"command": args.command}).rstrip(), "options:"]
+    for key, value in vars(args).items():
+        if key in NOT_SAVED:
+            continue
+        value = list(value) if isinstance(value, tuple) else value
+        # a one-item flow list is the value on one line however it is quoted: [x] -> x
+        shown = yaml.safe_dump([value], default_flow_style=True, width=10**6).strip()[1:-1]
+        line = f"  {key}: {shown}"
+        if value is None and key in NULL_MEANS:
+            meaning = NULL_MEANS[key]
+            line += "  # " + (meaning.get(args.command, meaning[""])
+                              if isinstance(meaning, dict) else meaning)
+        lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+# what an option left null in config.yaml means: decided when the command runs
+NULL_MEANS: dict[str, str | dict[str, str]] = {
+    "warmup_epochs": "from --budget, scaled to the training set's size",
+    "epochs": "from --budget, scaled to the training set's size",
+    "retrain_epochs": "from --budget, scaled to the training set's size",
+    "target_ms": {"run": "chosen from the latency table's range", "": "no latency target"},
+    "target_mflops": "no multiply-add target",
+    "table": "this device's, profiled (or cached)",
+    "warmup_lr": "the learning rate (lr)",
+    "train_limit": "every training image, each epoch",
+    "data": "full Fashion-MNIST if installed, else the built-in subset",
+    "data_dir": "the data set's usual places",
+    "val_size": {"train": "none held out", "": "0.1 of the training split"},
+    "threads": "torch's default for this machine",
+    "workers": "the cores available, less one",
+    "arch": "not given: the command needs an architecture file",
+}
+
+
+def print_config(args: argparse.Namespace) -> int:
+    """`--print-config`: the resolved options on stdout; exit code 0."""
+    sys.stdout.write(config_text(args))
+    return 0
 
 
 def save_config(out: str | Path, args: argparse.Namespace) -> None:
-    """Write `out/config.yaml`, the command and its resolved options, when the folder holds
-    nothing else yet: a folder with a run in it (resumed, or refused) keeps its own."""
+    """Write `out/config.yaml` (`config_text`, what `--print-config` prints) when the folder
+    holds nothing else yet: a folder with a run in it (resumed, or refused) keeps its own."""
     out = Path(out)
     if out.is_dir() and any(p.name not in (CONFIG_FILE, LOCK_FILE) for p in out.iterdir()):
         return
-    options = {key: list(value) if isinstance(value, tuple) else value
-               for key, value in vars(args).items() if key not in NOT_SAVED}
+    text = config_text(args)
     out.mkdir(parents=True, exist_ok=True)
-    write_mapping_atomic(out / CONFIG_FILE, {"command": args.command, "options": options})
+    replace_atomically(out / CONFIG_FILE, lambda f: f.write(text.encode("utf-8")))
 
 
 def resolved_options(args: argparse.Namespace, config: Any) -> argparse.Namespace:

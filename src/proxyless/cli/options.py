@@ -78,6 +78,13 @@ def nonneg_int(text: str) -> int:
     return _number(text, int, 0, None, False, "a whole number >= 0")
 
 
+def val_size_arg(text: str) -> float | int:
+    """--val-size: a fraction below 1, or a count of images (a whole number: 50000, not
+    50000.0, in config files)."""
+    value = nonneg_float(text)
+    return int(value) if value >= 1 and value.is_integer() else value
+
+
 def seed_int(text: str) -> int:
     return _number(text, int, 0, MAX_SEED, False, f"a whole number from 0 to {MAX_SEED}")
 
@@ -88,7 +95,7 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
                              "or a path; default: full Fashion-MNIST if installed, else the "
                              "built-in subset")
     parser.add_argument("--data-dir", default=None, help="folder holding the dataset files")
-    parser.add_argument("--val-size", type=nonneg_float, default=None,
+    parser.add_argument("--val-size", type=val_size_arg, default=None,
                         help="images held out of the training split for validation "
                              "(count, or a fraction below 1; the paper: 50000 of ImageNet)")
     parser.add_argument("--data-mode", choices=DATA_MODES, default="auto",
@@ -226,6 +233,14 @@ def run_folder(out: str | Path) -> Iterator[None]:
                 settings.unlink()
             remove_if_empty(path)
         raise
+
+
+def require_out(args: argparse.Namespace) -> None:
+    """--out, which every command that writes a run folder needs (unless it only prints its
+    configuration)."""
+    if args.out is None:
+        raise ProxylessError(f"give --out DIR: the run folder `proxyless {args.command}` "
+                             "writes into (or --print-config to see its options)")
 
 
 def is_main_rank() -> bool:

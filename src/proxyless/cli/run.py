@@ -6,12 +6,17 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import sys
 import time
 from pathlib import Path
 
 from proxyless import distributed
 from proxyless.budgets import BUDGETS
-from proxyless.cli.config_file import add_config_arg, resolved_options, save_config
+from proxyless.cli.config_file import (
+    add_config_arg,
+    print_config,
+    save_config,
+)
 from proxyless.cli.options import (
     AUTO,
     add_data_args,
@@ -34,7 +39,8 @@ from proxyless.latency.cost import latency_model
 from proxyless.latency.table import LatencyTable
 from proxyless.memory import check_space_fits
 from proxyless.pipeline import RunConfig, run_pipeline
-from proxyless.space import load_space
+from proxyless.search.config import SearchConfig
+from proxyless.space import SearchSpace, load_space
 from proxyless.train import TrainConfig
 
 
@@ -63,15 +69,25 @@ def add_run_parser(sub) -> None:
 
 
 def apply_budget(args: argparse.Namespace) -> set[str]:
-    """Fill the search and retraining lengths that were not given from `--budget`; returns
-    the names it filled."""
+    """Fill every search option left unset (None) from `--budget`, then from SearchConfig's
+    defaults, so that every later step sees a value; returns the names the budget filled. A
+    budget that scales its lengths to the data (all but `paper`) leaves the warm-up, search
+    and retraining epochs None here: `budget_epochs` decides them once the data is read."""
     budget, filled = BUDGETS[args.budget], set()
-    settings = {name: getattr(budget, name)
-                for name in ("warmup_epochs", "epochs", "train_limit", "arch_every")}
+    settings = {name: getattr(budget, name) for name in ("train_limit", "arch_every")}
+    if budget.scaled:
+        filled |= {name for name in ("warmup_epochs", "epochs") if getattr(args, name) is None}
+    else:
+        settings |= {"warmup_epochs": budget.warmup_epochs, "epochs": budget.epochs,
+                     "retrain_epochs": budget.retrain}
     for name, value in {**settings, **dict(budget.search)}.items():
         if getattr(args, name) is None:  # an option given wins over the budget
             setattr(args, name, value)
             filled.add(name)
+    defaults = SearchConfig()
+    for name, value in vars(args).items():
+        if value is None and name not in filled and getattr(defaults, name, None) is not None:
+            setattr(args, name, getattr(defaults, name))
     ranks = int(os.environ.get("WORLD_SIZE", "1"))
     if "batch_size" in filled and budget.total_batch and ranks > 1:
         # the authors' batch is one process's: under torchrun, each rank takes its share
@@ -82,53 +98,81 @@ def apply_budget(args: argparse.Namespace) -> set[str]:
     return filled
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def budget_epochs(args: argparse.Namespace, train_images: int) -> tuple[int, int, int]:
+    """Warm-up, search and retraining epochs: as given, else from `--budget` for a training
+    set of `train_images`."""
+    budget = BUDGETS[args.budget]
+    warmup, search_epochs = budget.search_epochs(train_images)
+    return (warmup if args.warmup_epochs is None else args.warmup_epochs,
+            search_epochs if args.epochs is None else args.epochs,
+            budget.retrain_epochs(train_images) if args.retrain_epochs is None
+            else args.retrain_epochs)
+
+
+def _train_config(args: argparse.Namespace, epochs: int, batch_size: int) -> TrainConfig:
+    """The retraining's settings: the budget's, then the runtime options."""
+    return TrainConfig(**{"epochs": epochs, "batch_size": batch_size,
+                          **dict(BUDGETS[args.budget].train), "seed": args.seed,
+                          "device": args.device, "threads": args.threads,
+                          "workers": args.workers, "precision": args.precision,
+                          "tensorboard": not args.no_tensorboard, "log_every": args.log_every,
+                          "checkpoint_every": args.checkpoint_every})
+
+
+def _run_config(args: argparse.Namespace, search_config: SearchConfig,
+                train_config: TrainConfig) -> RunConfig:
+    return RunConfig(search_config, train_config, profile_threads=args.profile_threads,
+                     profile_min_time=args.profile_min_time,
+                     profile_backend=args.profile_backend, profile_batch=args.profile_batch,
+                     table=args.table, budget=args.budget)
+
+
+def resolve_run_options(args: argparse.Namespace) -> tuple[SearchSpace, SearchConfig]:
+    """Everything `run` decides before it reads data, validated: the budget and the
+    defaults filled into `args`, the profile's setting, the search's settings. What
+    `--print-config` prints and the run folder's config.yaml holds."""
     space = load_space(args.space)
+    apply_budget(args)
+    resolve_profile_args(args)
+    search_config = search_config_from(args)
+    train_epochs = 1 if args.retrain_epochs is None else args.retrain_epochs  # checked alone
+    _run_config(args, search_config, _train_config(args, train_epochs,
+                                                   search_config.batch_size)).validate()
+    check_space_fits(space, 1 if args.batch_size == AUTO else search_config.batch_size)
+    if args.table is not None:  # a bad table is refused before the data is read
+        latency_model(LatencyTable.load(args.table), space)
+    return space, search_config
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    space, search_config = resolve_run_options(args)
+    if args.print_config:
+        return print_config(args)
     if args.out is None:
         if args.resume:
             raise ProxylessError("--resume needs --out: the run folder to continue")
         args.out = f"runs/{space.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     distributed.setup(args.device)
     args.out = distributed.broadcast_object(args.out)  # ranks may start a second apart
-    from_budget = apply_budget(args)
-    resolve_profile_args(args)
-    search_config = search_config_from(args)
-    search_config.validate()
-    check_space_fits(space, 1 if args.batch_size == AUTO else search_config.batch_size)
-    if args.table is not None:  # a bad table is refused before the data is read
-        latency_model(LatencyTable.load(args.table), space)
     with run_folder(args.out):
+        if is_main_rank():
+            save_config(args.out, args)
         data = data_from_args(args, space, search_config.val_size)
         space = fit_classes(space, data)
-        budget = BUDGETS[args.budget]
-        epochs = (args.retrain_epochs if args.retrain_epochs is not None
-                  else budget.retrain_epochs(len(data.train)))
-        warmup, search_epochs = budget.search_epochs(len(data.train))
+        warmup, search_epochs, epochs = budget_epochs(args, len(data.train))
         search_config = dataclasses.replace(
-            search_config,
-            warmup_epochs=warmup if "warmup_epochs" in from_budget else args.warmup_epochs,
-            epochs=search_epochs if "epochs" in from_budget else args.epochs,
+            search_config, warmup_epochs=warmup, epochs=search_epochs,
             batch_size=resolve_batch_size(args, space, data, "search",
                                           arch_every=search_config.arch_every,
                                           folder="search",
                                           train_limit=search_config.train_limit))
-        train_config = TrainConfig(**{"epochs": epochs, "batch_size": search_config.batch_size,
-                                      **dict(budget.train), "seed": args.seed,
-                                      "device": args.device, "threads": args.threads,
-                                      "workers": args.workers, "precision": args.precision,
-                                      "tensorboard": not args.no_tensorboard,
-                                      "log_every": args.log_every,
-                                      "checkpoint_every": args.checkpoint_every})
-        config = RunConfig(search_config, train_config, profile_threads=args.profile_threads,
-                           profile_min_time=args.profile_min_time,
-                           profile_backend=args.profile_backend,
-                           profile_batch=args.profile_batch, table=args.table,
-                           budget=args.budget)
+        config = _run_config(args, search_config,
+                             _train_config(args, epochs, search_config.batch_size))
         config.validate()
-        if is_main_rank():  # the options as resolved: the budget's epochs scaled to the data
-            args.warmup_epochs, args.epochs = search_config.warmup_epochs, search_config.epochs
-            args.retrain_epochs = epochs
-            save_config(args.out, resolved_options(args, search_config))
+        if is_main_rank():
+            print(f"budget {args.budget} on {len(data.train):,} training images: {warmup} "
+                  f"warm-up + {search_epochs} search epochs, {epochs} retraining epochs, "
+                  f"batch {search_config.batch_size}", file=sys.stderr)
         results = run_pipeline(space, data, config, args.out, resume=args.resume,
                                progress=not args.no_progress)
     if not is_main_rank():

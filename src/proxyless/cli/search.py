@@ -9,7 +9,12 @@ import sys
 from pathlib import Path
 
 from proxyless import distributed
-from proxyless.cli.config_file import add_config_arg, resolved_options, save_config
+from proxyless.cli.config_file import (
+    add_config_arg,
+    print_config,
+    resolved_options,
+    save_config,
+)
 from proxyless.cli.options import (
     AUTO,
     add_data_args,
@@ -24,6 +29,7 @@ from proxyless.cli.options import (
     positive_float,
     positive_int,
     positive_min_time,
+    require_out,
     resolve_batch_size,
     run_folder,
 )
@@ -50,7 +56,7 @@ from proxyless.search.loop import search
 from proxyless.search.losses import LOSSES
 from proxyless.search.outputs import write_search_outputs
 from proxyless.shared_weights import WEIGHT_SHARING
-from proxyless.space import load_space
+from proxyless.space import SearchSpace, load_space
 
 
 def add_search_args(p: argparse.ArgumentParser, run: bool = False) -> None:
@@ -190,7 +196,7 @@ def resolve_profile_args(args: argparse.Namespace) -> None:
 def add_search_parser(sub) -> None:
     p = sub.add_parser("search", help="search an architecture on your data and hardware")
     p.add_argument("--space", default="fashion", help="preset or space file (default fashion)")
-    p.add_argument("--out", required=True, help="run folder")
+    p.add_argument("--out", default=None, help="run folder (required)")
     p.add_argument("--resume", action="store_true", help="continue the search in --out")
     add_search_args(p)
     add_profile_args(p)
@@ -199,14 +205,26 @@ def add_search_parser(sub) -> None:
     add_config_arg(p)
 
 
-def cmd_search(args: argparse.Namespace) -> int:
+def resolve_search_options(args: argparse.Namespace) -> tuple[SearchSpace, SearchConfig]:
+    """Everything `search` decides before it reads data, validated: what `--print-config`
+    prints and the run folder's config.yaml holds."""
     space = load_space(args.space)
-    table = LatencyTable.load(args.table) if args.table else None
-    distributed.setup(args.device)  # under torchrun: each rank on its own GPU from here on
+    if args.table:
+        LatencyTable.load(args.table)  # a bad table is refused before any work
     resolve_profile_args(args)
     config = search_config_from(args)
     config.validate()
     check_space_fits(space, 1 if args.batch_size == AUTO else config.batch_size)
+    return space, config
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    space, config = resolve_search_options(args)
+    if args.print_config:
+        return print_config(resolved_options(args, config))
+    require_out(args)
+    table = LatencyTable.load(args.table) if args.table else None
+    distributed.setup(args.device)  # under torchrun: each rank on its own GPU from here on
     log = lambda m: print(m, file=sys.stderr)  # noqa: E731 - stdout holds the result
     with run_folder(args.out):
         if is_main_rank():

@@ -7,7 +7,7 @@ import dataclasses
 from pathlib import Path
 
 from proxyless.arch import Architecture, load_architecture
-from proxyless.cli.config_file import add_config_arg, save_config
+from proxyless.cli.config_file import add_config_arg, print_config, save_config
 from proxyless.cli.options import (
     AUTO,
     add_data_args,
@@ -19,6 +19,7 @@ from proxyless.cli.options import (
     nonneg_float,
     positive_float,
     positive_int,
+    require_out,
     resolve_batch_size,
     run_folder,
 )
@@ -32,7 +33,8 @@ def add_train_parser(sub) -> None:
     p = sub.add_parser("train", help="train a network from scratch and evaluate it")
     p.add_argument("arch", nargs="?", default=None,
                    help="architecture file (ours or a reference net.config)")
-    p.add_argument("--out", required=True, help="run folder (checkpoints, metrics, results)")
+    p.add_argument("--out", default=None,
+                   help="run folder (checkpoints, metrics, results; required)")
     p.add_argument("--epochs", type=positive_int, default=d.epochs)
     p.add_argument("--batch-size", type=batch_size_arg, default=d.batch_size,
                    help=f"per process (default {d.batch_size}); auto: the largest that fits in "
@@ -49,9 +51,9 @@ def add_train_parser(sub) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    if args.arch is None:
+    if args.arch is None and not args.print_config:  # printed, a template to fill in
         raise ProxylessError("give the architecture file to train (or --config with one)")
-    arch = load_architecture(args.arch)
+    arch = load_architecture(args.arch) if args.arch is not None else None
     auto = args.batch_size == AUTO
     config = TrainConfig(epochs=args.epochs, batch_size=1 if auto else args.batch_size,
                          lr=args.lr,
@@ -61,7 +63,11 @@ def cmd_train(args: argparse.Namespace) -> int:
                          precision=args.precision, tensorboard=not args.no_tensorboard,
                          log_every=args.log_every, checkpoint_every=args.checkpoint_every)
     config.validate()
-    check_space_fits(arch.space, config.batch_size, supernet=False)
+    if arch is not None:
+        check_space_fits(arch.space, config.batch_size, supernet=False)
+    if args.print_config:
+        return print_config(args)
+    require_out(args)
     with run_folder(args.out):
         if is_main_rank():
             save_config(args.out, args)
