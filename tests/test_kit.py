@@ -33,9 +33,9 @@ def run_script(kit, *args):
 
 @pytest.fixture(scope="module")
 def timed_kit(tmp_path_factory):
-    """A kit of the small space (4 calibration and 3 check networks), timed on this CPU."""
+    """A kit of the small space (8 calibration and 3 check networks), timed on this CPU."""
     kit = tmp_path_factory.mktemp("kit") / "kit"
-    make_kit(small_space(), kit, calibration=4, check=3)
+    make_kit(small_space(), kit, calibration=8, check=3)
     done = run_script(kit, "--out", str(kit.parent / "timings.json"), *QUICK)
     assert done.returncode == 0, done.stderr
     return kit, kit.parent / "timings.json"
@@ -50,7 +50,7 @@ def test_a_kit_holds_every_layer_without_its_weights(timed_kit):
     layers = [w for w in manifest["workloads"] if w["kind"] == "layer"]
     assert sorted(w["key"] for w in layers) == sorted(layer_workloads(space, 1))
     roles = [w["role"] for w in manifest["workloads"] if w["kind"] == "network"]
-    assert sorted(roles) == ["anchor"] + ["calibration"] * 4 + ["check"] * 3
+    assert sorted(roles) == ["anchor"] + ["calibration"] * 8 + ["check"] * 3
     # weights live outside the graphs: written on the device by the script, not shipped
     network = next(w for w in manifest["workloads"] if w.get("role") == "anchor")
     graph = kit / network["file"]
@@ -70,7 +70,7 @@ def test_the_table_from_a_kit_is_calibrated_checked_and_usable(timed_kit, tmp_pa
     space = small_space()
     assert set(table.entries) == set(layer_workloads(space, 1))
     assert table.meta["source"] == "kit" and table.meta["backend"] == "onnxruntime"
-    assert table.calibration["fit"]["architectures"] == 4
+    assert table.calibration["fit"]["architectures"] == 8
     assert table.meta["kit_check"]["samples"] == 3
     assert 0 <= table.meta["kit_check"]["calibrated"]["within_10pct"] <= 100
     # a table like any other (the calibrated figures of 2 timed runs per network are noise)
@@ -156,3 +156,70 @@ def test_an_interrupted_timing_goes_on_from_its_last_group(timed_kit, tmp_path):
     assert {n: again["timings"][n]["ms"] for n in first} == {n: 123.0 for n in first}
     assert again["timings"].keys() == done["timings"].keys()
     assert not progress.exists()
+
+
+def test_a_calibration_on_fewer_networks_than_terms_is_not_used(tmp_path, capsys):
+    """3 networks cannot fit the 5 terms of the small space's calibration (an exact fit that
+    once predicted -0.577 ms): the plain sum is kept, and the user is told."""
+    kit = tmp_path / "kit"
+    make_kit(small_space(), kit, calibration=3, check=3)
+    done = run_script(kit, "--out", "timings.json", *QUICK)
+    assert done.returncode == 0, done.stderr
+    out = tmp_path / "table.json"
+    assert main(["profile", "--space", str(_space_file(tmp_path)), "--from-kit",
+                 str(kit / "timings.json"), "--out", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert "calibration not used (3 networks cannot fit its 5 terms" in said
+    table = LatencyTable.load(out)
+    space = small_space()
+    plain, used = latency_model(table, space, calibrated=False), latency_model(table, space)
+    for token in ("k3e3", "k5e6"):
+        arch = Architecture.uniform(space, token)
+        assert used.predict(arch) == plain.predict(arch) > 0
+
+
+def test_a_calibration_making_a_layer_free_is_not_used():
+    from proxyless.latency.calibration import Calibration, calibration_problem
+    from proxyless.latency.table import Entry
+
+    space = small_space()
+    table = LatencyTable({key: Entry(0.01, 0.0, 1) for key in layer_workloads(space, 1)},
+                         {"space": space.to_dict()})
+    fit = {"architectures": 20, "terms": 5, "mape_plain_sum": 40.0, "mape_fitted": 3.0}
+    good = Calibration(0.01, {"fixed": 1.0, "k3": 0.5, "k5": 0.5}, fit, per_op=-0.001)
+    assert calibration_problem(good, table) is None
+    free = Calibration(0.01, {"fixed": 1.0, "k3": 0.0, "k5": 0.5}, fit, per_op=-0.001)
+    assert "cost -0.0010 ms" in calibration_problem(free, table)
+    no_fixed = Calibration(0.0, {"fixed": 0.0, "k3": 0.5, "k5": 0.5}, fit, per_op=0.0)
+    assert "fixed layers cost 0.0000 ms" in calibration_problem(no_fixed, table)
+    worse = Calibration(0.01, {"fixed": 1.0}, {**fit, "mape_fitted": 41.0})
+    assert "worse than the plain sum" in calibration_problem(worse, table)
+    refused = Calibration.from_dict(good.refuse("a reason").to_dict())
+    assert (refused.offset, refused.per_op, refused.scale("k3"), refused.refused) == (
+        0.0, 0.0, 1.0, "a reason")
+
+
+def test_from_kit_says_what_a_wrong_file_is_and_what_to_run(timed_kit, tmp_path):
+    kit, timings = timed_kit
+    done = json.loads(timings.read_text())
+    progress = tmp_path / "timings.json.progress"
+    progress.write_text(json.dumps({"kit_sha256": done["kit_sha256"], "settings": {},
+                                    "reference": 1.0, "timings": {}}))
+    with pytest.raises(ProxylessError, match=r"unfinished timing .* run `python "
+                                             r"profile_kit.py --out timings.json` again"):
+        table_from_kit(small_space(), progress)
+    with pytest.raises(ProxylessError, match="a kit's manifest, not its timings"):
+        table_from_kit(small_space(), kit / "kit.json")
+
+
+def test_timings_beside_another_kit_are_refused(timed_kit, tmp_path):
+    kit, timings = timed_kit
+    mixed = tmp_path / "kit"
+    shutil.copytree(kit, mixed)
+    shutil.copyfile(timings, mixed / "timings.json")
+    table_from_kit(small_space(), mixed / "timings.json")  # its own kit: fine
+    manifest = json.loads((mixed / "kit.json").read_text())
+    manifest["batch"] = 2  # a changed (or another) kit
+    (mixed / "kit.json").write_text(json.dumps(manifest))
+    with pytest.raises(ProxylessError, match="not timed with the kit beside it"):
+        table_from_kit(small_space(), mixed / "timings.json")

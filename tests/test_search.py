@@ -235,6 +235,11 @@ def test_the_most_likely_architecture_within_a_cost_range_is_exhaustive_searchs(
     argmax = [max(range(len(lp)), key=lp.__getitem__) for lp in log_probs]
     assert cost.most_likely_within(log_probs, lo, hi) == argmax
     assert cost.most_likely_within(log_probs, lo - 2, lo - 1) is None
+    # bounds beyond every network: no overflow, the same answers as the space's own range
+    assert cost.most_likely_within(log_probs, -math.inf, 1e308) == argmax
+    assert cost.most_likely_within(log_probs, -1e308, 1e308) == argmax
+    assert cost.most_likely_within(log_probs, 0.95e308, 1e308) is None
+    assert cost.most_likely_within(log_probs, -1e308, lo - 1) is None
 
 
 def test_a_target_binds_from_both_sides(tmp_path, tiny_data):

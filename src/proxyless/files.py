@@ -231,15 +231,12 @@ def replace_atomically(path: Path, write: Callable[[typing.BinaryIO], None]) -> 
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except OSError as err:
+    except BaseException as err:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
-        if err.errno in _NO_ROOM:
-            raise ProxylessError(_no_room(path, err, write)) from None
-        raise
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+        cause = no_room_cause(err)
+        if cause is not None:
+            raise ProxylessError(_no_room(path, cause, write)) from None
         raise
     with contextlib.suppress(OSError):  # the rename itself reaches the disk with its folder
         folder = os.open(path.parent, os.O_RDONLY)
@@ -251,6 +248,19 @@ def replace_atomically(path: Path, write: Callable[[typing.BinaryIO], None]) -> 
 
 # a full disk, a full quota, a file-size limit (ulimit -f, RLIMIT_FSIZE)
 _NO_ROOM = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+def no_room_cause(err: BaseException) -> OSError | None:
+    """The full-disk (or file-size limit) OSError behind `err`, however a writer wrapped it:
+    torch.save's zip writer, say, raises a RuntimeError ("unexpected pos") while the OSError
+    is being handled, so it is only in the chain of causes and contexts."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.errno in _NO_ROOM:
+            return err
+        err = err.__cause__ or err.__context__
+    return None
 
 
 class _ByteCounter:
@@ -299,8 +309,10 @@ def _no_room(path: Path, err: OSError, write: Callable[[typing.BinaryIO], None])
         except OSError:
             room = f"no space left in {path.parent}"
         fix = "free some space (or choose another --out)"
+    kept = (f"the previous {path.name} is intact" if path.exists()
+            else f"no {path.name} was written")
     return (f"no space left to write {path} ({needed}, {room}; "
-            f"{errno.errorcode.get(err.errno, err.errno)}); the previous {path.name} is intact: "
+            f"{errno.errorcode.get(err.errno, err.errno)}); {kept}: "
             f"{fix}, then run the command again (with --resume where it takes one: it goes on "
             "from the last good checkpoint)")
 

@@ -19,6 +19,20 @@ from proxyless.errors import ProxylessError
 from proxyless.files import replace_atomically
 
 
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity, e.g. a cluster job's share)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def process_limit() -> int:
+    """The most threads or decoding processes an option may ask for: 4 per core available
+    (at least 8). More only slows a run down (or forks thousands of processes)."""
+    return max(8, 4 * available_cores())
+
+
 def resolve_device(name: str) -> torch.device:
     """`cpu`, `cuda` or `cuda:N`, with a clear error where CUDA is not available."""
     if name == "cpu":

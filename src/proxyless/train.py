@@ -30,6 +30,7 @@ from proxyless.data import (
     check_channels,
     check_class_count,
     make_batches,
+    shutdown_workers,
     skipped_images,
 )
 from proxyless.deploy.model_file import MODEL_FILE, ModelInfo, save_model
@@ -128,7 +129,10 @@ def train_network(arch: Architecture, data: DataSplits, config: TrainConfig,
     """Train `arch` from scratch on data.train, report top-1 on data.test; returns final.json."""
     config.validate()
     with hold_run_folder(out_dir, distributed.is_main()):  # one writer at a time
-        return _train_network(arch, data, config, Path(out_dir), resume, progress, log)
+        try:
+            return _train_network(arch, data, config, Path(out_dir), resume, progress, log)
+        finally:  # however it ends: no decoding process outlives the training
+            shutdown_workers()
 
 
 def _train_network(arch: Architecture, data: DataSplits, config: TrainConfig, out: Path,

@@ -25,7 +25,6 @@ stops at once, keeping the layers it has timed.
 from __future__ import annotations
 
 import argparse
-import errno
 import sys
 from contextlib import nullcontext
 from pathlib import Path
@@ -52,7 +51,9 @@ from proxyless.cli.latency import (
 from proxyless.cli.run import add_run_parser, cmd_run
 from proxyless.cli.search import add_search_parser, cmd_search
 from proxyless.cli.train import add_train_parser, cmd_train
+from proxyless.data import shutdown_workers
 from proxyless.errors import ProxylessError
+from proxyless.files import no_room_cause
 
 COMMANDS = {"inspect": cmd_inspect, "train": cmd_train, "profile": cmd_profile,
             "latency-check": cmd_latency_check, "search": cmd_search, "run": cmd_run,
@@ -107,19 +108,20 @@ def main(argv: list[str] | None = None) -> int:
     except ProxylessError as err:
         print(f"proxyless: error: {err}", file=sys.stderr)
         return 2
-    except OSError as err:
-        if err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+    except BrokenPipeError:  # e.g. `proxyless inspect ... | head`
+        sys.stderr.close()
+        return 0
+    except Exception as err:
+        cause = no_room_cause(err)
+        if cause is None:
             raise
         # a write no proxyless code wraps (a library's): still one line, and what to do
-        where = f" writing {err.filename}" if err.filename else ""
-        print(f"proxyless: error: no space left{where} ({err.strerror}); free some space (or "
+        where = f" writing {cause.filename}" if cause.filename else ""
+        print(f"proxyless: error: no space left{where} ({cause.strerror}); free some space (or "
               "raise the file-size limit) and run the command again"
               + (" with --resume: it goes on from the last checkpoint"
                  if args.command in RESUMABLE else ""), file=sys.stderr)
         return 2
-    except BrokenPipeError:  # e.g. `proxyless inspect ... | head`
-        sys.stderr.close()
-        return 0
     except KeyboardInterrupt:
         out = getattr(args, "out", None)
         hint = (f"; continue with the same command plus --resume (run folder {out})"
@@ -127,4 +129,5 @@ def main(argv: list[str] | None = None) -> int:
         print(f"proxyless: interrupted{hint}", file=sys.stderr)
         return 130
     finally:
+        shutdown_workers()  # a stream's decoding processes, which ignore SIGTERM
         distributed.teardown()

@@ -8,7 +8,13 @@ import json
 import sys
 from typing import Any
 
-from proxyless.cli.options import add_model_data_args, min_time, positive_float, positive_int
+from proxyless.cli.options import (
+    add_model_data_args,
+    min_time,
+    positive_float,
+    positive_int,
+    threads_int,
+)
 from proxyless.config import clip
 from proxyless.deploy.evaluate import evaluate_file, predict_files
 from proxyless.deploy.export import export_and_check
@@ -34,7 +40,7 @@ def add_export_parser(sub: Any) -> None:
                    help="test images the export must agree with PyTorch on (default 1000)")
     p.add_argument("--tolerance", type=positive_float, default=DEFAULT_TOLERANCE,
                    help=f"largest |logit difference| accepted (default {DEFAULT_TOLERANCE:g})")
-    p.add_argument("--threads", type=positive_int, default=1,
+    p.add_argument("--threads", type=threads_int, default=1,
                    help="CPU threads for the measured latencies (default 1)")
     p.add_argument("--latency-time", type=min_time, default=2.0,
                    help="seconds of round-robin latency timing (default 2; 0: 50 rounds)")
@@ -166,4 +172,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
     for result in results:
         best = ", ".join(f"{t['class']} {t['probability']:.1%}" for t in result["top"])
         print(f"{result['image']}: {best}")
+        if "note" in result:
+            print(f"proxyless: note: {result['image']} is {result['note']}", file=sys.stderr)
     return 0

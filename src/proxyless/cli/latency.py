@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from proxyless.cli.options import min_time, nonneg_int, positive_int, seed_int
+from proxyless.cli.options import min_time, nonneg_int, positive_int, seed_int, threads_int
 from proxyless.errors import ProxylessError
 from proxyless.latency.calibration import CALIBRATION_NETWORKS, calibrate
 from proxyless.latency.check import latency_check
@@ -59,7 +59,7 @@ def add_latency_parsers(sub) -> None:
                         "exported network is deployed with; torch: PyTorch eager, the default "
                         "on a GPU, timed with CUDA events; the paper's GPU setting is "
                         f"--batch {GPU_PROFILE_BATCH})")
-    p.add_argument("--threads", type=positive_int, default=DEFAULT_THREADS,
+    p.add_argument("--threads", type=threads_int, default=DEFAULT_THREADS,
                    help=f"CPU threads (fixed; default {DEFAULT_THREADS})")
     p.add_argument("--batch", type=positive_int, default=None,
                    help=f"batch size (default 1 on the CPU, {GPU_PROFILE_BATCH} on a GPU)")
@@ -149,10 +149,9 @@ def cmd_profile(args: argparse.Namespace) -> int:
     print(f"{len(table.entries)} entries -> {args.out}")
     count = CALIBRATION_NETWORKS if args.calibrate is None else args.calibrate
     if count > 0:
-        fit = calibrate(table, count, progress=not args.no_progress).fit
+        calibration = calibrate(table, count, progress=not args.no_progress)
         table.save(args.out)
-        print(f"calibration on {fit['architectures']} architectures: MAPE "
-              f"{fit['mape_plain_sum']:.1f}% (table sum) -> {fit['mape_fitted']:.1f}% (fitted)")
+        print(calibration.summary())
     lo, hi = latency_model(table, space).bounds()
     print(f"predicted latency of {space.name} networks: {lo:.3f} - {hi:.3f} ms")
     return 0

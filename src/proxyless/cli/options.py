@@ -23,7 +23,13 @@ from proxyless.latency.timer import MAX_MIN_TIME
 from proxyless.memory import AUTO_BATCH_LIMIT, probe_batch_size
 from proxyless.precision import PRECISIONS, resolve_precision
 from proxyless.run_lock import hold_run_folder
-from proxyless.runtime import prepare_out_dir, remove_if_empty, resolve_device
+from proxyless.runtime import (
+    available_cores,
+    prepare_out_dir,
+    process_limit,
+    remove_if_empty,
+    resolve_device,
+)
 from proxyless.space import SearchSpace
 
 
@@ -85,6 +91,25 @@ def val_size_arg(text: str) -> float | int:
     return int(value) if value >= 1 and value.is_integer() else value
 
 
+def _within_limit(value: int, what: str) -> int:
+    limit = process_limit()
+    if value > limit:
+        raise argparse.ArgumentTypeError(
+            f"{value} {what} on {available_cores()} cores would only slow the run down; "
+            f"at most {limit} (4 per core)")
+    return value
+
+
+def workers_int(text: str) -> int:
+    """--workers: decoding processes, 0 (in this process) up to `process_limit()`."""
+    return _within_limit(nonneg_int(text), "decoding processes")
+
+
+def threads_int(text: str) -> int:
+    """--threads and the like: 1 up to `process_limit()`."""
+    return _within_limit(positive_int(text), "threads")
+
+
 def seed_int(text: str) -> int:
     return _number(text, int, 0, MAX_SEED, False, f"a whole number from 0 to {MAX_SEED}")
 
@@ -103,7 +128,7 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
                              "--workers processes) or decode them once into memory; auto: "
                              f"stream for inputs of {STREAM_MIN_SIZE} px and more or where "
                              "memory would not hold them (IDX and CIFAR files: memory)")
-    parser.add_argument("--workers", type=nonneg_int, default=None,
+    parser.add_argument("--workers", type=workers_int, default=None,
                         help="processes decoding a streamed image folder (default: the cores "
                              "available, less one; 0: in this process)")
     parser.add_argument("--crop-scale", type=nonneg_float, nargs=2, default=DEFAULT_SCALE,
@@ -162,6 +187,10 @@ def resolve_batch_size(args: argparse.Namespace, space: SearchSpace, data: DataS
                              "too small for one batch)")
     if distributed.is_main():
         how = "probed on the GPU" if device.type == "cuda" else "by the memory estimate"
+        if batch >= data_limit and data_limit < AUTO_BATCH_LIMIT:  # the data, not memory
+            how = (f"as large as the data allows: {train_images:,} training images"
+                   + (f" for {arch_every} steps per α step" if arch is None else "")
+                   + (f" over {ranks} processes" if ranks > 1 else ""))
         print(f"--batch-size auto: {batch} per process ({how}, at most "
               f"{min(AUTO_BATCH_LIMIT, data_limit)}; the learning rate is not scaled)",
               file=sys.stderr)
@@ -170,7 +199,8 @@ def resolve_batch_size(args: argparse.Namespace, space: SearchSpace, data: DataS
 
 def add_runtime_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    parser.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch")
+    parser.add_argument("--threads", type=threads_int, default=None,
+                        help="CPU threads for torch")
     parser.add_argument("--precision", default="auto", choices=PRECISIONS,
                         help="the network's forward and backward: auto (default: bf16 on GPUs "
                              "that have it, else fp16 with a gradient scaler; fp32 on the "

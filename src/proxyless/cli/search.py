@@ -32,6 +32,7 @@ from proxyless.cli.options import (
     require_out,
     resolve_batch_size,
     run_folder,
+    threads_int,
 )
 from proxyless.errors import ProxylessError
 from proxyless.latency.cache import cached_table
@@ -174,7 +175,7 @@ def add_profile_args(p: argparse.ArgumentParser) -> None:
                         "Runtime (default on the CPU: what an exported network is deployed "
                         "with) or torch (PyTorch eager; default with --device cuda, the GPU "
                         "the search runs on)")
-    p.add_argument("--profile-threads", type=positive_int, default=DEFAULT_THREADS,
+    p.add_argument("--profile-threads", type=threads_int, default=DEFAULT_THREADS,
                    help=f"threads of that latency (default {DEFAULT_THREADS}: one core, as a "
                         "deployment at batch 1 uses; see the README)")
     p.add_argument("--profile-batch", type=positive_int, default=None,

@@ -45,11 +45,12 @@ from proxyless.data.stream import (
     StreamBatches,
     make_batches,
     read_images,
+    shutdown_workers,
     skipped_images,
 )
 
 __all__ = ["FASHION_CLASSES", "Batches", "DataSplits", "FolderSet", "ImageSet", "Images",
            "StreamBatches", "channel_stats", "check_channels", "check_class_count",
            "load_builtin", "load_cifar10", "load_data", "load_fashion_mnist",
-           "load_image_folder", "make_batches", "read_idx", "read_images", "skipped_images",
-           "split_validation"]
+           "load_image_folder", "make_batches", "read_idx", "read_images", "shutdown_workers",
+           "skipped_images", "split_validation"]

@@ -110,6 +110,7 @@ def _decode(path: Path | str, crop: Crop, rng: random.Random | None) -> np.ndarr
         reduce = max(1.0, side / crop.size)
         image.draft(mode, (max(1, int(width / reduce)), max(1, int(height / reduce))))
         fx, fy = image.size[0] / width, image.size[1] / height
+        image = eight_bit(image)
         if image.mode == "P":  # palette transparency converts only by way of RGBA
             image = image.convert("RGBA")
         if image.mode != mode:
@@ -122,6 +123,32 @@ def _decode(path: Path | str, crop: Crop, rng: random.Random | None) -> np.ndarr
     return pixels.reshape(crop.size, crop.size, crop.channels)
 
 
+# one-channel modes of more than 8 bits: 16-bit PNGs and TIFFs (I;16*, or I in older Pillow),
+# 32-bit integer and float images
+_WIDE_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+
+
+def eight_bit(image):
+    """`image` with more than 8 bits per pixel (a 16-bit grayscale PNG, say) scaled to 8 bits
+    as image viewers show it: 0..65535 -> 0..255 (a float image within [0, 1]: -> 0..255;
+    values beyond 65535: by the image's own maximum). Pillow's own conversion clips them to
+    255 instead, which makes most 16-bit photos white. Other images as they are."""
+    if image.mode not in _WIDE_MODES:
+        return image
+    from PIL import Image
+
+    values = np.asarray(image, dtype=np.float64)
+    if values.size == 0:
+        return image
+    top = float(values.max())
+    if image.mode == "F" and top <= 1.0:
+        full = 1.0
+    else:
+        full = max(65535.0, top)
+    scaled = np.clip(np.rint(values * (255.0 / full)), 0, 255).astype(np.uint8)
+    return Image.fromarray(scaled)  # 2-D uint8: mode L
+
+
 def squash(path: Path | str, size: int, channels: int) -> np.ndarray:
     """`path` resized whole to uint8 size x size x channels (the in-memory path's images,
     whatever their aspect). Raises UnreadableImage as `decode` does."""
@@ -130,7 +157,7 @@ def squash(path: Path | str, size: int, channels: int) -> np.ndarray:
 
     try:
         with Image.open(path) as image:
-            image = image.convert("L" if channels == 1 else "RGB")
+            image = eight_bit(image).convert("L" if channels == 1 else "RGB")
             pixels = np.asarray(image.resize((size, size), Image.Resampling.BILINEAR))
     except MemoryError:
         raise

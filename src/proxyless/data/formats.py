@@ -269,6 +269,10 @@ def folder_indexes(directory: Path, channels: int) -> tuple[FolderIndex, FolderI
                              f"not {channels}")
     train_dir, test_dir = folder_layout(directory)
     train = index_folder(train_dir)
+    if len(train.classes) < 2:
+        raise ProxylessError(f"{train_dir} has one class folder ({train.classes[0]!r}): a "
+                             "classifier needs at least two; add a folder of images for each "
+                             "class")
     if test_dir is None:
         return train, None
     test = index_folder(test_dir)

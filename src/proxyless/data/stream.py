@@ -15,8 +15,8 @@ naming examples: a run of days survives a damaged photo, not a broken disk.
 
 from __future__ import annotations
 
+import atexit
 import math
-import os
 import random
 import signal
 import warnings
@@ -34,6 +34,7 @@ from proxyless.data.decode import DEFAULT_SCALE, Crop, UnreadableImage, decode
 from proxyless.data.folder_index import FolderIndex
 from proxyless.data.sets import ImageSet
 from proxyless.errors import ProxylessError
+from proxyless.runtime import available_cores
 from proxyless.stopping import STOP_SIGNALS
 
 BAD_SHARE = 0.001
@@ -52,9 +53,46 @@ def _own_generator() -> torch.Generator:
 def _ignore_stop_signals(worker_id: int) -> None:
     """In a decoding worker: SIGTERM and SIGUSR1 are for the training process, which stops at
     a safe point and then ends its workers (a cluster often signals every process of a job:
-    a worker ended by one would fail the epoch instead)."""
+    a worker ended by one would fail the epoch instead). So the workers must be ended
+    explicitly (`shutdown_workers`): multiprocessing's own exit handler ends them with a
+    SIGTERM they ignore, then waits for them forever."""
     for stop in STOP_SIGNALS:
         signal.signal(stop, signal.SIG_IGN)
+
+
+# what holds decoding processes: every StreamBatches (its workers persist between passes) and
+# every pass of a one-off loader (statistics, evaluation) still running
+_STREAMS: weakref.WeakSet = weakref.WeakSet()
+_PASSES: weakref.WeakSet = weakref.WeakSet()
+
+
+def _end_pass(iterator) -> None:
+    """End a DataLoader pass's worker processes: asked to stop (torch's own shutdown: a
+    message on their queues, then a join), and killed where they do not (they ignore
+    SIGTERM)."""
+    shutdown = getattr(iterator, "_shutdown_workers", None)
+    if shutdown is None:  # a pass in this process: nothing to end
+        return
+    shutdown()
+    for worker in getattr(iterator, "_workers", ()):
+        if worker.is_alive():
+            worker.kill()
+            worker.join(timeout=5)
+
+
+def shutdown_workers() -> None:
+    """End every decoding process this process started: at the end of a search or a
+    training, of every command (finished, stopped, failed or interrupted), and at exit. A
+    StreamBatches used again afterwards starts new workers."""
+    for batches in list(_STREAMS):
+        batches.close()
+    for iterator in list(_PASSES):
+        _end_pass(iterator)
+    _PASSES.clear()
+
+
+# registered after torch's and multiprocessing's own exit handlers, so it runs before them
+atexit.register(shutdown_workers)
 
 
 class UnreadableImageWarning(UserWarning):
@@ -69,11 +107,7 @@ def _warn_unreadable(path: str, reason: str) -> None:
 def default_workers() -> int:
     """DataLoader workers by default: the cores this process may use, less one for the loop
     itself (at least 1, at most 16)."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cores = os.cpu_count() or 1
-    return max(1, min(16, cores - 1))
+    return max(1, min(16, available_cores() - 1))
 
 
 class FolderSet:
@@ -129,7 +163,9 @@ class FolderSet:
         epoch: 500 images fix the mean to ~0.5% of the range)."""
         drawn = np.random.default_rng(seed).permutation(len(self))[:count]
         total, squares, pixels = 0.0, 0.0, 0
-        for images, _, _ in _centre_crops(self, drawn, 64, workers):
+        for images, labels, _ in _centre_crops(self, drawn, 64, workers):
+            if not len(labels):  # none of this batch could be read
+                continue
             x = images.to(torch.float64).div_(255).flatten(0, 2)  # pixels x channels
             total, squares, pixels = total + x.sum(0), squares + (x * x).sum(0), pixels + len(x)
         if not pixels:
@@ -209,6 +245,13 @@ class StreamBatches(Batches):
             pin_memory=self.device.type == "cuda", prefetch_factor=4 if workers else None,
             generator=_own_generator(), worker_init_fn=_ignore_stop_signals)
         self.skipped: dict[str, str] = {}  # this epoch's unreadable files: path -> reason
+        _STREAMS.add(self)
+
+    def close(self) -> None:
+        """End the decoding processes (a later pass starts new ones)."""
+        iterator, self.loader._iterator = self.loader._iterator, None
+        if iterator is not None:
+            _end_pass(iterator)
 
     def set_epoch(self, epoch: int) -> None:
         super().set_epoch(epoch)
@@ -259,19 +302,26 @@ def _guarded(loader: DataLoader, root: Path) -> Iterator:
     """`loader`'s batches, a failure of its worker processes (killed for memory, a full
     /dev/shm in a container) turned into one clear error."""
     batches = iter(loader)
-    while True:
-        try:
-            batch = next(batches)
-        except StopIteration:
-            return
-        except RuntimeError as err:
-            if "DataLoader worker" not in str(err) and "shared memory" not in str(err):
-                raise
-            raise ProxylessError(
-                f"the processes decoding {clip(root)} failed ({str(err).splitlines()[0]}); "
-                "give them more memory or shared memory (/dev/shm, e.g. docker --shm-size), "
-                "or decode in the main process with --workers 0") from None
-        yield batch
+    one_off = not loader.persistent_workers
+    if one_off:
+        _PASSES.add(batches)
+    try:
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            except RuntimeError as err:
+                if "DataLoader worker" not in str(err) and "shared memory" not in str(err):
+                    raise
+                raise ProxylessError(
+                    f"the processes decoding {clip(root)} failed ({str(err).splitlines()[0]})"
+                    "; give them more memory or shared memory (/dev/shm, e.g. docker "
+                    "--shm-size), or decode in the main process with --workers 0") from None
+            yield batch
+    finally:  # a pass left early (an error, a stop, a caller done with it) ends its workers
+        if one_off:
+            _end_pass(batches)
 
 
 def make_batches(data: ImageSet | FolderSet, batch_size: int, *, workers: int | None = None,

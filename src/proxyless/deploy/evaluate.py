@@ -127,7 +127,27 @@ def predict_files(path: str | Path, images: list[str | Path], top: int = 1,
         probs = torch.from_numpy(logits).double().softmax(1)
         best = probs.topk(min(top, probs.shape[1]), dim=1)
         for file, p, k in zip(chunk, best.values.tolist(), best.indices.tolist(), strict=True):
-            results.append({"image": str(file), "top": [
+            result = {"image": str(file), "top": [
                 {"class": model.info.classes[c], "index": c, "probability": v}
-                for v, c in zip(p, k, strict=True)]})
+                for v, c in zip(p, k, strict=True)]}
+            note = _too_small(file, model.info.input_size)
+            if note:
+                result["note"] = note
+            results.append(result)
     return results
+
+
+def _too_small(path: str | Path, input_size: int) -> str | None:
+    """A note where an image is far smaller than the network's input (a quarter of its side
+    or less): blown up that much, its prediction says little."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+    except Exception:  # noqa: BLE001 - it decoded above; the note is a courtesy
+        return None
+    if min(width, height) * 4 > input_size:
+        return None
+    return (f"{width}x{height} px, far smaller than the network's {input_size} px input: "
+            "its prediction says little")

@@ -63,10 +63,9 @@ def _profile(space: SearchSpace, path: Path, timer: Timer, batch: int,
              calibration_networks: int, progress: bool, log) -> LatencyTable:
     """Profile (resuming a partial table at `path`), calibrate, save: under the lock."""
     table = profile_space(space, path, timer, batch, progress=progress, log=log)
-    fit = calibrate(table, calibration_networks, progress=progress).fit
+    calibration = calibrate(table, calibration_networks, progress=progress)
     table.save(path)  # atomic, and calibrated: from now on `_finished`
-    log(f"calibration: MAPE {fit['mape_plain_sum']:.1f}% (table sum) -> "
-        f"{fit['mape_fitted']:.1f}% (fitted) on {fit['architectures']} networks")
+    log(calibration.summary())
     return table
 
 

@@ -44,19 +44,38 @@ class Calibration:
     scales: dict[str, float] = field(default_factory=dict)
     fit: dict = field(default_factory=dict)   # how well it fitted, on how many architectures
     per_op: float = 0.0                       # ms added per block that is not zero
+    refused: str | None = None                # why the fit is not used: the plain table sum
 
     def scale(self, kind: str) -> float:
         return self.scales.get(kind, 1.0)
 
     def to_dict(self) -> dict:
+        if self.refused is not None:
+            return {"refused": self.refused, "fit": self.fit}
         return {"offset": self.offset, "scales": self.scales, "per_op": self.per_op,
                 "fit": self.fit}
 
     @classmethod
     def from_dict(cls, data: dict) -> Calibration:
+        if data.get("refused"):  # the identity: the table's sum as it is
+            return cls(fit=dict(data.get("fit", {})), refused=str(data["refused"]))
         return cls(float(data.get("offset", 0.0)),
                    {k: float(v) for k, v in data.get("scales", {}).items()},
                    dict(data.get("fit", {})), float(data.get("per_op", 0.0)))
+
+    def refuse(self, reason: str) -> Calibration:
+        """This fit, not to be used (`reason`): the table keeps its plain sum."""
+        return Calibration(fit=self.fit, refused=reason)
+
+    def summary(self) -> str:
+        """One line: how well it fitted, or why the plain table sum is kept."""
+        fit = self.fit
+        if self.refused is not None:
+            return f"calibration not used ({self.refused}): the table's plain sum is kept"
+        note = f" ({fit['note']})" if fit.get("note") else ""
+        return (f"calibration on {fit['architectures']} networks: MAPE "
+                f"{fit['mape_plain_sum']:.1f}% (table sum) -> {fit['mape_fitted']:.1f}% "
+                f"(fitted){note}")
 
 
 def fit_calibration(parts: list[dict[str, float]], measured: list[float],
@@ -82,10 +101,48 @@ def fit_calibration(parts: list[dict[str, float]], measured: list[float],
     plain = features[:, 1:1 + len(kinds)].sum(1)
     calibration.fit = {
         "architectures": len(measured),
+        "terms": fit_terms(len(kinds), ops is not None),
         "mape_plain_sum": float(np.mean(np.abs(plain - target) / target) * 100),
         "mape_fitted": float(np.mean(np.abs(predicted - target) / target) * 100),
     }
     return calibration
+
+
+def fit_terms(kinds: int, per_op: bool) -> int:
+    """The fit's free parameters: the offset, a scale per group, the per-op term."""
+    return 1 + kinds + int(per_op)
+
+
+def calibration_problem(calibration: Calibration, table: LatencyTable) -> str | None:
+    """Why `calibration` must not be used on `table`, or None: fitted on no more networks
+    than it has terms (an exact fit through a few points, which predicts anything between
+    them), worse than the plain sum on its own networks, or making any layer or network cost
+    nothing or less."""
+    fit = calibration.fit
+    networks, terms = fit.get("architectures", 0), fit.get("terms", 0)
+    if networks <= terms:
+        return (f"{networks} networks cannot fit its {terms} terms; calibrate on at least "
+                f"{terms + 1}, e.g. the default {CALIBRATION_NETWORKS}")
+    if fit["mape_fitted"] > fit["mape_plain_sum"]:
+        return (f"it fits its own networks worse than the plain sum, MAPE "
+                f"{fit['mape_fitted']:.1f}% vs {fit['mape_plain_sum']:.1f}%")
+    space = table.space
+    for token in space.candidates:  # uniform networks: every candidate at every position
+        if parse_token(token).is_zero:
+            continue
+        layers = [layer for layer in walk(Architecture.uniform(space, token)) if layer.key]
+        for layer in layers:
+            if layer.searchable:
+                ms = (table.ms(layer.key) * calibration.scale(layer_type(token))
+                      + calibration.per_op)
+                if ms <= 0:
+                    return (f"it makes layer {layer.key} cost {ms:.4f} ms: every layer's "
+                            "latency must be positive")
+        fixed_ms = calibration.offset + calibration.scale("fixed") * sum(
+            table.ms(layer.key) for layer in layers if not layer.searchable)
+        if fixed_ms <= 0:
+            return f"it makes the fixed layers cost {fixed_ms:.4f} ms"
+    return None
 
 
 def table_parts(arch: Architecture, table: LatencyTable) -> dict[str, float]:
@@ -106,10 +163,28 @@ def op_count(arch: Architecture) -> int:
 
 def calibrate(table: LatencyTable, count: int = CALIBRATION_NETWORKS, seed: int = CALIBRATION_SEED,
               progress: bool = True) -> Calibration:
-    """Measure `count` architectures end to end and store the fitted correction in `table`."""
+    """Measure `count` architectures end to end and store the fitted correction in `table`
+    (or, where `calibration_problem` finds one, why the plain sum is kept)."""
     archs = spread_architectures(table.space, count, seed)
     measured, speed = Meter.for_table(table).measure(archs, progress, "calibrate")
-    calibration = fit_calibration([table_parts(a, table) for a in archs],
-                                  [m / speed for m in measured], [op_count(a) for a in archs])
+    calibration = checked_fit([table_parts(a, table) for a in archs],
+                              [m / speed for m in measured], [op_count(a) for a in archs], table)
     table.calibration = calibration.to_dict()
     return calibration
+
+
+def checked_fit(parts: list[dict[str, float]], measured: list[float], ops: list[int],
+                table: LatencyTable) -> Calibration:
+    """The fit with the per-op term; where `calibration_problem` refuses it, the fit without
+    that term (all scales and the offset >= 0: no layer costs less than nothing); where that
+    is refused too, the plain sum (the refusal says why)."""
+    full = fit_calibration(parts, measured, ops)
+    problem = calibration_problem(full, table)
+    if problem is None:
+        return full
+    if full.fit["architectures"] > full.fit["terms"]:
+        simpler = fit_calibration(parts, measured)
+        if calibration_problem(simpler, table) is None:
+            simpler.fit["note"] = f"without its per-op term, which {problem[3:]}"
+            return simpler
+    return full.refuse(problem)

@@ -67,6 +67,12 @@ class CostModel:
         in the range, it is the answer.
         """
         cheapest, dearest = self.bounds()
+        # a bound beyond every network bounds nothing (and 1e308 in steps overflows)
+        slack = 1e-9 * max(abs(dearest), 1e-9)
+        if low > dearest + slack or high < cheapest - slack:
+            return None
+        high = min(high, dearest + slack)
+        low = max(low, cheapest - slack) if math.isfinite(low) else low
         step = max(dearest - cheapest, 1e-12) / bins
         # per block, costs above its cheapest candidate, in steps (calibrated costs may be < 0)
         units = [[round((c - min(costs)) / step) for c in costs] for costs in self.block_costs]

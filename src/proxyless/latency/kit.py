@@ -33,7 +33,8 @@ from proxyless.errors import ProxylessError
 from proxyless.files import read_mapping, write_json_atomic
 from proxyless.latency.calibration import (
     CALIBRATION_SEED,
-    fit_calibration,
+    Calibration,
+    checked_fit,
     op_count,
     table_parts,
 )
@@ -147,6 +148,16 @@ def make_kit(space: SearchSpace, folder: str | Path, batch: int = 1,
 def _timings(path: str | Path, space: SearchSpace) -> dict[str, Any]:
     """A kit's timings.json, refused where it is of another kit version or another space."""
     data = read_mapping(path, "kit timings")
+    if "timings" in data and "kit_sha256" in data and "format" not in data:
+        out = str(path)[:-len(".progress")] if str(path).endswith(".progress") else "TIMINGS"
+        raise ProxylessError(f"{path} is an unfinished timing (profile_kit.py's progress "
+                             f"file, {len(data['timings'])} workloads so far): on the device, "
+                             f"run `python profile_kit.py --out {Path(out).name}` again (it "
+                             "goes on from there), then pass the file it writes to --from-kit")
+    if "script_sha256" in data and "workloads" in data and "timings" not in data:
+        raise ProxylessError(f"{path} is a kit's manifest, not its timings: on the device, run "
+                             "`python profile_kit.py --out timings.json` in the kit's folder, "
+                             "then pass timings.json to --from-kit")
     if data.get("format") != KIT_FORMAT:
         raise ProxylessError(f"{path} is of kit version {data.get('format')!r}, this proxyless "
                              f"reads {KIT_FORMAT!r}; make the kit again with this version and "
@@ -156,6 +167,11 @@ def _timings(path: str | Path, space: SearchSpace) -> dict[str, Any]:
         name = kit.get("space", {}).get("name") if isinstance(kit, dict) else None
         raise ProxylessError(f"{path} was timed with a kit of the space {name!r}, not of "
                              f"{space.name!r} as given; pass that space to --space")
+    manifest = Path(path).parent / "kit.json"  # the kit the timings were made with, here
+    if manifest.is_file() and data.get("kit_sha256") != _sha256(manifest.read_bytes()):
+        raise ProxylessError(f"{path} was not timed with the kit beside it ({manifest} has "
+                             "another SHA-256 than the timings record): the kit was changed "
+                             "or the files were mixed up; time this kit again on the device")
     timings, works = data.get("timings"), data.get("workloads")
     if not isinstance(timings, dict) or not isinstance(works, list) or not all(
             isinstance(w, dict) and w.get("name") in timings for w in works):
@@ -194,11 +210,12 @@ def table_from_kit(space: SearchSpace, timings_path: str | Path) -> tuple[Latenc
     networks = {role: [(decode(space, w["arch"]), timings[w["name"]]["ms"])
                        for w in data["workloads"] if w.get("role") == role]
                 for role in ("calibration", "check")}
-    if len(networks["calibration"]) >= 3:
+    calibration = None
+    if networks["calibration"]:
         archs, measured = zip(*networks["calibration"], strict=True)
-        table.calibration = fit_calibration([table_parts(a, table) for a in archs],
-                                             list(measured),
-                                             [op_count(a) for a in archs]).to_dict()
+        calibration = checked_fit([table_parts(a, table) for a in archs], list(measured),
+                                  [op_count(a) for a in archs], table)
+        table.calibration = calibration.to_dict()
     check: dict[str, Any] = {}
     if len(networks["check"]) >= 3:
         archs, measured = zip(*networks["check"], strict=True)
@@ -212,6 +229,15 @@ def table_from_kit(space: SearchSpace, timings_path: str | Path) -> tuple[Latenc
                      np.array([plain.predict(a) for a in archs]), truth),
                  "measured_ms": truth.tolist(), "predicted_ms": predicted.tolist(),
                  "architectures": [a.encode() for a in archs]}
+        if (calibration is not None and calibration.refused is None
+                and check["calibrated"]["mape"] > check["table_sum"]["mape"]):
+            # worse on networks it was not fitted on: the plain sum predicts better
+            calibration = calibration.refuse(
+                f"it predicts the {len(archs)} check networks worse than the plain sum, MAPE "
+                f"{check['calibrated']['mape']:.1f}% vs {check['table_sum']['mape']:.1f}%")
+            table.calibration = calibration.to_dict()
+            check["calibrated"] = check["table_sum"]
+            check["predicted_ms"] = [plain.predict(a) for a in archs]
     return table, check
 
 
@@ -219,10 +245,8 @@ def kit_summary(table: LatencyTable, check: dict) -> str:
     lines = [f"{len(table.entries)} layers timed on {table.meta['cpu']} (onnxruntime "
              f"{table.meta.get('onnxruntime')}, {table.meta['threads']} thread(s), batch "
              f"{table.meta['batch']})"]
-    fit = (table.calibration or {}).get("fit")
-    if fit:
-        lines.append(f"calibration on {fit['architectures']} networks: MAPE "
-                     f"{fit['mape_plain_sum']:.1f}% (table sum) -> {fit['mape_fitted']:.1f}%")
+    if table.calibration:
+        lines.append(Calibration.from_dict(table.calibration).summary())
     if check:
         c, p = check["calibrated"], check["table_sum"]
         lines.append(f"check on {check['samples']} other networks timed by the kit: MAPE "

@@ -107,7 +107,7 @@ _META_INTS = {"threads": (1, 4096), "batch": (1, 10**6), "warmup": (0, 10**6),
 MAX_MS = 1e9  # 11 days for one layer: beyond it a sum of entries could overflow to inf
 _META_NUMBERS = ("min_time", "anchor_ms")
 _META_STRINGS = ("backend", "device", "cpu", "anchor_arch", "source", "date", "path")  # read
-_CALIBRATION_KEYS = ("offset", "scales", "per_op", "fit")
+_CALIBRATION_KEYS = ("offset", "scales", "per_op", "fit", "refused")
 
 
 def _mapping(value: Any, where: str, what: str = "a mapping") -> dict:
@@ -182,7 +182,13 @@ def _calibration(value: Any, where: str) -> dict[str, Any] | None:
     unknown = sorted(set(value) - set(_CALIBRATION_KEYS), key=repr)
     if unknown:
         raise ProxylessError(f"{where}: unknown key(s) {excerpt(unknown)}; a calibration "
-                             "holds offset, scales, per_op and fit")
+                             "holds offset, scales, per_op and fit (or refused and fit)")
+    if "refused" in value:  # a fit not used, and why: the table's plain sum
+        if not isinstance(value["refused"], str) or set(value) - {"refused", "fit"}:
+            raise ProxylessError(f"{where}: a refused calibration holds its reason (text) and "
+                                 "fit only; profile the space again")
+        return {"refused": value["refused"],
+                "fit": dict(_mapping(value.get("fit", {}), f"{where}.fit"))}
     scales = _mapping(value.get("scales", {}), f"{where}.scales", "a mapping of op kinds to scales")
     return {"offset": _number(value.get("offset", 0.0), f"{where}.offset"),
             "scales": {_key(k, f"{where}.scales"): _number(v, f"{where}.scales[{excerpt(k)}]")

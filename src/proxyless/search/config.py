@@ -111,7 +111,8 @@ class SearchConfig:
         check(0 <= self.target_floor < 1,
               f"target_floor must be in [0, 1), got {self.target_floor}")
         check(self.metric in METRICS, f"metric {self.metric!r} not in {METRICS}")
-        check(self.target is None or self.target > 0, f"target must be > 0, got {self.target}")
+        check(self.target is None or (math.isfinite(self.target) and self.target > 0),
+              f"target must be a finite number > 0, got {self.target}")
         check(0 < self.val_size < 1 or (self.val_size >= 10 and float(self.val_size).is_integer()),
               f"val_size must be a fraction in (0, 1) or a whole count >= 10, got "
               f"{self.val_size}")

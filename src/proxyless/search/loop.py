@@ -36,6 +36,7 @@ from proxyless.config import to_dict
 from proxyless.data import (
     Batches,
     DataSplits,
+    shutdown_workers,
     skipped_images,
 )
 from proxyless.divergence import LOWER_ARCH_LR, Diverged, StepLosses, at_batch
@@ -141,8 +142,11 @@ def search(space, data: DataSplits, cost_model: CostModel | None, config: Search
     config.validate()
     check_inputs(space, data, cost_model, config, latency_fn)
     with hold_run_folder(out_dir, distributed.is_main()):  # one writer at a time
-        return _search(space, data, cost_model, config, Path(out_dir), resume, progress, log,
-                       latency_fn, objectives, also_log)
+        try:
+            return _search(space, data, cost_model, config, Path(out_dir), resume, progress,
+                           log, latency_fn, objectives, also_log)
+        finally:  # however it ends: no decoding process outlives the search
+            shutdown_workers()
 
 
 def _search(space, data: DataSplits, cost_model: CostModel | None, config: SearchConfig,

@@ -54,8 +54,8 @@ def hardware_loss(ce: torch.Tensor, expected: torch.Tensor | None, target: float
         base = max(target, 10.0)
         ratio = torch.log(expected * (base / target)) / math.log(base)
         return ce * a * ratio.clamp_min(1e-6) ** b
-    if kind == "add-linear":
-        return ce + lam * (expected - target) / target
+    if kind == "add-linear":  # E / T − 1: a target beyond float32's range (1e308) is 0, not nan
+        return ce + lam * (expected / target - 1.0)
     raise ProxylessError(f"--loss {kind!r}: expected one of {', '.join(LOSSES)}")
 
 
@@ -64,7 +64,7 @@ def constraint_term(expected: torch.Tensor | None, target: float | None,
     """ν (E − T) / T: the Lagrangian term of the constraint E ≤ T (0 while ν = 0)."""
     if target is None or expected is None or multiplier == 0:
         return 0.0
-    return multiplier * (expected - target) / target
+    return multiplier * (expected / target - 1.0)  # (E − T) / T, finite for any finite T
 
 
 def dual_update(multiplier: float, cost: float, target: float, rate: float) -> float:
