@@ -219,6 +219,7 @@ FAKE_PROFILER = """
 import sys, time
 from pathlib import Path
 import proxyless.latency.cache as cache
+from proxyless.latency.calibration import Calibration
 from proxyless.latency.table import Entry, LatencyTable
 from proxyless.space import load_space
 
@@ -229,12 +230,10 @@ def slow_profile(space, path, timer, batch, progress, log):
     time.sleep(3.0)  # long enough for the other process to arrive while this one holds it
     return LatencyTable({"layer": Entry(1.0)}, cache.profile_meta(space, timer))
 
-class Fit:
-    fit = {"mape_plain_sum": 1.0, "mape_fitted": 0.5, "architectures": 2}
-
 def fake_calibrate(table, count, progress):
-    table.calibration = {"offset": 0.0, "scales": {}, "fit": {}}
-    return Fit
+    fit = Calibration(fit={"mape_plain_sum": 1.0, "mape_fitted": 0.5, "architectures": 2})
+    table.calibration = fit.to_dict()
+    return fit
 
 cache.profile_space, cache.calibrate = slow_profile, fake_calibrate
 (marks / f"ready-{sys.argv[1]}").touch()
