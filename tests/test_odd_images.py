@@ -106,3 +106,18 @@ def test_a_one_class_folder_is_refused(tmp_path):
     with pytest.raises(ProxylessError, match="one class folder .'only'.: a classifier needs at "
                                              "least two"):
         load_data(None, root, image_size=28, channels=3, notify=None)
+
+
+@pytest.mark.parametrize("option", ["--workers", "--threads"])
+def test_thousands_of_processes_or_threads_are_refused_in_one_line(tmp_path, capsys, option):
+    with pytest.raises(SystemExit) as stop:
+        main(["train", "arch.json", "--out", str(tmp_path / "t"), option, "10000"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {option}: 10000" in err and "at most" in err
+    config = tmp_path / "c.yaml"  # from a config file: the same check, naming the key
+    config.write_text(f"command: train\noptions:\n  {option[2:]}: 10000\n")
+    assert main(["train", "--config", str(config), "--out", str(tmp_path / "t")]) == 2
+    err = capsys.readouterr().err
+    assert f"{option[2:]}: 10000 is not valid" in err and "(4 per core)" in err
+    assert not (tmp_path / "t").exists()

@@ -242,7 +242,8 @@ def test_batch_size_auto_picks_what_fits_and_resumes_with_it(tmp_path, files, ca
     chosen = json.loads((out / "config.json").read_text())["train"]["batch_size"]
     # a tiny network fits far more than the 300 images: the data bounds it (a multiple of 8)
     assert chosen == 296
-    assert "--batch-size auto: 296 per process (by the memory estimate" in capsys.readouterr().err
+    assert ("--batch-size auto: 296 per process (as large as the data allows: 300 training "
+            "images") in capsys.readouterr().err
     assert "batch_size: auto" in (out / "config.yaml").read_text()  # the command as given
 
     from argparse import Namespace

@@ -187,7 +187,8 @@ def resolve_batch_size(args: argparse.Namespace, space: SearchSpace, data: DataS
                              "too small for one batch)")
     if distributed.is_main():
         how = "probed on the GPU" if device.type == "cuda" else "by the memory estimate"
-        if batch >= data_limit and data_limit < AUTO_BATCH_LIMIT:  # the data, not memory
+        if batch + 8 > data_limit and data_limit < AUTO_BATCH_LIMIT:  # the data (rounded
+            # down to a multiple of 8), not memory, set it
             how = (f"as large as the data allows: {train_images:,} training images"
                    + (f" for {arch_every} steps per α step" if arch is None else "")
                    + (f" over {ranks} processes" if ranks > 1 else ""))

@@ -135,7 +135,7 @@ def eight_bit(image):
     255 instead, which makes most 16-bit photos white. Other images as they are."""
     if image.mode not in _WIDE_MODES:
         return image
-    from PIL import Image
+    from PIL import Image  # see decode() on importing Pillow here
 
     values = np.asarray(image, dtype=np.float64)
     if values.size == 0:
