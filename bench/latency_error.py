@@ -115,6 +115,8 @@ def main() -> None:
     p.add_argument("--samples", type=int, default=40)
     p.add_argument("--min-time", type=float, default=10.0)
     p.add_argument("--context", type=int, default=8, help="layers timed in context")
+    p.add_argument("--chunk", type=int, default=None,
+                   help="layers per profiling group (default: profile_space's)")
     p.add_argument("--out", default="bench/results/latency-error")
     args = p.parse_args()
     out = Path(args.out)
@@ -127,7 +129,9 @@ def main() -> None:
         path = out / f"{args.space}-{args.backend}-{r}.json"
         path.unlink(missing_ok=True)
         t0 = time.time()
-        table = profile_space(space, path, timer, 1, progress=False, log=lambda m: None)
+        chunk = {} if args.chunk is None else {"chunk": args.chunk}
+        table = profile_space(space, path, timer, 1, progress=False, log=lambda m: None,
+                              **chunk)
         calibrate(table, CALIBRATION_NETWORKS, progress=False)
         table.save(path)
         tables.append(table)

@@ -144,7 +144,8 @@ stages:
 candidates: [k3e3, k5e3, zero]
 feature_mix: 32
 """
-# more distinct layers than one profiling chunk (24), so a kill can fall between chunks
+# a space of a few dozen layers: profiled as one group, then calibrated; a kill falls before
+# the table is first saved, between it and the calibration, or after
 KILL_PROFILE_SPACE = """name: tiny-profile
 input_size: 16
 in_channels: 1

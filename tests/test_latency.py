@@ -222,3 +222,26 @@ def test_measured_latency_takes_the_tables_time_base(tiny_table):
     arch = Architecture.uniform(tiny_space(), "k5e6")
     assert measured(arch) > 0
     assert measured.state_dict()["time_base"]["anchor_ms"] == table.meta["anchor_ms"]
+
+
+def test_a_cached_table_calibrated_by_kernel_is_calibrated_again_by_resolution(tmp_path,
+                                                                               monkeypatch):
+    """Tables cached before calibrations grouped blocks by resolution keep their layers and
+    get a new calibration, once."""
+    from proxyless.latency.cache import cached_table
+
+    monkeypatch.setenv("PROXYLESS_CACHE", str(tmp_path))
+    space, logs = tiny_space(), []
+    table, path = cached_table(space, "cpu", 1, 0.01, 8, False, logs.append)
+    assert table.calibration["grouping"] == "resolution"
+    old = LatencyTable.load(path)
+    old.calibration = {"offset": 0.0, "scales": {"k3": 1.0}, "per_op": 0.0, "fit": {}}
+    old.save(path)
+    again, _ = cached_table(space, "cpu", 1, 0.01, 8, False, logs.append)
+    assert any("recalibrating" in line for line in logs)
+    assert again.calibration["grouping"] == "resolution"
+    assert again.entries.keys() == old.entries.keys()
+    assert all(again.entries[k].ms == old.entries[k].ms for k in old.entries)  # kept
+    logs.clear()
+    cached_table(space, "cpu", 1, 0.01, 8, False, logs.append)
+    assert not any("recalibrating" in line for line in logs)  # once

@@ -29,7 +29,7 @@ def run_config() -> RunConfig:
     return RunConfig(SearchConfig(warmup_epochs=1, epochs=2, batch_size=50, arch_every=1,
                                   eval_limit=100),
                      TrainConfig(epochs=1, batch_size=50),
-                     profile_min_time=0.01, calibration_networks=3)
+                     profile_min_time=0.01, calibration_networks=8)
 
 
 def test_run_profiles_searches_retrains_and_reports(tmp_path, tiny_data, monkeypatch):
@@ -64,6 +64,12 @@ def test_run_profiles_searches_retrains_and_reports(tmp_path, tiny_data, monkeyp
     assert summary["priced"]["runtime"] == "ONNX Runtime"
     assert "The search priced **ONNX Runtime** latency (batch 1, 1 thread(s)" in report
     assert "| ONNX Runtime, fp32 (priced) |" in report and "| PyTorch (eager), fp32 |" in report
+    # how good the table is: its calibration's networks, each predicted without it
+    left_out = results["latency_model"]["left_out"]
+    assert left_out["networks"] == run_config().calibration_networks
+    assert 0 <= left_out["within_10pct"] <= 100 and left_out["mape"] >= 0
+    assert "## How good the latency model is" in report
+    assert f"- On {left_out['networks']} of its calibration networks" in report
 
     # a run folder is never overwritten; --resume reuses this run's table and target
     with pytest.raises(ProxylessError, match="--resume"):

@@ -232,6 +232,7 @@ def _run_pipeline(space: SearchSpace, data: DataSplits, config: RunConfig, out: 
         "batch": table.meta.get("batch", 1),
         "table": str(table_path), "budget": config.budget,
         "priced": priced(table.meta),
+        "latency_model": latency_model_quality(table),
     }
     if main:  # what the network costs in each runtime, and 5. the report
         results.update(_runtimes(train_dir / MODEL_FILE, data, table, say))
@@ -272,6 +273,43 @@ def weight_paths(scfg: SearchConfig) -> str:
 
 RUNTIME_LABELS = {"torch": "PyTorch (eager), fp32", "onnxruntime": "ONNX Runtime, fp32",
                   "onnxruntime int8": "ONNX Runtime, int8 (static, QDQ)"}
+
+
+def latency_model_quality(table: LatencyTable) -> dict | None:
+    """How well the table predicts networks it was not fitted on: its calibration's
+    leave-one-out figures, and a kit's check on networks timed on the device."""
+    fit = (table.calibration or {}).get("fit", {})
+    quality = {}
+    if fit.get("cross_validated"):
+        quality["left_out"] = dict(fit["cross_validated"],
+                                   used=not (table.calibration or {}).get("refused"))
+    kit = table.meta.get("kit_check")
+    if isinstance(kit, dict) and isinstance(kit.get("calibrated"), dict):
+        quality["kit_check"] = {"networks": kit.get("samples"), **kit["calibrated"]}
+    return quality or None
+
+
+def quality_section(quality: dict | None) -> list[str]:
+    """The latency model's own figures: a prediction is only as good as them."""
+    lines = ["## How good the latency model is", ""]
+    if not quality:
+        return lines + ["The table records no check of its predictions (a table made "
+                        "elsewhere, or before checks were kept): `proxyless latency-check "
+                        "--table latency_table.json` measures one.", ""]
+    for key, what in (("left_out", "its calibration networks, each predicted by a fit "
+                                   "without it"),
+                      ("kit_check", "the kit's check networks, timed on the device")):
+        q = quality.get(key)
+        if q:
+            lines.append(f"- On {q['networks']} of {what}: MAPE {q['mape']:.1f}%, "
+                         f"{q['within_10pct']:.0f}% within ±10%, Spearman "
+                         f"{q['spearman']:.3f}" + ("" if q.get("used", True)
+                                                   else " (the fit is not used)") + ".")
+    weak = [q for q in quality.values() if q and q["within_10pct"] < 90]
+    if weak:
+        lines.append("- **Weak**: the predicted latency may be off by more than 10% for "
+                     "some networks; `proxyless latency-check` measures fresh ones.")
+    return lines + [""]
 
 
 def runtimes_section(r: dict) -> list[str]:
@@ -330,6 +368,7 @@ def write_report(out: Path, r: dict, scfg: SearchConfig, tcfg: TrainConfig,
         f"| search time / retrain time | {r['search_time_s']:.0f} s / "
         f"{r['retrain_time_s']:.0f} s |",
         "",
+        *quality_section(r.get("latency_model")),
         *runtimes_section(r),
         "## The derived architecture",
         "",

@@ -25,7 +25,7 @@ except ImportError:  # not POSIX: no locking, as before
 
 from proxyless.errors import ProxylessError
 from proxyless.files import cache_dir
-from proxyless.latency.calibration import calibrate
+from proxyless.latency.calibration import CURRENT_GROUPING, Calibration, calibrate
 from proxyless.latency.profile import other_settings, profile_meta, profile_space
 from proxyless.latency.table import LatencyTable
 from proxyless.latency.timer import DEFAULT_BACKEND, Timer, fingerprint
@@ -43,6 +43,14 @@ def cached_table(space: SearchSpace, device: str, threads: int, min_time: float,
                                        sort_keys=True).encode()).hexdigest()[:12]
     path = cache_dir() / "tables" / f"{space.name}-{digest}.json"
     table = _finished(path)
+    if table is not None and _older_calibration(table):
+        with exclusive(path.with_name(path.name + ".lock"), lambda: None):
+            table = _finished(path)  # another process may have recalibrated it meanwhile
+            if table is not None and _older_calibration(table):
+                log(f"latency table: recalibrating {path} (its calibration grouped blocks "
+                    "by kernel; by input resolution, it predicts networks better)")
+                log(calibrate(table, calibration_networks, progress=progress).summary())
+                table.save(path)
     if table is None:
         waiting = (f"latency table: waiting for another process profiling {space.name} on "
                    f"this device ({path})")
@@ -67,6 +75,12 @@ def _profile(space: SearchSpace, path: Path, timer: Timer, batch: int,
     table.save(path)  # atomic, and calibrated: from now on `_finished`
     log(calibration.summary())
     return table
+
+
+def _older_calibration(table: LatencyTable) -> bool:
+    """Whether a cached table's calibration is of an older form (blocks grouped by kernel):
+    its layers stay, its calibration is fitted again on this device."""
+    return Calibration.from_dict(table.calibration).grouping != CURRENT_GROUPING
 
 
 def _finished(path: Path) -> LatencyTable | None:

@@ -23,7 +23,7 @@ import torch
 
 from proxyless.arch import Architecture
 from proxyless.errors import ProxylessError
-from proxyless.latency.calibration import Calibration, layer_type
+from proxyless.latency.calibration import Calibration
 from proxyless.latency.table import LatencyTable
 from proxyless.space import SearchSpace
 from proxyless.walk import candidate_layers, fixed_layers
@@ -131,7 +131,7 @@ def latency_model(table: LatencyTable, space: SearchSpace | None = None,
         for layer in row:
             ms = 0.0 if not layer.key else table.ms(layer.key)
             if calibration is not None and layer.key:
-                ms = ms * calibration.scale(layer_type(layer.token)) + calibration.per_op
+                ms = calibration.layer_ms(layer, ms)
             costs.append(ms)
         block_costs.append(costs)
     if calibration is not None:

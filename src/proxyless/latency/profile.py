@@ -2,9 +2,13 @@
 
     >>> table = profile_space(load_space("fashion"), "table.json", Timer("torch", threads=1))
 
-Each chunk of layers is timed together with the anchor network (see `latency.measure`) and
-put on the table's time base; the table is saved after every chunk, so an interrupted
-profile resumes where it stopped.
+The layers are timed together, round-robin, in groups of up to `GROUP` (every preset's 70
+layers in one group: one time base, nothing to correct), each group beside the anchor
+network (see `latency.measure`). A larger space's later groups are put on the first's time
+base by the anchor's ratio, which is a whole network's: measured here, it moved the layers of
+a group by up to 11% against the others, where one group keeps a layer's entry within ~1%
+from one profile to the next (bench/README.md, "Where the latency model's error lives"). The
+table is saved after every group, so an interrupted profile resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from proxyless.latency.table import Entry, LatencyTable
 from proxyless.latency.timer import Timer, fingerprint
 from proxyless.space import SearchSpace
 from proxyless.walk import candidate_layers, fixed_layers
+
+GROUP = 128  # layers timed together: one time base (see the module's docstring)
 
 
 def layer_workloads(space: SearchSpace, batch: int) -> dict[str, tuple[Callable[[], nn.Module],
@@ -50,7 +56,7 @@ def other_settings(table: LatencyTable, meta: dict) -> list[str]:
 
 def profile_space(space: SearchSpace, out: str | Path, timer: Timer, batch: int = 1,
                   progress: bool = True, log: Callable[[str], None] = print,
-                  chunk: int = 24) -> LatencyTable:
+                  chunk: int | None = None) -> LatencyTable:
     """Measure every distinct layer of `space`; resumes a partial table at `out`."""
     out = Path(out)
     meta = profile_meta(space, timer, batch)
@@ -68,6 +74,7 @@ def profile_space(space: SearchSpace, out: str | Path, timer: Timer, batch: int 
     meter = Meter(timer, space, batch, reference=table.meta)
     todo = [k for k in workloads if k not in table.entries]
     torch.manual_seed(0)
+    chunk = chunk or GROUP
     chunks = [todo[i:i + chunk] for i in range(0, len(todo), chunk)]
     bar = tqdm(total=len(todo), desc="profile", unit="op", disable=not progress)
     for keys in chunks:  # saved after every chunk: an interruption loses at most one chunk

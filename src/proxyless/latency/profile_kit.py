@@ -178,7 +178,8 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=50)
     parser.add_argument("--min-time", type=float, default=20.0,
                         help="seconds of round-robin timing per group (default 20)")
-    parser.add_argument("--chunk", type=int, default=24, help="workloads per group")
+    parser.add_argument("--chunk", type=int, default=128,
+                        help="workloads per group, timed together on one time base")
     args = parser.parse_args(argv)
     if args.threads < 1 or args.repeats < 1 or args.warmup < 0 or args.min_time < 0 \
             or args.chunk < 1:

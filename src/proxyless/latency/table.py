@@ -107,7 +107,7 @@ _META_INTS = {"threads": (1, 4096), "batch": (1, 10**6), "warmup": (0, 10**6),
 MAX_MS = 1e9  # 11 days for one layer: beyond it a sum of entries could overflow to inf
 _META_NUMBERS = ("min_time", "anchor_ms")
 _META_STRINGS = ("backend", "device", "cpu", "anchor_arch", "source", "date", "path")  # read
-_CALIBRATION_KEYS = ("offset", "scales", "per_op", "fit", "refused")
+_CALIBRATION_KEYS = ("offset", "scales", "per_op", "fit", "refused", "grouping")
 
 
 def _mapping(value: Any, where: str, what: str = "a mapping") -> dict:
@@ -184,10 +184,12 @@ def _calibration(value: Any, where: str) -> dict[str, Any] | None:
         raise ProxylessError(f"{where}: unknown key(s) {excerpt(unknown)}; a calibration "
                              "holds offset, scales, per_op and fit (or refused and fit)")
     if "refused" in value:  # a fit not used, and why: the table's plain sum
-        if not isinstance(value["refused"], str) or set(value) - {"refused", "fit"}:
-            raise ProxylessError(f"{where}: a refused calibration holds its reason (text) and "
-                                 "fit only; profile the space again")
+        if not isinstance(value["refused"], str) or set(value) - {"refused", "fit",
+                                                                  "grouping"}:
+            raise ProxylessError(f"{where}: a refused calibration holds its reason (text), "
+                                 "grouping and fit only; profile the space again")
         return {"refused": value["refused"],
+                "grouping": _grouping(value.get("grouping", "kernel"), f"{where}.grouping"),
                 "fit": dict(_mapping(value.get("fit", {}), f"{where}.fit"))}
     scales = _mapping(value.get("scales", {}), f"{where}.scales", "a mapping of op kinds to scales")
     return {"offset": _number(value.get("offset", 0.0), f"{where}.offset"),
@@ -195,7 +197,15 @@ def _calibration(value: Any, where: str) -> dict[str, Any] | None:
                        for k, v in scales.items()},
             # ms per non-zero block, of either sign (a table of separate layers overcounts)
             "per_op": _number(value.get("per_op", 0.0), f"{where}.per_op", minimum=-MAX_MS),
+            "grouping": _grouping(value.get("grouping", "kernel"), f"{where}.grouping"),
             "fit": dict(_mapping(value.get("fit", {}), f"{where}.fit"))}
+
+
+def _grouping(value: Any, where: str) -> str:
+    if value not in ("kernel", "resolution"):  # calibration.GROUPINGS
+        raise ProxylessError(f"{where} must be 'resolution' or 'kernel', got {excerpt(value)}; "
+                             "profile the space again")
+    return value
 
 
 def from_reference(data: dict, where: str = "reference latency table") -> LatencyTable:
