@@ -12,6 +12,7 @@ folder (400 small photos) hung every time then.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -22,28 +23,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from proxyless import Architecture, load_space
-
 STOPPED_CODE, INTERRUPTED_CODE = 75, 130
 PROMPT = 20  # seconds a command may take to end once stopped or finished (it takes ~1)
 
-SPACE = """name: tiny-stream
-input_size: 28
-in_channels: 3
-num_classes: 4
-stem: {channels: 8, stride: 2, kernel: 3}
-first_block: {channels: 8, kernel: 3}
-stages:
-  - {width: 16, depth: 2, stride: 2}
-candidates: [k3e3, k5e3, zero]
-feature_mix: 32
-"""
-
-
 @pytest.fixture(scope="module")
-def folder(tmp_path_factory) -> Path:
-    """An ImageNet-layout folder (train/ and val/, 4 classes, 100 + 10 JPEGs each), a
-    28-px space and a network of it."""
+def folder(tmp_path_factory, files) -> Path:
+    """An ImageNet-layout folder (train/ and val/, 4 classes, 100 + 10 JPEGs each), with
+    the tiny 28-px space of `files` and a network of it (read as grayscale, the classifier
+    sized to the folder's 4 classes)."""
     root = tmp_path_factory.mktemp("stream-exit")
     rng = np.random.default_rng(0)
     for split, count in (("train", 100), ("val", 10)):
@@ -52,8 +39,8 @@ def folder(tmp_path_factory) -> Path:
             for i in range(count):
                 pixels = (rng.random((48, 48, 3)) * 60 + c * 50).astype(np.uint8)
                 Image.fromarray(pixels).save(root / "photos" / split / f"class{c}" / f"{i}.jpg")
-    (root / "space.yaml").write_text(SPACE)
-    Architecture.uniform(load_space(root / "space.yaml"), "k3e3").save(root / "arch.json")
+    shutil.copyfile(files / "space.yaml", root / "space.yaml")
+    shutil.copyfile(files / "arch.json", root / "arch.json")
     return root
 
 

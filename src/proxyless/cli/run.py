@@ -68,9 +68,9 @@ def add_run_parser(sub) -> None:
     add_config_arg(p)
 
 
-def apply_budget(args: argparse.Namespace) -> set[str]:
+def apply_budget(args: argparse.Namespace) -> None:
     """Fill every search option left unset (None) from `--budget`, then from SearchConfig's
-    defaults, so that every later step sees a value; returns the names the budget filled. A
+    defaults, so that every later step sees a value. A
     budget that scales its lengths to the data (all but `paper`) leaves the warm-up, search
     and retraining epochs None here: `budget_epochs` decides them once the data is read."""
     budget, filled = BUDGETS[args.budget], set()
@@ -95,7 +95,6 @@ def apply_budget(args: argparse.Namespace) -> set[str]:
             raise ProxylessError(f"--budget {args.budget}: its batch of {args.batch_size} does "
                                  f"not split over {ranks} ranks; give --batch-size (per GPU)")
         args.batch_size //= ranks
-    return filled
 
 
 def budget_epochs(args: argparse.Namespace, train_images: int) -> tuple[int, int, int]:

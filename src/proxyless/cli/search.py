@@ -206,25 +206,25 @@ def add_search_parser(sub) -> None:
     add_config_arg(p)
 
 
-def resolve_search_options(args: argparse.Namespace) -> tuple[SearchSpace, SearchConfig]:
+def resolve_search_options(args: argparse.Namespace
+                           ) -> tuple[SearchSpace, SearchConfig, LatencyTable | None]:
     """Everything `search` decides before it reads data, validated: what `--print-config`
-    prints and the run folder's config.yaml holds."""
+    prints and the run folder's config.yaml holds; and the `--table` given (read now: a bad
+    table is refused before any work)."""
     space = load_space(args.space)
-    if args.table:
-        LatencyTable.load(args.table)  # a bad table is refused before any work
+    table = LatencyTable.load(args.table) if args.table else None
     resolve_profile_args(args)
     config = search_config_from(args)
     config.validate()
     check_space_fits(space, 1 if args.batch_size == AUTO else config.batch_size)
-    return space, config
+    return space, config, table
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    space, config = resolve_search_options(args)
+    space, config, table = resolve_search_options(args)
     if args.print_config:
         return print_config(resolved_options(args, config))
     require_out(args)
-    table = LatencyTable.load(args.table) if args.table else None
     distributed.setup(args.device)  # under torchrun: each rank on its own GPU from here on
     log = lambda m: print(m, file=sys.stderr)  # noqa: E731 - stdout holds the result
     with run_folder(args.out):

@@ -62,9 +62,6 @@ class Batches:
         self.samples = (math.ceil(len(data) / world_size) if pad
                         else len(range(rank, len(data), world_size)))
 
-    def close(self) -> None:
-        """Release what the batches hold besides memory (a stream's decoding processes)."""
-
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 

@@ -47,10 +47,9 @@ def layer_type(token: str) -> str:
 # by how much of it is per-call overhead, which the resolution decides (a 2x2 block is mostly
 # overhead, a 56x56 one compute); grouped by kernel, fashion networks were predicted with MAPE
 # ~5% and 85-95% within 10%, by resolution 2.5% and 98-100% (bench/README.md, "Where the
-# latency model's error lives").
-GROUPINGS = ("resolution", "kernel")
-FLOOR = 0.1  # the least share of its table entry a block costs once calibrated
+# latency model's error lives"). Tables calibrated before hold the kernel grouping.
 CURRENT_GROUPING = "resolution"
+FLOOR = 0.1  # the least share of its table entry a block costs once calibrated
 
 
 def layer_group(layer: Layer, grouping: str = CURRENT_GROUPING) -> str:
@@ -70,7 +69,7 @@ class Calibration:
     fit: dict = field(default_factory=dict)   # how well it fitted, on how many architectures
     per_op: float = 0.0                       # ms added per block that is not zero
     refused: str | None = None                # why the fit is not used: the plain table sum
-    grouping: str = "kernel"                  # how `scales` group the blocks (GROUPINGS);
+    grouping: str = "kernel"                  # how `scales` group the blocks (table.GROUPINGS);
                                               # "kernel": a table calibrated before groups
 
     def scale(self, kind: str) -> float:
@@ -253,6 +252,6 @@ def checked_fit(parts: list[dict[str, float]], measured: list[float], ops: list[
     if full.fit["architectures"] > full.fit["terms"]:
         simpler = fit_calibration(parts, measured, grouping=full.grouping)
         if calibration_problem(simpler, table) is None:
-            simpler.fit["note"] = f"without its per-op term, which {problem[3:]}"
+            simpler.fit["note"] = f"without its per-op term: with it, {problem}"
             return simpler
     return full.refuse(problem)

@@ -108,6 +108,8 @@ MAX_MS = 1e9  # 11 days for one layer: beyond it a sum of entries could overflow
 _META_NUMBERS = ("min_time", "anchor_ms")
 _META_STRINGS = ("backend", "device", "cpu", "anchor_arch", "source", "date", "path")  # read
 _CALIBRATION_KEYS = ("offset", "scales", "per_op", "fit", "refused", "grouping")
+# how a calibration groups the blocks, each group with a scale (`latency.calibration`)
+GROUPINGS = ("resolution", "kernel")
 
 
 def _mapping(value: Any, where: str, what: str = "a mapping") -> dict:
@@ -202,7 +204,7 @@ def _calibration(value: Any, where: str) -> dict[str, Any] | None:
 
 
 def _grouping(value: Any, where: str) -> str:
-    if value not in ("kernel", "resolution"):  # calibration.GROUPINGS
+    if value not in GROUPINGS:
         raise ProxylessError(f"{where} must be 'resolution' or 'kernel', got {excerpt(value)}; "
                              "profile the space again")
     return value
