@@ -14,7 +14,10 @@ what each piece contributes:
   layers' entries;
 - a few layers timed in context (a network with the layer, minus the same network with the
   block `zero`) beside their table entries;
-- the timer's statistic (min, p10, median) on the same raw runs of the check networks.
+- the timer's statistic (min, p10, median) on the same raw runs of the check networks;
+- calibrations of other forms (blocks grouped by kernel, kernel x expansion, resolution; with
+  and without the per-op term) fitted leave-one-out on the check networks themselves
+  (`--groupings-only`: from a finished run's files, without measuring).
 
     .venv/bin/python bench/latency_error.py --space fashion --rounds 3 \
         --out bench/results/latency-error
@@ -107,6 +110,62 @@ def in_context(timer: Timer, space, table: LatencyTable, count: int, min_time: f
     return out
 
 
+def groupings(out: Path, space, backend: str) -> None:
+    """From a finished run's files alone (its tables and summary.json, no measuring): how well
+    calibrations of other forms would have predicted the 40 check networks, each fitted
+    leave-one-out on the other 39 against the same table and measurement round."""
+    from scipy.optimize import nnls
+    from scipy.stats import spearmanr
+
+    from proxyless.arch import decode
+    from proxyless.walk import walk
+
+    saved = json.loads((out / "summary.json").read_text())
+    check = [decode(space, a) for a in saved["check"]]
+
+    def group(layer, form: str) -> str:
+        if not layer.searchable:
+            return "fixed"
+        return {"kernel": f"k{layer.kernel}", "kernel x expansion":
+                f"k{layer.kernel}e{layer.expand}", "resolution": f"r{layer.in_size}"}[form]
+
+    print("\n== calibration forms, leave-one-out on the check networks (table r, round r)")
+    for r in range(len(saved["measured"])):
+        table = LatencyTable.load(out / f"{space.name}-{backend}-{r}.json")
+        anchor_now, _ = saved["anchors"][r]
+        truth = np.array(saved["measured"][r]) / (anchor_now / float(table.meta["anchor_ms"]))
+        cells = []
+        for form in ("kernel", "kernel x expansion", "resolution"):
+            for per_op in (True, False):
+                rows = []
+                for arch in check:
+                    parts, ops = {}, 0
+                    for layer in walk(arch):
+                        if not layer.key:
+                            continue
+                        ops += layer.searchable
+                        key = group(layer, form)
+                        parts[key] = parts.get(key, 0.0) + table.ms(layer.key)
+                    rows.append((parts, ops))
+                keys = sorted({k for parts, _ in rows for k in parts})
+                x = np.array([[1.0] + [parts.get(k, 0.0) for k in keys]
+                              + ([ops, -ops] if per_op else []) for parts, ops in rows])
+                # all networks, and (for the form calibrations now take) the first 20 only:
+                # what 20 calibration networks would have given instead of 40
+                for n in ((len(truth), 20) if form == "resolution" and per_op
+                          else (len(truth),)):
+                    predicted = np.empty(n)
+                    for i in range(n):
+                        keep = np.arange(n) != i
+                        predicted[i] = x[i] @ nnls(x[:n][keep], truth[:n][keep])[0]
+                    error = np.abs(predicted - truth[:n]) / truth[:n]
+                    cells.append(f"{form}{'' if per_op else ', no per-op'}"
+                                 f"{'' if n == len(truth) else f' on {n}'}: MAPE "
+                                 f"{error.mean() * 100:.1f}% {np.mean(error <= 0.1) * 100:.0f}% "
+                                 f"rho {spearmanr(predicted, truth[:n]).statistic:.3f}")
+        print(f"round {r}: " + " | ".join(cells))
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--space", default="fashion")
@@ -118,10 +177,16 @@ def main() -> None:
     p.add_argument("--chunk", type=int, default=None,
                    help="layers per profiling group (default: profile_space's)")
     p.add_argument("--out", default="bench/results/latency-error")
+    p.add_argument("--groupings-only", action="store_true",
+                   help="only compare calibration forms on the tables and measurements "
+                        "already in --out (no measuring)")
     args = p.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     space = load_space(args.space)
+    if args.groupings_only:
+        groupings(out, space, args.backend)
+        return
     timer = Timer(args.backend, "cpu", 1, 10, 50, args.min_time)
     check = spread_architectures(space, args.samples, CHECK_SEED)
     tables, measured, anchors, raw = [], [], [], []
@@ -208,6 +273,7 @@ def main() -> None:
     (out / "summary.json").write_text(json.dumps({
         "measured": measured, "anchors": anchors,
         "check": [x.encode() for x in check]}, indent=1))
+    groupings(out, space, args.backend)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,8 @@ from proxyless.walk import Layer, walk
 
 CALIBRATION_SEED = 1000
 CALIBRATION_NETWORKS = 40  # measured end to end to fit a new table's correction (20 left the
-# resolution-grouped fit unsteady: leave-one-out Spearman 0.93-0.95, with 40: 0.98)
+# resolution-grouped fit unsteady: leave-one-out Spearman 0.93-0.97, with 40: 0.98-0.99;
+# bench/latency_error.py --groupings-only)
 
 
 def layer_type(token: str) -> str:
@@ -46,8 +47,9 @@ def layer_type(token: str) -> str:
 # block's input resolution: a layer timed alone differs from the same layer inside a network
 # by how much of it is per-call overhead, which the resolution decides (a 2x2 block is mostly
 # overhead, a 56x56 one compute); grouped by kernel, fashion networks were predicted with MAPE
-# ~5% and 85-95% within 10%, by resolution 2.5% and 98-100% (bench/README.md, "Where the
-# latency model's error lives"). Tables calibrated before hold the kernel grouping.
+# 4.8-5.1% and 88-95% within 10%, by resolution 2.3-2.7% and 100% (leave-one-out; bench/
+# README.md, "Where the latency model's error lives"). Tables calibrated before hold the
+# kernel grouping.
 CURRENT_GROUPING = "resolution"
 FLOOR = 0.1  # the least share of its table entry a block costs once calibrated
 
