@@ -74,8 +74,11 @@ def test_sigterm_under_torchrun_stops_every_rank_and_resumes_exactly(tmp_path, f
 
     import torch
 
-    args = ["train", str(files / "arch.json"), "--data", str(files / "data"), "--epochs", "3",
-            "--batch-size", "25", "--seed", "4", "--threads", "1", "--no-progress",
+    # long enough that the signal, sent 0.2 s after the first checkpoint, lands while it
+    # trains: with 3 epochs it once came after the last one, before the model was saved
+    epochs = 12
+    args = ["train", str(files / "arch.json"), "--data", str(files / "data"), "--epochs",
+            str(epochs), "--batch-size", "25", "--seed", "4", "--threads", "1", "--no-progress",
             "--checkpoint-every", "0.001"]
     ref = torchrun([*args, "--out", str(tmp_path / "ref")], tmp_path)
     assert ref.returncode == 0, ref.stderr[-3000:]
@@ -101,7 +104,7 @@ def test_sigterm_under_torchrun_stops_every_rank_and_resumes_exactly(tmp_path, f
     assert text.count("stopped by SIGTERM") == 2, text[-3000:]  # each rank, at one batch
     assert not (out / "final.json").exists()
     saved = torch.load(out / "checkpoint.pt", weights_only=True)
-    assert saved["epoch"] < 3
+    assert saved["epoch"] < epochs
 
     resumed = torchrun([*args, "--out", str(out), "--resume"], tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
