@@ -1,7 +1,7 @@
 """Where the latency model's error lives (issue: ONNX Runtime tables predict 75-95% within 10%).
 
 Profiles the space `--rounds` times as `run` does (a fresh table each round, calibrated on 20
-networks), measures one fixed set of `--samples` fresh networks once per round beside the
+networks, the form `calibrate` fits), measures one fixed set of `--samples` fresh networks once per round beside the
 anchor, and prints, for every (table, measurement) pair, MAPE / Spearman / share within 10%
 of the calibrated and plain predictions, with and without the anchor's speed correction; then
 what each piece contributes:
@@ -16,7 +16,8 @@ what each piece contributes:
   block `zero`) beside their table entries;
 - the timer's statistic (min, p10, median) on the same raw runs of the check networks;
 - calibrations of other forms (blocks grouped by kernel, kernel x expansion, resolution; with
-  and without the per-op term) fitted leave-one-out on the check networks themselves
+  and without the per-op term; one scale with the weights term, the form calibrations now
+  take) fitted leave-one-out on the check networks themselves
   (`--groupings-only`: from a finished run's files, without measuring).
 
     .venv/bin/python bench/latency_error.py --space fashion --rounds 3 \
@@ -125,9 +126,10 @@ def groupings(out: Path, space, backend: str) -> None:
 
     def group(layer, form: str) -> str:
         if not layer.searchable:
-            return "fixed"
+            return "all" if form == "single" else "fixed"
         return {"kernel": f"k{layer.kernel}", "kernel x expansion":
-                f"k{layer.kernel}e{layer.expand}", "resolution": f"r{layer.in_size}"}[form]
+                f"k{layer.kernel}e{layer.expand}", "resolution": f"r{layer.in_size}",
+                "single": "all"}[form]
 
     print("\n== calibration forms, leave-one-out on the check networks (table r, round r)")
     for r in range(len(saved["measured"])):
@@ -135,34 +137,41 @@ def groupings(out: Path, space, backend: str) -> None:
         anchor_now, _ = saved["anchors"][r]
         truth = np.array(saved["measured"][r]) / (anchor_now / float(table.meta["anchor_ms"]))
         cells = []
-        for form in ("kernel", "kernel x expansion", "resolution"):
-            for per_op in (True, False):
-                rows = []
-                for arch in check:
-                    parts, ops = {}, 0
-                    for layer in walk(arch):
-                        if not layer.key:
-                            continue
-                        ops += layer.searchable
-                        key = group(layer, form)
-                        parts[key] = parts.get(key, 0.0) + table.ms(layer.key)
-                    rows.append((parts, ops))
-                keys = sorted({k for parts, _ in rows for k in parts})
-                x = np.array([[1.0] + [parts.get(k, 0.0) for k in keys]
-                              + ([ops, -ops] if per_op else []) for parts, ops in rows])
-                # all networks, and (for the form calibrations now take) the first 20 only:
-                # what 20 calibration networks would have given instead of 40
-                for n in ((len(truth), 20) if form == "resolution" and per_op
-                          else (len(truth),)):
-                    predicted = np.empty(n)
-                    for i in range(n):
-                        keep = np.arange(n) != i
-                        predicted[i] = x[i] @ nnls(x[:n][keep], truth[:n][keep])[0]
-                    error = np.abs(predicted - truth[:n]) / truth[:n]
-                    cells.append(f"{form}{'' if per_op else ', no per-op'}"
-                                 f"{'' if n == len(truth) else f' on {n}'}: MAPE "
-                                 f"{error.mean() * 100:.1f}% {np.mean(error <= 0.1) * 100:.0f}% "
-                                 f"rho {spearmanr(predicted, truth[:n]).statistic:.3f}")
+        # (scales by, per-op term, weights term and an offset of either sign)
+        for form, per_op, weights in [(f, op, False) for f in ("kernel", "kernel x expansion",
+                                                                "resolution")
+                                      for op in (True, False)] + [("single", True, True),
+                                                                  ("resolution", True, True)]:
+            rows = []
+            for arch in check:
+                parts, ops, mweights = {}, 0, 0.0
+                for layer in walk(arch):
+                    if not layer.key:
+                        continue
+                    ops += layer.searchable
+                    mweights += layer.params / 1e6 if layer.searchable else 0.0
+                    key = group(layer, form)
+                    parts[key] = parts.get(key, 0.0) + table.ms(layer.key)
+                rows.append((parts, ops, mweights))
+            keys = sorted({k for parts, _, _ in rows for k in parts})
+            x = np.array([[1.0] + ([-1.0] if weights else []) + [parts.get(k, 0.0) for k in keys]
+                          + ([ops, -ops] if per_op else []) + ([mw] if weights else [])
+                          for parts, ops, mw in rows])
+            # all networks, and (for the forms calibrations took) the first 20 only: what 20
+            # calibration networks would have given instead of 40
+            for n in ((len(truth), 20) if per_op and form in ("resolution", "single")
+                      else (len(truth),)):
+                predicted = np.empty(n)
+                for i in range(n):
+                    keep = np.arange(n) != i
+                    predicted[i] = x[i] @ nnls(x[:n][keep], truth[:n][keep])[0]
+                error = np.abs(predicted - truth[:n]) / truth[:n]
+                cells.append(f"{form}{'' if per_op else ', no per-op'}"
+                             f"{' + weights' if weights else ''}"
+                             f"{'' if n == len(truth) else f' on {n}'}: MAPE "
+                             f"{error.mean() * 100:.1f}% {np.mean(error <= 0.1) * 100:.0f}% "
+                             f"max {error.max() * 100:.0f}% "
+                             f"rho {spearmanr(predicted, truth[:n]).statistic:.3f}")
         print(f"round {r}: " + " | ".join(cells))
 
 

@@ -192,22 +192,28 @@ def test_a_calibration_making_layers_free_is_floored_or_not_used():
                          {"space": space.to_dict()})
     fit = {"architectures": 20, "terms": 5, "mape_plain_sum": 40.0, "mape_fitted": 3.0}
     blocks = [x for x in walk(Architecture.uniform(space, "k3e3")) if x.searchable]
-    groups = sorted({layer_group(x) for x in blocks})
-    good = Calibration(0.01, {"fixed": 1.0, **{g: 0.5 for g in groups}}, fit, per_op=-0.001,
-                       grouping="resolution")
+    good = Calibration(0.01, {"all": 0.5}, fit, per_op=-0.001, grouping="single")
     assert calibration_problem(good, table) is None
     assert good.layer_ms(blocks[0], 0.01) == pytest.approx(0.004)
+    weighty = Calibration(0.01, {"all": 0.5}, fit, per_op=-0.001, per_mweight=0.5,
+                          grouping="single")
+    assert weighty.layer_ms(blocks[0], 0.01) == pytest.approx(0.004 + 0.5 * blocks[0].params
+                                                              / 1e6)
+    # an older form: a scale per input resolution, one of them 0
+    groups = sorted({layer_group(x, "resolution") for x in blocks})
     one_free = Calibration(0.01, {"fixed": 1.0, **{g: 0.5 for g in groups},
                                   groups[0]: 0.0}, fit, per_op=-0.001, grouping="resolution")
-    layer = next(x for x in blocks if layer_group(x) == groups[0])
+    layer = next(x for x in blocks if layer_group(x, "resolution") == groups[0])
     assert one_free.layer_ms(layer, 0.01) == pytest.approx(0.001)  # the floor: a tenth
-    all_free = Calibration(0.01, {"fixed": 1.0}, fit, per_op=-0.02, grouping="resolution")
+    all_free = Calibration(0.01, {"all": 1.0}, fit, per_op=-0.02, grouping="single")
     assert "cost nothing or less" in calibration_problem(all_free, table)
+    below = Calibration(-1.0, {"all": 1.0}, fit, grouping="single")  # a negative offset
+    assert "cheapest network cost -" in calibration_problem(below, table)
     worse = Calibration(0.01, {"fixed": 1.0}, {**fit, "mape_fitted": 41.0})
     assert "worse than the plain sum" in calibration_problem(worse, table)
     refused = Calibration.from_dict(good.refuse("a reason").to_dict())
-    assert (refused.offset, refused.per_op, refused.scale("r7"), refused.refused,
-            refused.grouping) == (0.0, 0.0, 1.0, "a reason", "resolution")
+    assert (refused.offset, refused.per_op, refused.per_mweight, refused.scale("all"),
+            refused.refused, refused.grouping) == (0.0, 0.0, 0.0, 1.0, "a reason", "single")
 
 
 def test_from_kit_says_what_a_wrong_file_is_and_what_to_run(timed_kit, tmp_path):

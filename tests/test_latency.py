@@ -9,7 +9,14 @@ import torch
 
 from proxyless import Architecture, ProxylessError, load_architecture, load_space
 from proxyless.latency import LatencyTable, flops_model, latency_model, params_model
-from proxyless.latency.calibration import calibrate, fit_calibration, op_count, table_parts
+from proxyless.latency.calibration import (
+    Calibration,
+    calibrate,
+    fit_calibration,
+    mweight_count,
+    op_count,
+    table_parts,
+)
 from proxyless.latency.check import latency_check
 from proxyless.latency.profile import layer_workloads, profile_space
 from proxyless.latency.timer import Timer
@@ -152,6 +159,14 @@ def test_calibration_recovers_a_known_correction():
         cal = fit_calibration(parts, shifted, ops)
         assert cal.per_op == pytest.approx(per_op, abs=1e-6)
         assert cal.offset == pytest.approx(0.3, abs=1e-6)
+    weights = [float(rng.uniform(0.1, 2.0)) for _ in parts]  # and the weights term, with an
+    for offset in (0.3, -0.2):                                 # offset of either sign
+        shifted = [m - 0.3 + offset - 0.01 * n + 0.07 * w
+                   for m, n, w in zip(measured, ops, weights, strict=True)]
+        cal = fit_calibration(parts, shifted, ops, mweights=weights)
+        assert (cal.offset, cal.per_op, cal.per_mweight) == pytest.approx((offset, -0.01, 0.07),
+                                                                          abs=1e-6)
+        assert cal.fit["terms"] == 6  # offset, three scales, per op, per weight
 
 
 def test_calibrated_model_matches_calibrated_parts(tiny_table):
@@ -164,6 +179,7 @@ def test_calibrated_model_matches_calibrated_parts(tiny_table):
         arch = Architecture.random(space, random.Random(seed))
         parts = table_parts(arch, table)
         expected = (calibration.offset + calibration.per_op * op_count(arch)
+                    + calibration.per_mweight * mweight_count(arch)
                     + sum(calibration.scale(kind) * ms for kind, ms in parts.items()))
         assert model.predict(arch) == pytest.approx(expected)
 
@@ -224,22 +240,28 @@ def test_measured_latency_takes_the_tables_time_base(tiny_table):
     assert measured.state_dict()["time_base"]["anchor_ms"] == table.meta["anchor_ms"]
 
 
-def test_a_cached_table_calibrated_by_kernel_is_calibrated_again_by_resolution(tmp_path,
-                                                                               monkeypatch):
-    """Tables cached before calibrations grouped blocks by resolution keep their layers and
-    get a new calibration, once."""
+@pytest.mark.parametrize("older", [
+    {"offset": 0.0, "scales": {"k3": 1.0}, "per_op": 0.0, "fit": {}},  # by kernel
+    {"offset": 0.0, "scales": {"fixed": 1.0, "r4": 1.2}, "per_op": -0.001, "fit": {},
+     "grouping": "resolution"}])
+def test_a_cached_table_of_an_older_calibration_is_calibrated_again(tmp_path, monkeypatch,
+                                                                     older):
+    """Tables cached with an older calibration (scales per kernel or per resolution) keep
+    their layers and get a new calibration, once."""
     from proxyless.latency.cache import cached_table
 
     monkeypatch.setenv("PROXYLESS_CACHE", str(tmp_path))
     space, logs = tiny_space(), []
     table, path = cached_table(space, "cpu", 1, 0.01, 8, False, logs.append)
-    assert table.calibration["grouping"] == "resolution"
+    assert table.calibration["grouping"] == "single"
     old = LatencyTable.load(path)
-    old.calibration = {"offset": 0.0, "scales": {"k3": 1.0}, "per_op": 0.0, "fit": {}}
+    old.calibration = older
     old.save(path)
+    assert Calibration.from_dict(LatencyTable.load(path).calibration).scale("r4") == \
+        older["scales"].get("r4", 1.0)  # an older form loads as it was
     again, _ = cached_table(space, "cpu", 1, 0.01, 8, False, logs.append)
     assert any("recalibrating" in line for line in logs)
-    assert again.calibration["grouping"] == "resolution"
+    assert again.calibration["grouping"] == "single"
     assert again.entries.keys() == old.entries.keys()
     assert all(again.entries[k].ms == old.entries[k].ms for k in old.entries)  # kept
     logs.clear()

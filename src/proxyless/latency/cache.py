@@ -47,8 +47,8 @@ def cached_table(space: SearchSpace, device: str, threads: int, min_time: float,
         with exclusive(path.with_name(path.name + ".lock"), lambda: None):
             table = _finished(path)  # another process may have recalibrated it meanwhile
             if table is not None and _older_calibration(table):
-                log(f"latency table: recalibrating {path} (its calibration grouped blocks "
-                    "by kernel; by input resolution, it predicts networks better)")
+                log(f"latency table: recalibrating {path} (its calibration is of an older "
+                    "form; one with a term for the blocks' weights predicts networks better)")
                 log(calibrate(table, calibration_networks, progress=progress).summary())
                 table.save(path)
     if table is None:
@@ -78,8 +78,8 @@ def _profile(space: SearchSpace, path: Path, timer: Timer, batch: int,
 
 
 def _older_calibration(table: LatencyTable) -> bool:
-    """Whether a cached table's calibration is of an older form (blocks grouped by kernel):
-    its layers stay, its calibration is fitted again on this device."""
+    """Whether a cached table's calibration is of an older form (scales per kernel or per
+    resolution): its layers stay, its calibration is fitted again on this device."""
     return Calibration.from_dict(table.calibration).grouping != CURRENT_GROUPING
 
 

@@ -124,7 +124,9 @@ def latency_model(table: LatencyTable, space: SearchSpace | None = None,
         raise ProxylessError("the latency table does not say which space it covers; pass one")
     calibration = (Calibration.from_dict(table.calibration)
                    if calibrated and table.calibration else None)
-    fixed_ms = sum(table.ms(layer.key) for layer in fixed_layers(space))
+    fixed_ms = sum(table.ms(layer.key) if calibration is None
+                   else calibration.layer_ms(layer, table.ms(layer.key))
+                   for layer in fixed_layers(space))
     block_costs = []
     for row in candidate_layers(space):
         costs = []
@@ -135,7 +137,7 @@ def latency_model(table: LatencyTable, space: SearchSpace | None = None,
             costs.append(ms)
         block_costs.append(costs)
     if calibration is not None:
-        fixed_ms = calibration.offset + calibration.scale("fixed") * fixed_ms
+        fixed_ms += calibration.offset
     return CostModel("latency", "ms", space, fixed_ms, block_costs)
 
 

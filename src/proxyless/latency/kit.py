@@ -35,8 +35,6 @@ from proxyless.latency.calibration import (
     CALIBRATION_SEED,
     Calibration,
     checked_fit,
-    op_count,
-    table_parts,
 )
 from proxyless.latency.check import CHECK_SEED, prediction_metrics
 from proxyless.latency.cost import latency_model
@@ -213,8 +211,7 @@ def table_from_kit(space: SearchSpace, timings_path: str | Path) -> tuple[Latenc
     calibration = None
     if networks["calibration"]:
         archs, measured = zip(*networks["calibration"], strict=True)
-        calibration = checked_fit([table_parts(a, table) for a in archs], list(measured),
-                                  [op_count(a) for a in archs], table)
+        calibration = checked_fit(list(archs), list(measured), table)
         table.calibration = calibration.to_dict()
     check: dict[str, Any] = {}
     if len(networks["check"]) >= 3:

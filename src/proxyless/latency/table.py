@@ -107,9 +107,10 @@ _META_INTS = {"threads": (1, 4096), "batch": (1, 10**6), "warmup": (0, 10**6),
 MAX_MS = 1e9  # 11 days for one layer: beyond it a sum of entries could overflow to inf
 _META_NUMBERS = ("min_time", "anchor_ms")
 _META_STRINGS = ("backend", "device", "cpu", "anchor_arch", "source", "date", "path")  # read
-_CALIBRATION_KEYS = ("offset", "scales", "per_op", "fit", "refused", "grouping")
+_CALIBRATION_KEYS = ("offset", "scales", "per_op", "per_mweight", "fit", "refused",
+                     "grouping")
 # how a calibration groups the blocks, each group with a scale (`latency.calibration`)
-GROUPINGS = ("resolution", "kernel")
+GROUPINGS = ("single", "resolution", "kernel")
 
 
 def _mapping(value: Any, where: str, what: str = "a mapping") -> dict:
@@ -194,19 +195,22 @@ def _calibration(value: Any, where: str) -> dict[str, Any] | None:
                 "grouping": _grouping(value.get("grouping", "kernel"), f"{where}.grouping"),
                 "fit": dict(_mapping(value.get("fit", {}), f"{where}.fit"))}
     scales = _mapping(value.get("scales", {}), f"{where}.scales", "a mapping of op kinds to scales")
-    return {"offset": _number(value.get("offset", 0.0), f"{where}.offset"),
+    # the offset is of either sign: a correction of the fixed layers' entries too
+    return {"offset": _number(value.get("offset", 0.0), f"{where}.offset", minimum=-MAX_MS),
             "scales": {_key(k, f"{where}.scales"): _number(v, f"{where}.scales[{excerpt(k)}]")
                        for k, v in scales.items()},
             # ms per non-zero block, of either sign (a table of separate layers overcounts)
             "per_op": _number(value.get("per_op", 0.0), f"{where}.per_op", minimum=-MAX_MS),
+            # ms per million weights of a non-zero block (the cache misses of loading them)
+            "per_mweight": _number(value.get("per_mweight", 0.0), f"{where}.per_mweight"),
             "grouping": _grouping(value.get("grouping", "kernel"), f"{where}.grouping"),
             "fit": dict(_mapping(value.get("fit", {}), f"{where}.fit"))}
 
 
 def _grouping(value: Any, where: str) -> str:
     if value not in GROUPINGS:
-        raise ProxylessError(f"{where} must be 'resolution' or 'kernel', got {excerpt(value)}; "
-                             "profile the space again")
+        raise ProxylessError(f"{where} must be one of {', '.join(GROUPINGS)}, got "
+                             f"{excerpt(value)}; profile the space again")
     return value
 
 
