@@ -45,8 +45,9 @@ for space in spaces:
         if not rs:
             continue
         ok = all(r["within_10pct"] >= 98 and r["spearman"] >= 0.98 for r in rs)
-        print(f"{space} {backend}: {len(rs)} rounds, within 10% "
-              f"{', '.join(f'{r['within_10pct']:.1f}%' for r in rs)}; Spearman "
-              f"{', '.join(f'{r['spearman']:.3f}' for r in rs)}; MAPE "
-              f"{', '.join(f'{r['mape']:.2f}%' for r in rs)}: goal {'met' if ok else 'NOT met'}")
+        within = ", ".join(f"{r['within_10pct']:.1f}%" for r in rs)
+        rho = ", ".join(f"{r['spearman']:.3f}" for r in rs)
+        mape = ", ".join(f"{r['mape']:.2f}%" for r in rs)
+        print(f"{space} {backend}: {len(rs)} rounds, within 10% {within}; Spearman {rho}; "
+              f"MAPE {mape}: goal {'met' if ok else 'NOT met'}")
 PY

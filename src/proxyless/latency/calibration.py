@@ -34,9 +34,10 @@ from proxyless.space import parse_token
 from proxyless.walk import Layer, candidate_layers, fixed_layers, walk
 
 CALIBRATION_SEED = 1000
-CALIBRATION_NETWORKS = 40  # measured end to end to fit a new table's correction (20 left the
-# resolution-grouped fit unsteady: leave-one-out Spearman 0.93-0.97, with 40: 0.98-0.99;
-# bench/latency_error.py --groupings-only)
+CALIBRATION_NETWORKS = 40  # measured end to end to fit a new table's correction (20 left a
+# fit with a scale per resolution unsteady, leave-one-out Spearman 0.93-0.97; the one-scale
+# form with the weights term gave 0.98-0.99 on 20 and on 40: bench/latency_error.py
+# --groupings-only; 40 keeps the margin on other devices)
 
 
 def layer_type(token: str) -> str:
