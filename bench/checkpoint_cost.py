@@ -27,15 +27,16 @@ from pathlib import Path
 
 import torch
 
-from proxyless import distributed, load_space
-from proxyless.epochs import Epochs, Tally
+from proxyless import load_space
+from proxyless.engine import distributed
+from proxyless.engine.epochs import Epochs, Tally
+from proxyless.engine.optimizer import cosine_schedule, weight_optimizer
+from proxyless.engine.runtime import RunContext
 from proxyless.latency.cost import flops_model
 from proxyless.latency.timer import cpu_model
-from proxyless.optim import cosine_schedule, weight_optimizer
-from proxyless.runtime import RunContext
+from proxyless.model.supernet import SuperNet
 from proxyless.search.config import SearchConfig
 from proxyless.search.gradient import GradientStrategy
-from proxyless.supernet import SuperNet
 
 IMAGENET_TRAIN = 1_281_167 - 50_000
 

@@ -38,14 +38,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from proxyless.arch import Architecture
-from proxyless.memory import saved_for_backward
-from proxyless.net import build_network
-from proxyless.precision import resolve_precision
+from proxyless.engine.memory import saved_for_backward
+from proxyless.engine.precision import resolve_precision
+from proxyless.model.architecture import Architecture
+from proxyless.model.network import build_network
+from proxyless.model.space import load_space
+from proxyless.model.supernet import SuperNet
 from proxyless.search.config import SearchConfig
 from proxyless.search.gradient import GradientStrategy
-from proxyless.space import load_space
-from proxyless.supernet import SuperNet
 
 IMAGENET_TRAIN = 1_281_167 - 50_000  # the paper's search trains on ImageNet less 50,000
 

@@ -112,7 +112,7 @@ def main() -> int:
         f"{check['table_sum']['within_10pct']:.1f}%")
     sys.path.insert(0, str(HERE / "src"))
     from proxyless.latency.kit import table_from_kit
-    from proxyless.space import load_space
+    from proxyless.model.space import load_space
 
     _, detail = table_from_kit(load_space(args.space), timings)
     errors = sorted(((p - m) / m * 100, a) for p, m, a in zip(

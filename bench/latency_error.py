@@ -1,8 +1,8 @@
 """Where the latency model's error lives (issue: ONNX Runtime tables predict 75-95% within 10%).
 
-Profiles the space `--rounds` times as `run` does (a fresh table each round, calibrated on 20
-networks, the form `calibrate` fits), measures one fixed set of `--samples` fresh networks once per round beside the
-anchor, and prints, for every (table, measurement) pair, MAPE / Spearman / share within 10%
+Profiles the space `--rounds` times as `run` does (a fresh table each round, calibrated as
+`calibrate` does), measures one fixed set of `--samples` fresh networks once per round beside
+the anchor, and prints, for every (table, measurement) pair, MAPE / Spearman / share within 10%
 of the calibrated and plain predictions, with and without the anchor's speed correction; then
 what each piece contributes:
 
@@ -45,7 +45,7 @@ from proxyless.latency.measure import Meter, anchor_architecture, spread_archite
 from proxyless.latency.profile import profile_space
 from proxyless.latency.table import LatencyTable
 from proxyless.latency.timer import Timer, _time_ms
-from proxyless.space import ZERO
+from proxyless.model.space import ZERO
 
 
 def metrics(predicted, measured) -> str:
@@ -101,7 +101,7 @@ def in_context(timer: Timer, space, table: LatencyTable, count: int, min_time: f
         networks += [build_network(with_it), build_network(Architecture(space, tuple(blocks)))]
     times = raw_runs(timer, networks, space.input_shape(1), min_time)
     p10 = [float(np.percentile(t, 10)) for t in times]
-    from proxyless.walk import walk
+    from proxyless.model.layers import walk
     out = []
     for n, (i, token) in enumerate(picks):
         blocks = list(base.blocks)
@@ -118,8 +118,8 @@ def groupings(out: Path, space, backend: str) -> None:
     from scipy.optimize import nnls
     from scipy.stats import spearmanr
 
-    from proxyless.arch import decode
-    from proxyless.walk import walk
+    from proxyless.model.architecture import decode
+    from proxyless.model.layers import walk
 
     saved = json.loads((out / "summary.json").read_text())
     check = [decode(space, a) for a in saved["check"]]

@@ -37,16 +37,17 @@ import torch
 from scipy.stats import kendalltau
 
 from proxyless import Architecture, load_space
-from proxyless.arch import decode
-from proxyless.batchnorm import recalibrate_batchnorm
 from proxyless.data import Batches, DataSplits, load_data
+from proxyless.engine.runtime import load_checkpoint
 from proxyless.latency.cache import cache_dir, cached_table
 from proxyless.latency.cost import latency_model
 from proxyless.latency.measure import Meter, spread_architectures
-from proxyless.runtime import load_checkpoint
-from proxyless.space import SearchSpace
-from proxyless.supernet import SuperNet
-from proxyless.train import TrainConfig, train_network
+from proxyless.latency.profile import ProfileSetting
+from proxyless.model.architecture import decode
+from proxyless.model.batchnorm import recalibrate_batchnorm
+from proxyless.model.space import SearchSpace
+from proxyless.model.supernet import SuperNet
+from proxyless.training.trainer import TrainConfig, train_network
 
 sys.path.insert(0, str(Path(__file__).parent))
 from search_vs_baselines import uniform_meeting  # noqa: E402
@@ -240,7 +241,8 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     space = load_space("fashion")
-    table, table_path = cached_table(space, "cpu", 1, 10.0, 20, progress=False)
+    table, table_path = cached_table(space, ProfileSetting(min_time=10.0, calibration_networks=20),
+                                     progress=False)
     model = latency_model(table, space)
     data = load_data(None, val_size=0, image_size=28, channels=1)
     protocol = {"epochs": args.epochs, "train_images": args.train_images, "data": data.name}

@@ -33,14 +33,15 @@ from pathlib import Path
 import torch
 
 from proxyless import Architecture, load_space
-from proxyless.arch import decode
 from proxyless.data import DataSplits, load_data
 from proxyless.latency.cache import cached_table
 from proxyless.latency.cost import latency_model
 from proxyless.latency.measure import Meter
+from proxyless.latency.profile import ProfileSetting
+from proxyless.model.architecture import decode
+from proxyless.model.layers import count_macs, count_params
 from proxyless.search import SearchConfig, search
-from proxyless.train import TrainConfig, train_network
-from proxyless.walk import count_macs, count_params
+from proxyless.training.trainer import TrainConfig, train_network
 
 
 def random_meeting(space, model, target: float, count: int, seed: int) -> list[Architecture]:
@@ -114,7 +115,8 @@ def main() -> None:
 
     space = load_space("fashion")
     data = load_data(None, val_size=0.1, seed=0, image_size=28, channels=1)
-    table, _ = cached_table(space, "cpu", 1, 10.0, 20, progress=False)
+    table, _ = cached_table(space, ProfileSetting(min_time=10.0, calibration_networks=20),
+                              progress=False)
     model = latency_model(table, space)
     fastest, slowest = model.bounds()
     targets = args.targets or [round(fastest + f * (slowest - fastest), 3)

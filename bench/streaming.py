@@ -46,10 +46,10 @@ import torch
 from PIL import Image, JpegImagePlugin
 from torch.utils.data import DataLoader, Dataset
 
-from proxyless.arch import Architecture
 from proxyless.data import StreamBatches, load_data
 from proxyless.data.decode import Crop, decode, random_resized_box
-from proxyless.space import load_space
+from proxyless.model.architecture import Architecture
+from proxyless.model.space import load_space
 
 SIZE = 224
 

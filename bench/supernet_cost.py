@@ -31,7 +31,7 @@ import time
 import torch
 
 from proxyless import Architecture, build_network, load_space
-from proxyless.supernet import SuperNet, rescale_pair
+from proxyless.model.supernet import SuperNet, rescale_pair
 
 SETTINGS = {"imagenet": dict(size=224, batch=16), "fashion": dict(size=28, batch=256)}
 CONFIGS = ["standalone-k7e6", "standalone-k3e3", "standalone-X", "sample", "two", "recompute",

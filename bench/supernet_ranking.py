@@ -16,11 +16,11 @@ from pathlib import Path
 import torch
 
 from proxyless import Architecture
-from proxyless.batchnorm import recalibrate_batchnorm
 from proxyless.data import Batches, load_data
-from proxyless.runtime import load_checkpoint
-from proxyless.space import SearchSpace
-from proxyless.supernet import SuperNet
+from proxyless.engine.runtime import load_checkpoint
+from proxyless.model.batchnorm import recalibrate_batchnorm
+from proxyless.model.space import SearchSpace
+from proxyless.model.supernet import SuperNet
 
 
 def main() -> None:

@@ -56,8 +56,8 @@ def timed_from_inside(out: Path) -> dict[str, float]:
     time."""
     sys.path.insert(0, str(HERE / "src"))
     from proxyless.cli import main
+    from proxyless.engine.tensorboard_log import RunBoard
     from proxyless.search.loop import SearchEpoch
-    from proxyless.tensorboard_log import RunBoard
 
     spent: dict[str, float] = {"all logging": 0.0}
     depth = [0]  # log_arch_step calls add: the total counts outermost calls only

@@ -23,9 +23,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from proxyless.arch import decode
 from proxyless.latency.measure import Meter
 from proxyless.latency.table import LatencyTable
+from proxyless.model.architecture import decode
 
 RUN = ["run", "--budget", "quick", "--retrain-epochs", "1", "--profile-backend", "torch",
        "--profile-batch", "64", "--profile-threads", "2", "--threads", "2", "--no-progress"]

@@ -51,7 +51,7 @@ def builtin_subset():
 def small_space():
     """A 28x28x1, 10-class space of a few blocks: the built-in data fits it, and a network
     trains in seconds."""
-    from proxyless.space import SearchSpace, StageSpec
+    from proxyless.model.space import SearchSpace, StageSpec
 
     return SearchSpace(name="small", input_size=28, in_channels=1, num_classes=10,
                        stages=(StageSpec(8, 2, 2), StageSpec(16, 2, 2)),
@@ -62,8 +62,8 @@ def small_space():
 def trained_run(tmp_path_factory, builtin_subset) -> Path:
     """The folder of a finished `train` of a small network (model.pt, final.json): 6 epochs on
     2,000 built-in images, tested on 200 (~70% top-1: far from one class everywhere)."""
-    from proxyless.arch import Architecture
-    from proxyless.train import TrainConfig, train_network
+    from proxyless.model.architecture import Architecture
+    from proxyless.training.trainer import TrainConfig, train_network
 
     out = tmp_path_factory.mktemp("trained") / "run"
     arch = Architecture(small_space(), ("k3e3", "k5e6", "k5e6", "zero"))
@@ -84,9 +84,9 @@ class Payload:
 
 @contextlib.contextmanager
 def interrupted_in_epoch(monkeypatch, epoch: int):
-    """Inside the block, `proxyless.train`'s evaluation raises KeyboardInterrupt at its
+    """Inside the block, `proxyless.training.trainer`'s evaluation raises KeyboardInterrupt at its
     `epoch`-th call: a run killed after training that epoch, before writing its checkpoint."""
-    import proxyless.train as train_module
+    import proxyless.training.trainer as train_module
 
     real_evaluate, calls = train_module.evaluate, []
 

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from proxyless import Architecture, ProxylessError, decode, encode, load_architecture, load_space
-from proxyless.space import PRESETS
+from proxyless.model.space import PRESETS
 
 SPACES = {name: load_space(name) for name in PRESETS}
 

@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
-from proxyless.arch import decode, load_architecture
 from proxyless.cli import main
 from proxyless.errors import ProxylessError
 from proxyless.latency.table import FORMAT, LatencyTable
-from proxyless.space import load_space
+from proxyless.model.architecture import decode, load_architecture
+from proxyless.model.space import load_space
 
 REFERENCE = Path(str(resources.files("proxyless") / "reference"))
 KEY = "Conv-input:28x28x1-output:14x14x16"

@@ -145,7 +145,7 @@ def test_outputs_on_a_virtual_file_system_are_one_line_errors(capsys, arch_file,
 def test_out_without_permission(tmp_path, monkeypatch):
     import os
 
-    from proxyless.runtime import prepare_out_dir
+    from proxyless.engine.runtime import prepare_out_dir
 
     monkeypatch.setattr(os, "access", lambda path, mode: False)  # as root, chmod won't do
     with pytest.raises(ProxylessError, match="no permission to write in"):
@@ -165,7 +165,7 @@ def test_failed_train_removes_the_folder_it_made(capsys, tmp_path, arch_file):
 
 
 def test_remove_if_empty_never_removes_files(tmp_path):
-    from proxyless.runtime import remove_if_empty
+    from proxyless.engine.runtime import remove_if_empty
 
     (tmp_path / "a" / "b").mkdir(parents=True)
     (tmp_path / "a" / "c").mkdir()
@@ -226,7 +226,7 @@ def test_batch_too_large_for_memory_says_what_fits(capsys, arch_file, tmp_path):
 
 
 def test_a_damaged_saved_step_of_a_run_says_remove_it(tmp_path):
-    from proxyless.pipeline import _epoch_records, _saved
+    from proxyless.pipeline.run import _epoch_records, _saved
 
     summary = tmp_path / "summary.json"
     summary.write_text('{"arch": "k3e3"')  # cut short by a crash
@@ -247,7 +247,7 @@ def test_a_damaged_saved_step_of_a_run_says_remove_it(tmp_path):
                                      {"seed": 2**63}])
 def test_library_configs_refuse_non_finite_numbers_and_bad_seeds(changes):
     from proxyless.search.config import SearchConfig
-    from proxyless.train import TrainConfig
+    from proxyless.training.trainer import TrainConfig
 
     name = next(iter(changes))
     with pytest.raises(ProxylessError, match=name):

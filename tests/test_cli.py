@@ -85,7 +85,7 @@ def test_train_command_end_to_end(capsys, tmp_path):
 def test_run_budget_fills_what_was_not_given():
     from proxyless.cli import build_parser
     from proxyless.cli.run import apply_budget, budget_epochs
-    from proxyless.pipeline import BUDGETS
+    from proxyless.pipeline.run import BUDGETS
 
     args = build_parser().parse_args(["run", "--budget", "standard", "--epochs", "5"])
     apply_budget(args)
@@ -108,8 +108,8 @@ def test_the_paper_budget_is_the_reference_codes_imagenet_protocol(monkeypatch):
     from proxyless.cli import build_parser
     from proxyless.cli.run import apply_budget
     from proxyless.cli.search import search_config_from
-    from proxyless.optim import cosine_schedule
-    from proxyless.pipeline import BUDGETS
+    from proxyless.engine.optimizer import cosine_schedule
+    from proxyless.pipeline.run import BUDGETS
 
     args = build_parser().parse_args(["run", "--budget", "paper", "--arch-lr", "0.002"])
     apply_budget(args)
@@ -144,7 +144,7 @@ def test_the_paper_budget_is_the_reference_codes_imagenet_protocol(monkeypatch):
 
 
 def test_budgets_size_the_search_in_images_too():
-    from proxyless.pipeline import BUDGETS
+    from proxyless.pipeline.run import BUDGETS
 
     quick, standard = BUDGETS["quick"], BUDGETS["standard"]
     # quick searches 20,000-image epochs: full data gets its epochs as they are

@@ -13,7 +13,6 @@ import pytest
 from proxyless import Architecture, ProxylessError, load_architecture, load_space
 from proxyless.cli.compare import add_compare_parser, cmd_compare
 from proxyless.cli.latency import add_cross_latency_parser, cmd_cross_latency
-from proxyless.compare import pareto_front
 from proxyless.files import write_json_atomic
 from proxyless.latency import LatencyTable, latency_model
 from proxyless.latency.matrix import Column, verdict
@@ -21,8 +20,9 @@ from proxyless.latency.profile import profile_space
 from proxyless.latency.settings import Setting, parse_settings
 from proxyless.latency.table import Entry
 from proxyless.latency.timer import Timer, cpu_model
-from proxyless.networks import load_network, name_networks
-from proxyless.space import SearchSpace, StageSpec
+from proxyless.model.space import SearchSpace, StageSpec
+from proxyless.pipeline.pareto import pareto_front
+from proxyless.pipeline.run_folders import load_network, name_networks
 
 FAST = ["--min-time", "0"]
 QUICK_TIMING = ["--warmup", "1", "--repeats", "3", "--min-time", "0", "--no-progress"]
@@ -343,8 +343,8 @@ def test_reference_networks_predicted_for_the_pixel_phone_without_measuring(refe
 
 def test_compare_and_cross_latency_are_plain_functions(small_table, tmp_path, capsys):
     """What the commands do, called from Python with plain arguments (no argparse)."""
-    from proxyless.compare import compare_folders
     from proxyless.latency.cross import cross_latency
+    from proxyless.pipeline.pareto import compare_folders
 
     a = write_run(tmp_path / "a", ("k5e6", "k5e6", "k3e3", "zero"), 82.0, 1.0)
     b = write_run(tmp_path / "b", ("k3e3", "zero", "k3e3", "zero"), 80.0, 0.5,

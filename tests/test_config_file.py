@@ -8,7 +8,7 @@ import yaml
 
 from proxyless.cli import main
 from proxyless.files import write_mapping_atomic
-from proxyless.space import SearchSpace, StageSpec, load_space
+from proxyless.model.space import SearchSpace, StageSpec, load_space
 
 
 def tiny_space(tmp_path):

@@ -25,12 +25,12 @@ import pytest
 import yaml
 
 from proxyless import Architecture, load_space
-from proxyless.budgets import BUDGETS
 from proxyless.cli import main
 from proxyless.cli.config_file import NULL_MEANS
 from proxyless.latency.table import LatencyTable
+from proxyless.pipeline.budgets import BUDGETS
 
-STOPPED_CODE = 75  # proxyless.stopping.EXIT_STOPPED
+STOPPED_CODE = 75  # proxyless.engine.stopping.EXIT_STOPPED
 TIMEOUT = 300      # seconds for a job to begin its work, on a busy machine
 # a tqdm rate: at least one batch (or one group of layers) is done
 WORKED = re.compile(r"\d[\d.]*(?:batch|op)/s|s/(?:batch|op)")

@@ -41,7 +41,7 @@ def test_train_and_search_under_torchrun(tmp_path):
 @pytest.mark.slow
 def test_run_under_torchrun(tmp_path):
     from proxyless.files import write_mapping_atomic
-    from proxyless.space import SearchSpace, StageSpec, load_space
+    from proxyless.model.space import SearchSpace, StageSpec, load_space
 
     space = SearchSpace(name="tiny-ddp", input_size=28, in_channels=1, num_classes=10,
                         stem=load_space("fashion").stem,

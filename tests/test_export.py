@@ -29,7 +29,7 @@ from proxyless.deploy.write import METADATA_KEY, export_model
 from proxyless.errors import ProxylessError
 from proxyless.latency import LatencyTable, latency_model
 from proxyless.latency.table import Entry
-from proxyless.walk import candidate_layers, fixed_layers
+from proxyless.model.layers import candidate_layers, fixed_layers
 
 
 def run_command(argv: list[str]) -> int:
@@ -350,8 +350,8 @@ def test_a_model_trained_on_resized_images_evaluates_and_exports(builtin_subset,
     import dataclasses as dc
 
     from conftest import small_space
-    from proxyless.arch import Architecture
-    from proxyless.train import TrainConfig, train_network
+    from proxyless.model.architecture import Architecture
+    from proxyless.training.trainer import TrainConfig, train_network
 
     space = dc.replace(small_space(), input_size=32)
     out = tmp_path / "run"

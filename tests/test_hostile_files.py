@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from conftest import Payload
+from proxyless.engine.runtime import load_checkpoint
 from proxyless.errors import ProxylessError
-from proxyless.runtime import load_checkpoint
 
 
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")

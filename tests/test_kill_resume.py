@@ -33,12 +33,12 @@ from proxyless.cli import main as cli_main
 from proxyless.errors import ProxylessError
 from proxyless.latency.profile import layer_workloads
 from proxyless.latency.table import LatencyTable
-from proxyless.train import TrainConfig, train_network
+from proxyless.training.trainer import TrainConfig, train_network
 
 COMMON = ("--threads", "1", "--no-progress")
 # a checkpoint inside the epochs every ~60 ms: a kill lands after one, mid-epoch, or during one
 MID_EPOCH = ("--checkpoint-every", "0.001")
-STOPPED_CODE = 75  # proxyless.stopping.EXIT_STOPPED
+STOPPED_CODE = 75  # proxyless.engine.stopping.EXIT_STOPPED
 DATA = ("--val-size", "100")  # of 300 training images: 4 batches of 50 per epoch
 
 
@@ -219,9 +219,11 @@ FAKE_PROFILER = """
 import sys, time
 from pathlib import Path
 import proxyless.latency.cache as cache
+import proxyless.latency.profile as profile
 from proxyless.latency.calibration import Calibration
 from proxyless.latency.table import Entry, LatencyTable
-from proxyless.space import load_space
+from proxyless.latency.profile import ProfileSetting
+from proxyless.model.space import load_space
 
 marks = Path(sys.argv[2])
 
@@ -235,11 +237,12 @@ def fake_calibrate(table, count, progress):
     table.calibration = fit.to_dict()
     return fit
 
-cache.profile_space, cache.calibrate = slow_profile, fake_calibrate
+profile.profile_space, profile.calibrate = slow_profile, fake_calibrate
 (marks / f"ready-{sys.argv[1]}").touch()
 while len(list(marks.glob("ready-*"))) < 2:  # start together, imports done
     time.sleep(0.01)
-table, path = cache.cached_table(load_space(sys.argv[3]), "cpu", 1, 0.01, 2, False)
+table, path = cache.cached_table(load_space(sys.argv[3]),
+                                 ProfileSetting(min_time=0.01, calibration_networks=2), False)
 print("table", path, len(table.entries))
 """
 

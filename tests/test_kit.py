@@ -12,14 +12,14 @@ import sys
 import pytest
 
 from conftest import small_space
-from proxyless.arch import Architecture
 from proxyless.cli import main
 from proxyless.errors import ProxylessError
 from proxyless.latency.cost import latency_model
 from proxyless.latency.kit import make_kit, table_from_kit
 from proxyless.latency.profile import layer_workloads
 from proxyless.latency.table import LatencyTable
-from proxyless.space import load_space
+from proxyless.model.architecture import Architecture
+from proxyless.model.space import load_space
 
 # profile_kit.py run as on a device without PyTorch: importing torch (or proxyless) fails
 WITHOUT_TORCH = ("import runpy, sys; sys.modules['torch'] = None; sys.modules['proxyless'] = "
@@ -185,7 +185,7 @@ def test_a_calibration_making_layers_free_is_floored_or_not_used():
     is not used; nor one that fits its own networks worse than the plain sum."""
     from proxyless.latency.calibration import Calibration, calibration_problem, layer_group
     from proxyless.latency.table import Entry
-    from proxyless.walk import walk
+    from proxyless.model.layers import walk
 
     space = small_space()
     table = LatencyTable({key: Entry(0.01, 0.0, 1) for key in layer_workloads(space, 1)},

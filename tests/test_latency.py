@@ -18,11 +18,11 @@ from proxyless.latency.calibration import (
     table_parts,
 )
 from proxyless.latency.check import latency_check
-from proxyless.latency.profile import layer_workloads, profile_space
+from proxyless.latency.profile import ProfileSetting, layer_workloads, profile_space
 from proxyless.latency.timer import Timer
-from proxyless.space import SearchSpace, StageSpec
-from proxyless.supernet import SuperNet
-from proxyless.walk import count_macs, count_params
+from proxyless.model.layers import count_macs, count_params, walk
+from proxyless.model.space import SearchSpace, StageSpec
+from proxyless.model.supernet import SuperNet
 
 
 def tiny_space() -> SearchSpace:
@@ -50,7 +50,7 @@ def test_reference_pixel_table_loads_and_predicts(reference_dir):
     assert model.fixed == pytest.approx(fixed + first_block_k3)
     arch = Architecture.uniform(space, "k3e6")
     assert model.predict(arch) == pytest.approx(
-        sum(table.ms(x.key) for x in __import__("proxyless.walk").walk.walk(arch) if x.key))
+        sum(table.ms(x.key) for x in walk(arch) if x.key))
 
 
 def test_table_without_an_entry_names_it(reference_dir):
@@ -252,18 +252,21 @@ def test_a_cached_table_of_an_older_calibration_is_calibrated_again(tmp_path, mo
 
     monkeypatch.setenv("PROXYLESS_CACHE", str(tmp_path))
     space, logs = tiny_space(), []
-    table, path = cached_table(space, "cpu", 1, 0.01, 8, False, logs.append)
+    table, path = cached_table(space, ProfileSetting(min_time=0.01, calibration_networks=8),
+                               False, logs.append)
     assert table.calibration["grouping"] == "single"
     old = LatencyTable.load(path)
     old.calibration = older
     old.save(path)
     assert Calibration.from_dict(LatencyTable.load(path).calibration).scale("r4") == \
         older["scales"].get("r4", 1.0)  # an older form loads as it was
-    again, _ = cached_table(space, "cpu", 1, 0.01, 8, False, logs.append)
+    again, _ = cached_table(space, ProfileSetting(min_time=0.01, calibration_networks=8),
+                               False, logs.append)
     assert any("recalibrating" in line for line in logs)
     assert again.calibration["grouping"] == "single"
     assert again.entries.keys() == old.entries.keys()
     assert all(again.entries[k].ms == old.entries[k].ms for k in old.entries)  # kept
     logs.clear()
-    cached_table(space, "cpu", 1, 0.01, 8, False, logs.append)
+    cached_table(space, ProfileSetting(min_time=0.01, calibration_networks=8),
+                               False, logs.append)
     assert not any("recalibrating" in line for line in logs)  # once

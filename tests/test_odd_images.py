@@ -13,11 +13,11 @@ import pytest
 from PIL import Image
 
 from conftest import small_space
-from proxyless.arch import Architecture
 from proxyless.cli import main
 from proxyless.data import load_data
 from proxyless.data.decode import Crop, decode, squash
 from proxyless.errors import ProxylessError
+from proxyless.model.architecture import Architecture
 
 # 16-bit grayscale values as a camera or a scanner writes them: 634 .. 64180
 WIDE = np.linspace(634, 64180, 40 * 40).reshape(40, 40).round().astype(np.uint16)

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from proxyless import Architecture, build_network, load_space
-from proxyless.ops import Block, MBConv, ZeroOp, build_op
-from proxyless.space import PRESETS
-from proxyless.walk import count_macs, count_params, walk
+from proxyless.model.layers import count_macs, count_params, walk
+from proxyless.model.ops import Block, MBConv, ZeroOp, build_op
+from proxyless.model.space import PRESETS
 
 CANDIDATES = load_space("imagenet").candidates
 

@@ -1,4 +1,4 @@
-"""The README's package map lists every module of the package, and nothing else."""
+"""The package map of docs/layout.md lists every module of the package, and nothing else."""
 
 import re
 from pathlib import Path
@@ -6,9 +6,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_readme_package_map_matches_the_tree():
-    text = (ROOT / "README.md").read_text()
-    block = text.split("## Package layout", 1)[1].split("```")[1]
+def test_package_map_matches_the_tree():
+    text = (ROOT / "docs" / "layout.md").read_text()
+    block = text.split("# Package layout", 1)[1].split("```")[1]
     listed, folder = set(), ""
     for line in block.splitlines()[2:]:
         match = re.match(r"( +)(\S+)", line)

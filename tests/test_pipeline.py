@@ -7,10 +7,11 @@ import pytest
 from proxyless import load_space
 from proxyless.data import DataSplits
 from proxyless.errors import ProxylessError
-from proxyless.pipeline import RunConfig, run_pipeline
+from proxyless.latency.profile import ProfileSetting
+from proxyless.model.space import SearchSpace, StageSpec
+from proxyless.pipeline.run import RunConfig, run_pipeline
 from proxyless.search import SearchConfig
-from proxyless.space import SearchSpace, StageSpec
-from proxyless.train import TrainConfig
+from proxyless.training.trainer import TrainConfig
 
 
 def tiny_space() -> SearchSpace:
@@ -29,7 +30,7 @@ def run_config() -> RunConfig:
     return RunConfig(SearchConfig(warmup_epochs=1, epochs=2, batch_size=50, arch_every=1,
                                   eval_limit=100),
                      TrainConfig(epochs=1, batch_size=50),
-                     profile_min_time=0.01, calibration_networks=8)
+                     profile=ProfileSetting(min_time=0.01, calibration_networks=8))
 
 
 def test_run_profiles_searches_retrains_and_reports(tmp_path, tiny_data, monkeypatch):
@@ -66,7 +67,7 @@ def test_run_profiles_searches_retrains_and_reports(tmp_path, tiny_data, monkeyp
     assert "| ONNX Runtime, fp32 (priced) |" in report and "| PyTorch (eager), fp32 |" in report
     # how good the table is: its calibration's networks, each predicted without it
     left_out = results["latency_model"]["left_out"]
-    assert left_out["networks"] == run_config().calibration_networks
+    assert left_out["networks"] == run_config().profile.calibration_networks
     assert 0 <= left_out["within_10pct"] <= 100 and left_out["mape"] >= 0
     assert "## How good the latency model is" in report
     assert f"- On {left_out['networks']} of its calibration networks" in report
@@ -99,7 +100,8 @@ def test_run_searches_for_torch_throughput_and_a_given_table(tmp_path, tiny_data
     from dataclasses import replace
 
     monkeypatch.setenv("PROXYLESS_CACHE", str(tmp_path / "cache"))
-    config = replace(run_config(), profile_backend="torch", profile_batch=4)
+    config = replace(run_config(), profile=ProfileSetting("torch", batch=4, min_time=0.01,
+                                                          calibration_networks=8))
     results = run_pipeline(tiny_space(), tiny_data, config, tmp_path / "torch", progress=False,
                            log=lambda m: None)
     table = json.loads((tmp_path / "torch" / "latency_table.json").read_text())

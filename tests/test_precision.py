@@ -11,18 +11,18 @@ import pytest
 import torch
 from torch import nn
 
-from proxyless.arch import Architecture
-from proxyless.batchnorm import frozen_bn_statistics
-from proxyless.divergence import Diverged, StepLosses
+from proxyless.engine.divergence import Diverged, StepLosses
+from proxyless.engine.memory import saved_for_backward
+from proxyless.engine.precision import Precision, resolve_precision
 from proxyless.errors import ProxylessError
 from proxyless.latency.cost import flops_model
-from proxyless.memory import saved_for_backward
-from proxyless.net import build_network
-from proxyless.precision import Precision, resolve_precision
+from proxyless.model.architecture import Architecture
+from proxyless.model.batchnorm import frozen_bn_statistics
+from proxyless.model.network import build_network
+from proxyless.model.space import SearchSpace, StageSpec, load_space
+from proxyless.model.supernet import SuperNet
 from proxyless.search import SearchConfig, search
-from proxyless.space import SearchSpace, StageSpec, load_space
-from proxyless.supernet import SuperNet
-from proxyless.train import TrainConfig, train_network
+from proxyless.training.trainer import TrainConfig, train_network
 
 
 def tiny_space() -> SearchSpace:
@@ -161,12 +161,12 @@ def test_alpha_is_copied_to_the_host_only_when_it_changes():
 RANK_SCRIPT = """
 import json, sys, torch
 from pathlib import Path
-from proxyless import distributed
+from proxyless.engine import distributed
 from proxyless.data import load_data
 from proxyless.latency.cost import flops_model
-from proxyless.memory import saved_for_backward
+from proxyless.engine.memory import saved_for_backward
 from proxyless.search import SearchConfig, search
-from proxyless.space import SearchSpace, StageSpec, load_space
+from proxyless.model.space import SearchSpace, StageSpec, load_space
 
 out = Path(sys.argv[1])
 space = SearchSpace(name="tiny-ranks", input_size=28, in_channels=1, num_classes=10,
@@ -248,7 +248,7 @@ def test_gpu_tables_and_profiles_default_to_the_papers_gpu_setting(tmp_path):
 
 def test_a_search_begun_before_the_two_sided_target_resumes_one_sided_only():
     """Its checkpoint has no target_floor: it ran with none (0), not today's default."""
-    from proxyless.epochs import changed_settings
+    from proxyless.engine.epochs import changed_settings
 
     old = {"config": {k: v for k, v in SearchConfig().__dict__.items() if k != "target_floor"}}
     legacy = {"target_floor": 0.0}

@@ -14,15 +14,16 @@ import pytest
 import torch
 
 from conftest import read_events, records, same_saved
-from proxyless import Architecture, load_space, stopping
-from proxyless.epochs import EpochCursor
+from proxyless import Architecture, load_space
+from proxyless.engine import stopping
+from proxyless.engine.epochs import EpochCursor
+from proxyless.engine.memory import fit_batch, largest_batch, round_batch
+from proxyless.engine.run_lock import LOCK_FILE, hold_run_folder
 from proxyless.errors import ProxylessError
 from proxyless.latency.cost import flops_model
-from proxyless.memory import fit_batch, largest_batch, round_batch
-from proxyless.run_lock import LOCK_FILE, hold_run_folder
+from proxyless.model.space import SearchSpace, StageSpec
 from proxyless.search import SearchConfig, search
-from proxyless.space import SearchSpace, StageSpec
-from proxyless.train import TrainConfig, train_network
+from proxyless.training.trainer import TrainConfig, train_network
 
 
 def signal_at(monkeypatch, epoch: int, batch: int, sig: int = signal.SIGTERM) -> None:
@@ -212,7 +213,7 @@ def test_one_writer_per_run_folder(tmp_path):
 
 def test_a_full_disk_keeps_the_previous_file_and_says_what_was_needed(tmp_path, monkeypatch):
     from proxyless import files
-    from proxyless.runtime import save_checkpoint
+    from proxyless.engine.runtime import save_checkpoint
 
     path = tmp_path / "checkpoint.pt"
     save_checkpoint(path, {"epoch": 1, "w": torch.zeros(10)})

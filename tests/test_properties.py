@@ -16,10 +16,10 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from proxyless.arch import Architecture, decode, encode, load_architecture
 from proxyless.errors import ProxylessError
 from proxyless.latency.table import FORMAT, LatencyTable
-from proxyless.space import SearchSpace, load_space
+from proxyless.model.architecture import Architecture, decode, encode, load_architecture
+from proxyless.model.space import SearchSpace, load_space
 
 FAST = settings(max_examples=150, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

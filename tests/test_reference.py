@@ -5,9 +5,9 @@ import json
 import pytest
 
 from proxyless import Architecture, build_network, decode, load_architecture, load_space
-from proxyless.arch import import_reference_config
-from proxyless.space import SearchSpace, StageSpec
-from proxyless.walk import count_macs, count_params
+from proxyless.model.architecture import import_reference_config
+from proxyless.model.layers import count_macs, count_params
+from proxyless.model.space import SearchSpace, StageSpec
 
 PUBLISHED = {  # params (M), MACs (M) at 224x224, from the paper
     "proxyless_gpu": (7.12, 465),

@@ -2,12 +2,12 @@
 
 import torch
 
-from proxyless.arch import Architecture
 from proxyless.latency.cost import flops_model
+from proxyless.model.architecture import Architecture
+from proxyless.model.space import SearchSpace, StageSpec
+from proxyless.model.supernet import SuperNet
 from proxyless.search import SearchConfig
 from proxyless.search.reinforce import ReinforceStrategy
-from proxyless.space import SearchSpace, StageSpec
-from proxyless.supernet import SuperNet
 
 
 def tiny_space() -> SearchSpace:

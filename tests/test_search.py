@@ -12,10 +12,10 @@ from proxyless import load_space
 from proxyless.data import DataSplits
 from proxyless.errors import ProxylessError
 from proxyless.latency.cost import flops_model, params_model
+from proxyless.model.space import SearchSpace, StageSpec
 from proxyless.search import SearchConfig, search
 from proxyless.search.losses import hardware_loss
 from proxyless.search.outputs import write_search_outputs
-from proxyless.space import SearchSpace, StageSpec
 
 
 def tiny_space() -> SearchSpace:
@@ -137,8 +137,8 @@ def test_config_rejects_bad_values():
 
 
 def test_warmup_trains_the_parent_then_anneals_to_random_paths():
+    from proxyless.model.supernet import SuperNet
     from proxyless.search.loop import warmup_paths
-    from proxyless.supernet import SuperNet
 
     net = SuperNet(tiny_space())
     parents = net.parent_indices()
@@ -162,8 +162,8 @@ def test_the_cost_model_must_be_for_the_searched_space(tmp_path, tiny_data):
 
 def test_architecture_steps_leave_bn_running_statistics_alone(tiny_data):
     from proxyless.data import Batches
+    from proxyless.model.supernet import SuperNet
     from proxyless.search.gradient import GradientStrategy
-    from proxyless.supernet import SuperNet
 
     space = tiny_space()
     net = SuperNet(space)
@@ -409,8 +409,8 @@ def test_a_nan_reinforce_reward_is_named(tmp_path, small_data):
 
 
 def test_fair_paths_run_every_candidate_of_every_block_once(tiny_data):
+    from proxyless.model.supernet import SuperNet
     from proxyless.search.loop import fair_paths
-    from proxyless.supernet import SuperNet
 
     net = SuperNet(tiny_space())
     paths = fair_paths(net, torch.Generator().manual_seed(0))
@@ -424,7 +424,7 @@ def test_fair_paths_run_every_candidate_of_every_block_once(tiny_data):
 
 def test_sandwich_steps_train_largest_smallest_and_a_drawn_path(tmp_path, tiny_data,
                                                                  monkeypatch):
-    from proxyless.supernet import SuperNet
+    from proxyless.model.supernet import SuperNet
 
     net = SuperNet(tiny_space())
     largest, smallest = net.parent_indices(), net.smallest_indices()

@@ -4,7 +4,7 @@ import pytest
 import yaml
 
 from proxyless import ProxylessError, SearchSpace, load_space
-from proxyless.space import PRESETS, make_divisible, parse_token
+from proxyless.model.space import PRESETS, make_divisible, parse_token
 
 
 def test_imagenet_preset_is_the_papers_space():

@@ -306,10 +306,10 @@ def test_read_images_and_read_give_centre_crops_in_order(folder):
 # ----------------------------------------------------------------- the loops and model files
 
 def test_train_on_a_streamed_folder_records_its_transform(tmp_path, folder):
-    from proxyless.arch import Architecture
     from proxyless.deploy import evaluate_file, load_model
-    from proxyless.space import SearchSpace, StageSpec
-    from proxyless.train import TrainConfig, train_network
+    from proxyless.model.architecture import Architecture
+    from proxyless.model.space import SearchSpace, StageSpec
+    from proxyless.training.trainer import TrainConfig, train_network
 
     space = SearchSpace(name="tiny", input_size=32, in_channels=3, num_classes=3,
                         stages=(StageSpec(8, 1, 2),), candidates=("k3e3", "zero"),
@@ -339,11 +339,11 @@ def test_train_on_a_streamed_folder_records_its_transform(tmp_path, folder):
 RANK_SCRIPT = """
 import sys, torch
 from pathlib import Path
-from proxyless import distributed
+from proxyless.engine import distributed
 from proxyless.data import load_data
 from proxyless.search import SearchConfig, search
 from proxyless.latency.cost import flops_model
-from proxyless.space import SearchSpace, StageSpec
+from proxyless.model.space import SearchSpace, StageSpec
 
 out = Path(sys.argv[2])
 space = SearchSpace(name="tiny", input_size=32, in_channels=3, num_classes=3,
@@ -388,7 +388,7 @@ def test_cli_run_on_a_streamed_folder_sizes_the_classifier_and_reports(tmp_path,
     from proxyless.cli import main
     from proxyless.deploy import evaluate_file, load_model
     from proxyless.files import write_mapping_atomic
-    from proxyless.space import SearchSpace, StageSpec
+    from proxyless.model.space import SearchSpace, StageSpec
 
     space = SearchSpace(name="tiny-photos", input_size=32, in_channels=3, num_classes=10,
                         stages=(StageSpec(8, 1, 2), StageSpec(16, 1, 2)),
@@ -412,8 +412,8 @@ def test_cli_run_on_a_streamed_folder_sizes_the_classifier_and_reports(tmp_path,
 
 
 def tiny_photo_arch():
-    from proxyless.arch import Architecture
-    from proxyless.space import SearchSpace, StageSpec
+    from proxyless.model.architecture import Architecture
+    from proxyless.model.space import SearchSpace, StageSpec
 
     space = SearchSpace(name="tiny", input_size=32, in_channels=3, num_classes=3,
                         stages=(StageSpec(8, 1, 2),), candidates=("k3e3", "zero"),
@@ -426,7 +426,7 @@ def test_resume_of_a_streamed_run_is_exact_whatever_the_workers(tmp_path, folder
     with the very weights of an uninterrupted one."""
     from conftest import interrupted_in_epoch
     from proxyless.deploy import load_model
-    from proxyless.train import TrainConfig, train_network
+    from proxyless.training.trainer import TrainConfig, train_network
 
     data, arch = load(folder), tiny_photo_arch()
     full = train_network(arch, data, TrainConfig(epochs=3, batch_size=8, workers=2),
@@ -476,7 +476,7 @@ def test_evaluation_survives_unreadable_files_and_counts_each_once(tmp_path):
 
 
 def test_resume_with_other_crops_is_refused(tmp_path, folder):
-    from proxyless.train import TrainConfig, train_network
+    from proxyless.training.trainer import TrainConfig, train_network
 
     train_network(tiny_photo_arch(), load(folder), TrainConfig(epochs=1, batch_size=8,
                                                                 workers=0),

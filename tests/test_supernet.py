@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from proxyless import Architecture, load_space
-from proxyless.space import SearchSpace, StageSpec
-from proxyless.supernet import MixedOp, SuperNet, rescale_pair
+from proxyless.model.space import SearchSpace, StageSpec
+from proxyless.model.supernet import MixedOp, SuperNet, rescale_pair
 
 
 def tiny_space() -> SearchSpace:

@@ -11,7 +11,7 @@ import pytest
 from proxyless.cli import main
 from proxyless.latency.cost import flops_model, latency_model
 from proxyless.latency.table import LatencyTable
-from proxyless.space import load_space
+from proxyless.model.space import load_space
 
 SEARCH = ["--data", "builtin", "--train-limit", "300", "--val-size", "100", "--epochs", "2",
           "--warmup-epochs", "0", "--batch-size", "50", "--arch-every", "2", "--threads", "1",

@@ -6,10 +6,10 @@ import torch
 
 from conftest import read_events
 from proxyless import Architecture, load_space
+from proxyless.engine.tensorboard_log import RunBoard
 from proxyless.latency.cost import flops_model
 from proxyless.search import SearchConfig, search
-from proxyless.tensorboard_log import RunBoard
-from proxyless.train import TrainConfig, train_network
+from proxyless.training.trainer import TrainConfig, train_network
 from test_search import tiny_space
 
 

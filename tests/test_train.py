@@ -7,9 +7,9 @@ import torch
 
 from conftest import interrupted_in_epoch, read_events
 from proxyless import Architecture, build_network, load_space
-from proxyless.config import to_dict
+from proxyless.config_io import to_dict
 from proxyless.errors import ProxylessError
-from proxyless.train import TrainConfig, train_network
+from proxyless.training.trainer import TrainConfig, train_network
 
 
 @pytest.mark.slow
@@ -85,7 +85,7 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path, builtin_subset):
 
 
 def test_a_setting_added_since_the_checkpoint_counts_as_its_default():
-    from proxyless.epochs import changed_settings
+    from proxyless.engine.epochs import changed_settings
     from proxyless.search import SearchConfig
 
     saved = {"config": {k: v for k, v in to_dict(SearchConfig()).items()

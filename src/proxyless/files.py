@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from proxyless.config import excerpt, shorten
+from proxyless.config_io import excerpt, shorten
 from proxyless.errors import ProxylessError
 
 # What a file we read may hold. Spaces, architectures and tables are kilobytes, nest a few

@@ -14,7 +14,9 @@
 
 One module per command or family of commands (`run.py`, `search.py`, `train.py`,
 `latency.py`, `deploy.py`, `compare.py`, `inspect.py`), each an `add_*_parser` and its
-`cmd_*` functions; `options.py` holds the option types and groups they share. Every failure
+`cmd_*` functions; `options.py` holds the option types and groups they share,
+`config_file.py` the run folder's `config.yaml` (`--config`, `--print-config`), and
+`__main__.py` makes `python -m proxyless.cli` the command. Every failure
 caused by input is printed as one `proxyless: error: ...` line (exit code 2); an interrupted
 run keeps its last checkpoint and says how to resume (exit code 130); SIGTERM or SIGUSR1 (a
 cluster preempting the job) stops `train`, `search` and `run` after the current batch with a
@@ -29,7 +31,6 @@ import sys
 from contextlib import nullcontext
 from pathlib import Path
 
-from proxyless import distributed, stopping
 from proxyless.cli.compare import add_compare_parser, cmd_compare
 from proxyless.cli.config_file import apply_config
 from proxyless.cli.deploy import (
@@ -52,6 +53,7 @@ from proxyless.cli.run import add_run_parser, cmd_run
 from proxyless.cli.search import add_search_parser, cmd_search
 from proxyless.cli.train import add_train_parser, cmd_train
 from proxyless.data import shutdown_workers
+from proxyless.engine import distributed, stopping
 from proxyless.errors import ProxylessError
 from proxyless.files import no_room_cause
 

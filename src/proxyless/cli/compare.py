@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from proxyless.cli.options import min_time
-from proxyless.compare import compare_folders
+from proxyless.pipeline.pareto import compare_folders
 
 
 def add_compare_parser(sub) -> None:

@@ -28,10 +28,10 @@ from typing import Any
 
 import yaml
 
-from proxyless.config import excerpt, shorten
+from proxyless.config_io import excerpt, shorten
+from proxyless.engine.run_lock import LOCK_FILE
 from proxyless.errors import ProxylessError
 from proxyless.files import read_mapping, replace_atomically
-from proxyless.run_lock import LOCK_FILE
 
 CONFIG_FILE = "config.yaml"
 NOT_SAVED = {"command", "config", "print_config", "out", "resume", "no_progress", "help"}

@@ -15,7 +15,7 @@ from proxyless.cli.options import (
     positive_int,
     threads_int,
 )
-from proxyless.config import clip
+from proxyless.config_io import clip
 from proxyless.deploy.evaluate import evaluate_file, predict_files
 from proxyless.deploy.export import export_and_check
 from proxyless.deploy.int8 import CALIBRATION_IMAGES

@@ -7,12 +7,12 @@ import argparse
 import json
 from pathlib import Path
 
-from proxyless.arch import Architecture, load_architecture
 from proxyless.cli.options import positive_int
 from proxyless.errors import ProxylessError
 from proxyless.files import SPACE, mapping_kind, read_mapping
-from proxyless.space import PRESETS, SearchSpace, load_space
-from proxyless.walk import block_layers, candidate_layers, fixed_layers, walk
+from proxyless.model.architecture import Architecture, load_architecture
+from proxyless.model.layers import block_layers, candidate_layers, fixed_layers, walk
+from proxyless.model.space import PRESETS, SearchSpace, load_space
 
 
 def add_inspect_parser(sub) -> None:

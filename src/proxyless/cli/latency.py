@@ -9,8 +9,10 @@ import sys
 from pathlib import Path
 
 from proxyless.cli.options import min_time, nonneg_int, positive_int, seed_int, threads_int
+from proxyless.engine.memory import check_space_fits
+from proxyless.engine.runtime import check_out_file, prepare_out_dir
 from proxyless.errors import ProxylessError
-from proxyless.latency.calibration import CALIBRATION_NETWORKS, calibrate
+from proxyless.latency.calibration import CALIBRATION_NETWORKS
 from proxyless.latency.check import latency_check
 from proxyless.latency.cost import latency_model
 from proxyless.latency.cross import cross_latency
@@ -21,7 +23,7 @@ from proxyless.latency.kit import (
     make_kit,
     table_from_kit,
 )
-from proxyless.latency.profile import profile_space
+from proxyless.latency.profile import ProfileSetting, profile_job
 from proxyless.latency.settings import DEFAULT_SETTINGS, NO_SETTINGS, SETTING_FORMAT, Timing
 from proxyless.latency.table import LatencyTable
 from proxyless.latency.timer import (
@@ -29,12 +31,8 @@ from proxyless.latency.timer import (
     DEFAULT_BACKEND,
     DEFAULT_THREADS,
     GPU_PROFILE_BATCH,
-    Timer,
-    default_setting,
 )
-from proxyless.memory import check_space_fits
-from proxyless.runtime import check_out_file, prepare_out_dir
-from proxyless.space import load_space
+from proxyless.model.space import load_space
 
 
 def add_latency_parsers(sub) -> None:
@@ -138,20 +136,15 @@ def cmd_profile(args: argparse.Namespace) -> int:
         print(f"predicted latency of {space.name} networks: {lo:.3f} - {hi:.3f} ms -> "
               f"{args.out}")
         return 0
-    backend, batch = default_setting(args.device)
-    args.backend = args.backend or backend
-    args.batch = args.batch or batch
-    check_space_fits(space, args.batch)  # every layer gets built and timed
+    setting = ProfileSetting(args.backend, args.device, args.batch, args.threads,
+                             args.min_time, args.warmup, args.repeats,
+                             CALIBRATION_NETWORKS if args.calibrate is None
+                             else args.calibrate).resolved()
+    setting.validate()
+    check_space_fits(space, setting.batch)  # every layer gets built and timed
     check_out_file(args.out, "--out")
-    timer = Timer(args.backend, args.device, args.threads, args.warmup, args.repeats,
-                  args.min_time)
-    table = profile_space(space, args.out, timer, args.batch, progress=not args.no_progress)
+    table = profile_job(space, setting, args.out, progress=not args.no_progress)
     print(f"{len(table.entries)} entries -> {args.out}")
-    count = CALIBRATION_NETWORKS if args.calibrate is None else args.calibrate
-    if count > 0:
-        calibration = calibrate(table, count, progress=not args.no_progress)
-        table.save(args.out)
-        print(calibration.summary())
     lo, hi = latency_model(table, space).bounds()
     print(f"predicted latency of {space.name} networks: {lo:.3f} - {hi:.3f} ms")
     return 0

@@ -11,26 +11,26 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from proxyless import distributed
-from proxyless.arch import Architecture
-from proxyless.config import MAX_SEED, clip
+from proxyless.config_io import MAX_SEED, clip
 from proxyless.data import DataSplits, load_data
 from proxyless.data.decode import DEFAULT_SCALE
 from proxyless.data.loading import DATA_MODES, STREAM_MIN_SIZE
-from proxyless.errors import ProxylessError
-from proxyless.files import read_mapping
-from proxyless.latency.timer import MAX_MIN_TIME
-from proxyless.memory import AUTO_BATCH_LIMIT, probe_batch_size
-from proxyless.precision import PRECISIONS, resolve_precision
-from proxyless.run_lock import hold_run_folder
-from proxyless.runtime import (
+from proxyless.engine import distributed
+from proxyless.engine.memory import AUTO_BATCH_LIMIT, probe_batch_size
+from proxyless.engine.precision import PRECISIONS, resolve_precision
+from proxyless.engine.run_lock import hold_run_folder
+from proxyless.engine.runtime import (
     available_cores,
     prepare_out_dir,
     process_limit,
     remove_if_empty,
     resolve_device,
 )
-from proxyless.space import SearchSpace
+from proxyless.errors import ProxylessError
+from proxyless.files import read_mapping
+from proxyless.latency.timer import MAX_MIN_TIME
+from proxyless.model.architecture import Architecture
+from proxyless.model.space import SearchSpace
 
 
 def _shown(text: str) -> str:

@@ -10,8 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-from proxyless import distributed
-from proxyless.budgets import BUDGETS
 from proxyless.cli.config_file import (
     add_config_arg,
     print_config,
@@ -31,17 +29,20 @@ from proxyless.cli.options import (
 from proxyless.cli.search import (
     add_profile_args,
     add_search_args,
+    profile_setting,
     resolve_profile_args,
     search_config_from,
 )
+from proxyless.engine import distributed
+from proxyless.engine.memory import check_space_fits
 from proxyless.errors import ProxylessError
 from proxyless.latency.cost import latency_model
 from proxyless.latency.table import LatencyTable
-from proxyless.memory import check_space_fits
-from proxyless.pipeline import RunConfig, run_pipeline
+from proxyless.model.space import SearchSpace, load_space
+from proxyless.pipeline.budgets import BUDGETS
+from proxyless.pipeline.run import RunConfig, run_pipeline
 from proxyless.search.config import SearchConfig
-from proxyless.space import SearchSpace, load_space
-from proxyless.train import TrainConfig
+from proxyless.training.trainer import TrainConfig
 
 
 def add_run_parser(sub) -> None:
@@ -120,9 +121,7 @@ def _train_config(args: argparse.Namespace, epochs: int, batch_size: int) -> Tra
 
 def _run_config(args: argparse.Namespace, search_config: SearchConfig,
                 train_config: TrainConfig) -> RunConfig:
-    return RunConfig(search_config, train_config, profile_threads=args.profile_threads,
-                     profile_min_time=args.profile_min_time,
-                     profile_backend=args.profile_backend, profile_batch=args.profile_batch,
+    return RunConfig(search_config, train_config, profile=profile_setting(args),
                      table=args.table, budget=args.budget)
 
 

@@ -8,7 +8,6 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from proxyless import distributed
 from proxyless.cli.config_file import (
     add_config_arg,
     print_config,
@@ -34,17 +33,18 @@ from proxyless.cli.options import (
     run_folder,
     threads_int,
 )
+from proxyless.engine import distributed
+from proxyless.engine.memory import check_space_fits
 from proxyless.errors import ProxylessError
-from proxyless.latency.cache import cached_table
-from proxyless.latency.calibration import CALIBRATION_NETWORKS
+from proxyless.latency.profile import ProfileSetting
 from proxyless.latency.table import LatencyTable
 from proxyless.latency.timer import (
     BACKENDS,
     DEFAULT_THREADS,
     GPU_PROFILE_BATCH,
-    default_setting,
 )
-from proxyless.memory import check_space_fits
+from proxyless.model.shared_weights import WEIGHT_SHARING
+from proxyless.model.space import SearchSpace, load_space
 from proxyless.search.config import (
     CONSTRAINTS,
     ESTIMATORS,
@@ -52,12 +52,8 @@ from proxyless.search.config import (
     STRATEGIES,
     SearchConfig,
 )
-from proxyless.search.costs import search_costs
-from proxyless.search.loop import search
+from proxyless.search.job import search_job
 from proxyless.search.losses import LOSSES
-from proxyless.search.outputs import write_search_outputs
-from proxyless.shared_weights import WEIGHT_SHARING
-from proxyless.space import SearchSpace, load_space
 
 
 def add_search_args(p: argparse.ArgumentParser, run: bool = False) -> None:
@@ -177,7 +173,7 @@ def add_profile_args(p: argparse.ArgumentParser) -> None:
                         "the search runs on)")
     p.add_argument("--profile-threads", type=threads_int, default=DEFAULT_THREADS,
                    help=f"threads of that latency (default {DEFAULT_THREADS}: one core, as a "
-                        "deployment at batch 1 uses; see the README)")
+                        "deployment at batch 1 uses; see docs/latency.md)")
     p.add_argument("--profile-batch", type=positive_int, default=None,
                    help=f"batch size of that latency (default 1 on the CPU, "
                         f"{GPU_PROFILE_BATCH} on a GPU as the paper's GPU latency; e.g. 64 "
@@ -187,11 +183,17 @@ def add_profile_args(p: argparse.ArgumentParser) -> None:
 
 
 def resolve_profile_args(args: argparse.Namespace) -> None:
-    """The profile's runtime and batch where not given: on a GPU, its own latency at the
-    paper's GPU batch (PyTorch, batch 8); on the CPU, ONNX Runtime at batch 1."""
-    backend, batch = default_setting(args.device)
-    args.profile_backend = args.profile_backend or backend
-    args.profile_batch = args.profile_batch or batch
+    """The profile's runtime and batch where not given (`ProfileSetting.resolved`): on a GPU,
+    its own latency at the paper's GPU batch (PyTorch, batch 8); on the CPU, ONNX Runtime at
+    batch 1."""
+    setting = profile_setting(args)
+    args.profile_backend, args.profile_batch = setting.backend, setting.batch
+
+
+def profile_setting(args: argparse.Namespace) -> ProfileSetting:
+    """How this device is profiled when no --table is given, from the --profile-* options."""
+    return ProfileSetting(args.profile_backend, args.device, args.profile_batch,
+                          args.profile_threads, args.profile_min_time).resolved()
 
 
 def add_search_parser(sub) -> None:
@@ -235,19 +237,10 @@ def cmd_search(args: argparse.Namespace) -> int:
             args, space, data, "search", arch_every=config.arch_every,
             train_limit=config.train_limit))
         space = fit_classes(space, data, log)
-        if table is None and config.metric == "latency" and config.target is not None:
-            # no table given: this device's, for the runtime asked for (cached per device)
-            table, _ = cached_table(space, config.device, args.profile_threads,
-                                    args.profile_min_time, CALIBRATION_NETWORKS,
-                                    not args.no_progress, log, args.profile_backend,
-                                    args.profile_batch)
-        costs = search_costs(space, config, table, log=log)
-        result = search(space, data, costs.constrained, config, args.out, resume=args.resume,
-                        progress=not args.no_progress, latency_fn=costs.measured,
-                        also_log=costs.also_log)
-        if not is_main_rank():
+        summary = search_job(space, data, config, args.out, table, profile_setting(args),
+                             args.resume, not args.no_progress, log)
+        if summary is None:  # not rank 0
             return 0
-        summary = write_search_outputs(result, args.out, config, costs.latency, table)
     out = Path(args.out)
     line = f"searched: {summary['arch']}\n  params {summary['params'] / 1e6:.3f}M  MACs " \
            f"{summary['macs'] / 1e6:.2f}M  val(argmax) {summary['val_top1']:.2f}%"

@@ -6,7 +6,6 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from proxyless.arch import Architecture, load_architecture
 from proxyless.cli.config_file import add_config_arg, print_config, save_config
 from proxyless.cli.options import (
     AUTO,
@@ -23,9 +22,10 @@ from proxyless.cli.options import (
     resolve_batch_size,
     run_folder,
 )
+from proxyless.engine.memory import check_space_fits
 from proxyless.errors import ProxylessError
-from proxyless.memory import check_space_fits
-from proxyless.train import TrainConfig, train_network
+from proxyless.model.architecture import Architecture, load_architecture
+from proxyless.training.trainer import TrainConfig, train_network
 
 
 def add_train_parser(sub) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from proxyless.config import clip
+from proxyless.config_io import clip
 from proxyless.errors import ProxylessError
 from proxyless.files import cache_dir, replace_atomically
 

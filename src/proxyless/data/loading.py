@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from proxyless.config import clip
+from proxyless.config_io import clip
 from proxyless.data.decode import DEFAULT_SCALE, EVAL_CROP
 from proxyless.data.formats import (
     decode_index,

@@ -28,14 +28,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from proxyless.config import clip
+from proxyless.config_io import clip
 from proxyless.data.batches import Batches, to_network_input
 from proxyless.data.decode import DEFAULT_SCALE, Crop, UnreadableImage, decode
 from proxyless.data.folder_index import FolderIndex
 from proxyless.data.sets import ImageSet
+from proxyless.engine.runtime import available_cores
+from proxyless.engine.stopping import STOP_SIGNALS
 from proxyless.errors import ProxylessError
-from proxyless.runtime import available_cores
-from proxyless.stopping import STOP_SIGNALS
 
 BAD_SHARE = 0.001
 BAD_MIN = 10

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from proxyless.config import clip
+from proxyless.config_io import clip
 from proxyless.data.batches import normalization, to_network_input
 from proxyless.deploy.model_file import (
     ModelInfo,
@@ -34,8 +34,8 @@ from proxyless.deploy.model_file import (
     model_path,
 )
 from proxyless.deploy.write import EXTRA_FILE, METADATA_KEY
+from proxyless.engine.runtime import first_line, resolve_device
 from proxyless.errors import ProxylessError
-from proxyless.runtime import first_line, resolve_device
 
 _KNOWN = ("a proxyless model file (model.pt), a TorchScript export (.torchscript) or an ONNX "
           "file (.onnx)")

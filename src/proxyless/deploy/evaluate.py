@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from proxyless.config import clip
+from proxyless.config_io import clip
 from proxyless.data import DataSplits, ImageSet, load_data, read_images
 from proxyless.data.loading import resolve_data
 from proxyless.deploy.classifier import load_classifier

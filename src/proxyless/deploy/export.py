@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from proxyless.config import clip
+from proxyless.config_io import clip
 from proxyless.data import DataSplits
 from proxyless.deploy.classifier import Classifier, load_exported, pytorch_classifier
 from proxyless.deploy.evaluate import model_data
@@ -30,9 +30,9 @@ from proxyless.deploy.model_file import TrainedModel, load_model, model_path
 from proxyless.deploy.timing import measure_latency, measure_on_table, predicted_latency
 from proxyless.deploy.verify import DEFAULT_TOLERANCE, compare_logits
 from proxyless.deploy.write import FORMATS, export_model
+from proxyless.engine.runtime import check_out_file
 from proxyless.errors import ProxylessError
 from proxyless.latency.timer import MAX_MIN_TIME
-from proxyless.runtime import check_out_file
 
 
 def check_outputs(out: str | Path, fmt: str, int8: bool, source: Path) -> list[Path]:

@@ -12,15 +12,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from proxyless.config import clip
+from proxyless.config_io import clip
 from proxyless.data import DataSplits
 from proxyless.deploy.classifier import Classifier, load_exported
 from proxyless.deploy.model_file import ModelInfo, TrainedModel
 from proxyless.deploy.verify import top1
 from proxyless.deploy.write import INPUT_NAME, set_metadata
+from proxyless.engine.runtime import first_line
 from proxyless.errors import ProxylessError
 from proxyless.files import replace_atomically
-from proxyless.runtime import first_line
 
 CALIBRATION_IMAGES = 256                   # training images that set the int8 ranges
 

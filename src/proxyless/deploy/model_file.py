@@ -29,13 +29,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from proxyless.arch import Architecture
-from proxyless.config import clip, excerpt
+from proxyless.config_io import clip, excerpt
 from proxyless.data.batches import normalization, to_network_input
 from proxyless.data.decode import UnreadableImage, read_files
+from proxyless.engine.runtime import load_checkpoint, save_checkpoint
 from proxyless.errors import ProxylessError
-from proxyless.net import ProxylessNet, build_network
-from proxyless.runtime import load_checkpoint, save_checkpoint
+from proxyless.model.architecture import Architecture
+from proxyless.model.network import ProxylessNet, build_network
 
 MODEL_FORMAT = "proxyless-model/1"
 MODEL_FILE = "model.pt"

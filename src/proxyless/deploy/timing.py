@@ -9,7 +9,6 @@ from typing import Any
 
 import numpy as np
 
-from proxyless.arch import Architecture
 from proxyless.deploy.classifier import Classifier
 from proxyless.deploy.model_file import ModelInfo
 from proxyless.errors import ProxylessError
@@ -18,6 +17,7 @@ from proxyless.latency.measure import Meter
 from proxyless.latency.settings import table_setting
 from proxyless.latency.table import LatencyTable
 from proxyless.latency.timer import Timer
+from proxyless.model.architecture import Architecture
 
 
 def predicted_latency(model_file: Path, info: ModelInfo,

@@ -14,6 +14,9 @@
 - `settings.py`     settings of this machine (backend, batch, threads); networks timed on one
 - `matrix.py`       the cross-latency matrix's columns, and which network is fastest where
 - `cross.py`        cross-latency: networks timed on several settings; matrix.md/.json/.png
+- `kit.py`          profiling kits: a device without PyTorch times the layers, the table is
+                    made here from its timings
+- `profile_kit.py`  the kit's own script, run on that device (numpy and ONNX Runtime only)
 """
 
 from proxyless.latency.cost import CostModel, flops_model, latency_model, params_model

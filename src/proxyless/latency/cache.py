@@ -26,19 +26,18 @@ except ImportError:  # not POSIX: no locking, as before
 from proxyless.errors import ProxylessError
 from proxyless.files import cache_dir
 from proxyless.latency.calibration import CURRENT_GROUPING, Calibration, calibrate
-from proxyless.latency.profile import other_settings, profile_meta, profile_space
+from proxyless.latency.profile import ProfileSetting, other_settings, profile_job, profile_meta
 from proxyless.latency.table import LatencyTable
-from proxyless.latency.timer import DEFAULT_BACKEND, Timer, fingerprint
-from proxyless.space import SearchSpace
+from proxyless.latency.timer import fingerprint
+from proxyless.model.space import SearchSpace
 
 
-def cached_table(space: SearchSpace, device: str, threads: int, min_time: float,
-                 calibration_networks: int, progress: bool, log=print,
-                 backend: str = DEFAULT_BACKEND,
-                 batch: int = 1) -> tuple[LatencyTable, Path]:
-    """This device's table for `space` (on `backend` at `batch`): from the cache when the
+def cached_table(space: SearchSpace, setting: ProfileSetting, progress: bool = True,
+                 log: Callable[[str], None] = print) -> tuple[LatencyTable, Path]:
+    """This device's table for `space`, profiled as `setting` says: from the cache when the
     fingerprint matches."""
-    info = fingerprint(backend, device, threads, batch)
+    setting = setting.resolved()
+    info = fingerprint(setting.backend, setting.device, setting.threads, setting.batch)
     digest = hashlib.sha256(json.dumps({"fingerprint": info, "space": space.to_dict()},
                                        sort_keys=True).encode()).hexdigest()[:12]
     path = cache_dir() / "tables" / f"{space.name}-{digest}.json"
@@ -49,7 +48,7 @@ def cached_table(space: SearchSpace, device: str, threads: int, min_time: float,
             if table is not None and _older_calibration(table):
                 log(f"latency table: recalibrating {path} (its calibration is of an older "
                     "form; one with a term for the blocks' weights predicts networks better)")
-                log(calibrate(table, calibration_networks, progress=progress).summary())
+                log(calibrate(table, setting.calibration_networks, progress=progress).summary())
                 table.save(path)
     if table is None:
         waiting = (f"latency table: waiting for another process profiling {space.name} on "
@@ -57,24 +56,14 @@ def cached_table(space: SearchSpace, device: str, threads: int, min_time: float,
         with exclusive(path.with_name(path.name + ".lock"), lambda: log(waiting)):
             table = _finished(path)  # the process we waited for may have written it
             if table is None:
-                timer = Timer(backend, device, threads, min_time=min_time)
-                _drop_unusable(path, profile_meta(space, timer, batch), log)
-                log(f"latency table: profiling {space.name} on {info['cpu']} ({backend}, "
-                    f"{threads} thread(s), batch {batch}) -> {path}")
-                table = _profile(space, path, timer, batch, calibration_networks, progress, log)
-                return table, path
+                _drop_unusable(path, profile_meta(space, setting.timer(), setting.batch), log)
+                log(f"latency table: profiling {space.name} on {info['cpu']} "
+                    f"({setting.backend}, {setting.threads} thread(s), batch {setting.batch})"
+                    f" -> {path}")
+                # under the lock; saved calibrated, so from then on `_finished`
+                return profile_job(space, setting, path, progress, log), path
     log(f"latency table: reusing {path}")
     return table, path
-
-
-def _profile(space: SearchSpace, path: Path, timer: Timer, batch: int,
-             calibration_networks: int, progress: bool, log) -> LatencyTable:
-    """Profile (resuming a partial table at `path`), calibrate, save: under the lock."""
-    table = profile_space(space, path, timer, batch, progress=progress, log=log)
-    calibration = calibrate(table, calibration_networks, progress=progress)
-    table.save(path)  # atomic, and calibrated: from now on `_finished`
-    log(calibration.summary())
-    return table
 
 
 def _older_calibration(table: LatencyTable) -> bool:

@@ -27,11 +27,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from proxyless.arch import Architecture
 from proxyless.latency.measure import Meter, spread_architectures
 from proxyless.latency.table import LatencyTable
-from proxyless.space import parse_token
-from proxyless.walk import Layer, candidate_layers, fixed_layers, walk
+from proxyless.model.architecture import Architecture
+from proxyless.model.layers import Layer, candidate_layers, fixed_layers, walk
+from proxyless.model.space import parse_token
 
 CALIBRATION_SEED = 1000
 CALIBRATION_NETWORKS = 40  # measured end to end to fit a new table's correction (20 left a

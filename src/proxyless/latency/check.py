@@ -18,7 +18,7 @@ from proxyless.latency.calibration import Calibration, calibrate
 from proxyless.latency.cost import latency_model
 from proxyless.latency.measure import Meter, spread_architectures
 from proxyless.latency.table import LatencyTable
-from proxyless.report import latency_scatter
+from proxyless.pipeline.plots import latency_scatter
 
 CHECK_SEED = 2000
 

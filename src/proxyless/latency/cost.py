@@ -21,12 +21,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from proxyless.arch import Architecture
 from proxyless.errors import ProxylessError
 from proxyless.latency.calibration import Calibration
 from proxyless.latency.table import LatencyTable
-from proxyless.space import SearchSpace
-from proxyless.walk import candidate_layers, fixed_layers
+from proxyless.model.architecture import Architecture
+from proxyless.model.layers import candidate_layers, fixed_layers
+from proxyless.model.space import SearchSpace
 
 
 @dataclass

@@ -17,7 +17,8 @@ A network whose folder holds the latency table it was searched with was *found f
 table's setting (on this machine's CPU: a table of another CPU is another setting): the
 matrix marks it, and says per setting whether it is the fastest there. Writes `matrix.md`,
 `matrix.json` and `architectures.png` into `--out`. The networks are read by
-`proxyless.networks`, the settings timed by `settings.py`, the columns made by `matrix.py`.
+`proxyless.pipeline.run_folders`, the settings timed by `settings.py`, the columns made by
+`matrix.py`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from proxyless.engine.runtime import prepare_out_dir
 from proxyless.errors import ProxylessError
 from proxyless.files import replace_atomically, write_json_atomic
 from proxyless.latency.matrix import (
@@ -47,9 +49,15 @@ from proxyless.latency.settings import (
 )
 from proxyless.latency.table import LatencyTable
 from proxyless.latency.timer import cpu_model
-from proxyless.networks import Network, cell, format_ms, load_network, name_networks, top1_text
-from proxyless.report import architectures_side_by_side
-from proxyless.runtime import prepare_out_dir
+from proxyless.pipeline.plots import architectures_side_by_side
+from proxyless.pipeline.run_folders import (
+    Network,
+    cell,
+    format_ms,
+    load_network,
+    name_networks,
+    top1_text,
+)
 
 HOME_MARK = "†"
 

@@ -28,7 +28,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from proxyless.arch import decode
 from proxyless.errors import ProxylessError
 from proxyless.files import read_mapping, write_json_atomic
 from proxyless.latency.calibration import (
@@ -42,8 +41,9 @@ from proxyless.latency.measure import anchor_architecture, spread_architectures
 from proxyless.latency.profile import layer_workloads
 from proxyless.latency.table import Entry, LatencyTable
 from proxyless.latency.timer import export_onnx
-from proxyless.net import build_network
-from proxyless.space import SearchSpace
+from proxyless.model.architecture import decode
+from proxyless.model.network import build_network
+from proxyless.model.space import SearchSpace
 
 KIT_FORMAT = "proxyless-kit/1"  # profile_kit.py carries the same: a kit and its script agree
 SCRIPT = Path(__file__).with_name("profile_kit.py")

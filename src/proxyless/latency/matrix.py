@@ -13,13 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from proxyless.arch import Architecture
 from proxyless.errors import ProxylessError
 from proxyless.latency.cost import latency_model
 from proxyless.latency.settings import Setting, Timing, found_here, measure_setting, table_text
 from proxyless.latency.table import LatencyTable
-from proxyless.networks import Network
-from proxyless.walk import walk
+from proxyless.model.architecture import Architecture
+from proxyless.model.layers import walk
+from proxyless.pipeline.run_folders import Network
 
 SAME_WITHIN = 0.05    # networks within 5% of each other on a setting "do not differ" there
 ROUNDS_AGREE = 0.10   # a round that has another network fastest by more than this: a note

@@ -19,14 +19,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from proxyless import distributed
-from proxyless.arch import Architecture
+from proxyless.engine import distributed
+from proxyless.engine.runtime import resolve_device
 from proxyless.errors import ProxylessError
 from proxyless.latency.table import Entry, LatencyTable
 from proxyless.latency.timer import Timer, cpu_model
-from proxyless.net import build_network
-from proxyless.runtime import resolve_device
-from proxyless.space import ZERO, SearchSpace
+from proxyless.model.architecture import Architecture
+from proxyless.model.network import build_network
+from proxyless.model.space import ZERO, SearchSpace
 
 # Timing for measuring many networks during a search (REINFORCE): a few runs each, no minimum
 # time, because every architecture step measures its new samples; the anchor measured beside

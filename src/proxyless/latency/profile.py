@@ -1,6 +1,11 @@
 """Profiling a space: every distinct layer timed on this device, saved as a lookup table.
 
+    >>> table = profile_job(load_space("fashion"), ProfileSetting(), "table.json")
     >>> table = profile_space(load_space("fashion"), "table.json", Timer("torch", threads=1))
+
+`ProfileSetting` is how a device is profiled (runtime, device, batch, threads, timing, the
+calibration's networks): what `profile` measures, and what `search` and `run` profile (or
+take from the cache) when no table is given. `profile_job` profiles, calibrates and saves.
 
 The layers are timed together, round-robin, in groups of up to `GROUP` (every preset's 70
 layers in one group: one time base, nothing to correct), each group beside the anchor
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -22,13 +28,75 @@ from torch import nn
 from tqdm import tqdm
 
 from proxyless.errors import ProxylessError
+from proxyless.latency.calibration import CALIBRATION_NETWORKS, calibrate
 from proxyless.latency.measure import Meter
 from proxyless.latency.table import Entry, LatencyTable
-from proxyless.latency.timer import Timer, fingerprint
-from proxyless.space import SearchSpace
-from proxyless.walk import candidate_layers, fixed_layers
+from proxyless.latency.timer import (
+    BACKENDS,
+    DEFAULT_THREADS,
+    MAX_MIN_TIME,
+    Timer,
+    default_setting,
+    fingerprint,
+)
+from proxyless.model.layers import candidate_layers, fixed_layers
+from proxyless.model.space import SearchSpace
 
 GROUP = 128  # layers timed together: one time base (see the module's docstring)
+
+
+@dataclass(frozen=True)
+class ProfileSetting:
+    """How a device's latency is profiled. `backend` and `batch` None: the device's default
+    (`resolved`): on a GPU its own latency in PyTorch at the paper's GPU batch, on the CPU
+    ONNX Runtime at batch 1."""
+
+    backend: str | None = None
+    device: str = "cpu"
+    batch: int | None = None
+    threads: int = DEFAULT_THREADS   # fixed while timing: 1, as a deployment at batch 1 runs
+    min_time: float = 10.0           # seconds of round-robin timing per group of layers
+    warmup: int = 10                 # untimed runs of each layer first
+    repeats: int = 50                # timed rounds at least
+    calibration_networks: int = CALIBRATION_NETWORKS  # measured end to end for the fit; 0: none
+
+    def resolved(self) -> ProfileSetting:
+        """This setting with the device's default runtime and batch where none is given."""
+        backend, batch = default_setting(self.device)
+        return replace(self, backend=self.backend or backend, batch=self.batch or batch)
+
+    def validate(self) -> None:
+        if self.backend is not None and self.backend not in BACKENDS:
+            raise ProxylessError(f"profile: backend {self.backend!r} is not one of "
+                                 f"{', '.join(BACKENDS)}")
+        if self.threads < 1 or (self.batch is not None and self.batch < 1):
+            raise ProxylessError(f"profile: threads and batch must be >= 1, got {self.threads} "
+                                 f"and {self.batch}")
+        if not 0 <= self.min_time <= MAX_MIN_TIME:  # inf would profile forever
+            raise ProxylessError(f"profile: min_time must be a number of seconds from 0 to "
+                                 f"{MAX_MIN_TIME:g}, got {self.min_time}")
+        if self.calibration_networks == 1 or self.calibration_networks < 0:
+            raise ProxylessError(f"profile: calibration_networks must be 0 (none) or >= 2, "
+                                 f"got {self.calibration_networks}")
+
+    def timer(self) -> Timer:
+        setting = self.resolved()
+        return Timer(setting.backend, self.device, self.threads, self.warmup, self.repeats,
+                     self.min_time)
+
+
+def profile_job(space: SearchSpace, setting: ProfileSetting, out: str | Path,
+                progress: bool = True, log: Callable[[str], None] = print) -> LatencyTable:
+    """Profile `space` as `setting` says into the table file `out` (resuming a partial one),
+    calibrate it, save it; `log` gets the calibration's one-line summary."""
+    setting = setting.resolved()
+    table = profile_space(space, out, setting.timer(), setting.batch, progress=progress,
+                          log=log)
+    if setting.calibration_networks > 0:
+        calibration = calibrate(table, setting.calibration_networks, progress=progress)
+        table.save(out)  # atomic, and calibrated
+        log(calibration.summary())
+    return table
 
 
 def layer_workloads(space: SearchSpace, batch: int) -> dict[str, tuple[Callable[[], nn.Module],

@@ -16,12 +16,12 @@ from typing import Any
 
 import torch
 
-from proxyless.arch import Architecture
-from proxyless.config import clip, shorten
+from proxyless.config_io import clip, shorten
 from proxyless.errors import ProxylessError
 from proxyless.latency.table import Entry
 from proxyless.latency.timer import BACKEND_NAMES, BACKENDS, Timer, cpu_model
-from proxyless.net import build_network
+from proxyless.model.architecture import Architecture
+from proxyless.model.network import build_network
 
 SETTING_FORMAT = "BACKEND:bBATCH:tTHREADS"
 NO_SETTINGS = "none"  # `--settings none`: predicted columns only (no measuring at all)

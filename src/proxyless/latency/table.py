@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from proxyless.config import excerpt, shorten
+from proxyless.config_io import excerpt, shorten
 from proxyless.errors import ProxylessError
 from proxyless.files import read_mapping, write_mapping_atomic
-from proxyless.space import PRESETS, SearchSpace, load_space
+from proxyless.model.space import PRESETS, SearchSpace, load_space
 
 FORMAT = "proxyless-latency/1"
 

@@ -24,9 +24,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from proxyless.engine.runtime import resolve_device
 from proxyless.errors import ProxylessError
 from proxyless.latency.table import Entry
-from proxyless.runtime import resolve_device
 
 BACKENDS = ("torch", "onnxruntime")
 # What a search prices unless told otherwise: the runtime people deploy an exported network

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from proxyless import epochs as skeleton
-from proxyless.config import to_dict
+from proxyless.config_io import to_dict
 from proxyless.data import DataSplits, check_channels, check_class_count
+from proxyless.engine import epochs as skeleton
 from proxyless.errors import ProxylessError
 from proxyless.latency.cost import CostModel
 from proxyless.search.config import SearchConfig

@@ -5,11 +5,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from proxyless.config import from_dict, settings_problem
+from proxyless.config_io import from_dict, settings_problem
+from proxyless.engine.precision import PRECISIONS
 from proxyless.errors import ProxylessError
-from proxyless.precision import PRECISIONS
+from proxyless.model.shared_weights import WEIGHT_SHARING
 from proxyless.search.losses import LOSSES
-from proxyless.shared_weights import WEIGHT_SHARING
 
 ESTIMATORS = ("two", "recompute")
 STRATEGIES = ("gradient", "reinforce")
@@ -71,8 +71,8 @@ class SearchConfig:
     device: str = "cpu"
     threads: int | None = None
     workers: int | None = None      # processes decoding a streamed image folder (None: cores)
-    precision: str = "auto"         # auto, fp32, bf16 or fp16 (proxyless.precision)
-    tensorboard: bool = True        # event files in the run folder (proxyless.tensorboard_log)
+    precision: str = "auto"         # auto, fp32, bf16 or fp16 (proxyless.engine.precision)
+    tensorboard: bool = True        # event files in the run folder (engine/tensorboard_log.py)
     log_every: int = 10             # ... step values averaged over this many weight steps
     checkpoint_every: float = 30.0  # minutes between checkpoints inside an epoch (0: off)
 

@@ -13,8 +13,8 @@ from proxyless.errors import ProxylessError
 from proxyless.latency.cost import CostModel, flops_model, latency_model
 from proxyless.latency.measure import MeasuredLatency
 from proxyless.latency.table import LatencyTable
+from proxyless.model.space import SearchSpace
 from proxyless.search.config import SearchConfig
-from proxyless.space import SearchSpace
 
 
 @dataclass

@@ -15,11 +15,12 @@ import math
 import torch
 from torch import nn
 
-from proxyless import distributed
-from proxyless.batchnorm import frozen_bn_statistics
-from proxyless.divergence import LOWER_LR, Diverged, require_finite
+from proxyless.engine import distributed
+from proxyless.engine.divergence import LOWER_LR, Diverged, require_finite
+from proxyless.engine.precision import Precision
 from proxyless.latency.cost import CostModel
-from proxyless.precision import Precision
+from proxyless.model.batchnorm import frozen_bn_statistics
+from proxyless.model.supernet import SuperNet, rescale_pair
 from proxyless.search.config import SearchConfig
 from proxyless.search.losses import (
     TargetMultipliers,
@@ -27,7 +28,6 @@ from proxyless.search.losses import (
     entropy_term,
     hardware_loss,
 )
-from proxyless.supernet import SuperNet, rescale_pair
 
 
 class GradientStrategy:

@@ -13,7 +13,7 @@ optimizer (Adam, betas (0, 0.999) for the gradient strategy).
 Each epoch appends to `metrics.jsonl` and writes `checkpoint.pt` atomically (inside epochs
 too, every `checkpoint_every` minutes and on SIGTERM/SIGUSR1); every random draw is seeded
 from (seed, epoch) or checkpointed, so `resume=True` after any interruption ends with the same
-architecture as an uninterrupted run (the run skeleton: `proxyless.epochs`). `search` sets
+architecture as an uninterrupted run (the run skeleton: `proxyless.engine.epochs`). `search` sets
 up; `SearchEpoch` is one epoch.
 """
 
@@ -28,35 +28,35 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from proxyless import distributed
-from proxyless import epochs as skeleton
-from proxyless.arch import Architecture
-from proxyless.batchnorm import recalibrate_batchnorm
-from proxyless.config import to_dict
+from proxyless.config_io import to_dict
 from proxyless.data import (
     Batches,
     DataSplits,
     shutdown_workers,
     skipped_images,
 )
-from proxyless.divergence import LOWER_ARCH_LR, Diverged, StepLosses, at_batch
+from proxyless.engine import distributed
+from proxyless.engine import epochs as skeleton
+from proxyless.engine.divergence import LOWER_ARCH_LR, Diverged, StepLosses, at_batch
+from proxyless.engine.memory import memory_advice
+from proxyless.engine.optimizer import cosine_schedule, weight_optimizer
+from proxyless.engine.precision import Precision, resolve_precision
+from proxyless.engine.run_lock import hold_run_folder
+from proxyless.engine.runtime import start_run
+from proxyless.engine.tensorboard_log import RunBoard
+from proxyless.engine.tensorboard_log import disabled as disabled_board
 from proxyless.errors import ProxylessError
 from proxyless.latency.cost import CostModel
-from proxyless.memory import memory_advice
-from proxyless.optim import cosine_schedule, weight_optimizer
-from proxyless.precision import Precision, resolve_precision
-from proxyless.report import probs_figure
-from proxyless.run_lock import hold_run_folder
-from proxyless.runtime import start_run
-from proxyless.search.batches import SearchBatches
+from proxyless.model.architecture import Architecture
+from proxyless.model.batchnorm import recalibrate_batchnorm
+from proxyless.model.supernet import SuperNet
+from proxyless.pipeline.plots import probs_figure
 from proxyless.search.checks import check_inputs, check_resume
 from proxyless.search.config import SearchConfig
 from proxyless.search.gradient import GradientStrategy
 from proxyless.search.paths import fair_paths, sandwich_paths, warmup_paths
 from proxyless.search.reinforce import Objective, ReinforceStrategy
-from proxyless.supernet import SuperNet
-from proxyless.tensorboard_log import RunBoard
-from proxyless.tensorboard_log import disabled as disabled_board
+from proxyless.search.step_batches import SearchBatches
 
 CHECKPOINT = "checkpoint.pt"
 

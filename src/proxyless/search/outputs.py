@@ -5,17 +5,17 @@ from __future__ import annotations
 import resource
 from pathlib import Path
 
-from proxyless.arch import Architecture
 from proxyless.errors import ProxylessError
 from proxyless.files import write_json_atomic
 from proxyless.latency.cost import CostModel
 from proxyless.latency.measure import Meter
 from proxyless.latency.settings import Timing, measure_runtimes, priced, table_setting
 from proxyless.latency.table import LatencyTable
-from proxyless.report import arch_picture, probs_evolution
+from proxyless.model.architecture import Architecture
+from proxyless.model.layers import count_macs, count_params
+from proxyless.pipeline.plots import arch_picture, probs_evolution
 from proxyless.search.config import SearchConfig
 from proxyless.search.loop import SearchResult
-from proxyless.walk import count_macs, count_params
 
 RUNTIMES_TIMING = Timing(warmup=5, repeats=20, min_time=2.0)  # a few seconds, at the end
 

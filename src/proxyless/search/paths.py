@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from proxyless.supernet import SuperNet
+from proxyless.model.supernet import SuperNet
 
 
 def warmup_paths(net: SuperNet, step: int, warm_steps: int, parent_steps: int,

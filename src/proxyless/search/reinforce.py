@@ -25,16 +25,16 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from proxyless import distributed
-from proxyless.arch import Architecture
-from proxyless.batchnorm import frozen_bn_statistics
-from proxyless.divergence import require_finite
+from proxyless.engine import distributed
+from proxyless.engine.divergence import require_finite
+from proxyless.engine.precision import Precision
 from proxyless.latency.cost import CostModel
 from proxyless.latency.measure import MeasuredLatency
-from proxyless.precision import Precision
+from proxyless.model.architecture import Architecture
+from proxyless.model.batchnorm import frozen_bn_statistics
+from proxyless.model.supernet import SuperNet
 from proxyless.search.config import SearchConfig
 from proxyless.search.losses import TargetMultipliers, entropy_term
-from proxyless.supernet import SuperNet
 
 Objective = Callable[[Architecture], float]
 

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import torch
 
 from proxyless.data import Batches, DataSplits, make_batches
+from proxyless.engine.runtime import RunContext
 from proxyless.errors import ProxylessError
-from proxyless.runtime import RunContext
 from proxyless.search.config import SearchConfig
 
 

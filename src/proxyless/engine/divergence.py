@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-from proxyless import distributed
+from proxyless.engine import distributed
 from proxyless.errors import ProxylessError
 
 LOWER_LR = "lower --lr (the weights diverged) and start again in a new --out"

@@ -15,8 +15,8 @@ from __future__ import annotations
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from proxyless.ops import ConvBNAct, expanded_channels
-from proxyless.space import OpSpec
+from proxyless.model.ops import ConvBNAct, expanded_channels
+from proxyless.model.space import OpSpec
 
 WEIGHT_SHARING = ("separate", "entangled")
 

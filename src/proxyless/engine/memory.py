@@ -13,13 +13,13 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from proxyless.arch import Architecture
+from proxyless.engine.precision import Precision
 from proxyless.errors import ProxylessError
-from proxyless.net import build_network
-from proxyless.precision import Precision
-from proxyless.space import SearchSpace
-from proxyless.supernet import SuperNet
-from proxyless.walk import candidate_layers, fixed_layers
+from proxyless.model.architecture import Architecture
+from proxyless.model.layers import candidate_layers, fixed_layers
+from proxyless.model.network import build_network
+from proxyless.model.space import SearchSpace
+from proxyless.model.supernet import SuperNet
 
 # Far beyond any real space (the paper's ImageNet space: a 16M-parameter supernet, ~0.1 GB
 # of training activations per image) yet below what makes a machine swap or the allocator

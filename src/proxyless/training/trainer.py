@@ -1,13 +1,13 @@
 """Train a derived network from scratch and evaluate it (the last step of ProxylessNAS).
 
-    >>> from proxyless.train import TrainConfig, train_network
+    >>> from proxyless.training.trainer import TrainConfig, train_network
     >>> final = train_network(arch, load_data("builtin"), TrainConfig(epochs=5), "runs/x")
 
 SGD with Nesterov momentum, a per-step cosine schedule, label smoothing, weight decay on conv
 and linear weights only (not on BatchNorm or biases). Each epoch appends a line to
 `metrics.jsonl` and writes `checkpoint.pt` atomically (inside epochs too, every
 `checkpoint_every` minutes, and on SIGTERM/SIGUSR1); `resume=True` continues exactly where the
-last checkpoint left off (the run skeleton: `proxyless.epochs`). `final.json` holds
+last checkpoint left off (the run skeleton: `proxyless.engine.epochs`). `final.json` holds
 the test top-1, parameters and MACs. A loss that becomes NaN/inf stops the run with an error
 naming the epoch and batch; the checkpoint keeps the last good epoch.
 """
@@ -21,9 +21,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from proxyless import distributed
-from proxyless.arch import Architecture
-from proxyless.config import from_dict, settings_problem, to_dict
+from proxyless.config_io import from_dict, settings_problem, to_dict
 from proxyless.data import (
     Batches,
     DataSplits,
@@ -34,8 +32,9 @@ from proxyless.data import (
     skipped_images,
 )
 from proxyless.deploy.model_file import MODEL_FILE, ModelInfo, save_model
-from proxyless.divergence import StepLosses
-from proxyless.epochs import (
+from proxyless.engine import distributed
+from proxyless.engine.divergence import StepLosses
+from proxyless.engine.epochs import (
     EpochCursor,
     Epochs,
     Tally,
@@ -45,16 +44,17 @@ from proxyless.epochs import (
     evaluate,
     sync_every,
 )
+from proxyless.engine.memory import memory_advice
+from proxyless.engine.optimizer import cosine_schedule, weight_optimizer
+from proxyless.engine.precision import PRECISIONS, Precision, resolve_precision
+from proxyless.engine.run_lock import hold_run_folder
+from proxyless.engine.runtime import RunContext, start_run
+from proxyless.engine.tensorboard_log import RunBoard
 from proxyless.errors import ProxylessError
 from proxyless.files import write_json_atomic
-from proxyless.memory import memory_advice
-from proxyless.net import build_network
-from proxyless.optim import cosine_schedule, weight_optimizer
-from proxyless.precision import PRECISIONS, Precision, resolve_precision
-from proxyless.run_lock import hold_run_folder
-from proxyless.runtime import RunContext, start_run
-from proxyless.tensorboard_log import RunBoard
-from proxyless.walk import count_macs, count_params
+from proxyless.model.architecture import Architecture
+from proxyless.model.layers import count_macs, count_params
+from proxyless.model.network import build_network
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -74,8 +74,8 @@ class TrainConfig:
     threads: int | None = None
     eval_batch_size: int = 500
     workers: int | None = None      # processes decoding a streamed image folder (None: cores)
-    precision: str = "auto"         # auto, fp32, bf16 or fp16 (proxyless.precision)
-    tensorboard: bool = True        # event files in the run folder (proxyless.tensorboard_log)
+    precision: str = "auto"         # auto, fp32, bf16 or fp16 (proxyless.engine.precision)
+    tensorboard: bool = True        # event files in the run folder (engine/tensorboard_log.py)
     log_every: int = 10             # ... step values averaged over this many weight steps
     checkpoint_every: float = 30.0  # minutes between checkpoints inside an epoch (0: off)
 

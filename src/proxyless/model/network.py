@@ -11,9 +11,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from proxyless.arch import Architecture
-from proxyless.space import SearchSpace
-from proxyless.walk import block_layers, head_layers, tail_layers
+from proxyless.model.architecture import Architecture
+from proxyless.model.layers import block_layers, head_layers, tail_layers
+from proxyless.model.space import SearchSpace
 
 
 class Backbone(nn.Module):

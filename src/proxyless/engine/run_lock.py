@@ -22,9 +22,9 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from proxyless.config import clip
+from proxyless.config_io import clip
+from proxyless.engine.runtime import prepare_out_dir
 from proxyless.errors import ProxylessError
-from proxyless.runtime import prepare_out_dir
 
 LOCK_FILE = ".lock"
 _held: dict[Path, tuple[int, int]] = {}  # folder -> (file descriptor, holders in this process)

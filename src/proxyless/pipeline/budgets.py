@@ -71,15 +71,15 @@ FASHION_TRAIN_IMAGES = 54000  # full Fashion-MNIST less its validation split: wh
 #   bn), label smoothing 0.1, dropout 0.1 for the mobile model (the authors' README): our
 #   TrainConfig defaults.
 # Not reproduced: the colour jitter of their augmentation, and weight decay on BatchNorm
-# during the search (AS --no_decay_keys None); see README.
-PAPER = Budget(40, 120, None, 5, 0, "days on 8 GPUs; see the README's estimate",
+# during the search (AS --no_decay_keys None); see docs/search.md, "Budgets".
+PAPER = Budget(40, 120, None, 5, 0, "days on 8 GPUs; see docs/search.md's estimate",
                scaled=False, retrain=300, total_batch=True,
                search=(("batch_size", 256), ("lr", 0.025), ("warmup_lr", 0.05),
                        ("warmup_parent", 0.0), ("arch_lr", 1e-3), ("estimator", "recompute"),
                        ("decide", 0.0), ("constraint", "soft"), ("val_size", 50000)))
 
 # Wall times on 2 cores, profiling included: quick measured (9 min 54 s from an empty cache,
-# README); the others estimated from its per-epoch times (search ~54 s per epoch on all
+# docs/search.md); the others estimated from its per-epoch times (search ~54 s per epoch on all
 # images, retraining ~43 s per epoch).
 BUDGETS = {
     "quick": Budget(2, 3, 20000, 2, 10 * 54000, "~10 min"),

@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from proxyless import distributed
-from proxyless.config import clip
+from proxyless.config_io import clip
+from proxyless.engine import distributed
 from proxyless.errors import ProxylessError
 from proxyless.files import replace_atomically
 

@@ -32,13 +32,13 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import nn
 
-from proxyless.arch import Architecture
-from proxyless.batchnorm import frozen_bn_statistics
 from proxyless.errors import ProxylessError
-from proxyless.net import Backbone, ProxylessNet, build_network
-from proxyless.ops import Block, MBConv, build_op
-from proxyless.shared_weights import WEIGHT_SHARING, SharedMBConv, SharedPath
-from proxyless.space import BlockSlot, SearchSpace, parse_token
+from proxyless.model.architecture import Architecture
+from proxyless.model.batchnorm import frozen_bn_statistics
+from proxyless.model.network import Backbone, ProxylessNet, build_network
+from proxyless.model.ops import Block, MBConv, build_op
+from proxyless.model.shared_weights import WEIGHT_SHARING, SharedMBConv, SharedPath
+from proxyless.model.space import BlockSlot, SearchSpace, parse_token
 
 MODES = ("sample", "two", "recompute", "full", "argmax")
 ARCH_MODES = ("two", "recompute", "full")  # modes that give α a gradient

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from proxyless.files import replace_atomically
-from proxyless.space import parse_token
+from proxyless.model.space import parse_token
 
 
 @functools.cache

@@ -26,10 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from proxyless.config import excerpt
+from proxyless.config_io import excerpt
 from proxyless.errors import ProxylessError
 from proxyless.files import REFERENCE_NET, mapping_kind, read_mapping, write_mapping_atomic
-from proxyless.space import (
+from proxyless.model.space import (
     DEFAULT_CANDIDATES,
     MAX_EXPAND,
     MAX_NAME,

@@ -18,7 +18,7 @@ trained on different data sets are compared with a warning, since their accuraci
 measure the same thing. A search folder has no test top-1 (only its supernet's validation
 top-1), so it is left off the accuracy plots but listed.
 
-The folders are read by `proxyless.networks` (as for `proxyless cross-latency`), and
+The folders are read by `proxyless.pipeline.run_folders` (as for `proxyless cross-latency`), and
 `--measure` times through `latency.settings.measure_setting`.
 """
 
@@ -29,10 +29,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from proxyless.engine.runtime import prepare_out_dir
 from proxyless.files import replace_atomically
 from proxyless.latency.settings import Setting, Timing, measure_setting, table_text
 from proxyless.latency.timer import cpu_model
-from proxyless.networks import (
+from proxyless.model.layers import count_macs, count_params
+from proxyless.pipeline.plots import pareto_panels
+from proxyless.pipeline.run_folders import (
     SEARCH,
     Network,
     cell,
@@ -41,9 +44,6 @@ from proxyless.networks import (
     read_folder,
     top1_text,
 )
-from proxyless.report import pareto_panels
-from proxyless.runtime import prepare_out_dir
-from proxyless.walk import count_macs, count_params
 
 MEASURED_ON = Setting("torch", 1, 1)  # --measure: what a deployment on one core runs
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from proxyless.space import conv_out_size, parse_token
+from proxyless.model.space import conv_out_size, parse_token
 
 BN_EPS = 1e-3  # as in the reference code's released networks
 BN_MOMENTUM = 0.1

@@ -14,39 +14,33 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from proxyless import distributed
-from proxyless.arch import decode
-from proxyless.budgets import BUDGETS
-from proxyless.config import to_dict
+from proxyless.config_io import to_dict
 from proxyless.data import DataSplits
 from proxyless.deploy.export import runtime_latencies
 from proxyless.deploy.model_file import MODEL_FILE
+from proxyless.engine import distributed
+from proxyless.engine.run_lock import LOCK_FILE, hold_run_folder
+from proxyless.engine.runtime import prepare_out_dir
 from proxyless.errors import ProxylessError
 from proxyless.files import read_mapping, replace_atomically, write_json_atomic
 from proxyless.latency.cache import cached_table
-from proxyless.latency.calibration import CALIBRATION_NETWORKS
 from proxyless.latency.cost import CostModel, latency_model
+from proxyless.latency.profile import ProfileSetting
 from proxyless.latency.settings import priced, table_setting
 from proxyless.latency.table import LatencyTable
-from proxyless.latency.timer import (
-    BACKENDS,
-    DEFAULT_BACKEND,
-    DEFAULT_THREADS,
-    MAX_MIN_TIME,
-    cpu_model,
-)
-from proxyless.report import training_curves
-from proxyless.run_lock import LOCK_FILE, hold_run_folder
-from proxyless.runtime import prepare_out_dir
+from proxyless.latency.timer import DEFAULT_THREADS, cpu_model
+from proxyless.model.architecture import decode
+from proxyless.model.space import SearchSpace
+from proxyless.pipeline.budgets import BUDGETS
+from proxyless.pipeline.plots import training_curves
 from proxyless.search.config import SearchConfig
 from proxyless.search.costs import SearchCosts, search_costs
 from proxyless.search.loop import search
 from proxyless.search.outputs import write_search_outputs
-from proxyless.space import SearchSpace
-from proxyless.train import TrainConfig, train_network
+from proxyless.training.trainer import TrainConfig, train_network
 
 
 @dataclass
@@ -54,12 +48,10 @@ class RunConfig:
     search: SearchConfig
     train: TrainConfig
     target_fraction: float = 0.35   # default target: this far from the fastest to the slowest
-    profile_threads: int = DEFAULT_THREADS
-    profile_min_time: float = 10.0
-    profile_backend: str = DEFAULT_BACKEND  # what the latency is of: onnxruntime or torch ...
-    profile_batch: int = 1          # ... at this batch size (1: latency; larger: throughput)
+    # how this device is profiled where no table is given (its runtime and batch: what the
+    # latency is of; batch 1: latency, larger: throughput)
+    profile: ProfileSetting = field(default_factory=ProfileSetting)
     table: str | None = None        # a latency table to use instead of profiling this device
-    calibration_networks: int = CALIBRATION_NETWORKS
     budget: str = "custom"          # the --budget it was made from, for the record
 
     def validate(self) -> None:
@@ -70,18 +62,16 @@ class RunConfig:
         if not 0 <= self.target_fraction <= 1:  # also refuses nan
             raise ProxylessError(f"run config: target_fraction must be in [0, 1], got "
                                  f"{self.target_fraction}")
-        if self.profile_threads < 1 or self.profile_batch < 1:
-            raise ProxylessError(f"--profile-threads and --profile-batch must be >= 1, got "
-                                 f"{self.profile_threads} and {self.profile_batch}")
-        if self.profile_backend not in BACKENDS:
-            raise ProxylessError(f"--profile-backend {self.profile_backend!r}: expected one of "
-                                 f"{', '.join(BACKENDS)}")
-        if not 0 < self.profile_min_time <= MAX_MIN_TIME:  # inf would profile forever
-            raise ProxylessError(f"--profile-min-time must be a number of seconds in (0, "
-                                 f"{MAX_MIN_TIME:g}], got {self.profile_min_time}")
-        if self.calibration_networks < 2:
-            raise ProxylessError(f"run config: calibration_networks must be >= 2, got "
-                                 f"{self.calibration_networks}")
+        self.profile.validate()
+        if self.profile.min_time <= 0:  # a table cached for every later run: timed, not once
+            raise ProxylessError(f"--profile-min-time must be a number of seconds above 0, "
+                                 f"got {self.profile.min_time}")
+        if self.profile.calibration_networks < 2:  # a cached table is a calibrated one
+            raise ProxylessError(f"run config: profile.calibration_networks must be >= 2, got "
+                                 f"{self.profile.calibration_networks}")
+        if self.profile.device != self.search.device:
+            raise ProxylessError(f"run config: the profile's device {self.profile.device!r} "
+                                 f"is not the search's {self.search.device!r}")
         if self.budget != "custom" and self.budget not in BUDGETS:
             raise ProxylessError(f"--budget {self.budget!r}: expected one of "
                                  f"{', '.join(BUDGETS)}")
@@ -100,9 +90,7 @@ def _run_table(out: Path, space: SearchSpace, config: RunConfig, resume: bool, p
         latency_model(table, space)  # a table of another space: refused before the search
         log(f"latency table: {path} (given)")
     else:
-        table, path = cached_table(space, config.search.device, config.profile_threads,
-                                   config.profile_min_time, config.calibration_networks,
-                                   progress, log, config.profile_backend, config.profile_batch)
+        table, path = cached_table(space, config.profile, progress, log)
     table.save(table_copy)
     return table, path
 

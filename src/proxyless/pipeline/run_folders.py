@@ -15,12 +15,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from proxyless.arch import Architecture, load_architecture
-from proxyless.config import clip, excerpt
+from proxyless.config_io import clip, excerpt
 from proxyless.deploy.model_file import read_model_file
 from proxyless.errors import ProxylessError
 from proxyless.files import read_mapping
 from proxyless.latency.table import LatencyTable
+from proxyless.model.architecture import Architecture, load_architecture
 
 RUN, TRAIN, SEARCH = "run folder", "train folder", "search folder"
 MODEL_FILE, ARCH_FILE = "model file", "architecture file"

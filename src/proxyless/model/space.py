@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from proxyless.config import excerpt, from_dict, to_dict
+from proxyless.config_io import excerpt, from_dict, to_dict
 from proxyless.errors import ProxylessError
 from proxyless.files import ARCHITECTURE, mapping_kind, read_mapping
 

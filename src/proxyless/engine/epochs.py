@@ -1,6 +1,6 @@
 """What every training loop shares: the run skeleton (resume, checkpoints between and inside
 epochs, stops), the evaluation and the step tallies. (The weights' optimizer and schedule:
-`proxyless.optim`; NaN/inf: `proxyless.divergence`.)
+`proxyless.engine.optimizer`; NaN/inf: `proxyless.engine.divergence`.)
 
     >>> run = start_run(out, config.device, config.threads, resume, "run", "checkpoint.pt")
     >>> epochs = Epochs(run, out, "proxyless-train/1", config.epochs, config.seed,
@@ -38,13 +38,17 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from proxyless import distributed, stopping
-from proxyless.config import shorten, to_dict
-from proxyless.divergence import LOWER_ARCH_LR, LOWER_LR, Diverged, first_nonfinite, require_finite
-from proxyless.errors import ProxylessError
-from proxyless.files import append_text, replace_atomically, write_json_atomic
-from proxyless.precision import Precision
-from proxyless.runtime import (
+from proxyless.config_io import shorten, to_dict
+from proxyless.engine import distributed, stopping
+from proxyless.engine.divergence import (
+    LOWER_ARCH_LR,
+    LOWER_LR,
+    Diverged,
+    first_nonfinite,
+    require_finite,
+)
+from proxyless.engine.precision import Precision
+from proxyless.engine.runtime import (
     RunContext,
     first_line,
     load_checkpoint,
@@ -53,7 +57,9 @@ from proxyless.runtime import (
     seed_epoch,
     set_rng_state,
 )
-from proxyless.tensorboard_log import RunBoard, disabled
+from proxyless.engine.tensorboard_log import RunBoard, disabled
+from proxyless.errors import ProxylessError
+from proxyless.files import append_text, replace_atomically, write_json_atomic
 
 
 class Tally:

@@ -16,9 +16,9 @@ from functools import cached_property
 
 from torch import nn
 
-from proxyless.arch import Architecture
-from proxyless.ops import Block, Classifier, ConvBNAct, MBConv, build_op, expanded_channels
-from proxyless.space import SearchSpace, conv_out_size, parse_token
+from proxyless.model.architecture import Architecture
+from proxyless.model.ops import Block, Classifier, ConvBNAct, MBConv, build_op, expanded_channels
+from proxyless.model.space import SearchSpace, conv_out_size, parse_token
 
 STEM, MBCONV, ZERO_OP, FEATURE_MIX, CLASSIFIER = ("stem", "mbconv", "zero", "feature_mix",
                                                   "classifier")

@@ -2,7 +2,7 @@
 end (preempt, requeue) a job.
 
 Inside the epochs of a run (`deferred`), a signal is only noted: the loop finishes the batch
-it is on, writes a checkpoint and raises `Stopped` (see `proxyless.epochs.Epochs`). Anywhere
+it is on, writes a checkpoint and raises `Stopped` (see `proxyless.engine.epochs.Epochs`). Anywhere
 else in a command that holds the handlers (`stop_signals`), the handler raises `Stopped` at
 once, as Ctrl-C raises KeyboardInterrupt: what is finished is checkpointed already. The CLI
 prints how to resume and exits with `EXIT_STOPPED` (75, EX_TEMPFAIL: "try again later"), so a
