@@ -39,6 +39,7 @@ _NOT_GIVEN = object()
 
 
 def add_config_arg(parser: argparse.ArgumentParser) -> None:
+    parser = parser.add_argument_group("configuration")
     parser.add_argument("--config", default=None, metavar="FILE",
                         help=f"take the options from FILE (a run folder's {CONFIG_FILE}, or a "
                              "YAML mapping of option names); options given here win")

@@ -10,21 +10,21 @@ import math
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from proxyless.config_io import MAX_SEED, clip
 from proxyless.data import DataSplits, load_data
 from proxyless.data.decode import DEFAULT_SCALE
 from proxyless.data.loading import DATA_MODES, STREAM_MIN_SIZE
 from proxyless.engine import distributed
-from proxyless.engine.memory import AUTO_BATCH_LIMIT, probe_batch_size
-from proxyless.engine.precision import PRECISIONS, resolve_precision
+from proxyless.engine.memory import auto_batch_size
+from proxyless.engine.precision import PRECISIONS
 from proxyless.engine.run_lock import hold_run_folder
 from proxyless.engine.runtime import (
     available_cores,
     prepare_out_dir,
     process_limit,
     remove_if_empty,
-    resolve_device,
 )
 from proxyless.errors import ProxylessError
 from proxyless.files import read_mapping
@@ -115,6 +115,7 @@ def seed_int(text: str) -> int:
 
 
 def add_data_args(parser: argparse.ArgumentParser) -> None:
+    parser = parser.add_argument_group("data", "what is trained and validated on")
     parser.add_argument("--data", default=None,
                         help="dataset name (auto, builtin, fashion-mnist, cifar10, imagefolder) "
                              "or a path; default: full Fashion-MNIST if installed, else the "
@@ -158,11 +159,8 @@ def resolve_batch_size(args: argparse.Namespace, space: SearchSpace, data: DataS
                        arch_every: int = 1, folder: str = "",
                        train_limit: int | None = None) -> int:
     """--batch-size as a number. `auto`: on --resume, the run's own (`section` of the
-    config.json in `folder` of the run folder); else the largest batch per process that fits
-    this device's memory (probed with real steps on a GPU, estimated on the CPU:
-    `memory.probe_batch_size`) and the data (a search keeps `arch_every` training batches
-    per epoch, of at most `train_limit` images, and one validation batch), at most
-    `AUTO_BATCH_LIMIT`; the same on every rank (the smallest)."""
+    config.json in `folder` of the run folder); else `engine.memory.auto_batch_size`'s, said
+    on stderr."""
     if args.batch_size != AUTO:
         return args.batch_size
     saved = Path(args.out) / folder / "config.json"
@@ -170,35 +168,17 @@ def resolve_batch_size(args: argparse.Namespace, space: SearchSpace, data: DataS
         value = read_mapping(saved, "run settings").get(section, {}).get("batch_size")
         if isinstance(value, int) and value >= 1:
             return value
-    info = distributed.setup(args.device)
-    device = resolve_device(f"cuda:{info.local_rank}" if args.device.startswith("cuda")
-                            and info.enabled else args.device)
-    precision = resolve_precision(args.precision, device)
-    ranks = info.world_size
-    train_images = min(len(data.train), train_limit or len(data.train))
-    data_limit = train_images // (ranks * arch_every)
-    if arch is None and data.val is not None:
-        data_limit = min(data_limit, len(data.val) // ranks)
-    batch = probe_batch_size(space, device, precision, arch, min(AUTO_BATCH_LIMIT, data_limit))
-    batch = int(-distributed.all_reduce_max([-batch], device)[0])  # the smallest
-    if batch < 1:
-        raise ProxylessError(f"--batch-size auto: not even one image of space {space.name!r} "
-                             f"fits in this {device.type.upper()}'s memory (or the data is "
-                             "too small for one batch)")
+    batch, how = auto_batch_size(space, data, args.device, args.precision, arch, arch_every,
+                                 train_limit)
     if distributed.is_main():
-        how = "probed on the GPU" if device.type == "cuda" else "by the memory estimate"
-        if batch + 8 > data_limit and data_limit < AUTO_BATCH_LIMIT:  # the data (rounded
-            # down to a multiple of 8), not memory, set it
-            how = (f"as large as the data allows: {train_images:,} training images"
-                   + (f" for {arch_every} steps per α step" if arch is None else "")
-                   + (f" over {ranks} processes" if ranks > 1 else ""))
-        print(f"--batch-size auto: {batch} per process ({how}, at most "
-              f"{min(AUTO_BATCH_LIMIT, data_limit)}; the learning rate is not scaled)",
-              file=sys.stderr)
+        print(f"--batch-size auto: {batch} per process ({how}; the learning rate is not "
+              "scaled)", file=sys.stderr)
     return batch
 
 
 def add_runtime_args(parser: argparse.ArgumentParser) -> None:
+    parser = parser.add_argument_group(
+        "runtime", "where and how it runs; all but --seed may change on --resume")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     parser.add_argument("--threads", type=threads_int, default=None,
                         help="CPU threads for torch")
@@ -220,6 +200,15 @@ def add_runtime_args(parser: argparse.ArgumentParser) -> None:
                         help="also write a checkpoint inside an epoch once this many minutes "
                              "have passed since the last (default 30: long epochs only; 0: "
                              "at epoch ends only). --resume continues at the next batch")
+
+
+def runtime_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The `RuntimeConfig` fields from the runtime and data options (`add_runtime_args`,
+    --workers): the one mapping every command that trains shares."""
+    return {"seed": args.seed, "device": args.device, "threads": args.threads,
+            "workers": args.workers, "precision": args.precision,
+            "tensorboard": not args.no_tensorboard, "log_every": args.log_every,
+            "checkpoint_every": args.checkpoint_every}
 
 
 def data_from_args(args: argparse.Namespace, space: SearchSpace,

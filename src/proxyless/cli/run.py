@@ -25,6 +25,7 @@ from proxyless.cli.options import (
     positive_int,
     resolve_batch_size,
     run_folder,
+    runtime_settings,
 )
 from proxyless.cli.search import (
     add_profile_args,
@@ -33,13 +34,14 @@ from proxyless.cli.search import (
     resolve_profile_args,
     search_config_from,
 )
+from proxyless.config_io import to_dict
 from proxyless.engine import distributed
 from proxyless.engine.memory import check_space_fits
 from proxyless.errors import ProxylessError
 from proxyless.latency.cost import latency_model
 from proxyless.latency.table import LatencyTable
 from proxyless.model.space import SearchSpace, load_space
-from proxyless.pipeline.budgets import BUDGETS
+from proxyless.pipeline.budgets import BUDGETS, fill_from_budget
 from proxyless.pipeline.run import RunConfig, run_pipeline
 from proxyless.search.config import SearchConfig
 from proxyless.training.trainer import TrainConfig
@@ -71,31 +73,9 @@ def add_run_parser(sub) -> None:
 
 def apply_budget(args: argparse.Namespace) -> None:
     """Fill every search option left unset (None) from `--budget`, then from SearchConfig's
-    defaults, so that every later step sees a value. A
-    budget that scales its lengths to the data (all but `paper`) leaves the warm-up, search
-    and retraining epochs None here: `budget_epochs` decides them once the data is read."""
-    budget, filled = BUDGETS[args.budget], set()
-    settings = {name: getattr(budget, name) for name in ("train_limit", "arch_every")}
-    if budget.scaled:
-        filled |= {name for name in ("warmup_epochs", "epochs") if getattr(args, name) is None}
-    else:
-        settings |= {"warmup_epochs": budget.warmup_epochs, "epochs": budget.epochs,
-                     "retrain_epochs": budget.retrain}
-    for name, value in {**settings, **dict(budget.search)}.items():
-        if getattr(args, name) is None:  # an option given wins over the budget
-            setattr(args, name, value)
-            filled.add(name)
-    defaults = SearchConfig()
-    for name, value in vars(args).items():
-        if value is None and name not in filled and getattr(defaults, name, None) is not None:
-            setattr(args, name, getattr(defaults, name))
-    ranks = int(os.environ.get("WORLD_SIZE", "1"))
-    if "batch_size" in filled and budget.total_batch and ranks > 1:
-        # the authors' batch is one process's: under torchrun, each rank takes its share
-        if args.batch_size % ranks:
-            raise ProxylessError(f"--budget {args.budget}: its batch of {args.batch_size} does "
-                                 f"not split over {ranks} ranks; give --batch-size (per GPU)")
-        args.batch_size //= ranks
+    defaults (`budgets.fill_from_budget`), so that every later step sees a value."""
+    fill_from_budget(vars(args), args.budget, to_dict(SearchConfig()),
+                     int(os.environ.get("WORLD_SIZE", "1")))
 
 
 def budget_epochs(args: argparse.Namespace, train_images: int) -> tuple[int, int, int]:
@@ -112,11 +92,7 @@ def budget_epochs(args: argparse.Namespace, train_images: int) -> tuple[int, int
 def _train_config(args: argparse.Namespace, epochs: int, batch_size: int) -> TrainConfig:
     """The retraining's settings: the budget's, then the runtime options."""
     return TrainConfig(**{"epochs": epochs, "batch_size": batch_size,
-                          **dict(BUDGETS[args.budget].train), "seed": args.seed,
-                          "device": args.device, "threads": args.threads,
-                          "workers": args.workers, "precision": args.precision,
-                          "tensorboard": not args.no_tensorboard, "log_every": args.log_every,
-                          "checkpoint_every": args.checkpoint_every})
+                          **dict(BUDGETS[args.budget].train), **runtime_settings(args)})
 
 
 def _run_config(args: argparse.Namespace, search_config: SearchConfig,

@@ -31,6 +31,7 @@ from proxyless.cli.options import (
     require_out,
     resolve_batch_size,
     run_folder,
+    runtime_settings,
     threads_int,
 )
 from proxyless.engine import distributed
@@ -57,6 +58,8 @@ from proxyless.search.losses import LOSSES
 
 
 def add_search_args(p: argparse.ArgumentParser, run: bool = False) -> None:
+    p = p.add_argument_group("search", "the architecture search: schedule, losses, target, "
+                                       "REINFORCE")
     d = SearchConfig()
     budget = " (default: from --budget)" if run else ""
     given = (lambda value: None) if run else (lambda value: value)  # run: None, from --budget
@@ -151,13 +154,10 @@ def search_config_from(args: argparse.Namespace) -> SearchConfig:
         arch_lr=args.arch_lr, arch_every=args.arch_every, decide=args.decide,
         fair_paths=args.fair_paths, sandwich=args.sandwich, estimator=args.estimator,
         loss=args.loss, constraint=args.constraint, dual_lr=args.dual_lr,
-        target_floor=args.target_floor, metric=metric, precision=args.precision,
-        train_limit=args.train_limit, seed=args.seed, device=args.device,
-        threads=args.threads, workers=args.workers, reinforce_samples=args.reinforce_samples,
-        reinforce_reward=args.reward, reinforce_w=args.reward_w,
-        reinforce_measure=args.measure_latency, val_size=args.val_size,
-        tensorboard=not args.no_tensorboard, log_every=args.log_every,
-        checkpoint_every=args.checkpoint_every)
+        target_floor=args.target_floor, metric=metric, train_limit=args.train_limit,
+        reinforce_samples=args.reinforce_samples, reinforce_reward=args.reward,
+        reinforce_w=args.reward_w, reinforce_measure=args.measure_latency,
+        val_size=args.val_size, **runtime_settings(args))
     optional = {"warmup_lr", "train_limit", "threads", "workers"}  # None is a value there
     return SearchConfig(target=target, **{k: v for k, v in settings.items()
                                           if v is not None or k in optional})
@@ -166,6 +166,8 @@ def search_config_from(args: argparse.Namespace) -> SearchConfig:
 def add_profile_args(p: argparse.ArgumentParser) -> None:
     """What latency to search for when no --table is given: this device's, profiled (or
     taken from the cache) for a runtime, batch and thread count."""
+    p = p.add_argument_group("latency profile", "what latency is searched for without "
+                                                "--table: this device's, profiled or cached")
     p.add_argument("--profile-backend", default=None, choices=BACKENDS,
                    help="the runtime whose latency is searched for without --table: ONNX "
                         "Runtime (default on the CPU: what an exported network is deployed "

@@ -21,6 +21,7 @@ from proxyless.cli.options import (
     require_out,
     resolve_batch_size,
     run_folder,
+    runtime_settings,
 )
 from proxyless.engine.memory import check_space_fits
 from proxyless.errors import ProxylessError
@@ -58,10 +59,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = TrainConfig(epochs=args.epochs, batch_size=1 if auto else args.batch_size,
                          lr=args.lr,
                          weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
-                         dropout=args.dropout, augment=not args.no_augment, seed=args.seed,
-                         device=args.device, threads=args.threads, workers=args.workers,
-                         precision=args.precision, tensorboard=not args.no_tensorboard,
-                         log_every=args.log_every, checkpoint_every=args.checkpoint_every)
+                         dropout=args.dropout, augment=not args.no_augment,
+                         **runtime_settings(args))
     config.validate()
     if arch is not None:
         check_space_fits(arch.space, config.batch_size, supernet=False)

@@ -13,7 +13,10 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from proxyless.engine.precision import Precision
+from proxyless.data import DataSplits
+from proxyless.engine import distributed
+from proxyless.engine.precision import Precision, resolve_precision
+from proxyless.engine.runtime import resolve_device
 from proxyless.errors import ProxylessError
 from proxyless.model.architecture import Architecture
 from proxyless.model.layers import candidate_layers, fixed_layers
@@ -214,3 +217,35 @@ def _probe(space: SearchSpace, device: torch.device, precision: Precision,
 
     found = fit_batch(fits, max(1, estimate), limit)
     return round_batch(int(found * _HEADROOM) if found > 1 else found)  # the model goes here
+
+
+def auto_batch_size(space: SearchSpace, data: DataSplits, device: str, precision: str,
+                    arch: Architecture | None = None, arch_every: int = 1,
+                    train_limit: int | None = None) -> tuple[int, str]:
+    """`--batch-size auto`: the largest batch per process that fits this device's memory
+    (probed with real steps on a GPU, estimated on the CPU: `probe_batch_size`) and the data
+    (a search, `arch` None, keeps `arch_every` training batches per epoch of at most
+    `train_limit` images, and one validation batch), at most `AUTO_BATCH_LIMIT`; the same on
+    every rank (the smallest). Also how it was decided, in words."""
+    info = distributed.setup(device)
+    where = resolve_device(f"cuda:{info.local_rank}" if device.startswith("cuda")
+                           and info.enabled else device)
+    ranks = info.world_size
+    train_images = min(len(data.train), train_limit or len(data.train))
+    data_limit = train_images // (ranks * arch_every)
+    if arch is None and data.val is not None:
+        data_limit = min(data_limit, len(data.val) // ranks)
+    batch = probe_batch_size(space, where, resolve_precision(precision, where), arch,
+                             min(AUTO_BATCH_LIMIT, data_limit))
+    batch = int(-distributed.all_reduce_max([-batch], where)[0])  # the smallest
+    if batch < 1:
+        raise ProxylessError(f"--batch-size auto: not even one image of space {space.name!r} "
+                             f"fits in this {where.type.upper()}'s memory (or the data is "
+                             "too small for one batch)")
+    how = "probed on the GPU" if where.type == "cuda" else "by the memory estimate"
+    if batch + 8 > data_limit and data_limit < AUTO_BATCH_LIMIT:  # the data (rounded down to
+        # a multiple of 8), not memory, set it
+        how = (f"as large as the data allows: {train_images:,} training images"
+               + (f" for {arch_every} steps per α step" if arch is None else "")
+               + (f" over {ranks} processes" if ranks > 1 else ""))
+    return batch, f"{how}, at most {min(AUTO_BATCH_LIMIT, data_limit)}"

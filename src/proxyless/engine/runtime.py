@@ -8,13 +8,14 @@ import random
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
 from proxyless.config_io import clip
 from proxyless.engine import distributed
+from proxyless.engine.precision import PRECISIONS
 from proxyless.errors import ProxylessError
 from proxyless.files import replace_atomically
 
@@ -235,6 +236,42 @@ def check_run_dir(out: Path, checkpoint: str, resume: bool, what: str) -> Path:
                              "before its first epoch ended has none: run the same command "
                              "without --resume)")
     return path
+
+
+@dataclass
+class RuntimeConfig:
+    """What a job runs with: the settings every job's config (`SearchConfig`, `TrainConfig`)
+    shares, declared once here. All but the seed may change when a run resumes (`RESUMABLE`):
+    they decide where and how fast it runs, not what it computes."""
+
+    seed: int = 0
+    device: str = "cpu"
+    threads: int | None = None      # torch's CPU threads (None: torch's default)
+    workers: int | None = None      # processes decoding a streamed image folder (None: cores)
+    precision: str = "auto"         # auto, fp32, bf16 or fp16 (engine/precision.py)
+    tensorboard: bool = True        # event files in the run folder (engine/tensorboard_log.py)
+    log_every: int = 10             # ... step values averaged over this many weight steps
+    checkpoint_every: float = 30.0  # minutes between checkpoints inside an epoch (0: off)
+
+    # (the precision is one: it resolves by device, and a resumed run may run on another)
+    RESUMABLE: ClassVar[tuple[str, ...]] = ("device", "threads", "workers", "precision",
+                                            "tensorboard", "log_every", "checkpoint_every")
+
+    def runtime_problem(self) -> str | None:
+        """What is out of range among the runtime settings, or None (the seed and non-finite
+        numbers: `config_io.settings_problem`)."""
+        if self.threads is not None and self.threads < 1:
+            return f"threads must be >= 1, got {self.threads}"
+        if self.workers is not None and self.workers < 0:
+            return f"workers must be >= 0, got {self.workers}"
+        if self.precision not in PRECISIONS:
+            return f"precision {self.precision!r} not in {PRECISIONS}"
+        if self.log_every < 1:
+            return f"log_every must be >= 1, got {self.log_every}"
+        if self.checkpoint_every < 0:
+            return (f"checkpoint_every must be >= 0 (minutes; 0: off), got "
+                    f"{self.checkpoint_every}")
+        return None
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,8 @@ deployments run.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import io
 import platform
 import time
@@ -78,6 +80,36 @@ def fingerprint(backend: str, device: str, threads: int, batch: int) -> dict:
     return info
 
 
+_HEAP_KEPT = False
+
+
+def keep_freed_memory() -> None:
+    """Keep memory PyTorch frees in this process's heap instead of returning it to the
+    system (glibc only; once per process; elsewhere nothing). By default glibc unmaps large
+    freed blocks and trims the heap's top, so the next inference faults the pages in again, 4
+    KiB at a time, by a pattern each network's allocation sizes decide: timed on this 2-core
+    VM at 224 px, batch 1, half of 8 imagenet networks ran x1.25-1.27 their table sum and the
+    other half x1.09-1.14 (406 k minor page faults); with the heap kept, all ran x1.05-1.09
+    (12 k faults), and a table of layers timed alone, which never pays it, predicts them
+    (bench/README.md, "Where the latency model's error lives"). ONNX Runtime keeps its own
+    arena and is not affected."""
+    global _HEAP_KEPT
+    if _HEAP_KEPT or platform.system() != "Linux":
+        return
+    _HEAP_KEPT = True
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        mallopt = getattr(libc, "mallopt", None)
+    except OSError:
+        mallopt = None
+    if mallopt is None:  # not glibc (musl has no mallopt to set)
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's <malloc.h>
+    mallopt(m_mmap_threshold, 1 << 30)  # blocks up to 1 GiB from the heap, not mmap
+    mallopt(m_trim_threshold, (1 << 31) - 1)  # the heap's top kept, not trimmed
+
+
 def export_onnx(module: nn.Module, example: torch.Tensor, input_name: str = "x",
                 output_name: str = "y", dynamic_batch: bool = False) -> bytes:
     """The ONNX bytes of `module` at `example`'s shape (the batch axis free where
@@ -115,6 +147,8 @@ class Timer:
                                  f"--min-time from 0 to {MAX_MIN_TIME} seconds")
         self.backend, self.threads = backend, threads
         self.device = resolve_device(device)
+        if backend == "torch" and self.device.type == "cpu":
+            keep_freed_memory()  # what a table of layers timed alone assumes
         self.warmup, self.repeats, self.min_time = warmup, repeats, min_time
 
     def runner(self, module: nn.Module, shape: tuple[int, ...]) -> Callable[[], object]:

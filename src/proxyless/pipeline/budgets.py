@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
+
+from proxyless.errors import ProxylessError
 
 
 @dataclass(frozen=True)
@@ -87,3 +90,34 @@ BUDGETS = {
     "thorough": Budget(5, 20, None, 1, 50 * 54000, "~1.1 h (estimated)"),
     "paper": PAPER,
 }
+
+
+def fill_from_budget(options: dict[str, Any], name: str, defaults: dict[str, Any],
+                     ranks: int = 1) -> None:
+    """Lay budget `name` over `options` (a command's options by name; None: not given), then
+    `defaults` (the search config's) under what is still None: an option given wins over
+    the budget, the budget over the defaults. A budget that scales its lengths to the data
+    (all but `paper`) leaves the warm-up, search and retraining epochs None: they are
+    decided once the data is read (`Budget.search_epochs`, `Budget.retrain_epochs`). Under
+    torchrun (`ranks` > 1), a budget whose batch is the total (the paper's) splits it."""
+    budget, filled = BUDGETS[name], set()
+    settings: dict[str, Any] = {"train_limit": budget.train_limit,
+                                "arch_every": budget.arch_every}
+    if budget.scaled:
+        filled |= {key for key in ("warmup_epochs", "epochs") if options.get(key) is None}
+    else:
+        settings |= {"warmup_epochs": budget.warmup_epochs, "epochs": budget.epochs,
+                     "retrain_epochs": budget.retrain}
+    for key, value in {**settings, **dict(budget.search)}.items():
+        if options.get(key) is None:
+            options[key] = value
+            filled.add(key)
+    for key, value in list(options.items()):
+        if value is None and key not in filled and defaults.get(key) is not None:
+            options[key] = defaults[key]
+    if "batch_size" in filled and budget.total_batch and ranks > 1:
+        # the authors' batch is one process's: under torchrun, each rank takes its share
+        if options["batch_size"] % ranks:
+            raise ProxylessError(f"--budget {name}: its batch of {options['batch_size']} does "
+                                 f"not split over {ranks} ranks; give --batch-size (per GPU)")
+        options["batch_size"] //= ranks

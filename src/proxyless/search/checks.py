@@ -34,9 +34,7 @@ def check_resume(checkpoint: dict, space, config: SearchConfig, out: Path,
                   transform: dict) -> None:
     skeleton.check_same_transform(checkpoint, transform, out)
     # searches from before the two-sided target bound from above only
-    changed = skeleton.changed_settings(checkpoint, config,
-                                        ("device", "threads", "workers", "precision",
-                                         "tensorboard", "log_every", "checkpoint_every"),
+    changed = skeleton.changed_settings(checkpoint, config, SearchConfig.RESUMABLE,
                                         legacy={"target_floor": 0.0})
     if checkpoint.get("space") != space.to_dict():
         raise ProxylessError(f"cannot resume {out} with a different space; use the original "

@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 
 from proxyless.config_io import from_dict, settings_problem
-from proxyless.engine.precision import PRECISIONS
+from proxyless.engine.runtime import RuntimeConfig
 from proxyless.errors import ProxylessError
 from proxyless.model.shared_weights import WEIGHT_SHARING
 from proxyless.search.losses import LOSSES
@@ -19,7 +19,10 @@ REWARDS = ("mnas", "reference")
 
 
 @dataclass
-class SearchConfig:
+class SearchConfig(RuntimeConfig):
+    """The search's settings; the runtime's (seed, device, threads, ...) are
+    `RuntimeConfig`'s."""
+
     strategy: str = "gradient"      # gradient (binarized paths) or reinforce
     epochs: int = 4                 # search epochs, after the warm-up
     warmup_epochs: int = 2          # weights only (see warmup_parent), then random paths
@@ -67,21 +70,13 @@ class SearchConfig:
     reinforce_baseline_decay: float = 0.9
     reinforce_measure: bool = False  # REINFORCE: LAT measured end to end, not from the table
     measure_threads: int = 1        # ... with this many threads where there is no table
-    seed: int = 0
-    device: str = "cpu"
-    threads: int | None = None
-    workers: int | None = None      # processes decoding a streamed image folder (None: cores)
-    precision: str = "auto"         # auto, fp32, bf16 or fp16 (proxyless.engine.precision)
-    tensorboard: bool = True        # event files in the run folder (engine/tensorboard_log.py)
-    log_every: int = 10             # ... step values averaged over this many weight steps
-    checkpoint_every: float = 30.0  # minutes between checkpoints inside an epoch (0: off)
 
     def validate(self) -> None:
         def check(ok: bool, message: str) -> None:
             if not ok:
                 raise ProxylessError(f"search config: {message}")
 
-        problem = settings_problem(self)
+        problem = settings_problem(self) or self.runtime_problem()
         check(problem is None, problem or "")
         check(self.strategy in STRATEGIES, f"strategy {self.strategy!r} not in {STRATEGIES}")
         check(self.weight_sharing in WEIGHT_SHARING,
@@ -124,12 +119,6 @@ class SearchConfig:
         check(not self.reinforce_measure or self.metric == "latency",
               "--measure-latency measures latency: give --target-ms, not --target-mflops")
         check(self.measure_threads >= 1, "measure_threads must be >= 1")
-        check(self.workers is None or self.workers >= 0, "workers must be >= 0")
-        check(self.log_every >= 1, f"log_every must be >= 1, got {self.log_every}")
-        check(self.checkpoint_every >= 0,
-              f"checkpoint_every must be >= 0 (minutes; 0: off), got {self.checkpoint_every}")
-        check(self.precision in PRECISIONS,
-              f"precision {self.precision!r} not in {PRECISIONS}")
 
     @classmethod
     def from_dict(cls, data: dict) -> SearchConfig:

@@ -46,9 +46,9 @@ from proxyless.engine.epochs import (
 )
 from proxyless.engine.memory import memory_advice
 from proxyless.engine.optimizer import cosine_schedule, weight_optimizer
-from proxyless.engine.precision import PRECISIONS, Precision, resolve_precision
+from proxyless.engine.precision import Precision, resolve_precision
 from proxyless.engine.run_lock import hold_run_folder
-from proxyless.engine.runtime import RunContext, start_run
+from proxyless.engine.runtime import RunContext, RuntimeConfig, start_run
 from proxyless.engine.tensorboard_log import RunBoard
 from proxyless.errors import ProxylessError
 from proxyless.files import write_json_atomic
@@ -60,7 +60,10 @@ CHECKPOINT = "checkpoint.pt"
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(RuntimeConfig):
+    """The training's settings; the runtime's (seed, device, threads, ...) are
+    `RuntimeConfig`'s."""
+
     epochs: int = 10
     batch_size: int = 128
     lr: float = 0.05
@@ -69,18 +72,10 @@ class TrainConfig:
     label_smoothing: float = 0.1
     dropout: float = 0.1
     augment: bool = True
-    seed: int = 0
-    device: str = "cpu"
-    threads: int | None = None
     eval_batch_size: int = 500
-    workers: int | None = None      # processes decoding a streamed image folder (None: cores)
-    precision: str = "auto"         # auto, fp32, bf16 or fp16 (proxyless.engine.precision)
-    tensorboard: bool = True        # event files in the run folder (engine/tensorboard_log.py)
-    log_every: int = 10             # ... step values averaged over this many weight steps
-    checkpoint_every: float = 30.0  # minutes between checkpoints inside an epoch (0: off)
 
     def validate(self) -> None:
-        problem = settings_problem(self)
+        problem = settings_problem(self) or self.runtime_problem()
         if problem is not None:
             raise ProxylessError(f"train config: {problem}")
         checks = {
@@ -89,9 +84,6 @@ class TrainConfig:
             "weight_decay": self.weight_decay >= 0,
             "label_smoothing": 0 <= self.label_smoothing < 1,
             "dropout": 0 <= self.dropout < 1, "eval_batch_size": self.eval_batch_size >= 1,
-            "workers": self.workers is None or self.workers >= 0,
-            "precision": self.precision in PRECISIONS, "log_every": self.log_every >= 1,
-            "checkpoint_every": self.checkpoint_every >= 0,
         }
         for name, ok in checks.items():
             if not ok:
@@ -104,9 +96,7 @@ class TrainConfig:
 
 
 # Settings that may change between a run and its resumption without changing its results.
-# (The precision is one: it resolves by device, and a resumed run may run on another.)
-_RESUMABLE_CHANGES = {"device", "threads", "eval_batch_size", "workers", "precision",
-                      "tensorboard", "log_every", "checkpoint_every"}
+_RESUMABLE_CHANGES = {*RuntimeConfig.RESUMABLE, "eval_batch_size"}
 
 
 def _check_resume(state: dict, arch: Architecture, config: TrainConfig, out: Path,
