@@ -78,6 +78,24 @@ def settings_problem(obj: Any) -> str | None:
     return None
 
 
+_OPTION = object()  # `setting`'s option not given: `--` and the field's name, hyphenated
+
+
+def setting(default: Any, help: str, option: str | None = _OPTION) -> Any:  # noqa: A002
+    """A config field declared once: its default and one line of help, and the command-line
+    option that sets it (default `--field-name`; None: the library only), which the
+    configuration reference (`docs/configuration.md`, `cli/reference.py`) lists."""
+    metadata = {"help": help}
+    if option is not _OPTION:
+        metadata["option"] = option
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def setting_option(field: dataclasses.Field) -> str | None:
+    """The command-line option of a field declared with `setting`."""
+    return field.metadata.get("option", "--" + field.name.replace("_", "-"))
+
+
 def to_dict(obj: Any) -> Any:
     """A dataclass (possibly nested, with tuples) as plain JSON-compatible data."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):

@@ -17,7 +17,7 @@ import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from proxyless.config_io import to_dict
+from proxyless.config_io import setting, to_dict
 from proxyless.data import DataSplits
 from proxyless.deploy.export import runtime_latencies
 from proxyless.deploy.model_file import MODEL_FILE
@@ -47,12 +47,15 @@ from proxyless.training.trainer import TrainConfig, train_network
 class RunConfig:
     search: SearchConfig
     train: TrainConfig
-    target_fraction: float = 0.35   # default target: this far from the fastest to the slowest
+    target_fraction: float = setting(0.35, "without --target-ms, the target this far from "
+                                           "the fastest network to the slowest", option=None)
     # how this device is profiled where no table is given (its runtime and batch: what the
     # latency is of; batch 1: latency, larger: throughput)
     profile: ProfileSetting = field(default_factory=ProfileSetting)
-    table: str | None = None        # a latency table to use instead of profiling this device
-    budget: str = "custom"          # the --budget it was made from, for the record
+    table: str | None = setting(None, "a latency table to search with instead of profiling "
+                                      "this device")
+    budget: str = setting("custom", "how long it searches and retrains (the --budget it was "
+                                    "made from)")
 
     def validate(self) -> None:
         self.search.validate()

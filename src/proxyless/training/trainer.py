@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from proxyless.config_io import from_dict, settings_problem, to_dict
+from proxyless.config_io import from_dict, setting, settings_problem, to_dict
 from proxyless.data import (
     Batches,
     DataSplits,
@@ -64,15 +64,16 @@ class TrainConfig(RuntimeConfig):
     """The training's settings; the runtime's (seed, device, threads, ...) are
     `RuntimeConfig`'s."""
 
-    epochs: int = 10
-    batch_size: int = 128
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 4e-5
-    label_smoothing: float = 0.1
-    dropout: float = 0.1
-    augment: bool = True
-    eval_batch_size: int = 500
+    epochs: int = setting(10, "training epochs")
+    batch_size: int = setting(128, "images per step, per process")
+    lr: float = setting(0.05, "learning rate (SGD Nesterov, cosine)")
+    momentum: float = setting(0.9, "SGD momentum", option=None)
+    weight_decay: float = setting(4e-5, "weight decay (not on BatchNorm and biases)")
+    label_smoothing: float = setting(0.1, "label smoothing of the loss")
+    dropout: float = setting(0.1, "dropout before the classifier")
+    augment: bool = setting(True, "random crops and flips of the training images",
+                            option="--no-augment")
+    eval_batch_size: int = setting(500, "images per evaluation batch", option=None)
 
     def validate(self) -> None:
         problem = settings_problem(self) or self.runtime_problem()
