@@ -158,18 +158,21 @@ def _convert(value: Any, hint: Any, where: str) -> Any:
     return value
 
 
-def from_dict(cls: type[T], data: Any, where: str = "config") -> T:
-    """Build dataclass `cls` from `data`, rejecting unknown keys and wrong types by name."""
+def from_dict(cls: type[T], data: Any, where: str = "config", unknown: str = "error") -> T:
+    """Build dataclass `cls` from `data`, rejecting wrong types by name, and unknown keys
+    (`unknown="ignore"`: dropped, for results files that later versions may add keys to)."""
     if not isinstance(data, dict):
         raise ProxylessError(f"{where}: expected a mapping, got {type(data).__name__} "
                              f"{excerpt(data)}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(data) - set(fields), key=repr)  # keys of a YAML file may be any type
-    if unknown:
+    extra = sorted(set(data) - set(fields), key=repr)  # keys of a YAML file may be any type
+    if unknown == "ignore":
+        data, extra = {k: v for k, v in data.items() if k in fields}, []
+    if extra:
         raise ProxylessError(
-            f"{where}: unknown key(s) {', '.join(excerpt(k, 40) for k in unknown[:4])}"
-            f"{', ...' if len(unknown) > 4 else ''}; "
+            f"{where}: unknown key(s) {', '.join(excerpt(k, 40) for k in extra[:4])}"
+            f"{', ...' if len(extra) > 4 else ''}; "
             f"allowed keys are {', '.join(fields)}"
         )
     kwargs = {}

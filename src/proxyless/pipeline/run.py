@@ -39,8 +39,8 @@ from proxyless.pipeline.plots import training_curves
 from proxyless.search.config import SearchConfig
 from proxyless.search.costs import SearchCosts, search_costs
 from proxyless.search.loop import search
-from proxyless.search.outputs import write_search_outputs
-from proxyless.training.trainer import TrainConfig, train_network
+from proxyless.search.outputs import SearchSummary, write_search_outputs
+from proxyless.training.trainer import TrainConfig, TrainResult, train_network
 
 
 @dataclass
@@ -144,13 +144,13 @@ def _run_target(config: RunConfig, model: CostModel, saved_search: Path, resume:
 
 def _run_search(space: SearchSpace, data: DataSplits, scfg: SearchConfig, costs: SearchCosts,
                 table: LatencyTable, search_dir: Path, main: bool, progress: bool, say,
-                log) -> dict:
+                log) -> SearchSummary:
     """The search step, or its summary when it finished before."""
     summary_path = search_dir / "summary.json"
     if summary_path.exists():
-        summary = _saved(summary_path, ("arch", "measured_ms", "speed_factor", "val_top1",
-                                        "search_time_s"))
-        say(f"search: done before ({summary['arch']})")
+        summary = SearchSummary.read(summary_path, ("arch", "measured_ms", "speed_factor",
+                                                    "val_top1", "search_time_s"))
+        say(f"search: done before ({summary.arch})")
         return summary
     result = search(space, data, costs.constrained, scfg, search_dir,
                     resume=(search_dir / "checkpoint.pt").exists(), progress=progress, log=log,
@@ -199,11 +199,11 @@ def _run_pipeline(space: SearchSpace, data: DataSplits, config: RunConfig, out: 
 
     # 2. search, 3. retrain from scratch
     summary = _run_search(space, data, scfg, costs, table, search_dir, main, progress, say, log)
-    arch = decode(space, summary["arch"])
+    arch = decode(space, summary.arch)
     train_dir = out / "retrain"
     final_path = train_dir / "final.json"
     if final_path.exists():
-        final = _saved(final_path, ("test_top1", "params", "macs", "train_time_s"))
+        final = TrainResult.read(final_path, ("test_top1", "params", "macs", "train_time_s"))
     else:
         final = train_network(arch, data, config.train, train_dir,
                               resume=(train_dir / "checkpoint.pt").exists(), progress=progress,
@@ -211,12 +211,12 @@ def _run_pipeline(space: SearchSpace, data: DataSplits, config: RunConfig, out: 
 
     # 4. real latency: measured end to end when the search finished (search/summary.json)
     results = {
-        "arch": arch.encode(), "test_top1": final["test_top1"],
+        "arch": arch.encode(), "test_top1": final.test_top1,
         "target_ms": target, "predicted_ms": model.predict(arch),
-        "measured_ms": summary["measured_ms"], "speed_factor": summary["speed_factor"],
-        "params": final["params"], "macs": final["macs"],
-        "search_val_top1": summary["val_top1"], "search_time_s": summary["search_time_s"],
-        "retrain_time_s": final["train_time_s"], "data": data.name,
+        "measured_ms": summary.measured_ms, "speed_factor": summary.speed_factor,
+        "params": final.params, "macs": final.macs,
+        "search_val_top1": summary.val_top1, "search_time_s": summary.search_time_s,
+        "retrain_time_s": final.train_time_s, "data": data.name,
         "train_images": len(data.train), "test_images": len(data.test),
         "device": table.meta.get("cpu") or table.meta.get("device"),
         "threads": table.meta.get("threads"), "backend": table.meta.get("backend"),

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -51,7 +52,7 @@ from proxyless.engine.run_lock import hold_run_folder
 from proxyless.engine.runtime import RunContext, RuntimeConfig, start_run
 from proxyless.engine.tensorboard_log import RunBoard
 from proxyless.errors import ProxylessError
-from proxyless.files import write_json_atomic
+from proxyless.files import read_mapping, write_json_atomic
 from proxyless.model.architecture import Architecture
 from proxyless.model.layers import count_macs, count_params
 from proxyless.model.network import build_network
@@ -96,6 +97,39 @@ class TrainConfig(RuntimeConfig):
         return from_dict(cls, data, "train config")
 
 
+@dataclass
+class TrainResult:
+    """What a finished training left (`final.json`): the network's test top-1 and size, and
+    what it was trained on. Read back with `read`."""
+
+    test_top1: float
+    test_loss: float = 0.0
+    params: int = 0
+    macs: int = 0
+    epochs: int = 0
+    train_time_s: float = 0.0
+    arch: str = ""
+    space: str = ""
+    data: str = ""
+    train_images: int = 0
+    test_images: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
+
+    @classmethod
+    def read(cls, path: str | Path, required: tuple[str, ...] = ("test_top1",)) -> TrainResult:
+        """final.json; a file lacking `required` keys is damaged or from another version: the
+        error says to remove it."""
+        data = read_mapping(path, "training results")
+        missing = [key for key in required if key not in data]
+        if missing:
+            raise ProxylessError(f"saved result {path} lacks {', '.join(missing)} (damaged or "
+                                 "from another version); remove it to redo that step with "
+                                 "--resume")
+        return from_dict(cls, data, f"training results {path}", unknown="ignore")
+
+
 # Settings that may change between a run and its resumption without changing its results.
 _RESUMABLE_CHANGES = {*RuntimeConfig.RESUMABLE, "eval_batch_size"}
 
@@ -116,8 +150,9 @@ def _check_resume(state: dict, arch: Architecture, config: TrainConfig, out: Pat
 
 def train_network(arch: Architecture, data: DataSplits, config: TrainConfig,
                   out_dir: str | Path, resume: bool = False, progress: bool = True,
-                  log=print) -> dict:
-    """Train `arch` from scratch on data.train, report top-1 on data.test; returns final.json."""
+                  log=print) -> TrainResult:
+    """Train `arch` from scratch on data.train, report top-1 on data.test; returns what
+    final.json holds."""
     config.validate()
     with hold_run_folder(out_dir, distributed.is_main()):  # one writer at a time
         try:
@@ -127,7 +162,7 @@ def train_network(arch: Architecture, data: DataSplits, config: TrainConfig,
 
 
 def _train_network(arch: Architecture, data: DataSplits, config: TrainConfig, out: Path,
-                   resume: bool, progress: bool, log) -> dict:
+                   resume: bool, progress: bool, log) -> TrainResult:
     run = start_run(out, config.device, config.threads, resume, "run", CHECKPOINT)
     precision = resolve_precision(config.precision, run.device)
     space = arch.space
@@ -180,18 +215,17 @@ def _train_network(arch: Architecture, data: DataSplits, config: TrainConfig, ou
         return record
 
     metrics = epochs.run(one_epoch, lambda r: _epoch_line(r, config.epochs), "train", progress)
-    final = {"test_top1": metrics[-1]["test_top1"], "test_loss": metrics[-1]["test_loss"],
-             "params": count_params(arch), "macs": count_macs(arch), "epochs": config.epochs,
-             "train_time_s": epochs.elapsed, "arch": arch.encode(), "space": space.name,
-             "data": data.name, "train_images": len(data.train), "test_images": len(data.test)}
+    final = TrainResult(metrics[-1]["test_top1"], metrics[-1]["test_loss"], count_params(arch),
+                        count_macs(arch), config.epochs, epochs.elapsed, arch.encode(),
+                        space.name, data.name, len(data.train), len(data.test))
     if run.dist.is_main:
         # model.pt first, atomically: final.json marks a finished run (`proxyless run` skips
         # the retraining when it is there), so it must never exist without the model
         info = ModelInfo(arch, data.mean, data.std, data.train.classes, source,
-                         {k: final[k] for k in ("test_top1", "test_loss", "params", "macs",
-                                                "epochs", "test_images")})
+                         {k: getattr(final, k) for k in ("test_top1", "test_loss", "params",
+                                                         "macs", "epochs", "test_images")})
         save_model(out / MODEL_FILE, bare, info)
-        write_json_atomic(out / "final.json", final)
+        write_json_atomic(out / "final.json", final.to_dict())
     return final
 
 
