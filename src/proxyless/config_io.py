@@ -158,6 +158,18 @@ def _convert(value: Any, hint: Any, where: str) -> Any:
     return value
 
 
+def result_from_dict(cls: type[T], data: Any, path: Any, required: tuple[str, ...]) -> T:
+    """A results file's dataclass (summary.json, final.json, results.json) from its mapping:
+    keys of later versions ignored; one lacking a `required` key is damaged or from another
+    version, and the error says to remove it (a resumed run then redoes that step)."""
+    missing = [key for key in required if isinstance(data, dict) and key not in data]
+    if missing:
+        raise ProxylessError(f"saved result {path} lacks {', '.join(missing)} (damaged or "
+                             "from another version); remove it to redo that step with "
+                             "--resume")
+    return from_dict(cls, data, f"saved result {path}", unknown="ignore")
+
+
 def from_dict(cls: type[T], data: Any, where: str = "config", unknown: str = "error") -> T:
     """Build dataclass `cls` from `data`, rejecting wrong types by name, and unknown keys
     (`unknown="ignore"`: dropped, for results files that later versions may add keys to)."""

@@ -7,8 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from proxyless.config_io import from_dict, to_dict
-from proxyless.errors import ProxylessError
+from proxyless.config_io import result_from_dict, to_dict
 from proxyless.files import read_mapping
 
 RESULTS_FILE = "results.json"
@@ -49,9 +48,5 @@ class RunResult:
 
     @classmethod
     def read(cls, path: str | Path) -> RunResult:
-        """results.json (keys of later versions ignored)."""
-        data = read_mapping(path, "run results")
-        if "arch" not in data:
-            raise ProxylessError(f"run results {path} lack the architecture (damaged or from "
-                                 "another version)")
-        return from_dict(cls, data, f"run results {path}", unknown="ignore")
+        """results.json (`config_io.result_from_dict`)."""
+        return result_from_dict(cls, read_mapping(path, "run results"), path, ("arch",))

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from proxyless.config_io import from_dict, to_dict
+from proxyless.config_io import result_from_dict, to_dict
 from proxyless.errors import ProxylessError
 from proxyless.files import read_mapping, write_json_atomic
 from proxyless.latency.cost import CostModel
@@ -61,15 +61,8 @@ class SearchSummary:
 
     @classmethod
     def read(cls, path: str | Path, required: tuple[str, ...] = ("arch",)) -> SearchSummary:
-        """summary.json; a file lacking `required` keys is damaged or from another version:
-        the error says to remove it."""
-        data = read_mapping(path, "search summary")
-        missing = [key for key in required if key not in data]
-        if missing:
-            raise ProxylessError(f"saved result {path} lacks {', '.join(missing)} (damaged or "
-                                 "from another version); remove it to redo that step with "
-                                 "--resume")
-        return from_dict(cls, data, f"search summary {path}", unknown="ignore")
+        """summary.json (`config_io.result_from_dict`)."""
+        return result_from_dict(cls, read_mapping(path, "search summary"), path, required)
 
 
 def measure_on_table_device(arch: Architecture, table: LatencyTable | None,

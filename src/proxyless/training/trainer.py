@@ -22,7 +22,13 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from proxyless.config_io import from_dict, setting, settings_problem, to_dict
+from proxyless.config_io import (
+    from_dict,
+    result_from_dict,
+    setting,
+    settings_problem,
+    to_dict,
+)
 from proxyless.data import (
     Batches,
     DataSplits,
@@ -119,15 +125,8 @@ class TrainResult:
 
     @classmethod
     def read(cls, path: str | Path, required: tuple[str, ...] = ("test_top1",)) -> TrainResult:
-        """final.json; a file lacking `required` keys is damaged or from another version: the
-        error says to remove it."""
-        data = read_mapping(path, "training results")
-        missing = [key for key in required if key not in data]
-        if missing:
-            raise ProxylessError(f"saved result {path} lacks {', '.join(missing)} (damaged or "
-                                 "from another version); remove it to redo that step with "
-                                 "--resume")
-        return from_dict(cls, data, f"training results {path}", unknown="ignore")
+        """final.json (`config_io.result_from_dict`)."""
+        return result_from_dict(cls, read_mapping(path, "training results"), path, required)
 
 
 # Settings that may change between a run and its resumption without changing its results.
