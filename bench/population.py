@@ -106,12 +106,12 @@ class Runs:
             final = train_network(arch, self.data, config, work, resume=resume, progress=False,
                                   log=lambda m: None)
             row = {"key": key, "arch": arch.encode(), "seed": seed, "protocol": self.protocol,
-                   "test_top1": final["test_top1"], "train_time_s": final["train_time_s"]}
+                   "test_top1": final.test_top1, "train_time_s": final.train_time_s}
             with open(self.path, "a") as f:
                 f.write(json.dumps(row) + "\n")
             self.done[key] = row
-            print(f"  trained {arch.encode()} seed {seed}: {final['test_top1']:.2f}% "
-                  f"({final['train_time_s']:.0f} s)", flush=True)
+            print(f"  trained {arch.encode()} seed {seed}: {final.test_top1:.2f}% "
+                  f"({final.train_time_s:.0f} s)", flush=True)
         return self.done[key]["test_top1"]
 
 

@@ -41,7 +41,7 @@ from proxyless.latency.profile import ProfileSetting
 from proxyless.model.architecture import decode
 from proxyless.model.layers import count_macs, count_params
 from proxyless.search import SearchConfig, search
-from proxyless.training.trainer import TrainConfig, train_network
+from proxyless.training.trainer import TrainConfig, TrainResult, train_network
 
 
 def random_meeting(space, model, target: float, count: int, seed: int) -> list[Architecture]:
@@ -168,11 +168,11 @@ def main() -> None:
                 seed = train_config.seed
                 train_dir = base if seed == 0 else base.with_name(f"{base.name}-seed{seed}")
                 if (train_dir / "final.json").exists():
-                    final = json.loads((train_dir / "final.json").read_text())
+                    final = TrainResult.read(train_dir / "final.json")
                 else:
                     final = train_network(arch, retrain_data, train_config, train_dir,
                                           progress=False, log=lambda m: None)
-                accuracies.append(final["test_top1"])
+                accuracies.append(final.test_top1)
             row = {"target_ms": target, "network": name,
                    "test_top1": statistics.mean(accuracies),
                    "test_top1_std": statistics.pstdev(accuracies), "test_top1_seeds": accuracies,

@@ -104,6 +104,24 @@ def test_run_budget_fills_what_was_not_given():
     assert budget_epochs(args, 5400) == (7, 11, 100)  # a small set: as many images seen
 
 
+def test_a_budget_is_laid_over_the_options_by_the_library():
+    """`fill_from_budget`, without the command line: what is given wins, the budget fills
+    what is not, the defaults what the budget leaves; the paper's batch splits over ranks."""
+    from proxyless.errors import ProxylessError
+    from proxyless.pipeline.budgets import fill_from_budget
+
+    options = {"epochs": 5, "warmup_epochs": None, "arch_every": None, "train_limit": 7,
+               "batch_size": None, "lr": None}
+    fill_from_budget(options, "standard", {"batch_size": 128, "lr": 0.05, "arch_every": 5})
+    assert options == {"epochs": 5, "warmup_epochs": None, "arch_every": 2, "train_limit": 7,
+                       "batch_size": 128, "lr": 0.05}
+    paper = {"batch_size": None}
+    fill_from_budget(paper, "paper", {}, ranks=8)
+    assert paper["batch_size"] == 32
+    with pytest.raises(ProxylessError, match="does not split over 3 ranks"):
+        fill_from_budget({"batch_size": None}, "paper", {}, ranks=3)
+
+
 def test_the_paper_budget_is_the_reference_codes_imagenet_protocol(monkeypatch):
     from proxyless.cli import build_parser
     from proxyless.cli.run import apply_budget

@@ -24,7 +24,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
                  "pipeline.plots"),
     "jobs": ("latency", "search", "training.trainer", "deploy", "pipeline.run_folders",
              "pipeline.pareto"),
-    "pipeline": ("pipeline.run",),
+    "pipeline": ("pipeline.run", "pipeline.report", "pipeline.results"),
     "command line": ("cli",),
 }
 # The facade (`proxyless/__init__.py`) re-exports from the layers below it for users.

@@ -44,21 +44,21 @@ def test_run_profiles_searches_retrains_and_reports(tmp_path, tiny_data, monkeyp
                  "search/arch.png", "retrain/final.json"):
         assert (out / name).exists(), name
     saved = json.loads((out / "results.json").read_text())
-    assert saved["arch"] == results["arch"]
+    assert saved["arch"] == results.arch
     assert saved["measured_ms"] > 0 and saved["predicted_ms"] > 0
     lo_hi = [line for line in logs if line.startswith("latency target")]
-    assert lo_hi and results["target_ms"] > 0
+    assert lo_hi and results.target_ms > 0
     report = (out / "report.md").read_text()
     row = next(line for line in report.splitlines() if line.startswith("| architecture"))
-    assert row.count(" | ") == 1 and results["arch"].replace("|", "\\|") in row  # one cell
+    assert row.count(" | ") == 1 and results.arch.replace("|", "\\|") in row  # one cell
     assert list((tmp_path / "cache" / "tables").glob("tiny-run-*.json"))
     # by default the search prices ONNX Runtime at batch 1 on one thread, and says so; the
     # retrained network is measured in every runtime (its exports kept beside model.pt)
-    assert results["backend"] == "onnxruntime"
-    assert results["priced"]["runtime"] == "ONNX Runtime" and results["priced"]["batch"] == 1
-    assert results["priced"]["threads"] == 1
-    assert list(results["runtimes_ms"]) == ["torch", "onnxruntime", "onnxruntime int8"]
-    assert all(ms > 0 for ms in results["runtimes_ms"].values())
+    assert results.backend == "onnxruntime"
+    assert results.priced["runtime"] == "ONNX Runtime" and results.priced["batch"] == 1
+    assert results.priced["threads"] == 1
+    assert list(results.runtimes_ms) == ["torch", "onnxruntime", "onnxruntime int8"]
+    assert all(ms > 0 for ms in results.runtimes_ms.values())
     assert (out / "retrain" / "model.onnx").is_file()
     assert (out / "retrain" / "model.int8.onnx").is_file()
     summary = json.loads((out / "search" / "summary.json").read_text())
@@ -66,7 +66,7 @@ def test_run_profiles_searches_retrains_and_reports(tmp_path, tiny_data, monkeyp
     assert "The search priced **ONNX Runtime** latency (batch 1, 1 thread(s)" in report
     assert "| ONNX Runtime, fp32 (priced) |" in report and "| PyTorch (eager), fp32 |" in report
     # how good the table is: its calibration's networks, each predicted without it
-    left_out = results["latency_model"]["left_out"]
+    left_out = results.latency_model["left_out"]
     assert left_out["networks"] == run_config().profile.calibration_networks
     assert 0 <= left_out["within_10pct"] <= 100 and left_out["mape"] >= 0
     assert "## How good the latency model is" in report
@@ -79,7 +79,7 @@ def test_run_profiles_searches_retrains_and_reports(tmp_path, tiny_data, monkeyp
     again = run_pipeline(space, tiny_data, run_config(), out, resume=True, progress=False,
                          log=logs.append)
     assert any("reusing this run's" in line for line in logs)
-    assert again["target_ms"] == results["target_ms"] and again["arch"] == results["arch"]
+    assert again.target_ms == results.target_ms and again.arch == results.arch
 
 
 def test_run_with_the_reinforce_strategy(tmp_path, tiny_data, monkeypatch):
@@ -88,7 +88,7 @@ def test_run_with_the_reinforce_strategy(tmp_path, tiny_data, monkeypatch):
     config.search.strategy, config.search.reinforce_samples = "reinforce", 4
     results = run_pipeline(tiny_space(), tiny_data, config, tmp_path / "run", progress=False,
                            log=lambda m: None)
-    assert results["measured_ms"] > 0 and results["test_top1"] >= 0
+    assert results.measured_ms > 0 and results.test_top1 >= 0
     assert "reinforce strategy (4 architectures per update" in \
         (tmp_path / "run" / "report.md").read_text()
 
@@ -106,10 +106,10 @@ def test_run_searches_for_torch_throughput_and_a_given_table(tmp_path, tiny_data
                            log=lambda m: None)
     table = json.loads((tmp_path / "torch" / "latency_table.json").read_text())
     assert (table["meta"]["backend"], table["meta"]["batch"]) == ("torch", 4)
-    assert (results["backend"], results["batch"]) == ("torch", 4)
-    assert results["priced"]["runtime"] == "PyTorch (eager)"
-    assert results["runtimes_setting"]["batch"] == 4  # every runtime at the priced batch
-    assert results["measured_ms"] > 0
+    assert (results.backend, results.batch) == ("torch", 4)
+    assert results.priced["runtime"] == "PyTorch (eager)"
+    assert results.runtimes_setting["batch"] == 4  # every runtime at the priced batch
+    assert results.measured_ms > 0
     report = (tmp_path / "torch" / "report.md").read_text()
     assert "batch 4, torch" in report and "| PyTorch (eager), fp32 (priced) |" in report
 
@@ -119,7 +119,7 @@ def test_run_searches_for_torch_throughput_and_a_given_table(tmp_path, tiny_data
                          log=logs.append)
     assert any("(given)" in line for line in logs)
     assert not any("profiling" in line for line in logs)
-    assert again["target_ms"] == results["target_ms"]  # same table, same default target
+    assert again.target_ms == results.target_ms  # same table, same default target
     with pytest.raises(ProxylessError):
         run_pipeline(load_space("fashion"), tiny_data, given, tmp_path / "other",
                      progress=False, log=logs.append)

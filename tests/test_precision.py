@@ -67,7 +67,7 @@ def test_every_precision_searches_and_trains_with_finite_losses(tmp_path, builti
                           tmp_path / "train", progress=False, log=lambda m: None)
     trained = [json.loads(line) for line in
                (tmp_path / "train" / "metrics.jsonl").read_text().splitlines()]
-    losses = [final["test_loss"], *(r["train_loss"] for r in trained)]
+    losses = [final.test_loss, *(r["train_loss"] for r in trained)]
     assert torch.isfinite(torch.tensor(losses)).all()
 
 

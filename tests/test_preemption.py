@@ -176,7 +176,7 @@ def test_out_of_memory_in_a_step_is_one_line_keeping_the_checkpoint(
         train_network(arch, data, config, tmp_path / "fresh", progress=False)
 
 
-def test_the_batch_size_search_and_estimate():
+def test_the_batch_size_search_and_estimate(builtin_subset):
     # fit_batch: the largest batch that fits, whatever the start (doubling, halving, bisecting)
     for capacity in (0, 1, 7, 100, 1024, 5000):
         for start in (1, 64, 2000):
@@ -191,6 +191,13 @@ def test_the_batch_size_search_and_estimate():
     assert largest_batch(space, cpu, supernet=False, capacity=32 * 2**30) > large
     assert largest_batch(space, cpu, capacity=2**20) == 0
     assert [round_batch(b) for b in (5, 15, 17, 130)] == [5, 15, 16, 128]
+    # --batch-size auto in the library: a search on 200 images with 5 weight steps per α
+    # step is limited by the data, and says so
+    from proxyless.engine.memory import auto_batch_size
+
+    batch, how = auto_batch_size(load_space("fashion"), builtin_subset(200, 50), "cpu", "fp32",
+                                 arch_every=5)
+    assert 1 <= batch <= 40 and how.startswith("as large as the data allows: 200 training")
 
 
 def test_one_writer_per_run_folder(tmp_path):

@@ -53,7 +53,7 @@ def test_search_writes_its_outputs(tmp_path, tiny_data):
         assert key in lines[-1]
     for key in ("arch", "predicted_ms", "measured_ms", "params", "macs", "target_ms",
                 "weight_sharing", "peak_rss_mib"):
-        assert key in summary
+        assert key in summary.to_dict()
     for name in ("arch.json", "summary.json", "probs.png", "arch.png", "checkpoint.pt"):
         assert (tmp_path / name).stat().st_size > 0
     assert len(result.probs_history) == 4  # initial + one per epoch
@@ -454,7 +454,7 @@ def test_sandwich_steps_train_largest_smallest_and_a_drawn_path(tmp_path, tiny_d
         assert rest[k] == largest and rest[k + 1] == smallest
     assert result.metrics[-1]["train_top1"] > 0
     assert math.isfinite(result.metrics[-1]["train_loss"])
-    assert write_search_outputs(result, tmp_path, cfg, None, None)["sandwich"] is True
+    assert write_search_outputs(result, tmp_path, cfg, None, None).sandwich is True
     with pytest.raises(ProxylessError, match="--sandwich or --fair-paths"):
         config(sandwich=True, fair_paths=True).validate()
 
@@ -464,4 +464,4 @@ def test_a_search_with_fair_paths_trains_and_records_it(tmp_path, tiny_data):
     result = search(tiny_space(), tiny_data, None, cfg, tmp_path, progress=False)
     assert result.metrics[-1]["train_top1"] > 0
     summary = write_search_outputs(result, tmp_path, cfg, None, None)
-    assert summary["fair_paths"] is True
+    assert summary.fair_paths is True

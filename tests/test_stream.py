@@ -324,7 +324,7 @@ def test_train_on_a_streamed_folder_records_its_transform(tmp_path, folder):
     info = load_model(out).info
     assert info.data["transform"] == data.transform and info.data["name"] == "imagefolder"
     # evaluated later, the test images are cropped as training cropped them
-    assert evaluate_file(out / "model.pt")["test_top1"] == pytest.approx(final["test_top1"])
+    assert evaluate_file(out / "model.pt")["test_top1"] == pytest.approx(final.test_top1)
     # predict reads files as evaluation cropped them, from the model file or its CLI
     from proxyless.cli import main
     from proxyless.deploy.evaluate import predict_files

@@ -17,7 +17,7 @@ def test_short_training_beats_chance_by_a_wide_margin(tmp_path, builtin_subset):
     arch = Architecture.uniform(load_space("fashion"), "k3e3")
     config = TrainConfig(epochs=2, batch_size=64, lr=0.1, seed=0)
     final = train_network(arch, builtin_subset(3000, 0, 1000), config, tmp_path, progress=False)
-    assert final["test_top1"] > 55.0  # chance is 10%
+    assert final.test_top1 > 55.0  # chance is 10%
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["epoch"] for x in lines] == [1, 2]
     saved = json.loads((tmp_path / "final.json").read_text())
@@ -39,7 +39,7 @@ def test_resume_after_interruption_is_exact(tmp_path, builtin_subset, monkeypatc
         train_network(arch, data, config, tmp_path / "b", progress=False)
     resumed = train_network(arch, data, config, tmp_path / "b", resume=True, progress=False)
 
-    assert resumed["test_top1"] == full["test_top1"]
+    assert resumed.test_top1 == full.test_top1
     a = torch.load(tmp_path / "a" / "model.pt", weights_only=True)["weights"]
     b = torch.load(tmp_path / "b" / "model.pt", weights_only=True)["weights"]
     assert all(torch.equal(a[k], b[k]) for k in a)

@@ -78,6 +78,24 @@ def settings_problem(obj: Any) -> str | None:
     return None
 
 
+_OPTION = object()  # `setting`'s option not given: `--` and the field's name, hyphenated
+
+
+def setting(default: Any, help: str, option: str | None = _OPTION) -> Any:  # noqa: A002
+    """A config field declared once: its default and one line of help, and the command-line
+    option that sets it (default `--field-name`; None: the library only), which the
+    configuration reference (`docs/configuration.md`, `cli/reference.py`) lists."""
+    metadata = {"help": help}
+    if option is not _OPTION:
+        metadata["option"] = option
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def setting_option(field: dataclasses.Field) -> str | None:
+    """The command-line option of a field declared with `setting`."""
+    return field.metadata.get("option", "--" + field.name.replace("_", "-"))
+
+
 def to_dict(obj: Any) -> Any:
     """A dataclass (possibly nested, with tuples) as plain JSON-compatible data."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
@@ -140,18 +158,33 @@ def _convert(value: Any, hint: Any, where: str) -> Any:
     return value
 
 
-def from_dict(cls: type[T], data: Any, where: str = "config") -> T:
-    """Build dataclass `cls` from `data`, rejecting unknown keys and wrong types by name."""
+def result_from_dict(cls: type[T], data: Any, path: Any, required: tuple[str, ...]) -> T:
+    """A results file's dataclass (summary.json, final.json, results.json) from its mapping:
+    keys of later versions ignored; one lacking a `required` key is damaged or from another
+    version, and the error says to remove it (a resumed run then redoes that step)."""
+    missing = [key for key in required if isinstance(data, dict) and key not in data]
+    if missing:
+        raise ProxylessError(f"saved result {path} lacks {', '.join(missing)} (damaged or "
+                             "from another version); remove it to redo that step with "
+                             "--resume")
+    return from_dict(cls, data, f"saved result {path}", unknown="ignore")
+
+
+def from_dict(cls: type[T], data: Any, where: str = "config", unknown: str = "error") -> T:
+    """Build dataclass `cls` from `data`, rejecting wrong types by name, and unknown keys
+    (`unknown="ignore"`: dropped, for results files that later versions may add keys to)."""
     if not isinstance(data, dict):
         raise ProxylessError(f"{where}: expected a mapping, got {type(data).__name__} "
                              f"{excerpt(data)}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(data) - set(fields), key=repr)  # keys of a YAML file may be any type
-    if unknown:
+    extra = sorted(set(data) - set(fields), key=repr)  # keys of a YAML file may be any type
+    if unknown == "ignore":
+        data, extra = {k: v for k, v in data.items() if k in fields}, []
+    if extra:
         raise ProxylessError(
-            f"{where}: unknown key(s) {', '.join(excerpt(k, 40) for k in unknown[:4])}"
-            f"{', ...' if len(unknown) > 4 else ''}; "
+            f"{where}: unknown key(s) {', '.join(excerpt(k, 40) for k in extra[:4])}"
+            f"{', ...' if len(extra) > 4 else ''}; "
             f"allowed keys are {', '.join(fields)}"
         )
     kwargs = {}

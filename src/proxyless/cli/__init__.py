@@ -15,7 +15,8 @@
 One module per command or family of commands (`run.py`, `search.py`, `train.py`,
 `latency.py`, `deploy.py`, `compare.py`, `inspect.py`), each an `add_*_parser` and its
 `cmd_*` functions; `options.py` holds the option types and groups they share,
-`config_file.py` the run folder's `config.yaml` (`--config`, `--print-config`), and
+`config_file.py` the run folder's `config.yaml` (`--config`, `--print-config`),
+`reference.py` the configuration reference (docs/configuration.md) from the config classes, and
 `__main__.py` makes `python -m proxyless.cli` the command. Every failure
 caused by input is printed as one `proxyless: error: ...` line (exit code 2); an interrupted
 run keeps its last checkpoint and says how to resume (exit code 130); SIGTERM or SIGUSR1 (a

@@ -151,15 +151,15 @@ def cmd_run(args: argparse.Namespace) -> int:
                                progress=not args.no_progress)
     if not is_main_rank():
         return 0
-    measured = (f"{results['measured_ms']:.3f} ms" if results["measured_ms"] is not None
+    measured = (f"{results.measured_ms:.3f} ms" if results.measured_ms is not None
                 else "n/a")
-    priced = results["priced"] or {}
-    print(f"\n{results['arch']}\n  test top-1 {results['test_top1']:.2f}%  latency target "
-          f"{results['target_ms']} ms, predicted {results['predicted_ms']:.3f} ms, measured "
+    priced = results.priced or {}
+    print(f"\n{results.arch}\n  test top-1 {results.test_top1:.2f}%  latency target "
+          f"{results.target_ms} ms, predicted {results.predicted_ms:.3f} ms, measured "
           f"{measured} ({priced.get('runtime', 'n/a')}, batch {priced.get('batch', 1)})")
-    if results.get("runtimes_ms"):
+    if results.runtimes_ms:
         figures = ", ".join(f"{name} {'n/a' if ms is None else f'{ms:.3f} ms'}"
-                            for name, ms in results["runtimes_ms"].items())
+                            for name, ms in results.runtimes_ms.items())
         print(f"  in each runtime, measured now: {figures}")
     print(f"  report: {Path(args.out) / 'report.md'}")
     return 0

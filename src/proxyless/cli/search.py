@@ -244,17 +244,17 @@ def cmd_search(args: argparse.Namespace) -> int:
         if summary is None:  # not rank 0
             return 0
     out = Path(args.out)
-    line = f"searched: {summary['arch']}\n  params {summary['params'] / 1e6:.3f}M  MACs " \
-           f"{summary['macs'] / 1e6:.2f}M  val(argmax) {summary['val_top1']:.2f}%"
-    if summary["predicted_ms"] is not None:
-        line += f"  predicted {summary['predicted_ms']:.3f} ms"
-    if summary["measured_ms"] is not None:
-        line += f"  measured {summary['measured_ms']:.3f} ms"
-    if summary["priced"] is not None:
-        line += f" ({summary['priced']['runtime']}, batch {summary['priced']['batch']})"
-    if summary["runtimes_ms"]:
+    line = f"searched: {summary.arch}\n  params {summary.params / 1e6:.3f}M  MACs " \
+           f"{summary.macs / 1e6:.2f}M  val(argmax) {summary.val_top1:.2f}%"
+    if summary.predicted_ms is not None:
+        line += f"  predicted {summary.predicted_ms:.3f} ms"
+    if summary.measured_ms is not None:
+        line += f"  measured {summary.measured_ms:.3f} ms"
+    if summary.priced is not None:
+        line += f" ({summary.priced['runtime']}, batch {summary.priced['batch']})"
+    if summary.runtimes_ms:
         line += "\n  in each runtime, measured now: " + ", ".join(
-            f"{name} {ms:.3f} ms" for name, ms in summary["runtimes_ms"].items())
+            f"{name} {ms:.3f} ms" for name, ms in summary.runtimes_ms.items())
     print(line + f"\n  -> {out / 'arch.json'}, {out / 'summary.json'}, {out / 'probs.png'}, "
                  f"{out / 'arch.png'}")
     return 0

@@ -78,6 +78,6 @@ def cmd_train(args: argparse.Namespace) -> int:
                               progress=not args.no_progress)
     if not is_main_rank():
         return 0
-    print(f"test top-1 {final['test_top1']:.2f}%  params {final['params'] / 1e6:.3f}M  "
-          f"MACs {final['macs'] / 1e6:.2f}M  -> {Path(args.out) / 'final.json'}")
+    print(f"test top-1 {final.test_top1:.2f}%  params {final.params / 1e6:.3f}M  "
+          f"MACs {final.macs / 1e6:.2f}M  -> {Path(args.out) / 'final.json'}")
     return 0

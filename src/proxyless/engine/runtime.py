@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from proxyless.config_io import clip
+from proxyless.config_io import clip, setting
 from proxyless.engine import distributed
 from proxyless.engine.precision import PRECISIONS
 from proxyless.errors import ProxylessError
@@ -244,14 +244,18 @@ class RuntimeConfig:
     shares, declared once here. All but the seed may change when a run resumes (`RESUMABLE`):
     they decide where and how fast it runs, not what it computes."""
 
-    seed: int = 0
-    device: str = "cpu"
-    threads: int | None = None      # torch's CPU threads (None: torch's default)
-    workers: int | None = None      # processes decoding a streamed image folder (None: cores)
-    precision: str = "auto"         # auto, fp32, bf16 or fp16 (engine/precision.py)
-    tensorboard: bool = True        # event files in the run folder (engine/tensorboard_log.py)
-    log_every: int = 10             # ... step values averaged over this many weight steps
-    checkpoint_every: float = 30.0  # minutes between checkpoints inside an epoch (0: off)
+    seed: int = setting(0, "seeds the weights, the data's order and augmentation, the paths")
+    device: str = setting("cpu", "cpu, cuda or cuda:N")
+    threads: int | None = setting(None, "torch's CPU threads (None: torch's default)")
+    workers: int | None = setting(None, "processes decoding a streamed image folder (None: "
+                                        "the cores less one; 0: in this process)")
+    precision: str = setting("auto", "auto, fp32, bf16 or fp16 (engine/precision.py); α and "
+                                     "the latency loss stay fp32")
+    tensorboard: bool = setting(True, "TensorBoard event files in the run folder",
+                                option="--no-tensorboard")
+    log_every: int = setting(10, "TensorBoard: step values averaged over this many steps")
+    checkpoint_every: float = setting(30.0, "minutes between checkpoints inside an epoch "
+                                            "(0: at epoch ends only)")
 
     # (the precision is one: it resolves by device, and a resumed run may run on another)
     RESUMABLE: ClassVar[tuple[str, ...]] = ("device", "threads", "workers", "precision",

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from proxyless.config_io import setting
 from proxyless.errors import ProxylessError
 from proxyless.latency.calibration import CALIBRATION_NETWORKS, calibrate
 from proxyless.latency.measure import Meter
@@ -51,14 +52,18 @@ class ProfileSetting:
     (`resolved`): on a GPU its own latency in PyTorch at the paper's GPU batch, on the CPU
     ONNX Runtime at batch 1."""
 
-    backend: str | None = None
-    device: str = "cpu"
-    batch: int | None = None
-    threads: int = DEFAULT_THREADS   # fixed while timing: 1, as a deployment at batch 1 runs
-    min_time: float = 10.0           # seconds of round-robin timing per group of layers
-    warmup: int = 10                 # untimed runs of each layer first
-    repeats: int = 50                # timed rounds at least
-    calibration_networks: int = CALIBRATION_NETWORKS  # measured end to end for the fit; 0: none
+    backend: str | None = setting(None, "onnxruntime or torch (None: ONNX Runtime on the "
+                                        "CPU, PyTorch on a GPU)")
+    device: str = setting("cpu", "the device timed (search and run: their --device)")
+    batch: int | None = setting(None, "batch size timed (None: 1 on the CPU, 8 on a GPU)")
+    threads: int = setting(DEFAULT_THREADS, "threads timed, fixed: 1, as a deployment at "
+                                            "batch 1 runs")
+    min_time: float = setting(10.0, "seconds of round-robin timing per group of layers")
+    warmup: int = setting(10, "untimed runs of each layer first")
+    repeats: int = setting(50, "timed rounds at least")
+    calibration_networks: int = setting(CALIBRATION_NETWORKS, "networks measured end to end "
+                                                              "for the calibration; 0: none",
+                                        option="--calibrate")
 
     def resolved(self) -> ProfileSetting:
         """This setting with the device's default runtime and batch where none is given."""

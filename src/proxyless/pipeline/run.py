@@ -17,7 +17,7 @@ import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from proxyless.config_io import to_dict
+from proxyless.config_io import setting, to_dict
 from proxyless.data import DataSplits
 from proxyless.deploy.export import runtime_latencies
 from proxyless.deploy.model_file import MODEL_FILE
@@ -25,7 +25,7 @@ from proxyless.engine import distributed
 from proxyless.engine.run_lock import LOCK_FILE, hold_run_folder
 from proxyless.engine.runtime import prepare_out_dir
 from proxyless.errors import ProxylessError
-from proxyless.files import read_mapping, replace_atomically, write_json_atomic
+from proxyless.files import read_mapping, write_json_atomic
 from proxyless.latency.cache import cached_table
 from proxyless.latency.cost import CostModel, latency_model
 from proxyless.latency.profile import ProfileSetting
@@ -36,23 +36,28 @@ from proxyless.model.architecture import decode
 from proxyless.model.space import SearchSpace
 from proxyless.pipeline.budgets import BUDGETS
 from proxyless.pipeline.plots import training_curves
+from proxyless.pipeline.report import write_report
+from proxyless.pipeline.results import RESULTS_FILE, RunResult
 from proxyless.search.config import SearchConfig
 from proxyless.search.costs import SearchCosts, search_costs
 from proxyless.search.loop import search
-from proxyless.search.outputs import write_search_outputs
-from proxyless.training.trainer import TrainConfig, train_network
+from proxyless.search.outputs import SearchSummary, write_search_outputs
+from proxyless.training.trainer import TrainConfig, TrainResult, train_network
 
 
 @dataclass
 class RunConfig:
     search: SearchConfig
     train: TrainConfig
-    target_fraction: float = 0.35   # default target: this far from the fastest to the slowest
+    target_fraction: float = setting(0.35, "without --target-ms, the target this far from "
+                                           "the fastest network to the slowest", option=None)
     # how this device is profiled where no table is given (its runtime and batch: what the
     # latency is of; batch 1: latency, larger: throughput)
     profile: ProfileSetting = field(default_factory=ProfileSetting)
-    table: str | None = None        # a latency table to use instead of profiling this device
-    budget: str = "custom"          # the --budget it was made from, for the record
+    table: str | None = setting(None, "a latency table to search with instead of profiling "
+                                      "this device")
+    budget: str = setting("custom", "how long it searches and retrains (the --budget it was "
+                                    "made from)")
 
     def validate(self) -> None:
         self.search.validate()
@@ -141,13 +146,13 @@ def _run_target(config: RunConfig, model: CostModel, saved_search: Path, resume:
 
 def _run_search(space: SearchSpace, data: DataSplits, scfg: SearchConfig, costs: SearchCosts,
                 table: LatencyTable, search_dir: Path, main: bool, progress: bool, say,
-                log) -> dict:
+                log) -> SearchSummary:
     """The search step, or its summary when it finished before."""
     summary_path = search_dir / "summary.json"
     if summary_path.exists():
-        summary = _saved(summary_path, ("arch", "measured_ms", "speed_factor", "val_top1",
-                                        "search_time_s"))
-        say(f"search: done before ({summary['arch']})")
+        summary = SearchSummary.read(summary_path, ("arch", "measured_ms", "speed_factor",
+                                                    "val_top1", "search_time_s"))
+        say(f"search: done before ({summary.arch})")
         return summary
     result = search(space, data, costs.constrained, scfg, search_dir,
                     resume=(search_dir / "checkpoint.pt").exists(), progress=progress, log=log,
@@ -160,7 +165,7 @@ def _run_search(space: SearchSpace, data: DataSplits, scfg: SearchConfig, costs:
 
 
 def run_pipeline(space: SearchSpace, data: DataSplits, config: RunConfig, out_dir: str | Path,
-                 resume: bool = False, progress: bool = True, log=print) -> dict:
+                 resume: bool = False, progress: bool = True, log=print) -> RunResult:
     """The whole job; under torchrun every rank searches and retrains, rank 0 alone profiles,
     measures and writes (the others receive its table, target and results)."""
     config.validate()
@@ -178,7 +183,7 @@ def run_pipeline(space: SearchSpace, data: DataSplits, config: RunConfig, out_di
 
 
 def _run_pipeline(space: SearchSpace, data: DataSplits, config: RunConfig, out: Path,
-                  main: bool, resume: bool, progress: bool, log) -> dict:
+                  main: bool, resume: bool, progress: bool, log) -> RunResult:
     say = log if main else (lambda message: None)
     search_dir = out / "search"
 
@@ -196,71 +201,48 @@ def _run_pipeline(space: SearchSpace, data: DataSplits, config: RunConfig, out: 
 
     # 2. search, 3. retrain from scratch
     summary = _run_search(space, data, scfg, costs, table, search_dir, main, progress, say, log)
-    arch = decode(space, summary["arch"])
+    arch = decode(space, summary.arch)
     train_dir = out / "retrain"
     final_path = train_dir / "final.json"
     if final_path.exists():
-        final = _saved(final_path, ("test_top1", "params", "macs", "train_time_s"))
+        final = TrainResult.read(final_path, ("test_top1", "params", "macs", "train_time_s"))
     else:
         final = train_network(arch, data, config.train, train_dir,
                               resume=(train_dir / "checkpoint.pt").exists(), progress=progress,
                               log=log)
 
     # 4. real latency: measured end to end when the search finished (search/summary.json)
-    results = {
-        "arch": arch.encode(), "test_top1": final["test_top1"],
-        "target_ms": target, "predicted_ms": model.predict(arch),
-        "measured_ms": summary["measured_ms"], "speed_factor": summary["speed_factor"],
-        "params": final["params"], "macs": final["macs"],
-        "search_val_top1": summary["val_top1"], "search_time_s": summary["search_time_s"],
-        "retrain_time_s": final["train_time_s"], "data": data.name,
-        "train_images": len(data.train), "test_images": len(data.test),
-        "device": table.meta.get("cpu") or table.meta.get("device"),
-        "threads": table.meta.get("threads"), "backend": table.meta.get("backend"),
-        "batch": table.meta.get("batch", 1),
-        "table": str(table_path), "budget": config.budget,
-        "priced": priced(table.meta),
-        "latency_model": latency_model_quality(table),
-    }
+    results = RunResult(
+        arch=arch.encode(), test_top1=final.test_top1, target_ms=target,
+        predicted_ms=model.predict(arch), measured_ms=summary.measured_ms,
+        speed_factor=summary.speed_factor, params=final.params, macs=final.macs,
+        search_val_top1=summary.val_top1, search_time_s=summary.search_time_s,
+        retrain_time_s=final.train_time_s, data=data.name, train_images=len(data.train),
+        test_images=len(data.test), device=table.meta.get("cpu") or table.meta.get("device"),
+        threads=table.meta.get("threads"), backend=table.meta.get("backend"),
+        batch=table.meta.get("batch", 1), table=str(table_path), budget=config.budget,
+        priced=priced(table.meta), latency_model=latency_model_quality(table))
     if main:  # what the network costs in each runtime, and 5. the report
-        results.update(_runtimes(train_dir / MODEL_FILE, data, table, say))
+        results.runtimes_ms, results.runtimes_setting = _runtimes(train_dir / MODEL_FILE, data,
+                                                                  table, say)
         metrics = _epoch_records(train_dir / "metrics.jsonl", say)
         if metrics:
             training_curves(metrics, out / "retrain.png", ("train_top1", "test_top1"),
                             "retraining the derived network")
-        write_json_atomic(out / "results.json", results)
+        write_json_atomic(out / RESULTS_FILE, results.to_dict())
         write_report(out, results, scfg, config.train, space)
     return results
 
 
-def _runtimes(model_file: Path, data: DataSplits, table: LatencyTable, say) -> dict:
+def _runtimes(model_file: Path, data: DataSplits, table: LatencyTable,
+              say) -> tuple[dict, dict]:
     """The retrained network measured now in every runtime (PyTorch, ONNX Runtime fp32 and
-    int8) at the table's batch and threads, on this machine: what the user would pay where."""
+    int8) at the table's batch and threads, on this machine: what the user would pay where;
+    and that setting."""
     setting = table_setting(table.meta)  # a table that records no threads (a phone's): one
     batch, threads = setting["batch"], setting.get("threads", DEFAULT_THREADS)
     measured = runtime_latencies(model_file, data, batch, threads, log=say)
-    return {"runtimes_ms": measured,
-            "runtimes_setting": {"machine": cpu_model(), "batch": batch, "threads": threads}}
-
-
-def strategy_details(scfg: SearchConfig) -> str:
-    if scfg.strategy == "reinforce":
-        latency = "measured end to end" if scfg.reinforce_measure else "from the table"
-        return (f"{scfg.reinforce_samples} architectures per update, reward "
-                f"`{scfg.reinforce_reward}`, latency {latency}")
-    return f"loss `{scfg.loss}`, estimator `{scfg.estimator}`"
-
-
-def weight_paths(scfg: SearchConfig) -> str:
-    if scfg.fair_paths:
-        return "fair (every candidate once per step)"
-    if scfg.sandwich:
-        return "sandwich (largest, smallest and sampled, distilled from the largest)"
-    return "sampled"
-
-
-RUNTIME_LABELS = {"torch": "PyTorch (eager), fp32", "onnxruntime": "ONNX Runtime, fp32",
-                  "onnxruntime int8": "ONNX Runtime, int8 (static, QDQ)"}
+    return measured, {"machine": cpu_model(), "batch": batch, "threads": threads}
 
 
 def latency_model_quality(table: LatencyTable) -> dict | None:
@@ -275,112 +257,3 @@ def latency_model_quality(table: LatencyTable) -> dict | None:
     if isinstance(kit, dict) and isinstance(kit.get("calibrated"), dict):
         quality["kit_check"] = {"networks": kit.get("samples"), **kit["calibrated"]}
     return quality or None
-
-
-def quality_section(quality: dict | None) -> list[str]:
-    """The latency model's own figures: a prediction is only as good as them."""
-    lines = ["## How good the latency model is", ""]
-    if not quality:
-        return lines + ["The table records no check of its predictions (a table made "
-                        "elsewhere, or before checks were kept): `proxyless latency-check "
-                        "--table latency_table.json` measures one.", ""]
-    for key, what in (("left_out", "its calibration networks, each predicted by a fit "
-                                   "without it"),
-                      ("kit_check", "the kit's check networks, timed on the device")):
-        q = quality.get(key)
-        if q:
-            lines.append(f"- On {q['networks']} of {what}: MAPE {q['mape']:.1f}%, "
-                         f"{q['within_10pct']:.0f}% within ±10%, Spearman "
-                         f"{q['spearman']:.3f}" + ("" if q.get("used", True)
-                                                   else " (the fit is not used)") + ".")
-    weak = [q for q in quality.values() if q and q["within_10pct"] < 90]
-    if weak:
-        lines.append("- **Weak**: the predicted latency may be off by more than 10% for "
-                     "some networks; `proxyless latency-check` measures fresh ones.")
-    return lines + [""]
-
-
-def runtimes_section(r: dict) -> list[str]:
-    """What was priced, and the network measured in every runtime: the figures a user deploying
-    it would pay, beside the one the search optimised."""
-    p = r.get("priced") or {}
-    threads = f", {p['threads']} thread(s)" if "threads" in p else ""
-    lines = ["## What the network costs where", "",
-             f"The search priced **{p.get('runtime', 'n/a')}** latency (batch "
-             f"{p.get('batch', 1)}{threads}, on {p.get('device', 'n/a')}): the latency table "
-             "`latency_table.json`; `--profile-backend` chooses another runtime."]
-    ms, setting = r.get("runtimes_ms"), r.get("runtimes_setting")
-    if not ms or not setting:
-        return lines + [""]
-    priced_name = p.get("backend")
-    fastest = min(v for v in ms.values() if v is not None)
-    lines += ["", f"The retrained network measured now on {setting['machine']}, batch "
-              f"{setting['batch']}, {setting['threads']} thread(s), every runtime timed together "
-              "round-robin (exports: `retrain/model.onnx`, `retrain/model.int8.onnx`):", "",
-              "| runtime | latency | vs fastest |", "| --- | ---: | ---: |"]
-    for name, value in ms.items():
-        label = RUNTIME_LABELS.get(name, name) + (" (priced)" if name == priced_name else "")
-        cell = "n/a" if value is None else f"{value:.3f} ms"
-        ratio = "" if value is None else f"x{value / fastest:.2f}"
-        lines.append(f"| {label} | {cell} | {ratio} |")
-    return lines + [""]
-
-
-def write_report(out: Path, r: dict, scfg: SearchConfig, tcfg: TrainConfig,
-                 space: SearchSpace) -> Path:
-    arch_cell = r["arch"].replace("|", "\\|")  # a bare | would split the table's cell
-    measured = "n/a"
-    if r["measured_ms"] is not None:
-        measured = f"{r['measured_ms']:.3f} ms"
-        if r.get("speed_factor"):  # the machine's drift taken out: comparable with the target
-            measured += (f" ({r['measured_ms'] / r['speed_factor']:.3f} ms at the table's "
-                         f"speed)")
-    lines = [
-        f"# proxyless run: {space.name}",
-        "",
-        f"Searched on **{r['data']}** ({r['train_images']:,} training images, "
-        f"{r['test_images']:,} test) for **{r['device']}** ({r['threads']} thread(s), batch "
-        f"{r.get('batch', 1)}, {r.get('backend') or 'torch'}), latency target "
-        f"**{r['target_ms']} ms**.",
-        "",
-        "| result | value |",
-        "| --- | --- |",
-        f"| architecture | `{arch_cell}` |",
-        f"| test top-1 (retrained {tcfg.epochs} epochs) | {r['test_top1']:.2f}% |",
-        f"| latency: target / predicted / measured | {r['target_ms']} ms / "
-        f"{r['predicted_ms']:.3f} ms / {measured} |",
-        f"| parameters | {r['params'] / 1e6:.3f}M |",
-        f"| multiply-adds | {r['macs'] / 1e6:.2f}M |",
-        f"| search: argmax validation top-1 | {r['search_val_top1']:.2f}% |",
-        f"| budget | `{r['budget']}` |",
-        f"| search time / retrain time | {r['search_time_s']:.0f} s / "
-        f"{r['retrain_time_s']:.0f} s |",
-        "",
-        *quality_section(r.get("latency_model")),
-        *runtimes_section(r),
-        "## The derived architecture",
-        "",
-        "![architecture](search/arch.png)",
-        "",
-        "## How the architecture probabilities evolved",
-        "",
-        "![probabilities](search/probs.png)",
-        "",
-        "## Retraining",
-        "",
-        "![retraining](retrain.png)",
-        "",
-        f"Search: {scfg.strategy} strategy ({strategy_details(scfg)}), {scfg.warmup_epochs} "
-        f"warm-up + {scfg.epochs} search epochs, `{scfg.weight_sharing}` candidate weights, "
-        f"entropy weight (--decide) {scfg.decide:g}, "
-        f"{weight_paths(scfg)} weight paths, "
-        f"target as a `{scfg.constraint}` constraint. "
-        "Files: `search/` (arch.json, "
-        "summary.json, metrics.jsonl), `retrain/` (final.json, metrics.jsonl, model.pt), "
-        "`latency_table.json`, `results.json`.",
-        "",
-    ]
-    path = out / "report.md"
-    text = "\n".join(lines)
-    replace_atomically(path, lambda f: f.write(text.encode("utf-8")))
-    return path

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from proxyless.config_io import from_dict, settings_problem
+from proxyless.config_io import from_dict, setting, settings_problem
 from proxyless.engine.runtime import RuntimeConfig
 from proxyless.errors import ProxylessError
 from proxyless.model.shared_weights import WEIGHT_SHARING
@@ -23,53 +23,65 @@ class SearchConfig(RuntimeConfig):
     """The search's settings; the runtime's (seed, device, threads, ...) are
     `RuntimeConfig`'s."""
 
-    strategy: str = "gradient"      # gradient (binarized paths) or reinforce
-    epochs: int = 4                 # search epochs, after the warm-up
-    warmup_epochs: int = 2          # weights only (see warmup_parent), then random paths
-    weight_sharing: str = "separate"  # separate: each candidate its own weights (the paper);
-                                    # entangled: candidates are slices of one kernel
-    warmup_parent: float = 0.3      # share of the warm-up that trains only the largest path,
-                                    # which then seeds the others; 0: the paper's warm-up
-    batch_size: int = 128
-    lr: float = 0.05                # weights: SGD Nesterov, cosine per phase
-    warmup_lr: float | None = None  # the warm-up's starting rate (None: lr)
-    momentum: float = 0.9
-    weight_decay: float = 4e-5
-    label_smoothing: float = 0.1
-    arch_lr: float = 0.1            # α: Adam, betas (0, 0.999). The reference's 1e-3 is
-    arch_beta1: float = 0.0         # tuned for ~10^5 α steps; small data gives ~10^2-10^3.
-    arch_beta2: float = 0.999
-    arch_eps: float = 1e-8
-    arch_every: int = 5             # one α step every `arch_every` weight steps
-    decide: float = 0.03            # β of the entropy term that settles near ties (losses.py);
-                                    # 0: the paper's loss
-    fair_paths: bool = False        # weight steps train every candidate once (FairNAS), not
-                                    # one path drawn from p; costs N forward/backward passes
-    sandwich: bool = False          # weight steps train the largest path, the smallest and
-                                    # one drawn from p, the two distilled from the largest
-                                    # (BigNAS's sandwich rule); 3 passes per step
-    estimator: str = "two"          # two (the paper's) or recompute (reference's full_v2)
-    loss: str = "mul-log"
-    loss_a: float = 0.2
-    loss_b: float = 0.3
-    loss_lambda: float = 0.1
-    constraint: str = "dual"        # dual: the target also binds the argmax network through
-                                    # a Lagrange multiplier (see losses.py); soft: paper only
-    dual_lr: float = 0.05           # the multiplier's step per architecture step
-    target_floor: float = 0.95      # dual: the result must also reach this share of the
-                                    # target (two-sided, see losses.py); 0: at most T only
-    metric: str = "latency"         # what `target` constrains: latency (ms) or flops (MMACs)
-    target: float | None = None     # None: accuracy only
-    val_size: float = 0.1           # held out of the training split for α: a fraction
-                                    # below 1 (per class), or an image count
-    train_limit: int | None = None  # use at most this many training images per epoch
-    eval_limit: int | None = 2000   # validate the argmax network on this many val images
-    reinforce_samples: int = 10     # REINFORCE: architectures per α update
-    reinforce_reward: str = "mnas"  # mnas: ACC·(LAT/T)^w;  reference: ACC·(T/LAT)^0.1
-    reinforce_w: float = -0.07
-    reinforce_baseline_decay: float = 0.9
-    reinforce_measure: bool = False  # REINFORCE: LAT measured end to end, not from the table
-    measure_threads: int = 1        # ... with this many threads where there is no table
+    strategy: str = setting("gradient", "gradient (binarized paths, ProxylessNAS-G) or "
+                                        "reinforce (ProxylessNAS-R)")
+    epochs: int = setting(4, "search epochs, after the warm-up")
+    warmup_epochs: int = setting(2, "weight-only epochs first (see warmup_parent), then "
+                                    "random paths")
+    weight_sharing: str = setting("separate", "separate: each candidate its own weights (the "
+                                              "paper); entangled: slices of one kernel")
+    warmup_parent: float = setting(0.3, "share of the warm-up that trains only the largest "
+                                        "path, which then seeds the others; 0: the paper's")
+    batch_size: int = setting(128, "images per weight step, per process")
+    lr: float = setting(0.05, "weights' learning rate (SGD Nesterov, cosine per phase)")
+    warmup_lr: float | None = setting(None, "the warm-up's starting learning rate (None: lr)")
+    momentum: float = setting(0.9, "weights' SGD momentum", option=None)
+    weight_decay: float = setting(4e-5, "weights' decay (not on BatchNorm and biases)",
+                                  option=None)
+    label_smoothing: float = setting(0.1, "label smoothing of the weights' loss", option=None)
+    arch_lr: float = setting(0.1, "α's learning rate (Adam); the reference's 1e-3 is tuned "
+                                  "for ~10^5 α steps, small data gives 10^2-10^3")
+    arch_beta1: float = setting(0.0, "α's Adam beta1 (the reference's 0)", option=None)
+    arch_beta2: float = setting(0.999, "α's Adam beta2", option=None)
+    arch_eps: float = setting(1e-8, "α's Adam epsilon", option=None)
+    arch_every: int = setting(5, "one α step every this many weight steps")
+    decide: float = setting(0.03, "β of the entropy term that settles near ties "
+                                  "(search/losses.py); 0: the paper's loss")
+    fair_paths: bool = setting(False, "weight steps train every candidate once (FairNAS): N "
+                                      "passes per step")
+    sandwich: bool = setting(False, "weight steps train the largest, the smallest and a drawn "
+                                    "path, distilled from the largest (BigNAS): 3 passes")
+    estimator: str = setting("two", "α's gradient: two (the paper's two paths) or recompute "
+                                    "(the reference's full_v2)")
+    loss: str = setting("mul-log", "how latency enters α's loss (search/losses.py)")
+    loss_a: float = setting(0.2, "mul-log's α (the paper's 0.2)", option=None)
+    loss_b: float = setting(0.3, "mul-log's β (the paper's 0.3)", option=None)
+    loss_lambda: float = setting(0.1, "add-linear's λ", option=None)
+    constraint: str = setting("dual", "dual: a Lagrange multiplier makes the target bind the "
+                                      "derived network; soft: the paper's loss alone")
+    dual_lr: float = setting(0.05, "the multiplier's step per architecture step")
+    target_floor: float = setting(0.95, "dual: the result must also reach this share of the "
+                                        "target; 0: the target bounds from above only")
+    metric: str = setting("latency", "what target constrains: latency (ms) or flops (MMACs)",
+                          option="--target-ms / --target-mflops")
+    target: float | None = setting(None, "the target (None: accuracy only)",
+                                   option="--target-ms / --target-mflops")
+    val_size: float = setting(0.1, "held out of the training split for α: a fraction below "
+                                   "1 (per class), or an image count")
+    train_limit: int | None = setting(None, "training images per search epoch (None: all)")
+    eval_limit: int | None = setting(2000, "validation images the argmax network is "
+                                           "evaluated on each epoch", option=None)
+    reinforce_samples: int = setting(10, "REINFORCE: architectures per α update")
+    reinforce_reward: str = setting("mnas", "REINFORCE's reward: mnas ACC·(LAT/T)^w, "
+                                            "reference ACC·(T/LAT)^0.1", option="--reward")
+    reinforce_w: float = setting(-0.07, "REINFORCE: the mnas reward's exponent w",
+                                 option="--reward-w")
+    reinforce_baseline_decay: float = setting(0.9, "REINFORCE: the moving baseline's decay",
+                                              option=None)
+    reinforce_measure: bool = setting(False, "REINFORCE: latency measured end to end, not "
+                                             "from the table", option="--measure-latency")
+    measure_threads: int = setting(1, "... measured with this many threads where there is no "
+                                      "table", option=None)
 
     def validate(self) -> None:
         def check(ok: bool, message: str) -> None:

@@ -16,12 +16,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 from tqdm import tqdm
 
-from proxyless.config_io import from_dict, settings_problem, to_dict
+from proxyless.config_io import (
+    from_dict,
+    result_from_dict,
+    setting,
+    settings_problem,
+    to_dict,
+)
 from proxyless.data import (
     Batches,
     DataSplits,
@@ -51,7 +58,7 @@ from proxyless.engine.run_lock import hold_run_folder
 from proxyless.engine.runtime import RunContext, RuntimeConfig, start_run
 from proxyless.engine.tensorboard_log import RunBoard
 from proxyless.errors import ProxylessError
-from proxyless.files import write_json_atomic
+from proxyless.files import read_mapping, write_json_atomic
 from proxyless.model.architecture import Architecture
 from proxyless.model.layers import count_macs, count_params
 from proxyless.model.network import build_network
@@ -64,15 +71,16 @@ class TrainConfig(RuntimeConfig):
     """The training's settings; the runtime's (seed, device, threads, ...) are
     `RuntimeConfig`'s."""
 
-    epochs: int = 10
-    batch_size: int = 128
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 4e-5
-    label_smoothing: float = 0.1
-    dropout: float = 0.1
-    augment: bool = True
-    eval_batch_size: int = 500
+    epochs: int = setting(10, "training epochs")
+    batch_size: int = setting(128, "images per step, per process")
+    lr: float = setting(0.05, "learning rate (SGD Nesterov, cosine)")
+    momentum: float = setting(0.9, "SGD momentum", option=None)
+    weight_decay: float = setting(4e-5, "weight decay (not on BatchNorm and biases)")
+    label_smoothing: float = setting(0.1, "label smoothing of the loss")
+    dropout: float = setting(0.1, "dropout before the classifier")
+    augment: bool = setting(True, "random crops and flips of the training images",
+                            option="--no-augment")
+    eval_batch_size: int = setting(500, "images per evaluation batch", option=None)
 
     def validate(self) -> None:
         problem = settings_problem(self) or self.runtime_problem()
@@ -95,6 +103,32 @@ class TrainConfig(RuntimeConfig):
         return from_dict(cls, data, "train config")
 
 
+@dataclass
+class TrainResult:
+    """What a finished training left (`final.json`): the network's test top-1 and size, and
+    what it was trained on. Read back with `read`."""
+
+    test_top1: float
+    test_loss: float = 0.0
+    params: int = 0
+    macs: int = 0
+    epochs: int = 0
+    train_time_s: float = 0.0
+    arch: str = ""
+    space: str = ""
+    data: str = ""
+    train_images: int = 0
+    test_images: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
+
+    @classmethod
+    def read(cls, path: str | Path, required: tuple[str, ...] = ("test_top1",)) -> TrainResult:
+        """final.json (`config_io.result_from_dict`)."""
+        return result_from_dict(cls, read_mapping(path, "training results"), path, required)
+
+
 # Settings that may change between a run and its resumption without changing its results.
 _RESUMABLE_CHANGES = {*RuntimeConfig.RESUMABLE, "eval_batch_size"}
 
@@ -115,8 +149,9 @@ def _check_resume(state: dict, arch: Architecture, config: TrainConfig, out: Pat
 
 def train_network(arch: Architecture, data: DataSplits, config: TrainConfig,
                   out_dir: str | Path, resume: bool = False, progress: bool = True,
-                  log=print) -> dict:
-    """Train `arch` from scratch on data.train, report top-1 on data.test; returns final.json."""
+                  log=print) -> TrainResult:
+    """Train `arch` from scratch on data.train, report top-1 on data.test; returns what
+    final.json holds."""
     config.validate()
     with hold_run_folder(out_dir, distributed.is_main()):  # one writer at a time
         try:
@@ -126,7 +161,7 @@ def train_network(arch: Architecture, data: DataSplits, config: TrainConfig,
 
 
 def _train_network(arch: Architecture, data: DataSplits, config: TrainConfig, out: Path,
-                   resume: bool, progress: bool, log) -> dict:
+                   resume: bool, progress: bool, log) -> TrainResult:
     run = start_run(out, config.device, config.threads, resume, "run", CHECKPOINT)
     precision = resolve_precision(config.precision, run.device)
     space = arch.space
@@ -179,18 +214,17 @@ def _train_network(arch: Architecture, data: DataSplits, config: TrainConfig, ou
         return record
 
     metrics = epochs.run(one_epoch, lambda r: _epoch_line(r, config.epochs), "train", progress)
-    final = {"test_top1": metrics[-1]["test_top1"], "test_loss": metrics[-1]["test_loss"],
-             "params": count_params(arch), "macs": count_macs(arch), "epochs": config.epochs,
-             "train_time_s": epochs.elapsed, "arch": arch.encode(), "space": space.name,
-             "data": data.name, "train_images": len(data.train), "test_images": len(data.test)}
+    final = TrainResult(metrics[-1]["test_top1"], metrics[-1]["test_loss"], count_params(arch),
+                        count_macs(arch), config.epochs, epochs.elapsed, arch.encode(),
+                        space.name, data.name, len(data.train), len(data.test))
     if run.dist.is_main:
         # model.pt first, atomically: final.json marks a finished run (`proxyless run` skips
         # the retraining when it is there), so it must never exist without the model
         info = ModelInfo(arch, data.mean, data.std, data.train.classes, source,
-                         {k: final[k] for k in ("test_top1", "test_loss", "params", "macs",
-                                                "epochs", "test_images")})
+                         {k: getattr(final, k) for k in ("test_top1", "test_loss", "params",
+                                                         "macs", "epochs", "test_images")})
         save_model(out / MODEL_FILE, bare, info)
-        write_json_atomic(out / "final.json", final)
+        write_json_atomic(out / "final.json", final.to_dict())
     return final
 
 
