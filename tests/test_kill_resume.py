@@ -283,7 +283,7 @@ def test_a_nan_training_loss_stops_at_the_last_good_checkpoint(tmp_path, files, 
     monkeypatch.undo()
     resumed = train_network(arch, data, config, tmp_path / "b", resume=True, progress=False)
     full = train_network(arch, data, config, tmp_path / "a", progress=False)
-    assert resumed["test_top1"] == full["test_top1"]
+    assert resumed.test_top1 == full.test_top1
     assert records(tmp_path / "b") == records(tmp_path / "a")
 
 

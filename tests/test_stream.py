@@ -436,7 +436,7 @@ def test_resume_of_a_streamed_run_is_exact_whatever_the_workers(tmp_path, folder
                       tmp_path / "b", progress=False, log=lambda m: None)
     resumed = train_network(arch, data, TrainConfig(epochs=3, batch_size=8, workers=1),
                             tmp_path / "b", resume=True, progress=False, log=lambda m: None)
-    assert resumed["test_top1"] == full["test_top1"]
+    assert resumed.test_top1 == full.test_top1
     a, b = (load_model(tmp_path / d).state_dict() for d in ("a", "b"))
     assert all(torch.equal(a[k], b[k]) for k in a)
 
