@@ -136,10 +136,11 @@ def cmd_profile(args: argparse.Namespace) -> int:
         print(f"predicted latency of {space.name} networks: {lo:.3f} - {hi:.3f} ms -> "
               f"{args.out}")
         return 0
-    setting = ProfileSetting(args.backend, args.device, args.batch, args.threads,
-                             args.min_time, args.warmup, args.repeats,
-                             CALIBRATION_NETWORKS if args.calibrate is None
-                             else args.calibrate).resolved()
+    setting = ProfileSetting(
+        backend=args.backend, device=args.device, batch=args.batch, threads=args.threads,
+        min_time=args.min_time, warmup=args.warmup, repeats=args.repeats,
+        calibration_networks=CALIBRATION_NETWORKS if args.calibrate is None
+        else args.calibrate).resolved()
     setting.validate()
     check_space_fits(space, setting.batch)  # every layer gets built and timed
     check_out_file(args.out, "--out")

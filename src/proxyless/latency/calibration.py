@@ -219,14 +219,14 @@ def calibration_problem(calibration: Calibration, table: LatencyTable) -> str | 
                                         for layer in fixed_layers(table.space))
     floored, blocks = [], 0
     for row in candidate_layers(table.space):
-        costs = [0.0]  # where the block's candidates include zero, and where they do not
+        costs = [0.0 for layer in row if not layer.key]  # zero, where the block may skip
         for layer in (x for x in row if x.key):
             blocks += 1
             entry = table.ms(layer.key)
             if calibration.layer_ms(layer, entry, floor=False) <= FLOOR * entry:
                 floored.append(layer.key)
             costs.append(calibration.layer_ms(layer, entry))
-        cheapest += min(costs) if len(costs) < len(row) + 1 else min(costs[1:])
+        cheapest += min(costs)
     if cheapest <= 0:
         return f"it makes the space's cheapest network cost {cheapest:.4f} ms"
     if len(floored) * 4 > blocks:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import io
 import platform
 import time
@@ -80,23 +81,18 @@ def fingerprint(backend: str, device: str, threads: int, batch: int) -> dict:
     return info
 
 
-_HEAP_KEPT = False
-
-
+@functools.cache
 def keep_freed_memory() -> None:
     """Keep memory PyTorch frees in this process's heap instead of returning it to the
     system (glibc only; once per process; elsewhere nothing). By default glibc unmaps large
     freed blocks and trims the heap's top, so the next inference faults the pages in again, 4
-    KiB at a time, by a pattern each network's allocation sizes decide: timed on this 2-core
-    VM at 224 px, batch 1, half of 8 imagenet networks ran x1.25-1.27 their table sum and the
-    other half x1.09-1.14 (406 k minor page faults); with the heap kept, all ran x1.05-1.09
-    (12 k faults), and a table of layers timed alone, which never pays it, predicts them
-    (bench/README.md, "Where the latency model's error lives"). ONNX Runtime keeps its own
-    arena and is not affected."""
-    global _HEAP_KEPT
-    if _HEAP_KEPT or platform.system() != "Linux":
+    KiB at a time, a cost a layer timed alone does not pay in the same way. Imagenet networks
+    at 224 px, batch 1: 139 k minor page faults with the default heap, 12 k with it kept
+    (`bench/heap_faults.py`); a first round of PyTorch latency-check scored 72.5% within ±10%
+    with the default heap and 100% in 3 rounds with it kept (bench/README.md, "Where the
+    latency model's error lives"). ONNX Runtime keeps its own arena and is not affected."""
+    if platform.system() != "Linux":
         return
-    _HEAP_KEPT = True
     name = ctypes.util.find_library("c")
     try:
         libc = ctypes.CDLL(name) if name else None
