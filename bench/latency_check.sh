@@ -5,6 +5,7 @@
 # one line per (space, backend) with the worst round. Issue #32's goal: in every round >= 98%
 # within ±10% and Spearman >= 0.98.
 #   ROUNDS=3 SPACES="fashion imagenet" BACKENDS="onnxruntime torch" bench/latency_check.sh
+# MIN_TIME (default 10) sets the profile's --min-time; latency-check times its networks as long.
 # Keep the machine otherwise idle: a fashion round takes ~2 min, an imagenet one ~10.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +13,7 @@ OUT=${OUT:-bench/results/latency}
 SPACES=${SPACES:-fashion}
 BACKENDS=${BACKENDS:-onnxruntime torch}
 ROUNDS=${ROUNDS:-3}
+MIN_TIME=${MIN_TIME:-10}
 mkdir -p "$OUT"
 for space in $SPACES; do
   for backend in $BACKENDS; do
@@ -20,7 +22,7 @@ for space in $SPACES; do
       rm -f "$table"
       echo "== $space, $backend, round $round of $ROUNDS"
       .venv/bin/proxyless profile --space "$space" --backend "$backend" --out "$table" \
-        --threads 1 --batch 1 --min-time 10 --no-progress
+        --threads 1 --batch 1 --min-time "$MIN_TIME" --no-progress
       .venv/bin/proxyless latency-check --table "$table" --samples 40 --no-progress \
         --plot "$OUT/$space-$backend-check.png" --json > "$OUT/$space-$backend-$round.json"
       .venv/bin/python - "$OUT/$space-$backend-$round.json" <<'PY'
