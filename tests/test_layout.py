@@ -25,7 +25,6 @@ EXCEPTIONS = {
     "training/trainer.py:_train_network": "the training loop, step by step",
     "pipeline/run.py:_run_pipeline": "the job's steps in order, each a call",
     "pipeline/run.py:_run_search": "the search step's inputs, as keywords",
-    "cli/search.py:add_search_args": "the search's options, one add_argument each",
     "cli/options.py:resolve_batch_size": "--batch-size auto, read, probed and reported",
 }
 

@@ -67,7 +67,8 @@ MAX_SEED = 2**32 - 1
 
 def settings_problem(obj: Any) -> str | None:
     """What no dataclass config may hold: a non-finite number (an inf learning rate or target
-    passes `> 0`) or a seed outside 0 ... MAX_SEED. None when there is nothing."""
+    passes `> 0`), a seed outside 0 ... MAX_SEED, or a value outside what its `setting`
+    declares (`declared_problem`). None when there is nothing."""
     for field in dataclasses.fields(obj):
         value = getattr(obj, field.name)
         if isinstance(value, float) and not math.isfinite(value):
@@ -75,17 +76,32 @@ def settings_problem(obj: Any) -> str | None:
     seed = getattr(obj, "seed", 0)
     if not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
         return f"seed must be a whole number from 0 to {MAX_SEED}, got {excerpt(seed)}"
-    return None
+    return declared_problem(obj)
 
 
 _OPTION = object()  # `setting`'s option not given: `--` and the field's name, hyphenated
 
 
-def setting(default: Any, help: str, option: str | None = _OPTION) -> Any:  # noqa: A002
-    """A config field declared once: its default and one line of help, and the command-line
-    option that sets it (default `--field-name`; None: the library only), which the
-    configuration reference (`docs/configuration.md`, `cli/reference.py`) lists."""
-    metadata = {"help": help}
+def number_text(value: float) -> str:
+    """A bound as a message says it: 4294967295, not 4.29497e+09; 0.5, not 0.50000."""
+    return str(value) if isinstance(value, int) else f"{value:g}"
+
+
+_BOUNDS = (("at_least", ">="), ("above", ">"), ("at_most", "<="), ("below", "<"))
+
+
+def setting(default: Any, help: str, option: str | None = _OPTION,  # noqa: A002
+            **values: Any) -> Any:
+    """A config field declared once: its default, one line of help, the values it may take
+    (`choices=(...)`, or a range: `at_least`, `above`, `at_most`, `below`; None passes where
+    the default is None) and the command-line option that sets it (default `--field-name`;
+    None: the library only). `declared_problem` checks the values, `cli/settings.py` makes
+    the option from the declaration, and the configuration reference
+    (`docs/configuration.md`, `cli/reference.py`) lists it."""
+    unknown = set(values) - {"choices", *(key for key, _ in _BOUNDS)}
+    if unknown:
+        raise TypeError(f"setting(): unknown keyword(s) {sorted(unknown)}")
+    metadata: dict[str, Any] = {"help": help, **values}
     if option is not _OPTION:
         metadata["option"] = option
     return dataclasses.field(default=default, metadata=metadata)
@@ -94,6 +110,40 @@ def setting(default: Any, help: str, option: str | None = _OPTION) -> Any:  # no
 def setting_option(field: dataclasses.Field) -> str | None:
     """The command-line option of a field declared with `setting`."""
     return field.metadata.get("option", "--" + field.name.replace("_", "-"))
+
+
+def declared_range(field: dataclasses.Field) -> str | None:
+    """The values a `setting` may take, as the configuration reference and messages say
+    them ("> 0", ">= 1, <= 4294967295", "one of a, b"), or None where any value goes."""
+    meta = field.metadata
+    if "choices" in meta:
+        return "one of " + ", ".join(map(str, meta["choices"]))
+    parts = [f"{sign} {number_text(meta[key])}" for key, sign in _BOUNDS if key in meta]
+    return ", ".join(parts) or None
+
+
+def _outside(field: dataclasses.Field, value: Any) -> bool:
+    meta = field.metadata
+    if "choices" in meta:
+        return value not in meta["choices"]
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False  # a wrong type is from_dict's to refuse
+    return (("at_least" in meta and not value >= meta["at_least"])
+            or ("above" in meta and not value > meta["above"])
+            or ("at_most" in meta and not value <= meta["at_most"])
+            or ("below" in meta and not value < meta["below"]))
+
+
+def declared_problem(obj: Any) -> str | None:
+    """The first field of dataclass `obj` outside the values its `setting` declares, as
+    "threads must be >= 1, got 0", or None."""
+    for field in dataclasses.fields(obj):
+        value = getattr(obj, field.name)
+        if value is None and field.default is None:
+            continue
+        if _outside(field, value):
+            return f"{field.name} must be {declared_range(field)}, got {excerpt(value)}"
+    return None
 
 
 def to_dict(obj: Any) -> Any:

@@ -14,7 +14,9 @@
 
 One module per command or family of commands (`run.py`, `search.py`, `train.py`,
 `latency.py`, `deploy.py`, `compare.py`, `inspect.py`), each an `add_*_parser` and its
-`cmd_*` functions; `options.py` holds the option types and groups they share,
+`cmd_*` functions; `settings.py` makes the options of the config classes' settings from their
+declarations and reads them back (no option is mapped to its field by hand); `options.py`
+holds the option types and groups they share,
 `config_file.py` the run folder's `config.yaml` (`--config`, `--print-config`),
 `reference.py` the configuration reference (docs/configuration.md) from the config classes, and
 `__main__.py` makes `python -m proxyless.cli` the command. Every failure

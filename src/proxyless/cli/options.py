@@ -10,7 +10,6 @@ import math
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 from proxyless.config_io import MAX_SEED, clip
 from proxyless.data import DataSplits, load_data
@@ -18,7 +17,6 @@ from proxyless.data.decode import DEFAULT_SCALE
 from proxyless.data.loading import DATA_MODES, STREAM_MIN_SIZE
 from proxyless.engine import distributed
 from proxyless.engine.memory import auto_batch_size
-from proxyless.engine.precision import PRECISIONS
 from proxyless.engine.run_lock import hold_run_folder
 from proxyless.engine.runtime import (
     available_cores,
@@ -38,7 +36,7 @@ def _shown(text: str) -> str:
     return repr(clip(text))
 
 
-def _number(text: str, kind: type, low: float | None, high: float | None,
+def bounded_number(text: str, kind: type, low: float | None, high: float | None,
             strict_low: bool, what: str) -> float | int:
     """Parse one option value as `kind` within [low, high] ((low, high] when strict_low);
     argparse reports the ArgumentTypeError as `argument --x: <message>`, exit code 2."""
@@ -54,34 +52,34 @@ def _number(text: str, kind: type, low: float | None, high: float | None,
 
 
 def finite_float(text: str) -> float:
-    return _number(text, float, None, None, False, "a finite number")
+    return bounded_number(text, float, None, None, False, "a finite number")
 
 
 def positive_float(text: str) -> float:
-    return _number(text, float, 0, None, True, "a finite number > 0")
+    return bounded_number(text, float, 0, None, True, "a finite number > 0")
 
 
 def nonneg_float(text: str) -> float:
-    return _number(text, float, 0, None, False, "a finite number >= 0")
+    return bounded_number(text, float, 0, None, False, "a finite number >= 0")
 
 
 def min_time(text: str) -> float:
     """Seconds of round-robin timing: one limit for every command that times."""
-    return _number(text, float, 0, MAX_MIN_TIME, False,
+    return bounded_number(text, float, 0, MAX_MIN_TIME, False,
                    f"a number of seconds from 0 to {MAX_MIN_TIME:g}")
 
 
 def positive_min_time(text: str) -> float:
-    return _number(text, float, 0, MAX_MIN_TIME, True,
+    return bounded_number(text, float, 0, MAX_MIN_TIME, True,
                    f"a number of seconds above 0, at most {MAX_MIN_TIME:g}")
 
 
 def positive_int(text: str) -> int:
-    return _number(text, int, 1, None, False, "a whole number >= 1")
+    return bounded_number(text, int, 1, None, False, "a whole number >= 1")
 
 
 def nonneg_int(text: str) -> int:
-    return _number(text, int, 0, None, False, "a whole number >= 0")
+    return bounded_number(text, int, 0, None, False, "a whole number >= 0")
 
 
 def val_size_arg(text: str) -> float | int:
@@ -111,7 +109,7 @@ def threads_int(text: str) -> int:
 
 
 def seed_int(text: str) -> int:
-    return _number(text, int, 0, MAX_SEED, False, f"a whole number from 0 to {MAX_SEED}")
+    return bounded_number(text, int, 0, MAX_SEED, False, f"a whole number from 0 to {MAX_SEED}")
 
 
 def add_data_args(parser: argparse.ArgumentParser) -> None:
@@ -147,6 +145,8 @@ def add_model_data_args(parser: argparse.ArgumentParser) -> None:
 
 
 AUTO = "auto"
+BATCH_SIZE_HELP = ("per process (default {default}); auto: the largest that fits in memory "
+                   "(probed on a GPU, estimated on the CPU) and the data")
 
 
 def batch_size_arg(text: str) -> int | str:
@@ -174,41 +174,6 @@ def resolve_batch_size(args: argparse.Namespace, space: SearchSpace, data: DataS
         print(f"--batch-size auto: {batch} per process ({how}; the learning rate is not "
               "scaled)", file=sys.stderr)
     return batch
-
-
-def add_runtime_args(parser: argparse.ArgumentParser) -> None:
-    parser = parser.add_argument_group(
-        "runtime", "where and how it runs; all but --seed may change on --resume")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    parser.add_argument("--threads", type=threads_int, default=None,
-                        help="CPU threads for torch")
-    parser.add_argument("--precision", default="auto", choices=PRECISIONS,
-                        help="the network's forward and backward: auto (default: bf16 on GPUs "
-                             "that have it, else fp16 with a gradient scaler; fp32 on the "
-                             "CPU), fp32, bf16 or fp16. α, the gate gradients and the latency "
-                             "loss stay fp32")
-    parser.add_argument("--seed", type=seed_int, default=0)
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    parser.add_argument("--no-tensorboard", action="store_true",
-                        help="write no TensorBoard event files into the run folder (by "
-                             "default they are: `tensorboard --logdir runs/`)")
-    parser.add_argument("--log-every", type=positive_int, default=10, metavar="STEPS",
-                        help="TensorBoard: average the step curves over this many weight "
-                             "steps (default 10)")
-    parser.add_argument("--checkpoint-every", type=nonneg_float, default=30.0,
-                        metavar="MINUTES",
-                        help="also write a checkpoint inside an epoch once this many minutes "
-                             "have passed since the last (default 30: long epochs only; 0: "
-                             "at epoch ends only). --resume continues at the next batch")
-
-
-def runtime_settings(args: argparse.Namespace) -> dict[str, Any]:
-    """The `RuntimeConfig` fields from the runtime and data options (`add_runtime_args`,
-    --workers): the one mapping every command that trains shares."""
-    return {"seed": args.seed, "device": args.device, "threads": args.threads,
-            "workers": args.workers, "precision": args.precision,
-            "tensorboard": not args.no_tensorboard, "log_every": args.log_every,
-            "checkpoint_every": args.checkpoint_every}
 
 
 def data_from_args(args: argparse.Namespace, space: SearchSpace,

@@ -1,6 +1,7 @@
 """The configuration reference, `docs/configuration.md`, generated from the config dataclasses:
-every setting with its type, default, command-line option and one line of help, declared once
-with `config_io.setting`. A test keeps the file current and every field documented.
+every setting with its type, default, the values it may take, command-line option and one line
+of help, declared once with `config_io.setting`. A test keeps the file current and every field
+documented.
 
     .venv/bin/python -m proxyless.cli.reference > docs/configuration.md
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 
-from proxyless.config_io import setting_option
+from proxyless.config_io import declared_range, setting_option
 from proxyless.engine.runtime import RuntimeConfig
 from proxyless.latency.profile import ProfileSetting
 from proxyless.pipeline.run import RunConfig
@@ -60,15 +61,16 @@ def reference() -> str:
              "from Python.", ""]
     for cls, title, commands, about in SECTIONS:
         lines += [f"## {title}", "", f"{about} Commands: {', '.join(commands)}.", "",
-                  "| setting | type | default | option | what it is |",
-                  "| --- | --- | --- | --- | --- |"]
+                  "| setting | type | default | values | option | what it is |",
+                  "| --- | --- | --- | --- | --- | --- |"]
         for field in section_fields(cls):
             option = setting_option(field)
             shown = f"`{option}`" if option else "*library only*"
             help_text = field.metadata.get("help", "").replace("|", "\\|")
             kind = str(field.type).replace("|", "\\|")  # a table cell's own bar
-            lines.append(f"| `{field.name}` | `{kind}` | {_default(field)} | {shown} | "
-                         f"{help_text} |")
+            values = declared_range(field) or ""
+            lines.append(f"| `{field.name}` | `{kind}` | {_default(field)} | {values} | "
+                         f"{shown} | {help_text} |")
         lines.append("")
     return "\n".join(lines)
 

@@ -18,14 +18,12 @@ from proxyless.cli.config_file import (
 from proxyless.cli.options import (
     AUTO,
     add_data_args,
-    add_runtime_args,
     data_from_args,
     fit_classes,
     is_main_rank,
     positive_int,
     resolve_batch_size,
     run_folder,
-    runtime_settings,
 )
 from proxyless.cli.search import (
     add_profile_args,
@@ -34,9 +32,11 @@ from proxyless.cli.search import (
     resolve_profile_args,
     search_config_from,
 )
+from proxyless.cli.settings import add_runtime_args, settings_from_args
 from proxyless.config_io import to_dict
 from proxyless.engine import distributed
 from proxyless.engine.memory import check_space_fits
+from proxyless.engine.runtime import RuntimeConfig
 from proxyless.errors import ProxylessError
 from proxyless.latency.cost import latency_model
 from proxyless.latency.table import LatencyTable
@@ -92,7 +92,8 @@ def budget_epochs(args: argparse.Namespace, train_images: int) -> tuple[int, int
 def _train_config(args: argparse.Namespace, epochs: int, batch_size: int) -> TrainConfig:
     """The retraining's settings: the budget's, then the runtime options."""
     return TrainConfig(**{"epochs": epochs, "batch_size": batch_size,
-                          **dict(BUDGETS[args.budget].train), **runtime_settings(args)})
+                          **dict(BUDGETS[args.budget].train),
+                          **settings_from_args(RuntimeConfig, args)})
 
 
 def _run_config(args: argparse.Namespace, search_config: SearchConfig,

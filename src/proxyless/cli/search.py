@@ -16,24 +16,21 @@ from proxyless.cli.config_file import (
 )
 from proxyless.cli.options import (
     AUTO,
+    BATCH_SIZE_HELP,
     add_data_args,
-    add_runtime_args,
     batch_size_arg,
     data_from_args,
-    finite_float,
     fit_classes,
     is_main_rank,
-    nonneg_float,
-    nonneg_int,
     positive_float,
     positive_int,
     positive_min_time,
     require_out,
     resolve_batch_size,
     run_folder,
-    runtime_settings,
     threads_int,
 )
+from proxyless.cli.settings import add_runtime_args, add_settings, settings_from_args
 from proxyless.engine import distributed
 from proxyless.engine.memory import check_space_fits
 from proxyless.errors import ProxylessError
@@ -44,26 +41,29 @@ from proxyless.latency.timer import (
     DEFAULT_THREADS,
     GPU_PROFILE_BATCH,
 )
-from proxyless.model.shared_weights import WEIGHT_SHARING
 from proxyless.model.space import SearchSpace, load_space
 from proxyless.search.config import (
-    CONSTRAINTS,
-    ESTIMATORS,
-    REWARDS,
-    STRATEGIES,
     SearchConfig,
 )
 from proxyless.search.job import search_job
-from proxyless.search.losses import LOSSES
+
+# run: the settings `--budget` decides are unset (None) until it has
+BUDGET_SETTINGS = ("estimator", "constraint", "target_floor", "warmup_epochs", "warmup_parent",
+                   "epochs", "batch_size", "lr", "arch_lr", "arch_every", "decide")
+SEARCH_SETTINGS = ("loss", "estimator", "constraint", "dual_lr", "target_floor",
+                   "weight_sharing", "warmup_epochs", "warmup_parent", "epochs", "batch_size",
+                   "lr", "warmup_lr", "arch_lr", "arch_every", "fair_paths", "sandwich",
+                   "decide", "train_limit", "reinforce_samples", "reinforce_reward",
+                   "reinforce_w", "reinforce_measure")
 
 
 def add_search_args(p: argparse.ArgumentParser, run: bool = False) -> None:
+    """The search's settings (`SearchConfig`) as options, each as declared; `run` leaves
+    those `--budget` decides unset."""
     p = p.add_argument_group("search", "the architecture search: schedule, losses, target, "
                                        "REINFORCE")
     d = SearchConfig()
-    budget = " (default: from --budget)" if run else ""
-    given = (lambda value: None) if run else (lambda value: value)  # run: None, from --budget
-    p.add_argument("--strategy", default=d.strategy, choices=STRATEGIES)
+    add_settings(p, SearchConfig, ("strategy",))
     if not run:
         p.add_argument("--table", default=None,
                        help="latency table (from `proxyless profile`, or the reference "
@@ -73,70 +73,14 @@ def add_search_args(p: argparse.ArgumentParser, run: bool = False) -> None:
                         + (" (default: chosen from this device's table)" if run else ""))
     p.add_argument("--target-mflops", type=positive_float, default=None,
                    help="multiply-add target in millions, instead of latency")
-    p.add_argument("--loss", default=d.loss, choices=LOSSES)
-    p.add_argument("--estimator", default=d.estimator if not run else None, choices=ESTIMATORS,
-                   help="two: the paper's two-path architecture step; recompute: the "
-                        f"reference code's full_v2 (default {d.estimator}" + (
-                            ", or from --budget)" if run else ")"))
-    p.add_argument("--constraint", default=None if run else d.constraint, choices=CONSTRAINTS,
-                   help="dual (default" + (", but soft with --budget paper" if run else "") +
-                        "): Lagrange multipliers make the target bind the derived network; "
-                        "soft: the paper's loss alone")
-    p.add_argument("--dual-lr", type=positive_float, default=d.dual_lr,
-                   help="the multiplier's step per architecture step")
-    p.add_argument("--target-floor", type=nonneg_float, default=given(d.target_floor),
-                   help="with --constraint dual, the found network must also reach this "
-                        f"share of the target (default {d.target_floor}: it lands in "
-                        "[0.95 T, T] by the table); 0: the target only bounds it from above")
-    p.add_argument("--weight-sharing", default=d.weight_sharing, choices=WEIGHT_SHARING,
-                   help="separate: every candidate has its own weights (the paper); "
-                        "entangled: a block's candidates are slices of one kernel (centre "
-                        "kernels, first channels), so every step trains what every path uses")
-    p.add_argument("--warmup-epochs", type=nonneg_int, default=d.warmup_epochs if not run else None,
-                   help="weight-only epochs before the search" + budget)
-    p.add_argument("--warmup-parent", type=nonneg_float,
-                   default=d.warmup_parent if not run else None,
-                   help="share of the warm-up that trains only the largest path, which then "
-                        "seeds the other candidates (0: uniform random paths throughout)")
-    p.add_argument("--epochs", type=positive_int, default=d.epochs if not run else None,
-                   help="search epochs after the warm-up" + budget)
-    p.add_argument("--batch-size", type=batch_size_arg, default=given(d.batch_size),
-                   help=f"per process; default {d.batch_size}" +
-                        (", or from --budget" if run else "") +
-                        "; auto: the largest that fits in memory (probed on a GPU, estimated "
-                        "on the CPU) and the data")
-    p.add_argument("--lr", type=positive_float, default=given(d.lr),
-                   help=f"weights' learning rate (default {d.lr}" + (
-                       ", or from --budget)" if run else ")"))
-    p.add_argument("--warmup-lr", type=positive_float, default=None,
-                   help="the warm-up's starting learning rate (default: --lr" +
-                        (", or from --budget)" if run else ")"))
-    p.add_argument("--arch-lr", type=positive_float, default=given(d.arch_lr),
-                   help=f"α's learning rate (Adam; default {d.arch_lr}" + (
-                       ", or from --budget)" if run else ")"))
-    p.add_argument("--arch-every", type=positive_int, default=d.arch_every if not run else None,
-                   help="one architecture step every N weight steps" + budget)
-    p.add_argument("--fair-paths", action="store_true",
-                   help="each weight step trains every candidate of every block once (FairNAS "
-                        "strict fairness; ~N times the compute per step) instead of one path "
-                        "drawn from p")
-    p.add_argument("--sandwich", action="store_true",
-                   help="each weight step trains the largest path, the smallest and one "
-                        "drawn from p, the two distilled from the largest's predictions "
-                        "(BigNAS's sandwich rule; ~3 times the compute per step)")
-    p.add_argument("--decide", type=nonneg_float, default=given(d.decide),
-                   help="weight of the entropy term in the architecture loss: it settles "
-                        f"the blocks the data leaves undecided (default {d.decide}; 0: the paper's "
-                        "loss)")
-    p.add_argument("--train-limit", type=positive_int, default=None,
-                   help="training images per search epoch" + (budget or " (default: all)"))
-    p.add_argument("--reinforce-samples", type=positive_int, default=d.reinforce_samples)
-    p.add_argument("--reward", default=d.reinforce_reward, choices=REWARDS,
-                   help="REINFORCE reward: mnas ACC*(LAT/T)^w, reference ACC*(T/LAT)^0.1")
-    p.add_argument("--reward-w", type=finite_float, default=d.reinforce_w)
-    p.add_argument("--measure-latency", action="store_true",
-                   help="REINFORCE: measure each sampled network end to end instead of the "
-                        "table")
+    unset = dict.fromkeys(BUDGET_SETTINGS) if run else {}
+    notes = {name: f" (default {getattr(d, name)}, or from --budget)"
+             for name in BUDGET_SETTINGS} | {"train_limit": " (default: from --budget)"
+                                             } if run else {}
+    batch_help = BATCH_SIZE_HELP.format(default=d.batch_size) + (
+        ", or from --budget" if run else "")
+    add_settings(p, SearchConfig, SEARCH_SETTINGS, unset, notes,
+                 {"batch_size": {"type": batch_size_arg, "help": batch_help}})
 
 
 def search_config_from(args: argparse.Namespace) -> SearchConfig:
@@ -146,21 +90,10 @@ def search_config_from(args: argparse.Namespace) -> SearchConfig:
         raise ProxylessError("give --target-ms or --target-mflops, not both")
     metric = "flops" if args.target_mflops is not None else "latency"
     target = args.target_mflops if metric == "flops" else args.target_ms
-    settings = dict(
-        strategy=args.strategy, epochs=args.epochs, warmup_epochs=args.warmup_epochs,
-        weight_sharing=args.weight_sharing, warmup_parent=args.warmup_parent,
-        batch_size=None if args.batch_size == AUTO else args.batch_size, lr=args.lr,
-        warmup_lr=args.warmup_lr,
-        arch_lr=args.arch_lr, arch_every=args.arch_every, decide=args.decide,
-        fair_paths=args.fair_paths, sandwich=args.sandwich, estimator=args.estimator,
-        loss=args.loss, constraint=args.constraint, dual_lr=args.dual_lr,
-        target_floor=args.target_floor, metric=metric, train_limit=args.train_limit,
-        reinforce_samples=args.reinforce_samples, reinforce_reward=args.reward,
-        reinforce_w=args.reward_w, reinforce_measure=args.measure_latency,
-        val_size=args.val_size, **runtime_settings(args))
-    optional = {"warmup_lr", "train_limit", "threads", "workers"}  # None is a value there
-    return SearchConfig(target=target, **{k: v for k, v in settings.items()
-                                          if v is not None or k in optional})
+    settings = {**settings_from_args(SearchConfig, args), "metric": metric}
+    if args.batch_size == AUTO:
+        del settings["batch_size"]
+    return SearchConfig(target=target, **settings)
 
 
 def add_profile_args(p: argparse.ArgumentParser) -> None:

@@ -9,20 +9,17 @@ from pathlib import Path
 from proxyless.cli.config_file import add_config_arg, print_config, save_config
 from proxyless.cli.options import (
     AUTO,
+    BATCH_SIZE_HELP,
     add_data_args,
-    add_runtime_args,
     batch_size_arg,
     data_from_args,
     fit_classes,
     is_main_rank,
-    nonneg_float,
-    positive_float,
-    positive_int,
     require_out,
     resolve_batch_size,
     run_folder,
-    runtime_settings,
 )
+from proxyless.cli.settings import add_runtime_args, add_settings, settings_from_args
 from proxyless.engine.memory import check_space_fits
 from proxyless.errors import ProxylessError
 from proxyless.model.architecture import Architecture, load_architecture
@@ -36,15 +33,10 @@ def add_train_parser(sub) -> None:
                    help="architecture file (ours or a reference net.config)")
     p.add_argument("--out", default=None,
                    help="run folder (checkpoints, metrics, results; required)")
-    p.add_argument("--epochs", type=positive_int, default=d.epochs)
-    p.add_argument("--batch-size", type=batch_size_arg, default=d.batch_size,
-                   help=f"per process (default {d.batch_size}); auto: the largest that fits in "
-                        "memory (probed on a GPU, estimated on the CPU) and the data")
-    p.add_argument("--lr", type=positive_float, default=d.lr)
-    p.add_argument("--weight-decay", type=nonneg_float, default=d.weight_decay)
-    p.add_argument("--label-smoothing", type=nonneg_float, default=d.label_smoothing)
-    p.add_argument("--dropout", type=nonneg_float, default=d.dropout)
-    p.add_argument("--no-augment", action="store_true")
+    add_settings(p, TrainConfig, ("epochs", "batch_size", "lr", "weight_decay",
+                                  "label_smoothing", "dropout", "augment"),
+                 extra={"batch_size": {"type": batch_size_arg, "help": BATCH_SIZE_HELP.format(
+                     default=d.batch_size)}})
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     add_data_args(p)
     add_runtime_args(p)
@@ -56,11 +48,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise ProxylessError("give the architecture file to train (or --config with one)")
     arch = load_architecture(args.arch) if args.arch is not None else None
     auto = args.batch_size == AUTO
-    config = TrainConfig(epochs=args.epochs, batch_size=1 if auto else args.batch_size,
-                         lr=args.lr,
-                         weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
-                         dropout=args.dropout, augment=not args.no_augment,
-                         **runtime_settings(args))
+    config = TrainConfig(**{**settings_from_args(TrainConfig, args),
+                            "batch_size": 1 if auto else args.batch_size})
     config.validate()
     if arch is not None:
         check_space_fits(arch.space, config.batch_size, supernet=False)

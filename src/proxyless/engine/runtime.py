@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from proxyless.config_io import clip, setting
+from proxyless.config_io import MAX_SEED, clip, setting
 from proxyless.engine import distributed
 from proxyless.engine.precision import PRECISIONS
 from proxyless.errors import ProxylessError
@@ -244,38 +244,31 @@ class RuntimeConfig:
     shares, declared once here. All but the seed may change when a run resumes (`RESUMABLE`):
     they decide where and how fast it runs, not what it computes."""
 
-    seed: int = setting(0, "seeds the weights, the data's order and augmentation, the paths")
+    seed: int = setting(0, "seeds the weights, the data's order and augmentation, the paths",
+                        at_least=0, at_most=MAX_SEED)
     device: str = setting("cpu", "cpu, cuda or cuda:N")
-    threads: int | None = setting(None, "torch's CPU threads (None: torch's default)")
+    threads: int | None = setting(None, "CPU threads for torch (None: torch's default)",
+                                  at_least=1)
     workers: int | None = setting(None, "processes decoding a streamed image folder (None: "
-                                        "the cores less one; 0: in this process)")
-    precision: str = setting("auto", "auto, fp32, bf16 or fp16 (engine/precision.py); α and "
-                                     "the latency loss stay fp32")
-    tensorboard: bool = setting(True, "TensorBoard event files in the run folder",
+                                        "the cores available, less one; 0: in this process)",
+                                  at_least=0)
+    precision: str = setting("auto", "the network's forward and backward: auto (bf16 on GPUs "
+                                     "that have it, else fp16 with a gradient scaler; fp32 on "
+                                     "the CPU), fp32, bf16 or fp16. α, the gate gradients and "
+                                     "the latency loss stay fp32", choices=PRECISIONS)
+    tensorboard: bool = setting(True, "TensorBoard event files in the run folder "
+                                      "(`tensorboard --logdir runs/`)",
                                 option="--no-tensorboard")
-    log_every: int = setting(10, "TensorBoard: step values averaged over this many steps")
-    checkpoint_every: float = setting(30.0, "minutes between checkpoints inside an epoch "
-                                            "(0: at epoch ends only)")
+    log_every: int = setting(10, "TensorBoard: average the step curves over this many weight "
+                                 "steps", at_least=1)
+    checkpoint_every: float = setting(30.0, "also write a checkpoint inside an epoch once this "
+                                            "many minutes have passed since the last (30: long "
+                                            "epochs only; 0: at epoch ends only); --resume "
+                                            "continues at the next batch", at_least=0)
 
     # (the precision is one: it resolves by device, and a resumed run may run on another)
     RESUMABLE: ClassVar[tuple[str, ...]] = ("device", "threads", "workers", "precision",
                                             "tensorboard", "log_every", "checkpoint_every")
-
-    def runtime_problem(self) -> str | None:
-        """What is out of range among the runtime settings, or None (the seed and non-finite
-        numbers: `config_io.settings_problem`)."""
-        if self.threads is not None and self.threads < 1:
-            return f"threads must be >= 1, got {self.threads}"
-        if self.workers is not None and self.workers < 0:
-            return f"workers must be >= 0, got {self.workers}"
-        if self.precision not in PRECISIONS:
-            return f"precision {self.precision!r} not in {PRECISIONS}"
-        if self.log_every < 1:
-            return f"log_every must be >= 1, got {self.log_every}"
-        if self.checkpoint_every < 0:
-            return (f"checkpoint_every must be >= 0 (minutes; 0: off), got "
-                    f"{self.checkpoint_every}")
-        return None
 
 
 @dataclass(frozen=True)

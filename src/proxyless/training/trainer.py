@@ -71,32 +71,23 @@ class TrainConfig(RuntimeConfig):
     """The training's settings; the runtime's (seed, device, threads, ...) are
     `RuntimeConfig`'s."""
 
-    epochs: int = setting(10, "training epochs")
-    batch_size: int = setting(128, "images per step, per process")
-    lr: float = setting(0.05, "learning rate (SGD Nesterov, cosine)")
-    momentum: float = setting(0.9, "SGD momentum", option=None)
-    weight_decay: float = setting(4e-5, "weight decay (not on BatchNorm and biases)")
-    label_smoothing: float = setting(0.1, "label smoothing of the loss")
-    dropout: float = setting(0.1, "dropout before the classifier")
+    epochs: int = setting(10, "training epochs", at_least=1)
+    batch_size: int = setting(128, "images per step, per process", at_least=1)
+    lr: float = setting(0.05, "learning rate (SGD Nesterov, cosine)", above=0)
+    momentum: float = setting(0.9, "SGD momentum", option=None, at_least=0, below=1)
+    weight_decay: float = setting(4e-5, "weight decay (not on BatchNorm and biases)",
+                                  at_least=0)
+    label_smoothing: float = setting(0.1, "label smoothing of the loss", at_least=0, below=1)
+    dropout: float = setting(0.1, "dropout before the classifier", at_least=0, below=1)
     augment: bool = setting(True, "random crops and flips of the training images",
                             option="--no-augment")
-    eval_batch_size: int = setting(500, "images per evaluation batch", option=None)
+    eval_batch_size: int = setting(500, "images per evaluation batch", option=None,
+                                   at_least=1)
 
     def validate(self) -> None:
-        problem = settings_problem(self) or self.runtime_problem()
+        problem = settings_problem(self)
         if problem is not None:
             raise ProxylessError(f"train config: {problem}")
-        checks = {
-            "epochs": self.epochs >= 1, "batch_size": self.batch_size >= 1,
-            "lr": self.lr > 0, "momentum": 0 <= self.momentum < 1,
-            "weight_decay": self.weight_decay >= 0,
-            "label_smoothing": 0 <= self.label_smoothing < 1,
-            "dropout": 0 <= self.dropout < 1, "eval_batch_size": self.eval_batch_size >= 1,
-        }
-        for name, ok in checks.items():
-            if not ok:
-                raise ProxylessError(f"train config: {name}={getattr(self, name)!r} is out of "
-                                     "range")
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainConfig:
