@@ -218,7 +218,7 @@ def test_reinforce_measures_new_samples_together_on_one_time_base(monkeypatch):
                         lambda self, w, *a, **k: calls.append(len(w)) or real(self, w, *a, **k))
     space = tiny_space()
     strategy = ReinforceStrategy(SuperNet(space), None, SearchConfig(
-        strategy="reinforce", reinforce_measure=True, target=1.0))
+        strategy="reinforce", measure_latency=True, target=1.0))
     archs = [Architecture.random(space, random.Random(seed)) for seed in range(3)]
     strategy.measured.measure_new(archs + archs[:1])
     assert calls == [len({a.encode() for a in archs}) + 1]  # one group, with the anchor

@@ -44,7 +44,7 @@ def test_reward_forms():
     mnas = ReinforceStrategy(net, cost, SearchConfig(metric="flops", target=lat / 2))
     assert mnas.reward(arch, 0.8) == 0.8 * 2 ** -0.07
     ref = ReinforceStrategy(net, cost, SearchConfig(metric="flops", target=lat / 2,
-                                                    reinforce_reward="reference"))
+                                                    reward="reference"))
     assert ref.reward(arch, 0.8) == 0.8 * 0.5 ** 0.1
     extra = ReinforceStrategy(net, cost, SearchConfig(), objectives=[lambda a: 0.5])
     assert extra.reward(arch, 0.8) == 0.4

@@ -280,7 +280,7 @@ def test_reinforce_takes_a_measured_latency_and_user_objectives(tmp_path, tiny_d
         search(space, tiny_data, None, config(), tmp_path / "g", progress=False,
                objectives=[no_k7])
     with pytest.raises(ProxylessError, match="--strategy reinforce"):
-        SearchConfig(reinforce_measure=True).validate()
+        SearchConfig(measure_latency=True).validate()
 
 
 def test_the_entropy_term_lowers_entropy_and_its_gradient_is_exact():

@@ -54,7 +54,7 @@ def test_the_command_line_reads_back_into_the_config():
                               "--no-tensorboard", "--arch-every", "3", "--seed", "7",
                               "--target-ms", "0.2"])
     config = search_config_from(args)
-    assert (config.reinforce_reward, config.reinforce_w, config.reinforce_measure) == \
+    assert (config.reward, config.reward_w, config.measure_latency) == \
         ("reference", -0.1, True)
     assert (config.strategy, config.arch_every, config.seed, config.tensorboard) == \
         ("reinforce", 3, 7, False)
@@ -80,7 +80,7 @@ class _Example:
     share: float = setting(0.5, "a share", at_least=0, below=1)
     mode: str = setting("a", "which", choices=("a", "b"))
     limit: int | None = setting(None, "at most this many", at_least=1)
-    switch: bool = setting(True, "the thing", option="--no-switch")
+    switch: bool = setting(True, "the thing")
 
 
 def test_declared_problem_names_the_field_and_the_range():
@@ -101,12 +101,13 @@ def test_generated_options_of_a_class():
                  defaults={"count": None}, notes={"count": " (default: decided later)"})
     args = parser.parse_args(["--share", "0.25", "--mode", "b", "--no-switch"])
     assert vars(args) == {"count": None, "share": 0.25, "mode": "b", "limit": None,
-                          "no_switch": True}
-    # a None the class does not default to is left out; the switch reads back negated
+                          "switch": False}
+    # a None the class does not default to is left out
     assert settings_from_args(_Example, args) == {"share": 0.25, "mode": "b", "limit": None,
                                                   "switch": False}
     help_text = parser.format_help()
     assert "how many (default: decided later)" in help_text
-    assert "no the thing" in help_text and "a share (default 0.5)" in help_text
+    assert "--switch, --no-switch" in help_text and "the thing (default: on)" in help_text
+    assert "a share (default 0.5)" in help_text
     with pytest.raises(SystemExit):
         parser.parse_args(["--count", "0"])

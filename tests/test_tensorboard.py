@@ -96,7 +96,7 @@ def test_the_command_line_switches_tensorboard_off_and_sets_the_interval(command
 
     args = build_parser().parse_args([command, *(["a.json"] if command == "train" else []),
                                       "--out", "x", "--no-tensorboard", "--log-every", "7"])
-    assert args.no_tensorboard and args.log_every == 7
+    assert not args.tensorboard and args.log_every == 7
     if command != "train":
         config = search_config_from(args)
         assert (config.tensorboard, config.log_every) == (False, 7)

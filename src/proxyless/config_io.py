@@ -208,6 +208,18 @@ def _convert(value: Any, hint: Any, where: str) -> Any:
     return value
 
 
+def current_names(cls: type, data: Any) -> Any:
+    """`data` (a mapping of `cls`'s fields) with the names of earlier versions replaced by
+    today's (`cls.RENAMED`, old -> new): run folders and checkpoints written before a rename
+    still load and resume. Today's name wins where a file somehow holds both."""
+    renamed = getattr(cls, "RENAMED", {})
+    if not isinstance(data, dict) or not renamed:
+        return data
+    current = {renamed.get(key, key): value for key, value in data.items()
+               if key not in renamed or renamed[key] not in data}
+    return current
+
+
 def result_from_dict(cls: type[T], data: Any, path: Any, required: tuple[str, ...]) -> T:
     """A results file's dataclass (summary.json, final.json, results.json) from its mapping:
     keys of later versions ignored; one lacking a `required` key is damaged or from another
@@ -226,6 +238,7 @@ def from_dict(cls: type[T], data: Any, where: str = "config", unknown: str = "er
     if not isinstance(data, dict):
         raise ProxylessError(f"{where}: expected a mapping, got {type(data).__name__} "
                              f"{excerpt(data)}")
+    data = current_names(cls, data)
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     extra = sorted(set(data) - set(fields), key=repr)  # keys of a YAML file may be any type

@@ -36,6 +36,9 @@ from proxyless.files import read_mapping, replace_atomically
 CONFIG_FILE = "config.yaml"
 NOT_SAVED = {"command", "config", "print_config", "out", "resume", "no_progress", "help"}
 _NOT_GIVEN = object()
+# switches whose file key was the negative option's before 2026-12-07 (`no_augment: true`):
+# now the setting's own name (`augment: false`), as in config.json
+OLD_SWITCHES = {"no_augment": "augment", "no_tensorboard": "tensorboard"}
 
 
 def add_config_arg(parser: argparse.ArgumentParser) -> None:
@@ -137,6 +140,8 @@ def apply_config(parser: argparse.ArgumentParser, argv: list[str] | None,
     actions = {a.dest: a for a in sub._actions if a.dest not in NOT_SAVED}
     given = _given(parser, sub, argv)
     for key, value in options.items():
+        if key in OLD_SWITCHES and isinstance(value, bool):  # a file of an earlier version
+            key, value = OLD_SWITCHES[key], not value
         if key not in actions:
             close = difflib.get_close_matches(str(key), list(actions), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
@@ -168,7 +173,8 @@ def _given(parser: argparse.ArgumentParser, sub: argparse.ArgumentParser,
 
 def _convert(value: Any, action: argparse.Action, where: str) -> Any:
     """`value` from a file as the command line would have parsed it (or a clear error)."""
-    if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
+    if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction,
+                           argparse.BooleanOptionalAction)):
         if not isinstance(value, bool):
             raise ProxylessError(f"{where}: expected true or false, got {excerpt(value)}")
         return value

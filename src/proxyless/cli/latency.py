@@ -50,7 +50,7 @@ def add_latency_parsers(sub) -> None:
                         "device, calibrated on the kit's networks and checked on others")
     p.add_argument("--kit-check", type=nonneg_int, default=CHECK_NETWORKS, metavar="N",
                    help=f"networks a kit carries for checking the table (default "
-                        f"{CHECK_NETWORKS}; --calibrate sets those for calibration)")
+                        f"{CHECK_NETWORKS}; --calibration-networks sets those for calibration)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--backend", default=None, choices=BACKENDS,
                    help=f"the runtime to time (default on the CPU {DEFAULT_BACKEND}: what an "
@@ -66,7 +66,8 @@ def add_latency_parsers(sub) -> None:
     p.add_argument("--min-time", type=min_time, default=20.0,
                    help="seconds to keep measuring each group of layers round-robin, so "
                         "that drift in the machine's speed hits all of them alike")
-    p.add_argument("--calibrate", type=nonneg_int, default=None, metavar="K",
+    p.add_argument("--calibration-networks", "--calibrate", type=nonneg_int, default=None,
+                   metavar="K",
                    help="measure K architectures end to end and fit the table's correction "
                         f"(default {CALIBRATION_NETWORKS}; a kit carries {KIT_CALIBRATION}: "
                         "cheap to time beside a device's layers; 0: skip)")
@@ -139,8 +140,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
     setting = ProfileSetting(
         backend=args.backend, device=args.device, batch=args.batch, threads=args.threads,
         min_time=args.min_time, warmup=args.warmup, repeats=args.repeats,
-        calibration_networks=CALIBRATION_NETWORKS if args.calibrate is None
-        else args.calibrate).resolved()
+        calibration_networks=CALIBRATION_NETWORKS if args.calibration_networks is None
+        else args.calibration_networks).resolved()
     setting.validate()
     check_space_fits(space, setting.batch)  # every layer gets built and timed
     check_out_file(args.out, "--out")
@@ -162,7 +163,7 @@ def _write_kit(space, args: argparse.Namespace) -> int:
     batch = args.batch or 1
     check_space_fits(space, batch)
     prepare_out_dir(args.kit, "--kit")
-    count = KIT_CALIBRATION if args.calibrate is None else args.calibrate
+    count = KIT_CALIBRATION if args.calibration_networks is None else args.calibration_networks
     manifest = make_kit(space, args.kit, batch, count, args.kit_check,
                         progress=None if args.no_progress else print)
     roles = [w.get("role") for w in manifest["workloads"] if w["kind"] == "network"]

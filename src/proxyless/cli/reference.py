@@ -55,10 +55,13 @@ def _default(field: dataclasses.Field) -> str:
 def reference() -> str:
     lines = ["# Configuration reference", "",
              "Every setting of the jobs, generated from the config dataclasses "
-             "(`python -m proxyless.cli.reference`; do not edit by hand). An option sets the "
-             "setting on the command line and, by the same name with underscores, in a "
-             "`config.yaml` (`--config`, `--print-config`); *library only* settings are set "
-             "from Python.", ""]
+             "(`python -m proxyless.cli.reference`; do not edit by hand). A setting has one "
+             "name: `--arch-lr` on the command line is `arch_lr` in a `config.yaml` "
+             "(`--config`, `--print-config`) and in the run folder's `config.json`; a switch "
+             "that is on by default also takes `--no-...`. Two exceptions: `search` and `run` "
+             "give the latency profile's settings with the prefix `--profile-` (`run_config.json` "
+             "nests them under `profile`), and `--target-ms` / `--target-mflops` set `metric` and "
+             "`target` together. *Library only* settings are set from Python.", ""]
     for cls, title, commands, about in SECTIONS:
         lines += [f"## {title}", "", f"{about} Commands: {', '.join(commands)}.", "",
                   "| setting | type | default | values | option | what it is |",
@@ -66,6 +69,8 @@ def reference() -> str:
         for field in section_fields(cls):
             option = setting_option(field)
             shown = f"`{option}`" if option else "*library only*"
+            if option and field.default is True:
+                shown += f", `--no-{option[2:]}`"
             help_text = field.metadata.get("help", "").replace("|", "\\|")
             kind = str(field.type).replace("|", "\\|")  # a table cell's own bar
             values = declared_range(field) or ""

@@ -53,8 +53,8 @@ BUDGET_SETTINGS = ("estimator", "constraint", "target_floor", "warmup_epochs", "
 SEARCH_SETTINGS = ("loss", "estimator", "constraint", "dual_lr", "target_floor",
                    "weight_sharing", "warmup_epochs", "warmup_parent", "epochs", "batch_size",
                    "lr", "warmup_lr", "arch_lr", "arch_every", "fair_paths", "sandwich",
-                   "decide", "train_limit", "reinforce_samples", "reinforce_reward",
-                   "reinforce_w", "reinforce_measure")
+                   "decide", "train_limit", "reinforce_samples", "reward", "reward_w",
+                   "measure_latency")
 
 
 def add_search_args(p: argparse.ArgumentParser, run: bool = False) -> None:

@@ -3,7 +3,7 @@ and read back into them: a setting's option name, value check, choices, default 
 come from its one declaration, so no command lists its options' types or maps them to
 config fields by hand.
 
-    add_settings(group, TrainConfig, ("epochs", "lr", "augment"))   # --epochs, --lr, --no-augment
+    add_settings(group, TrainConfig, ("epochs", "lr", "augment"))   # --augment/--no-augment too
     TrainConfig(**settings_from_args(TrainConfig, args))
 """
 
@@ -44,12 +44,6 @@ def option_dest(field: dataclasses.Field) -> str | None:
     return option[2:].replace("-", "_")
 
 
-def _negated(field: dataclasses.Field) -> bool:
-    """A true-by-default switch turned off by its option (`augment` by `--no-augment`)."""
-    option = setting_option(field) or ""
-    return field.default is True and option.startswith("--no-")
-
-
 def _base_type(cls: type, name: str) -> Any:
     hint = typing.get_type_hints(cls)[name]
     args = [arg for arg in typing.get_args(hint) if arg is not type(None)]
@@ -88,12 +82,12 @@ def value_type(cls: type, field: dataclasses.Field) -> Callable[[str], Any] | No
 
 def _help(field: dataclasses.Field, default: Any, note: str) -> str:
     text = field.metadata.get("help", "")
-    if _negated(field):  # the switch's help says what it turns off
-        return "no " + text + note
     if note:  # it says the default, in place of a "(default: ...)" of the declaration
         head, said, _ = text.rpartition(" (default")
         return (head if said else text) + note
-    if default is None or isinstance(default, bool) or "default" in text:
+    if isinstance(default, bool):  # a switch: --x / --no-x where it is on by default
+        return f"{text} (default: on)" if default else text
+    if default is None or "default" in text:
         return text
     return f"{text} (default {default:g})" if isinstance(default, float) else \
         f"{text} (default {default})"
@@ -111,11 +105,11 @@ def add_settings(group: Any, cls: type, names: Iterable[str],
     for name in names:
         field = fields[name]
         default = defaults.get(name, field.default)
-        kwargs: dict[str, Any] = {"help": _help(field, default, notes.get(name, ""))}
+        kwargs: dict[str, Any] = {"default": default,
+                                  "help": _help(field, default, notes.get(name, ""))}
         if hints[name] is bool:
-            kwargs["action"] = "store_true"
+            kwargs["action"] = argparse.BooleanOptionalAction if default else "store_true"
         else:
-            kwargs["default"] = default
             kind = value_type(cls, field)
             if kind is not None:
                 kwargs["type"] = kind
@@ -126,16 +120,14 @@ def add_settings(group: Any, cls: type, names: Iterable[str],
 
 def settings_from_args(cls: type, args: argparse.Namespace) -> dict[str, Any]:
     """The fields of `cls` that this command line has options for, read from `args` by
-    their declarations (a `--no-x` switch negated); a None is left out where the field's
-    default is not None (an option that something later fills, such as `--budget`)."""
+    their declarations; a None is left out where the field's default is not None (an option
+    that something later fills, such as `--budget`)."""
     values = {}
     for field in dataclasses.fields(cls):
         dest = option_dest(field)
         if dest is None or not hasattr(args, dest):
             continue
         value = getattr(args, dest)
-        if _negated(field):
-            value = not value
         if value is None and field.default is not None:
             continue
         values[field.name] = value

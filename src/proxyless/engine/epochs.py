@@ -38,7 +38,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from proxyless.config_io import shorten, to_dict
+from proxyless.config_io import current_names, shorten, to_dict
 from proxyless.engine import distributed, stopping
 from proxyless.engine.divergence import (
     LOWER_ARCH_LR,
@@ -132,7 +132,7 @@ def changed_settings(checkpoint: dict, config, resumable: Iterable[str],
     """The settings of `config` that differ from the checkpoint's, but those in `resumable`.
     A setting the checkpoint does not know (added since) ran at its default, or at its
     `legacy` value where the default has changed since (how older runs behaved)."""
-    before = checkpoint.get("config", {})
+    before = current_names(type(config), checkpoint.get("config", {}))
     defaults = {**to_dict(type(config)()), **(legacy or {})}
     return [k for k, v in to_dict(config).items()
             if k not in resumable and before.get(k, defaults[k]) != v]

@@ -257,8 +257,7 @@ class RuntimeConfig:
                                      "the CPU), fp32, bf16 or fp16. α, the gate gradients and "
                                      "the latency loss stay fp32", choices=PRECISIONS)
     tensorboard: bool = setting(True, "TensorBoard event files in the run folder "
-                                      "(`tensorboard --logdir runs/`)",
-                                option="--no-tensorboard")
+                                      "(`tensorboard --logdir runs/`)")
     log_every: int = setting(10, "TensorBoard: average the step curves over this many weight "
                                  "steps", at_least=1)
     checkpoint_every: float = setting(30.0, "also write a checkpoint inside an epoch once this "

@@ -62,8 +62,7 @@ class ProfileSetting:
     warmup: int = setting(10, "untimed runs of each layer first")
     repeats: int = setting(50, "timed rounds at least")
     calibration_networks: int = setting(CALIBRATION_NETWORKS, "networks measured end to end "
-                                                              "for the calibration; 0: none",
-                                        option="--calibrate")
+                                                              "for the calibration; 0: none")
 
     def resolved(self) -> ProfileSetting:
         """This setting with the device's default runtime and batch where none is given."""

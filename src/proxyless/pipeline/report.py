@@ -15,9 +15,9 @@ from proxyless.training.trainer import TrainConfig
 
 def strategy_details(scfg: SearchConfig) -> str:
     if scfg.strategy == "reinforce":
-        latency = "measured end to end" if scfg.reinforce_measure else "from the table"
+        latency = "measured end to end" if scfg.measure_latency else "from the table"
         return (f"{scfg.reinforce_samples} architectures per update, reward "
-                f"`{scfg.reinforce_reward}`, latency {latency}")
+                f"`{scfg.reward}`, latency {latency}")
     return f"loss `{scfg.loss}`, estimator `{scfg.estimator}`"
 
 

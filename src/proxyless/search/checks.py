@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from proxyless.config_io import to_dict
+from proxyless.config_io import current_names, to_dict
 from proxyless.data import DataSplits, check_channels, check_class_count
 from proxyless.engine import epochs as skeleton
 from proxyless.errors import ProxylessError
@@ -41,7 +41,7 @@ def check_resume(checkpoint: dict, space, config: SearchConfig, out: Path,
                              "one or a new --out")
     if changed:
         before = {**to_dict(SearchConfig()), "target_floor": 0.0,
-                  **checkpoint.get("config", {})}
+                  **current_names(SearchConfig, checkpoint.get("config", {}))}
         diffs = ", ".join(f"{k}: {before.get(k)!r} -> {getattr(config, k)!r}" for k in changed)
         hint = (" (--target-floor 0 continues a search begun before the two-sided target)"
                 if "target_floor" in changed else "")

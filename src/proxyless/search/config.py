@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from proxyless.config_io import from_dict, setting, settings_problem
 from proxyless.engine.runtime import RuntimeConfig
@@ -21,6 +22,11 @@ REWARDS = ("mnas", "reference")
 class SearchConfig(RuntimeConfig):
     """The search's settings; the runtime's (seed, device, threads, ...) are
     `RuntimeConfig`'s."""
+
+    # names of earlier versions, read once (config.json, checkpoints): one name per setting,
+    # the option's, since 2026-12-07
+    RENAMED: ClassVar[dict[str, str]] = {"reinforce_reward": "reward", "reinforce_w": "reward_w",
+                                         "reinforce_measure": "measure_latency"}
 
     strategy: str = setting("gradient", "gradient (binarized paths, ProxylessNAS-G) or "
                                         "reinforce (ProxylessNAS-R)", choices=STRATEGIES)
@@ -91,16 +97,13 @@ class SearchConfig(RuntimeConfig):
                                            "evaluated on each epoch", option=None,
                                     at_least=1)
     reinforce_samples: int = setting(10, "REINFORCE: architectures per α update", at_least=2)
-    reinforce_reward: str = setting("mnas", "REINFORCE's reward: mnas ACC·(LAT/T)^w, "
-                                            "reference ACC·(T/LAT)^0.1", option="--reward",
-                                    choices=REWARDS)
-    reinforce_w: float = setting(-0.07, "REINFORCE: the mnas reward's exponent w",
-                                 option="--reward-w")
+    reward: str = setting("mnas", "REINFORCE's reward: mnas ACC·(LAT/T)^w, reference "
+                                  "ACC·(T/LAT)^0.1", choices=REWARDS)
+    reward_w: float = setting(-0.07, "REINFORCE: the mnas reward's exponent w")
     reinforce_baseline_decay: float = setting(0.9, "REINFORCE: the moving baseline's decay",
                                               option=None, at_least=0, below=1)
-    reinforce_measure: bool = setting(False, "REINFORCE: measure each sampled network end to "
-                                             "end instead of the table",
-                                      option="--measure-latency")
+    measure_latency: bool = setting(False, "REINFORCE: measure each sampled network end to "
+                                           "end instead of the table")
     measure_threads: int = setting(1, "... measured with this many threads where there is no "
                                       "table", option=None, at_least=1)
 
@@ -118,9 +121,9 @@ class SearchConfig(RuntimeConfig):
         check(0 < self.val_size < 1 or (self.val_size >= 10 and float(self.val_size).is_integer()),
               f"val_size must be a fraction in (0, 1) or a whole count >= 10, got "
               f"{self.val_size}")
-        check(not self.reinforce_measure or self.strategy == "reinforce",
+        check(not self.measure_latency or self.strategy == "reinforce",
               "measuring latency end to end (--measure-latency) needs --strategy reinforce")
-        check(not self.reinforce_measure or self.metric == "latency",
+        check(not self.measure_latency or self.metric == "latency",
               "--measure-latency measures latency: give --target-ms, not --target-mflops")
 
     @classmethod

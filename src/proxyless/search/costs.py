@@ -30,7 +30,7 @@ def require_cost(config: SearchConfig, cost_model: CostModel | None,
                  latency_fn: object | None = None) -> None:
     """A target needs something to measure it by."""
     measured = config.strategy == "reinforce" and config.metric == "latency" and (
-        latency_fn is not None or config.reinforce_measure)
+        latency_fn is not None or config.measure_latency)
     if config.target is not None and cost_model is None and not measured:
         raise ProxylessError("a target needs a cost model: a latency table (--table, made by "
                              "`proxyless profile --space SPACE --out table.json`) or "
@@ -49,5 +49,5 @@ def search_costs(space: SearchSpace, config: SearchConfig, table: LatencyTable |
                 f"({fastest:.3f} ms); the search will favour the fastest ops")
     also_log = [latency] if latency is not None and constrained is not latency else []
     measured = (MeasuredLatency.for_table(table)
-                if config.reinforce_measure and table is not None else None)
+                if config.measure_latency and table is not None else None)
     return SearchCosts(constrained, latency, also_log, measured)

@@ -51,7 +51,7 @@ class ReinforceStrategy:
                                           eps=config.arch_eps, weight_decay=0.0)
         self.baseline: float | None = None
         self.objectives = list(objectives)
-        if latency_fn is None and config.reinforce_measure:
+        if latency_fn is None and config.measure_latency:
             device = "cuda" if config.device.startswith("cuda") else "cpu"
             latency_fn = MeasuredLatency.standalone(supernet.space, device,
                                                     config.measure_threads)
@@ -82,8 +82,8 @@ class ReinforceStrategy:
         target = config.target
         cost = self.cost(arch) if target is not None else None
         if cost is not None:
-            if config.reinforce_reward == "mnas":
-                value *= (cost / target) ** config.reinforce_w
+            if config.reward == "mnas":
+                value *= (cost / target) ** config.reward_w
             else:
                 value *= (target / cost) ** 0.1
         for objective in self.objectives:

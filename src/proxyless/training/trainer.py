@@ -79,8 +79,7 @@ class TrainConfig(RuntimeConfig):
                                   at_least=0)
     label_smoothing: float = setting(0.1, "label smoothing of the loss", at_least=0, below=1)
     dropout: float = setting(0.1, "dropout before the classifier", at_least=0, below=1)
-    augment: bool = setting(True, "random crops and flips of the training images",
-                            option="--no-augment")
+    augment: bool = setting(True, "random crops and flips of the training images")
     eval_batch_size: int = setting(500, "images per evaluation batch", option=None,
                                    at_least=1)
 
