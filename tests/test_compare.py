@@ -362,3 +362,28 @@ def test_compare_and_cross_latency_are_plain_functions(small_table, tmp_path, ca
     with pytest.raises(ProxylessError, match="nothing to compare"):
         cross_latency([a], tmp_path / "none", settings=["none"])
     assert not (tmp_path / "none").exists()
+
+
+@pytest.mark.parametrize("space", ["fashion", "imagenet", "cifar"])
+def test_the_architecture_pictures_legend_covers_no_label(space):
+    """arch.png: the kernel legend lies below the drawing, clear of every text (the width
+    of the last stage, "160ch", was once under it)."""
+    import matplotlib.pyplot as plt
+
+    from proxyless.model.architecture import Architecture
+    from proxyless.model.space import load_space
+    from proxyless.pipeline.plots import arch_figure
+
+    fig = arch_figure(Architecture.uniform(load_space(space), "k7e6"))
+    try:
+        renderer = fig.canvas.get_renderer()
+        ax = fig.axes[0]
+        legend = ax.get_legend().get_window_extent(renderer)
+        texts = [t for t in ax.texts if t.get_text()]
+        assert any(t.get_text().endswith("ch") for t in texts)
+        assert not [t.get_text() for t in texts
+                    if t.get_window_extent(renderer).overlaps(legend)]
+        assert legend.y1 <= ax.get_window_extent(renderer).y0 + 1  # under the drawing
+        assert legend.y0 >= 0  # and inside the picture
+    finally:
+        plt.close(fig)

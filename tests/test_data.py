@@ -231,7 +231,8 @@ def test_image_folder_errors(tmp_path):
 def test_load_data_builtin_val_split():
     lines = []
     splits = load_data("builtin", val_size=500, notify=lines.append)
-    assert len(lines) == 1 and "built-in" in lines[0] and "--data-dir" in lines[0]
+    # chosen on purpose: no hint to install the full data set
+    assert len(lines) == 1 and "built-in" in lines[0] and "apt-get" not in lines[0]
     assert (len(splits.train), len(splits.val), len(splits.test)) == (5500, 500, 1000)
     assert torch.bincount(splits.val.labels).tolist() == [50] * 10
     assert splits.name == "fashion-mnist-builtin" and splits.source == "built-in"
@@ -268,7 +269,7 @@ def test_load_data_auto_branches(tmp_path, monkeypatch):
     monkeypatch.setattr("proxyless.data.loading.DEBIAN_FASHION_DIR", tmp_path / "debian")
     lines = []
     assert load_data(val_size=0, notify=lines.append).name == "fashion-mnist-builtin"
-    assert "apt-get install dataset-fashion-mnist" in lines[-1]
+    assert "apt-get install dataset-fashion-mnist" in lines[-1]  # chosen for the user: hint
     with pytest.raises(ProxylessError, match=str(tmp_path / "debian")):
         load_data("fashion-mnist")
     make_fashion(tmp_path / "debian")

@@ -496,3 +496,49 @@ def test_a_model_file_with_a_bad_transform_is_refused(tmp_path):
         bad = {**good, "data": {"transform": transform}}
         with pytest.raises(ProxylessError, match="data.transform"):
             ModelInfo.from_metadata(bad, "model.pt")
+
+
+def test_the_command_line_shows_each_skipped_image_as_one_plain_line(tmp_path, capsys):
+    """Broken files in a streamed folder: one `proxyless: warning:` line per file for the
+    whole run (not per epoch), no Python source lines, and each epoch's line counts them."""
+    from proxyless.cli import main
+
+    root = make_folder(tmp_path / "d", 4, ("train", "val"))
+    broken = [root / "train" / "ant" / "ant_1.JPEG", root / "train" / "bee" / "bee_2.JPEG"]
+    for path in broken:
+        path.write_bytes(b"not a jpeg")
+    tiny_photo_arch().save(tmp_path / "arch.json")
+    code = main(["train", str(tmp_path / "arch.json"), "--data", str(root), "--data-mode",
+                 "stream", "--workers", "0", "--epochs", "2", "--batch-size", "4",
+                 "--out", str(tmp_path / "run"), "--no-progress", "--no-tensorboard"])
+    printed = capsys.readouterr()
+    err = printed.err
+    assert code == 0, err[-2000:]
+    lines = [line for line in err.splitlines() if "unreadable image" in line
+             and "epoch" not in line]
+    assert len(lines) == 2  # two epochs read each broken file: still one line each
+    for path in broken:
+        assert sum(line.startswith(f"proxyless: warning: skipped unreadable image {path}: ")
+                   for line in lines) == 1
+    assert ".py:" not in err and "self._note_failures" not in err
+    epoch_lines = [line for line in (printed.out + err).splitlines()
+                   if line.startswith("epoch ")]
+    assert len(epoch_lines) == 2
+    assert all("skipped 2 unreadable images" in line for line in epoch_lines)
+
+
+def test_past_a_few_skipped_images_one_line_says_the_rest_are_counted(capsys):
+    import warnings
+
+    from proxyless.cli.warning_lines import MAX_SKIPPED_LINES, warning_lines
+
+    with warning_lines():
+        for i in range(MAX_SKIPPED_LINES + 5):
+            for _ in range(2):  # the same file twice: one line
+                warnings.warn(f"skipped unreadable image f{i}.jpg: truncated",
+                              UnreadableImageWarning, stacklevel=1)
+        warnings.warn("something else\n  on two lines", UserWarning, stacklevel=1)
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == MAX_SKIPPED_LINES + 2
+    assert lines[-2].startswith(f"proxyless: warning: more than {MAX_SKIPPED_LINES}")
+    assert lines[-1] == "proxyless: warning: something else on two lines"

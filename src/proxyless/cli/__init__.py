@@ -18,8 +18,9 @@ One module per command or family of commands (`run.py`, `search.py`, `train.py`,
 declarations and reads them back (no option is mapped to its field by hand); `options.py`
 holds the option types and groups they share,
 `config_file.py` the run folder's `config.yaml` (`--config`, `--print-config`),
-`reference.py` the configuration reference (docs/configuration.md) from the config classes, and
-`__main__.py` makes `python -m proxyless.cli` the command. Every failure
+`reference.py` the configuration reference (docs/configuration.md) from the config classes,
+`warning_lines.py` shows warnings as plain lines, once each, and `__main__.py` makes
+`python -m proxyless.cli` the command. Every failure
 caused by input is printed as one `proxyless: error: ...` line (exit code 2); an interrupted
 run keeps its last checkpoint and says how to resume (exit code 130); SIGTERM or SIGUSR1 (a
 cluster preempting the job) stops `train`, `search` and `run` after the current batch with a
@@ -55,6 +56,7 @@ from proxyless.cli.latency import (
 from proxyless.cli.run import add_run_parser, cmd_run
 from proxyless.cli.search import add_search_parser, cmd_search
 from proxyless.cli.train import add_train_parser, cmd_train
+from proxyless.cli.warning_lines import warning_lines
 from proxyless.data import shutdown_workers
 from proxyless.engine import distributed, stopping
 from proxyless.errors import ProxylessError
@@ -95,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         args = apply_config(parser, argv, args)
-        with stopping.stop_signals() if args.command in STOPPABLE else nullcontext():
+        with (warning_lines(),
+              stopping.stop_signals() if args.command in STOPPABLE else nullcontext()):
             code = COMMANDS[args.command](args)
         distributed.finish()  # not on errors: the other ranks may never arrive
         return code

@@ -47,10 +47,11 @@ from proxyless.data.stream import (
     read_images,
     shutdown_workers,
     skipped_images,
+    skipped_note,
 )
 
 __all__ = ["FASHION_CLASSES", "Batches", "DataSplits", "FolderSet", "ImageSet", "Images",
            "StreamBatches", "channel_stats", "check_channels", "check_class_count",
            "load_builtin", "load_cifar10", "load_data", "load_fashion_mnist",
            "load_image_folder", "make_batches", "read_idx", "read_images", "shutdown_workers",
-           "skipped_images", "split_validation"]
+           "skipped_images", "skipped_note", "split_validation"]

@@ -78,8 +78,10 @@ def load_data(data: str | None = None, data_dir: str | Path | None = None, *,
         check_channels(train, channels, f"data {name!r} from {source}")
     if notify is not None:
         counts = f"({len(train):,} train / {len(test):,} test)"
-        if name == "builtin":
+        if name == "builtin" and data in (None, "auto"):  # chosen for the user, not by them
             notify(f"data: {label} {counts}; for the full data set {_INSTALL_HINT}")
+        elif name == "builtin":
+            notify(f"data: {label} {counts}")
         elif streams:
             notify(f"data: {label} {counts}, streamed from {source} at {train.size} px")
         else:

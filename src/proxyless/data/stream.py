@@ -35,7 +35,7 @@ from proxyless.data.folder_index import FolderIndex
 from proxyless.data.sets import ImageSet
 from proxyless.engine.runtime import available_cores
 from proxyless.engine.stopping import STOP_SIGNALS
-from proxyless.errors import ProxylessError
+from proxyless.errors import ProxylessError, ProxylessWarning
 
 BAD_SHARE = 0.001
 BAD_MIN = 10
@@ -95,12 +95,12 @@ def shutdown_workers() -> None:
 atexit.register(shutdown_workers)
 
 
-class UnreadableImageWarning(UserWarning):
+class UnreadableImageWarning(ProxylessWarning):
     """An image file that could not be decoded and was left out of its batch."""
 
 
 def _warn_unreadable(path: str, reason: str) -> None:
-    warnings.warn(f"skipped unreadable image {path} ({reason})", UnreadableImageWarning,
+    warnings.warn(f"skipped unreadable image {path}: {reason}", UnreadableImageWarning,
                   stacklevel=3)
 
 
@@ -338,6 +338,12 @@ def skipped_images(*batches: Batches) -> int | None:
     memory (nothing there can fail to decode)."""
     counts = [len(b.skipped) for b in batches if isinstance(b, StreamBatches)]
     return sum(counts) if counts else None
+
+
+def skipped_note(record: dict) -> str:
+    """An epoch line's tally of the images it left out as unreadable ("" where none were)."""
+    count = record.get("skipped_images") or 0
+    return f"  skipped {count} unreadable image{'s' if count != 1 else ''}" if count else ""
 
 
 def read_images(data: ImageSet | FolderSet, batch_size: int = 500,

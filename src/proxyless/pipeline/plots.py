@@ -168,6 +168,11 @@ def probs_figure(probs_history, tokens_per_block, title: str = ""):
 def arch_picture(arch, path: str | Path, title: str = "") -> Path:
     """The derived network as in the paper's figure: one box per block, height = expansion,
     colour = kernel size; zero blocks a dotted mark, stage boundaries and widths marked."""
+    return _save(arch_figure(arch, title), path)
+
+
+def arch_figure(arch, title: str = ""):
+    """`arch_picture`'s figure, not yet saved."""
     plt = _pyplot()
     slots = arch.space.slots()
     fig, ax = plt.subplots(figsize=(max(6, 0.55 * len(slots) + 2), 2.8), dpi=120)
@@ -175,13 +180,14 @@ def arch_picture(arch, path: str | Path, title: str = "") -> Path:
     for x, name in ((0.0, "stem"), (end, "mix+fc")):
         ax.add_patch(plt.Rectangle((x, -0.4), 0.8, 0.8, color="0.6"))
         ax.text(x + 0.4, -0.6, name, ha="center", va="top", fontsize=6)
-    _kernel_legend(ax, loc="upper right")
+    # below the drawing, outside the axes: inside, it covered the last stage's width label
+    _kernel_legend(ax, loc="upper center", bbox_to_anchor=(0.5, 0.0))
     ax.set_xlim(-0.3, end + 1.1)
     ax.set_ylim(-2.2, 2.1)
     ax.axis("off")
     ax.set_title(title or arch.encode(), fontsize=7)
-    fig.tight_layout()
-    return _save(fig, path)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))  # room under the axes for the legend
+    return fig
 
 
 def training_curves(metrics: list[dict], path: str | Path, keys: tuple[str, ...],

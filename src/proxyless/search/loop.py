@@ -34,6 +34,7 @@ from proxyless.data import (
     DataSplits,
     shutdown_workers,
     skipped_images,
+    skipped_note,
 )
 from proxyless.engine import distributed
 from proxyless.engine import epochs as skeleton
@@ -379,4 +380,4 @@ def epoch_line(record: dict, total: int, cost_model: CostModel | None) -> str:
         unit = cost_model.unit
         line += (f"  E[{cost_model.name}] {record[f'expected_{cost_model.name}']:.3f}{unit}"
                  f"  argmax {record[f'argmax_{cost_model.name}']:.3f}{unit}")
-    return line + f"  ({record['epoch_time_s']:.0f}s)"
+    return line + f"{skipped_note(record)}  ({record['epoch_time_s']:.0f}s)"

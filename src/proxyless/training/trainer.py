@@ -37,6 +37,7 @@ from proxyless.data import (
     make_batches,
     shutdown_workers,
     skipped_images,
+    skipped_note,
 )
 from proxyless.deploy.model_file import MODEL_FILE, ModelInfo, save_model
 from proxyless.engine import distributed
@@ -281,5 +282,5 @@ def train_epoch(model: nn.Module, bar: tqdm, optimizer: torch.optim.Optimizer, s
 
 def _epoch_line(record: dict, total: int) -> str:
     return (f"epoch {record['epoch']}/{total}  loss {record['train_loss']:.3f}  "
-            f"train {record['train_top1']:.2f}%  test {record['test_top1']:.2f}%  "
-            f"({record['epoch_time_s']:.1f}s)")
+            f"train {record['train_top1']:.2f}%  test {record['test_top1']:.2f}%"
+            f"{skipped_note(record)}  ({record['epoch_time_s']:.1f}s)")
