@@ -185,7 +185,7 @@ def test_the_reference_table_is_labelled_with_its_device(trained_run):
     lines = describe_table(report)
     assert "Pixel 1, TFLite): tflite, batch 1), not comparable with this CPU's" in lines[0]
     assert "thread" not in lines[0]  # it records no thread count, and none is made up
-    assert "not measured here: this table was not measured here" in lines[2]
+    assert "no measurement: the table was not measured on this machine" in lines[2]
     assert "None" not in "\n".join(lines)
 
 

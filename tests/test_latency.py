@@ -198,7 +198,7 @@ def test_latency_check_reports_and_plots(tiny_table, tmp_path):
 
 def test_reference_table_cannot_be_measured_here(reference_dir):
     table = LatencyTable.load(reference_dir / "mobile_trim.yaml")
-    with pytest.raises(ProxylessError, match="not measured here"):
+    with pytest.raises(ProxylessError, match="not measured on this machine"):
         latency_check(table, samples=3, progress=False)
 
 

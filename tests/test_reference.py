@@ -67,3 +67,23 @@ def test_mobilenet_v2_in_our_encoding():
     assert count_macs(arch) / 1e6 == pytest.approx(300, rel=0.01)
     net = build_network(arch)
     assert sum(p.numel() for p in net.parameters()) == 3_504_872  # torchvision's figure
+
+
+def test_the_authors_table_prices_a_classifier_of_other_classes(reference_dir):
+    """A user's folder of 4 classes searched against the Pixel 1 table (priced for ImageNet's
+    1000): the classifier takes the 1000-class time, said in one warning; every candidate's
+    price is the table's own."""
+    import dataclasses
+
+    from proxyless.errors import ProxylessWarning
+    from proxyless.latency.cost import latency_model
+    from proxyless.latency.table import LatencyTable
+    from proxyless.model.space import load_space
+
+    table = LatencyTable.load(reference_dir / "mobile_trim.yaml")
+    imagenet = load_space("imagenet")
+    full = latency_model(table, imagenet)
+    with pytest.warns(ProxylessWarning, match="classifier for 1000 classes, the data has 4"):
+        four = latency_model(table, dataclasses.replace(imagenet, num_classes=4))
+    assert four.fixed == pytest.approx(full.fixed)
+    assert four.block_costs == full.block_costs

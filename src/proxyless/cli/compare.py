@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from proxyless.cli.options import min_time
+from proxyless.cli.options import min_time, progress_bars
 from proxyless.pipeline.pareto import compare_folders
 
 
@@ -28,6 +28,6 @@ def add_compare_parser(sub) -> None:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     text = compare_folders(args.folders, args.out, args.names, args.measure, args.min_time,
-                           progress=not args.no_progress)
+                           progress=progress_bars(args))
     print(text + f"-> {Path(args.out) / 'compare.md'}, {Path(args.out) / 'compare.png'}")
     return 0

@@ -108,7 +108,7 @@ def describe_table(report: dict[str, Any]) -> list[str]:
                      f" {unit}   the PyTorch model timed as the table was (raw ms / "
                      f"machine speed x{report['speed_factor']:.3f})")
     else:
-        lines.append(f"  not measured here: {report['table_not_comparable_because']}")
+        lines.append(f"  no measurement: {report['table_not_comparable_because']}")
     return lines
 
 

@@ -8,7 +8,14 @@ import json
 import sys
 from pathlib import Path
 
-from proxyless.cli.options import min_time, nonneg_int, positive_int, seed_int, threads_int
+from proxyless.cli.options import (
+    min_time,
+    nonneg_int,
+    positive_int,
+    progress_bars,
+    seed_int,
+    threads_int,
+)
 from proxyless.engine.memory import check_space_fits
 from proxyless.engine.runtime import check_out_file, prepare_out_dir
 from proxyless.errors import ProxylessError
@@ -145,7 +152,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     setting.validate()
     check_space_fits(space, setting.batch)  # every layer gets built and timed
     check_out_file(args.out, "--out")
-    table = profile_job(space, setting, args.out, progress=not args.no_progress)
+    table = profile_job(space, setting, args.out, progress=progress_bars(args))
     print(f"{len(table.entries)} entries -> {args.out}")
     lo, hi = latency_model(table, space).bounds()
     print(f"predicted latency of {space.name} networks: {lo:.3f} - {hi:.3f} ms")
@@ -181,7 +188,7 @@ def cmd_latency_check(args: argparse.Namespace) -> int:
     plot = args.plot or str(Path(args.table).with_suffix("")) + "-check.png"
     # before the minutes of measuring, not after them
     check_out_file(plot, "--plot" if args.plot else "the plot (next to --table; set --plot)")
-    result = latency_check(table, args.samples, args.seed, plot, progress=not args.no_progress,
+    result = latency_check(table, args.samples, args.seed, plot, progress=progress_bars(args),
                            log=lambda m: print(m, file=sys.stderr))
     if args.json:
         print(json.dumps(result, indent=2))
@@ -203,7 +210,7 @@ def cmd_latency_check(args: argparse.Namespace) -> int:
 def cmd_cross_latency(args: argparse.Namespace) -> int:
     timing = Timing(args.warmup, args.repeats, args.min_time, args.rounds)
     text = cross_latency(args.networks, args.out, args.settings, args.table, args.names,
-                         timing, progress=not args.no_progress)
+                         timing, progress=progress_bars(args))
     out = Path(args.out)
     print(text, end="")
     print(f"-> {out / 'matrix.md'}, {out / 'matrix.json'}, {out / 'architectures.png'}")

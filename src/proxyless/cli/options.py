@@ -220,6 +220,13 @@ def run_folder(out: str | Path) -> Iterator[None]:
         raise
 
 
+def progress_bars(args: argparse.Namespace) -> bool:
+    """Whether to draw progress bars: on a terminal, unless --no-progress. Redirected to a
+    file (a cluster job's log, `make run > log`), each bar's redraws would become thousands
+    of lines; the one line per epoch is printed either way."""
+    return not args.no_progress and sys.stderr.isatty()
+
+
 def require_out(args: argparse.Namespace) -> None:
     """--out, which every command that writes a run folder needs (unless it only prints its
     configuration)."""

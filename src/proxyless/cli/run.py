@@ -22,6 +22,7 @@ from proxyless.cli.options import (
     fit_classes,
     is_main_rank,
     positive_int,
+    progress_bars,
     resolve_batch_size,
     run_folder,
 )
@@ -146,18 +147,26 @@ def cmd_run(args: argparse.Namespace) -> int:
         config.validate()
         if is_main_rank():
             print(f"budget {args.budget} on {len(data.train):,} training images: {warmup} "
-                  f"warm-up + {search_epochs} search epochs, {epochs} retraining epochs, "
+                  f"warm-up + {search_epochs} search epochs, {epochs} retraining "
+                  f"epoch{'s' if epochs != 1 else ''}, "
                   f"batch {search_config.batch_size}", file=sys.stderr)
         results = run_pipeline(space, data, config, args.out, resume=args.resume,
-                               progress=not args.no_progress)
+                               progress=progress_bars(args))
     if not is_main_rank():
         return 0
     measured = (f"{results.measured_ms:.3f} ms" if results.measured_ms is not None
                 else "n/a")
     priced = results.priced or {}
+    setting = f"{priced.get('runtime', 'n/a')}, batch {priced.get('batch', 1)}"
+    factor = results.speed_factor
+    if results.measured_ms is not None and factor and abs(factor - 1) > 0.03:
+        # the machine drifted since it was profiled: the figure comparable with the target
+        pace = f"x{factor:.2f} slower" if factor > 1 else f"x{1 / factor:.2f} faster"
+        setting += (f"; {results.measured_ms / factor:.3f} ms at the table's speed, this "
+                    f"machine running {pace} than when profiled")
     print(f"\n{results.arch}\n  test top-1 {results.test_top1:.2f}%  latency target "
           f"{results.target_ms} ms, predicted {results.predicted_ms:.3f} ms, measured "
-          f"{measured} ({priced.get('runtime', 'n/a')}, batch {priced.get('batch', 1)})")
+          f"{measured} ({setting})")
     if results.runtimes_ms:
         figures = ", ".join(f"{name} {'n/a' if ms is None else f'{ms:.3f} ms'}"
                             for name, ms in results.runtimes_ms.items())

@@ -25,6 +25,7 @@ from proxyless.cli.options import (
     positive_float,
     positive_int,
     positive_min_time,
+    progress_bars,
     require_out,
     resolve_batch_size,
     run_folder,
@@ -173,7 +174,7 @@ def cmd_search(args: argparse.Namespace) -> int:
             train_limit=config.train_limit))
         space = fit_classes(space, data, log)
         summary = search_job(space, data, config, args.out, table, profile_setting(args),
-                             args.resume, not args.no_progress, log)
+                             args.resume, progress_bars(args), log)
         if summary is None:  # not rank 0
             return 0
     out = Path(args.out)

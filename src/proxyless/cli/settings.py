@@ -28,8 +28,6 @@ from proxyless.cli.options import (
 from proxyless.config_io import MAX_SEED, number_text, setting_option
 from proxyless.engine.runtime import RuntimeConfig
 
-SAME = object()  # `add_settings`' defaults: the declared default
-
 
 def _fields(cls: type) -> dict[str, dataclasses.Field]:
     return {field.name: field for field in dataclasses.fields(cls)}
@@ -73,11 +71,11 @@ def value_type(cls: type, field: dataclasses.Field) -> Callable[[str], Any] | No
     if (kind, bounds) in _KNOWN_TYPES:
         return _KNOWN_TYPES[(kind, bounds)]
     meta = dict(bounds)
-    low = meta.get("at_least", meta.get("above"))
+    low, high = meta.get("at_least", meta.get("above")), meta.get("at_most")
+    signs = {"at_least": ">=", "above": ">", "at_most": "<="}
     what = ("a whole number" if kind is int else "a finite number") + "".join(
-        f" {sign} {number_text(meta[key])}" for key, sign in (("at_least", ">="), ("above", ">"),
-                                                   ("at_most", "<=")) if key in meta)
-    return lambda text: bounded_number(text, kind, low, meta.get("at_most"), "above" in meta, what)
+        f" {signs[key]} {number_text(value)}" for key, value in bounds)
+    return lambda text: bounded_number(text, kind, low, high, "above" in meta, what)
 
 
 def _help(field: dataclasses.Field, default: Any, note: str) -> str:

@@ -15,6 +15,7 @@ from proxyless.cli.options import (
     data_from_args,
     fit_classes,
     is_main_rank,
+    progress_bars,
     require_out,
     resolve_batch_size,
     run_folder,
@@ -64,7 +65,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         config = dataclasses.replace(config, batch_size=resolve_batch_size(
             args, arch.space, data, "train", arch=arch))
         final = train_network(arch, data, config, args.out, resume=args.resume,
-                              progress=not args.no_progress)
+                              progress=progress_bars(args))
     if not is_main_rank():
         return 0
     print(f"test top-1 {final.test_top1:.2f}%  params {final.params / 1e6:.3f}M  "

@@ -16,12 +16,13 @@ from a `LatencyTable`, corrected by the table's calibration when it has one.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from proxyless.errors import ProxylessError
+from proxyless.errors import ProxylessError, ProxylessWarning
 from proxyless.latency.calibration import Calibration
 from proxyless.latency.table import LatencyTable
 from proxyless.model.architecture import Architecture
@@ -124,8 +125,8 @@ def latency_model(table: LatencyTable, space: SearchSpace | None = None,
         raise ProxylessError("the latency table does not say which space it covers; pass one")
     calibration = (Calibration.from_dict(table.calibration)
                    if calibrated and table.calibration else None)
-    fixed_ms = sum(table.ms(layer.key) if calibration is None
-                   else calibration.layer_ms(layer, table.ms(layer.key))
+    fixed_ms = sum(_fixed_ms(table, layer.key) if calibration is None
+                   else calibration.layer_ms(layer, _fixed_ms(table, layer.key))
                    for layer in fixed_layers(space))
     block_costs = []
     for row in candidate_layers(space):
@@ -139,6 +140,22 @@ def latency_model(table: LatencyTable, space: SearchSpace | None = None,
     if calibration is not None:
         fixed_ms += calibration.offset
     return CostModel("latency", "ms", space, fixed_ms, block_costs)
+
+
+def _fixed_ms(table: LatencyTable, key: str) -> float:
+    """A fixed layer's latency. A classifier the table priced for another class count (the
+    authors' tables: 1000 ImageNet classes; a user's folder has its own) takes that entry's
+    time, an upper bound that no architecture choice depends on, said in one warning."""
+    head, sep, classes = key.rpartition("-output:")
+    if key in table.entries or not key.startswith("Logits-") or not sep:
+        return table.ms(key)
+    priced = sorted(k for k in table.entries if k.startswith(head + sep))
+    if not priced:
+        return table.ms(key)  # the error naming the missing entry
+    warnings.warn(f"the latency table prices the classifier for {priced[0].rpartition(sep)[2]} "
+                  f"classes, the data has {classes}: that time is used for it, an upper bound "
+                  "that shifts every network alike", ProxylessWarning, stacklevel=3)
+    return table.ms(priced[0])
 
 
 def flops_model(space: SearchSpace) -> CostModel:

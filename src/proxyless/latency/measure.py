@@ -44,9 +44,9 @@ def timer_for(table: LatencyTable, **overrides: Any) -> Timer:
     """A timer with the table's own settings, on this machine (which must be the table's)."""
     meta = table.meta
     if meta.get("source") == "reference" or "backend" not in meta or "threads" not in meta:
-        raise ProxylessError("this table was not measured here (it has no backend/threads "
-                             "settings, e.g. the reference Pixel 1 table), so networks cannot "
-                             "be measured against it on this machine")
+        raise ProxylessError("the table was not measured on this machine: it records no "
+                             "runtime and thread count to time networks with, as the authors' "
+                             "Pixel 1 table does not")
     if meta.get("cpu") and meta["cpu"] != cpu_model():
         raise ProxylessError(f"the table was measured on {meta['cpu']!r} but this machine is "
                              f"{cpu_model()!r}; profile this machine with `proxyless profile`")

@@ -81,13 +81,13 @@ PAPER = Budget(40, 120, None, 5, 0, "days on 8 GPUs; see docs/search.md's estima
                        ("warmup_parent", 0.0), ("arch_lr", 1e-3), ("estimator", "recompute"),
                        ("decide", 0.0), ("constraint", "soft"), ("val_size", 50000)))
 
-# Wall times on 2 cores, profiling included: quick measured (9 min 54 s from an empty cache,
-# docs/search.md); the others estimated from its per-epoch times (search ~54 s per epoch on all
-# images, retraining ~43 s per epoch).
+# Wall times on the 2-core Xeon the project is built on, profiling included: quick measured
+# (`bench/make_run_time.sh`: 14 min 40 s on a fresh clone, empty cache, 2026-12-07); the others
+# estimated from that run's rates (search ~490 images/s with its α steps, retraining ~850/s).
 BUDGETS = {
-    "quick": Budget(2, 3, 20000, 2, 10 * 54000, "~10 min"),
-    "standard": Budget(3, 8, None, 2, 20 * 54000, "~30 min (estimated)"),
-    "thorough": Budget(5, 20, None, 1, 50 * 54000, "~1.1 h (estimated)"),
+    "quick": Budget(2, 3, 20000, 2, 10 * 54000, "~15 min"),
+    "standard": Budget(3, 8, None, 2, 20 * 54000, "~45 min (estimated)"),
+    "thorough": Budget(5, 20, None, 1, 50 * 54000, "~1.7 h (estimated)"),
     "paper": PAPER,
 }
 

@@ -140,7 +140,7 @@ def _run_target(config: RunConfig, model: CostModel, saved_search: Path, resume:
     fastest, slowest = model.bounds()
     target = round(fastest + config.target_fraction * (slowest - fastest), 3)
     say(f"latency target: {target} ms (networks of this space: {fastest:.2f} - "
-        f"{slowest:.2f} ms on this device)")
+        f"{slowest:.2f} ms by the table)")
     return target
 
 

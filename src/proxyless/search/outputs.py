@@ -74,7 +74,7 @@ def measure_on_table_device(arch: Architecture, table: LatencyTable | None,
     try:
         measured, speed = Meter.for_table(table).measure([arch])
     except ProxylessError as err:
-        log(f"measured latency: skipped ({err})")
+        log(f"measured latency: skipped; {err}")
         return None, None
     return measured[0], speed
 
