@@ -32,8 +32,8 @@ from proxyless.pipeline.budgets import BUDGETS
 
 STOPPED_CODE = 75  # proxyless.engine.stopping.EXIT_STOPPED
 TIMEOUT = 300      # seconds for a job to begin its work, on a busy machine
-# a tqdm rate: at least one batch (or one group of layers) is done
-WORKED = re.compile(r"\d[\d.]*(?:batch|op)/s|s/(?:batch|op)")
+# an epoch's line: its work is under way (no progress bars: the output is not a terminal)
+WORKED = re.compile(r"^(?:warmup|search|epoch) \d+/\d+ ", re.MULTILINE)
 
 
 def proxyless_command() -> list[str]:

@@ -111,3 +111,39 @@ def test_generated_options_of_a_class():
     assert "a share (default 0.5)" in help_text
     with pytest.raises(SystemExit):
         parser.parse_args(["--count", "0"])
+
+
+def test_profile_settings_on_three_commands():
+    """`profile`'s options, `search`/`run`'s `--profile-*` and the library's ProfileSetting
+    are one declaration; the old `--calibrate` still works."""
+    from proxyless.cli.search import profile_setting
+    from proxyless.latency.profile import ProfileSetting
+
+    parser = build_parser()
+    for option in ("--calibrate", "--calibration-networks"):
+        args = parser.parse_args(["profile", "--space", "fashion", option, "3",
+                                  "--min-time", "0.5"])
+        setting = ProfileSetting(**settings_from_args(ProfileSetting, args))
+        assert (setting.calibration_networks, setting.min_time) == (3, 0.5)
+    default = ProfileSetting(**settings_from_args(
+        ProfileSetting, parser.parse_args(["profile", "--space", "fashion"])))
+    assert default.min_time == 20.0  # a standalone profile times longer than a run's
+    assert default.calibration_networks == ProfileSetting().calibration_networks
+    args = parser.parse_args(["run", "--profile-backend", "torch", "--profile-batch", "64",
+                              "--profile-threads", "2"])
+    assert profile_setting(args) == ProfileSetting(backend="torch", batch=64, threads=2)
+    assert profile_setting(parser.parse_args(["search"])) == \
+        ProfileSetting(backend="onnxruntime", batch=1)
+
+
+def test_progress_bars_only_on_a_terminal(monkeypatch):
+    """A log file (a cluster job, `make run > log`) gets the epoch lines, not thousands of
+    bar redraws."""
+    import sys
+
+    from proxyless.cli.options import progress_bars
+
+    for tty, hidden, shown in ((True, False, True), (False, False, False),
+                               (True, True, False)):
+        monkeypatch.setattr(sys.stderr, "isatty", lambda tty=tty: tty)
+        assert progress_bars(argparse.Namespace(no_progress=hidden)) is shown

@@ -16,6 +16,7 @@ from proxyless.cli.options import (
     seed_int,
     threads_int,
 )
+from proxyless.cli.settings import add_settings, settings_from_args
 from proxyless.engine.memory import check_space_fits
 from proxyless.engine.runtime import check_out_file, prepare_out_dir
 from proxyless.errors import ProxylessError
@@ -33,12 +34,6 @@ from proxyless.latency.kit import (
 from proxyless.latency.profile import ProfileSetting, profile_job
 from proxyless.latency.settings import DEFAULT_SETTINGS, NO_SETTINGS, SETTING_FORMAT, Timing
 from proxyless.latency.table import LatencyTable
-from proxyless.latency.timer import (
-    BACKENDS,
-    DEFAULT_BACKEND,
-    DEFAULT_THREADS,
-    GPU_PROFILE_BATCH,
-)
 from proxyless.model.space import load_space
 
 
@@ -58,26 +53,13 @@ def add_latency_parsers(sub) -> None:
     p.add_argument("--kit-check", type=nonneg_int, default=CHECK_NETWORKS, metavar="N",
                    help=f"networks a kit carries for checking the table (default "
                         f"{CHECK_NETWORKS}; --calibration-networks sets those for calibration)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    p.add_argument("--backend", default=None, choices=BACKENDS,
-                   help=f"the runtime to time (default on the CPU {DEFAULT_BACKEND}: what an "
-                        "exported network is deployed with; torch: PyTorch eager, the default "
-                        "on a GPU, timed with CUDA events; the paper's GPU setting is "
-                        f"--batch {GPU_PROFILE_BATCH})")
-    p.add_argument("--threads", type=threads_int, default=DEFAULT_THREADS,
-                   help=f"CPU threads (fixed; default {DEFAULT_THREADS})")
-    p.add_argument("--batch", type=positive_int, default=None,
-                   help=f"batch size (default 1 on the CPU, {GPU_PROFILE_BATCH} on a GPU)")
-    p.add_argument("--repeats", type=positive_int, default=50, help="timed runs per layer")
-    p.add_argument("--warmup", type=nonneg_int, default=10, help="untimed runs first")
-    p.add_argument("--min-time", type=min_time, default=20.0,
-                   help="seconds to keep measuring each group of layers round-robin, so "
-                        "that drift in the machine's speed hits all of them alike")
-    p.add_argument("--calibration-networks", "--calibrate", type=nonneg_int, default=None,
-                   metavar="K",
-                   help="measure K architectures end to end and fit the table's correction "
-                        f"(default {CALIBRATION_NETWORKS}; a kit carries {KIT_CALIBRATION}: "
-                        "cheap to time beside a device's layers; 0: skip)")
+    # a standalone profile times longer than the one search and run make (10 s)
+    add_settings(p, ProfileSetting, ("device", "backend", "threads", "batch", "repeats",
+                                     "warmup", "min_time", "calibration_networks"),
+                 defaults={"min_time": 20.0, "calibration_networks": None},
+                 notes={"calibration_networks": f" (default {CALIBRATION_NETWORKS})"},
+                 extra={"threads": {"type": threads_int}, "min_time": {"type": min_time},
+                        "calibration_networks": {"metavar": "K", "aliases": ["--calibrate"]}})
     p.add_argument("--no-progress", action="store_true")
 
     p = sub.add_parser("latency-check",
@@ -144,11 +126,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
         print(f"predicted latency of {space.name} networks: {lo:.3f} - {hi:.3f} ms -> "
               f"{args.out}")
         return 0
-    setting = ProfileSetting(
-        backend=args.backend, device=args.device, batch=args.batch, threads=args.threads,
-        min_time=args.min_time, warmup=args.warmup, repeats=args.repeats,
-        calibration_networks=CALIBRATION_NETWORKS if args.calibration_networks is None
-        else args.calibration_networks).resolved()
+    setting = ProfileSetting(**settings_from_args(ProfileSetting, args)).resolved()
     setting.validate()
     check_space_fits(space, setting.batch)  # every layer gets built and timed
     check_out_file(args.out, "--out")

@@ -23,7 +23,6 @@ from proxyless.cli.options import (
     fit_classes,
     is_main_rank,
     positive_float,
-    positive_int,
     positive_min_time,
     progress_bars,
     require_out,
@@ -37,11 +36,6 @@ from proxyless.engine.memory import check_space_fits
 from proxyless.errors import ProxylessError
 from proxyless.latency.profile import ProfileSetting
 from proxyless.latency.table import LatencyTable
-from proxyless.latency.timer import (
-    BACKENDS,
-    DEFAULT_THREADS,
-    GPU_PROFILE_BATCH,
-)
 from proxyless.model.space import SearchSpace, load_space
 from proxyless.search.config import (
     SearchConfig,
@@ -102,20 +96,9 @@ def add_profile_args(p: argparse.ArgumentParser) -> None:
     taken from the cache) for a runtime, batch and thread count."""
     p = p.add_argument_group("latency profile", "what latency is searched for without "
                                                 "--table: this device's, profiled or cached")
-    p.add_argument("--profile-backend", default=None, choices=BACKENDS,
-                   help="the runtime whose latency is searched for without --table: ONNX "
-                        "Runtime (default on the CPU: what an exported network is deployed "
-                        "with) or torch (PyTorch eager; default with --device cuda, the GPU "
-                        "the search runs on)")
-    p.add_argument("--profile-threads", type=threads_int, default=DEFAULT_THREADS,
-                   help=f"threads of that latency (default {DEFAULT_THREADS}: one core, as a "
-                        "deployment at batch 1 uses; see docs/latency.md)")
-    p.add_argument("--profile-batch", type=positive_int, default=None,
-                   help=f"batch size of that latency (default 1 on the CPU, "
-                        f"{GPU_PROFILE_BATCH} on a GPU as the paper's GPU latency; e.g. 64 "
-                        "with --profile-threads 2 searches for CPU throughput)")
-    p.add_argument("--profile-min-time", type=positive_min_time, default=10.0,
-                   help="seconds of round-robin timing per group of layers when profiling")
+    add_settings(p, ProfileSetting, ("backend", "threads", "batch", "min_time"),
+                 extra={"threads": {"type": threads_int},
+                        "min_time": {"type": positive_min_time}}, prefix="profile-")
 
 
 def resolve_profile_args(args: argparse.Namespace) -> None:
@@ -128,8 +111,8 @@ def resolve_profile_args(args: argparse.Namespace) -> None:
 
 def profile_setting(args: argparse.Namespace) -> ProfileSetting:
     """How this device is profiled when no --table is given, from the --profile-* options."""
-    return ProfileSetting(args.profile_backend, args.device, args.profile_batch,
-                          args.profile_threads, args.profile_min_time).resolved()
+    return ProfileSetting(device=args.device,
+                          **settings_from_args(ProfileSetting, args, "profile-")).resolved()
 
 
 def add_search_parser(sub) -> None:

@@ -93,11 +93,12 @@ def _help(field: dataclasses.Field, default: Any, note: str) -> str:
 
 def add_settings(group: Any, cls: type, names: Iterable[str],
                  defaults: dict[str, Any] | None = None, notes: dict[str, str] | None = None,
-                 extra: dict[str, dict[str, Any]] | None = None) -> None:
+                 extra: dict[str, dict[str, Any]] | None = None, prefix: str = "") -> None:
     """Add the options of `cls`'s settings `names` to an argparse parser or group: each as
     declared, with `defaults` and `notes` (appended to the help, e.g. where `--budget`
-    decides) where given, and `extra` argparse keywords per setting (a type whose check only
-    the command line makes, a metavar)."""
+    decides) where given, `extra` argparse keywords per setting (a type whose check only
+    the command line makes, a metavar, `aliases`: more option names), and `prefix` before
+    every option's name (`profile-`: `--profile-backend` sets `ProfileSetting.backend`)."""
     fields, hints = _fields(cls), typing.get_type_hints(cls)
     defaults, notes, extra = defaults or {}, notes or {}, extra or {}
     for name in names:
@@ -113,18 +114,23 @@ def add_settings(group: Any, cls: type, names: Iterable[str],
                 kwargs["type"] = kind
             if "choices" in field.metadata:
                 kwargs["choices"] = field.metadata["choices"]
-        group.add_argument(setting_option(field), **{**kwargs, **extra.get(name, {})})
+        more = dict(extra.get(name, {}))
+        options = ["--" + prefix + setting_option(field)[2:], *more.pop("aliases", ())]
+        group.add_argument(*options, **{**kwargs, **more})
 
 
-def settings_from_args(cls: type, args: argparse.Namespace) -> dict[str, Any]:
-    """The fields of `cls` that this command line has options for, read from `args` by
-    their declarations; a None is left out where the field's default is not None (an option
-    that something later fills, such as `--budget`)."""
+def settings_from_args(cls: type, args: argparse.Namespace,
+                       prefix: str = "") -> dict[str, Any]:
+    """The fields of `cls` that this command line has options for (under `prefix`, as
+    `add_settings` made them), read from `args` by their declarations; a None is left out
+    where the field's default is not None (an option that something later fills, such as
+    `--budget`)."""
     values = {}
     for field in dataclasses.fields(cls):
         dest = option_dest(field)
-        if dest is None or not hasattr(args, dest):
+        if dest is None or not hasattr(args, prefix.replace("-", "_") + dest):
             continue
+        dest = prefix.replace("-", "_") + dest
         value = getattr(args, dest)
         if value is None and field.default is not None:
             continue

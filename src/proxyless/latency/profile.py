@@ -35,6 +35,7 @@ from proxyless.latency.table import Entry, LatencyTable
 from proxyless.latency.timer import (
     BACKENDS,
     DEFAULT_THREADS,
+    GPU_PROFILE_BATCH,
     MAX_MIN_TIME,
     Timer,
     default_setting,
@@ -52,17 +53,27 @@ class ProfileSetting:
     (`resolved`): on a GPU its own latency in PyTorch at the paper's GPU batch, on the CPU
     ONNX Runtime at batch 1."""
 
-    backend: str | None = setting(None, "onnxruntime or torch (None: ONNX Runtime on the "
-                                        "CPU, PyTorch on a GPU)")
-    device: str = setting("cpu", "the device timed (search and run: their --device)")
-    batch: int | None = setting(None, "batch size timed (None: 1 on the CPU, 8 on a GPU)")
-    threads: int = setting(DEFAULT_THREADS, "threads timed, fixed: 1, as a deployment at "
-                                            "batch 1 runs")
-    min_time: float = setting(10.0, "seconds of round-robin timing per group of layers")
-    warmup: int = setting(10, "untimed runs of each layer first")
-    repeats: int = setting(50, "timed rounds at least")
-    calibration_networks: int = setting(CALIBRATION_NETWORKS, "networks measured end to end "
-                                                              "for the calibration; 0: none")
+    backend: str | None = setting(
+        None, "the runtime timed: onnxruntime (the default on the CPU: what an exported "
+              "network is deployed with) or torch (PyTorch eager; the default on a GPU, timed "
+              "with CUDA events)", choices=BACKENDS)
+    device: str = setting("cpu", "the device timed: cpu, cuda or cuda:N (search and run: "
+                                 "their --device)")
+    batch: int | None = setting(None, f"batch size timed (default 1 on the CPU, "
+                                      f"{GPU_PROFILE_BATCH} on a GPU as the paper's GPU "
+                                      "latency; e.g. 64 with 2 threads times CPU throughput)",
+                                at_least=1)
+    threads: int = setting(DEFAULT_THREADS, "threads timed, fixed (1: one core, as a "
+                                            "deployment at batch 1 uses; docs/latency.md)",
+                           at_least=1)
+    min_time: float = setting(10.0, "seconds of round-robin timing per group of layers, so "
+                                    "that drift in the machine's speed hits them alike",
+                              at_least=0, at_most=MAX_MIN_TIME)
+    warmup: int = setting(10, "untimed runs of each layer first", at_least=0)
+    repeats: int = setting(50, "timed rounds at least", at_least=1)
+    calibration_networks: int = setting(
+        CALIBRATION_NETWORKS, "networks measured end to end to fit the table's correction "
+                              "(0: none)", at_least=0)
 
     def resolved(self) -> ProfileSetting:
         """This setting with the device's default runtime and batch where none is given."""
