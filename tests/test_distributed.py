@@ -8,6 +8,13 @@ import sys
 import pytest
 
 
+def failure(proc) -> str:
+    """What a failed torchrun said: every rank's `proxyless:` lines (a rank's one-line error
+    is far above torchrun's own traceback), then the end of its stderr."""
+    said = [line for line in proc.stderr.splitlines() if "proxyless:" in line]
+    return "\n".join(said) + "\n...\n" + proc.stderr[-2000:]
+
+
 def torchrun(args, tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
            "2", "-m", "proxyless.cli", *args]
@@ -24,7 +31,7 @@ def test_train_and_search_under_torchrun(tmp_path):
     proc = torchrun(["train", str(arch), "--data", "builtin", "--epochs", "1",
                      "--batch-size", "32", "--out", str(tmp_path / "train"),
                      "--no-progress"], tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 0, failure(proc)
     final = json.loads((tmp_path / "train" / "final.json").read_text())
     assert final["test_top1"] > 25.0
 
@@ -32,7 +39,7 @@ def test_train_and_search_under_torchrun(tmp_path):
                      "--warmup-epochs", "0", "--batch-size", "100", "--train-limit", "1000",
                      "--target-mflops", "5", "--out", str(tmp_path / "search"),
                      "--no-progress"], tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 0, failure(proc)
     assert (tmp_path / "search" / "arch.json").exists()
     lines = (tmp_path / "search" / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 2  # only rank 0 writes
@@ -57,7 +64,7 @@ def test_run_under_torchrun(tmp_path):
                          "--no-progress"], tmp_path)
     finally:
         del os.environ["PROXYLESS_CACHE"]
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 0, failure(proc)
     assert proc.stdout.count("report:") == 1  # one rank reports
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["measured_ms"] > 0 and results["test_top1"] > 10.0
