@@ -118,3 +118,20 @@ def test_sigterm_under_torchrun_stops_every_rank_and_resumes_exactly(tmp_path, f
     a, b = (torch.load(d / "model.pt", weights_only=True)["weights"]
             for d in (out, tmp_path / "ref"))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_folder_another_rank_made_and_removed_is_looked_up_again(tmp_path, monkeypatch):
+    """Under torchrun, rank 0 probes that --out can be written by making it and removing it
+    again; a rank that had just seen the folder exist must look again, not call it a file
+    (a race that fits the one torchrun run seen failing, rank 1 exiting 2 unexplained)."""
+    from proxyless.engine import runtime
+
+    real, calls = runtime._nearest_existing, []
+
+    def seen_then_gone(path):
+        calls.append(path)
+        return tmp_path / "run" if len(calls) == 1 else real(path)  # "run" no longer exists
+
+    monkeypatch.setattr(runtime, "_nearest_existing", seen_then_gone)
+    assert runtime.prepare_out_dir(tmp_path / "run", create=False) == tmp_path / "run"
+    assert len(calls) == 2

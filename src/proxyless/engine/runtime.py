@@ -134,6 +134,10 @@ def _nearest_existing(path: Path) -> Path:
 def _check_creatable(path: Path, option: str, given: Path) -> None:
     """Refuse a folder that cannot exist: under a file, or where nothing may be written."""
     base = _nearest_existing(path)
+    for _ in range(3):  # under torchrun, rank 0's probe (below) may remove it meanwhile
+        if base.exists():
+            break
+        base = _nearest_existing(path)
     if not base.is_dir():
         raise ProxylessError(f"{option} {clip(given)}: {clip(base)} is a file, so nothing can "
                              f"be created under it; choose another {option}")
