@@ -135,3 +135,23 @@ def test_a_folder_another_rank_made_and_removed_is_looked_up_again(tmp_path, mon
     monkeypatch.setattr(runtime, "_nearest_existing", seen_then_gone)
     assert runtime.prepare_out_dir(tmp_path / "run", create=False) == tmp_path / "run"
     assert len(calls) == 2
+
+
+def test_a_folder_seen_then_removed_is_not_called_a_file(tmp_path, monkeypatch):
+    """The same race one step earlier: the folder existed when asked, and was gone when
+    asked whether it is a folder (the run that failed said `--out ... is a file`)."""
+    from pathlib import Path
+
+    from proxyless.engine import runtime
+
+    flicker, real_exists, asked = tmp_path / "run", Path.exists, []
+
+    def exists(self, **kw):  # there the first time it is asked about, as a moment ago
+        if self == flicker and not asked:
+            asked.append(self)
+            return True
+        return real_exists(self, **kw)
+
+    monkeypatch.setattr(Path, "exists", exists)
+    assert runtime.prepare_out_dir(flicker, create=False) == flicker
+    assert asked

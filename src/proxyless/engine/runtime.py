@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pickle
 import random
+import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -131,6 +132,16 @@ def _nearest_existing(path: Path) -> Path:
     return path
 
 
+def _holds_non_folder(path: Path) -> bool:
+    """Whether something other than a folder is at `path`, by one stat: under torchrun, rank
+    0's probe (`_probe_writable`) makes and removes the folder, and between two checks
+    (`exists`, then `is_dir`) it would look like a file to another rank."""
+    try:
+        return not stat.S_ISDIR(path.stat().st_mode)
+    except OSError:  # nothing there (or below a file: `_check_creatable` says so)
+        return False
+
+
 def _check_creatable(path: Path, option: str, given: Path) -> None:
     """Refuse a folder that cannot exist: under a file, or where nothing may be written."""
     base = _nearest_existing(path)
@@ -138,10 +149,10 @@ def _check_creatable(path: Path, option: str, given: Path) -> None:
         if base.exists():
             break
         base = _nearest_existing(path)
-    if not base.is_dir():
+    if _holds_non_folder(base):
         raise ProxylessError(f"{option} {clip(given)}: {clip(base)} is a file, so nothing can "
                              f"be created under it; choose another {option}")
-    if not os.access(base, os.W_OK | os.X_OK):  # root passes this: mkdir then says why
+    if not os.access(base, os.W_OK | os.X_OK) and base.exists():  # root passes: mkdir says
         raise ProxylessError(f"{option} {clip(given)}: no permission to write in "
                              f"{clip(base)}; choose another {option}")
     if distributed.is_main():  # the rank that writes; two probing at once would collide
@@ -182,7 +193,7 @@ def prepare_out_dir(path: str | Path, option: str = "--out", create: bool = True
     False): a file in its place or above it, or a folder that cannot be made, is one clear
     error now rather than an OSError traceback after minutes of computing."""
     path = Path(path)
-    if path.exists() and not path.is_dir():
+    if _holds_non_folder(path):
         raise ProxylessError(f"{option} {clip(path)} is a file, not a folder; remove it or "
                              f"choose another {option}")
     _check_creatable(path, option, path)
