@@ -90,6 +90,12 @@ def number_text(value: float) -> str:
 _BOUNDS = (("at_least", ">="), ("above", ">"), ("at_most", "<="), ("below", "<"))
 
 
+def bounds_text(bounds: dict[str, float]) -> str:
+    """A range as messages say it: ">= 0, <= 3600" (`setting`'s keywords to their signs)."""
+    return ", ".join(f"{sign} {number_text(bounds[key])}" for key, sign in _BOUNDS
+                     if key in bounds)
+
+
 def setting(default: Any, help: str, option: str | None = _OPTION,  # noqa: A002
             **values: Any) -> Any:
     """A config field declared once: its default, one line of help, the values it may take
@@ -118,8 +124,7 @@ def declared_range(field: dataclasses.Field) -> str | None:
     meta = field.metadata
     if "choices" in meta:
         return "one of " + ", ".join(map(str, meta["choices"]))
-    parts = [f"{sign} {number_text(meta[key])}" for key, sign in _BOUNDS if key in meta]
-    return ", ".join(parts) or None
+    return bounds_text(meta) or None
 
 
 def _outside(field: dataclasses.Field, value: Any) -> bool:

@@ -37,7 +37,7 @@ def _shown(text: str) -> str:
 
 
 def bounded_number(text: str, kind: type, low: float | None, high: float | None,
-            strict_low: bool, what: str) -> float | int:
+                   strict_low: bool, what: str) -> float | int:
     """Parse one option value as `kind` within [low, high] ((low, high] when strict_low);
     argparse reports the ArgumentTypeError as `argument --x: <message>`, exit code 2."""
     try:
@@ -66,12 +66,12 @@ def nonneg_float(text: str) -> float:
 def min_time(text: str) -> float:
     """Seconds of round-robin timing: one limit for every command that times."""
     return bounded_number(text, float, 0, MAX_MIN_TIME, False,
-                   f"a number of seconds from 0 to {MAX_MIN_TIME:g}")
+                          f"a number of seconds from 0 to {MAX_MIN_TIME:g}")
 
 
 def positive_min_time(text: str) -> float:
     return bounded_number(text, float, 0, MAX_MIN_TIME, True,
-                   f"a number of seconds above 0, at most {MAX_MIN_TIME:g}")
+                          f"a number of seconds above 0, at most {MAX_MIN_TIME:g}")
 
 
 def positive_int(text: str) -> int:

@@ -69,9 +69,9 @@ def add_search_args(p: argparse.ArgumentParser, run: bool = False) -> None:
     p.add_argument("--target-mflops", type=positive_float, default=None,
                    help="multiply-add target in millions, instead of latency")
     unset = dict.fromkeys(BUDGET_SETTINGS) if run else {}
-    notes = {name: f" (default {getattr(d, name)}, or from --budget)"
-             for name in BUDGET_SETTINGS} | {"train_limit": " (default: from --budget)"
-                                             } if run else {}
+    notes = ({name: f" (default {getattr(d, name)}, or from --budget)"
+              for name in BUDGET_SETTINGS} | {"train_limit": " (default: from --budget)"}
+             if run else {})
     batch_help = BATCH_SIZE_HELP.format(default=d.batch_size) + (
         ", or from --budget" if run else "")
     add_settings(p, SearchConfig, SEARCH_SETTINGS, unset, notes,

@@ -25,7 +25,7 @@ from proxyless.cli.options import (
     seed_int,
     threads_int,
 )
-from proxyless.config_io import MAX_SEED, number_text, setting_option
+from proxyless.config_io import MAX_SEED, bounds_text, setting_option
 from proxyless.engine.runtime import RuntimeConfig
 
 
@@ -72,9 +72,7 @@ def value_type(cls: type, field: dataclasses.Field) -> Callable[[str], Any] | No
         return _KNOWN_TYPES[(kind, bounds)]
     meta = dict(bounds)
     low, high = meta.get("at_least", meta.get("above")), meta.get("at_most")
-    signs = {"at_least": ">=", "above": ">", "at_most": "<="}
-    what = ("a whole number" if kind is int else "a finite number") + "".join(
-        f" {signs[key]} {number_text(value)}" for key, value in bounds)
+    what = f"{'a whole number' if kind is int else 'a finite number'} {bounds_text(meta)}"
     return lambda text: bounded_number(text, kind, low, high, "above" in meta, what)
 
 
@@ -125,13 +123,12 @@ def settings_from_args(cls: type, args: argparse.Namespace,
     `add_settings` made them), read from `args` by their declarations; a None is left out
     where the field's default is not None (an option that something later fills, such as
     `--budget`)."""
-    values = {}
+    values, under = {}, prefix.replace("-", "_")
     for field in dataclasses.fields(cls):
         dest = option_dest(field)
-        if dest is None or not hasattr(args, prefix.replace("-", "_") + dest):
+        if dest is None or not hasattr(args, under + dest):
             continue
-        dest = prefix.replace("-", "_") + dest
-        value = getattr(args, dest)
+        value = getattr(args, under + dest)
         if value is None and field.default is not None:
             continue
         values[field.name] = value

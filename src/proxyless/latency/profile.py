@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from proxyless.config_io import setting
+from proxyless.config_io import declared_problem, setting
 from proxyless.errors import ProxylessError
 from proxyless.latency.calibration import CALIBRATION_NETWORKS, calibrate
 from proxyless.latency.measure import Meter
@@ -81,15 +81,9 @@ class ProfileSetting:
         return replace(self, backend=self.backend or backend, batch=self.batch or batch)
 
     def validate(self) -> None:
-        if self.backend is not None and self.backend not in BACKENDS:
-            raise ProxylessError(f"profile: backend {self.backend!r} is not one of "
-                                 f"{', '.join(BACKENDS)}")
-        if self.threads < 1 or (self.batch is not None and self.batch < 1):
-            raise ProxylessError(f"profile: threads and batch must be >= 1, got {self.threads} "
-                                 f"and {self.batch}")
-        if not 0 <= self.min_time <= MAX_MIN_TIME:  # inf would profile forever
-            raise ProxylessError(f"profile: min_time must be a number of seconds from 0 to "
-                                 f"{MAX_MIN_TIME:g}, got {self.min_time}")
+        problem = declared_problem(self)  # backend, threads, batch, min_time (inf: forever)
+        if problem is not None:
+            raise ProxylessError(f"profile: {problem}")
         if self.calibration_networks == 1 or self.calibration_networks < 0:
             raise ProxylessError(f"profile: calibration_networks must be 0 (none) or >= 2, "
                                  f"got {self.calibration_networks}")

@@ -43,6 +43,14 @@ class RunResult:
     runtimes_ms: dict[str, Any] | None = None    # measured now in every runtime
     runtimes_setting: dict[str, Any] | None = None  # ... on this machine, batch, threads
 
+    @property
+    def measured_on_table_ms(self) -> float | None:
+        """The measured latency with the machine's drift since profiling taken out: the
+        figure comparable with the target and the prediction (None without both)."""
+        if self.measured_ms is None or not self.speed_factor:
+            return None
+        return self.measured_ms / self.speed_factor
+
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)
 
