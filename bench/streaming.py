@@ -256,10 +256,31 @@ def draft_gain(source: Path, work: Path, rounds: int) -> dict:
     return figures
 
 
-def our_loader(data, workers: int, seed: int) -> StreamBatches:
+def our_loader(data, workers: int, seed: int, color_jitter: str = "none") -> StreamBatches:
     """The training loader of `search` and `train` on a streamed folder's training split."""
     return StreamBatches(data.train, 64, mean=data.mean, std=data.std, shuffle=True,
-                         augment=True, drop_last=True, workers=workers, seed=seed)
+                         augment=True, drop_last=True, workers=workers, seed=seed,
+                         color_jitter=color_jitter)
+
+
+def compare_jitter(folder: Path, workers: int, rounds: int, batches: int) -> dict:
+    """Images/s of our training loader with each `--color-jitter` (done in the decoding
+    workers with Pillow's ImageEnhance), interleaved rounds with their own seeds; medians
+    and their ratios to no jitter."""
+    read_into_page_cache(folder)
+    data = load_data(None, folder, image_size=SIZE, channels=3, val_size=0, notify=None,
+                     data_mode="stream")
+    rates: dict[str, list[float]] = {"none": [], "normal": [], "strong": []}
+    for r in range(rounds):
+        for i, jitter in enumerate(rates):
+            rates[jitter].append(images_per_second(
+                our_loader(data, workers, 3 * r + i, jitter), batches))
+        print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.0f}/s" for k, v in rates.items()),
+              flush=True)
+    medians = {k: statistics.median(v) for k, v in rates.items()}
+    return {"images_per_s": rates, "median_images_per_s": medians,
+            "ratio_to_none": {k: v / medians["none"] for k, v in medians.items()},
+            "workers": workers, "batches": batches, "size": SIZE}
 
 
 def compare_loaders(folder: Path, workers: int, rounds: int, batches: int) -> dict:
@@ -324,10 +345,18 @@ def main() -> None:
     p.add_argument("--photos", type=int, default=640,
                    help="camera-sized photos made for the loader comparison where they are")
     p.add_argument("--parts", default="startup,memory,throughput",
-                   help="parts to measure; the others are taken from --out's streaming.json")
+                   help="parts to measure; the others are taken from --out's streaming.json; "
+                        "'jitter' alone: the colour jitter's cost (jitter.json)")
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     parts = set(args.parts.split(","))
+    if parts == {"jitter"}:  # alone: the colour jitter's cost in the loader
+        jitter = compare_jitter(args.small, args.workers, args.rounds, args.batches)
+        (args.out / "jitter.json").write_text(json.dumps(jitter, indent=1))
+        print("colour jitter in the training loader at 224 px, median images/s: " + ", ".join(
+            f"{k} {v:.0f} (x{jitter['ratio_to_none'][k]:.2f})"
+            for k, v in jitter["median_images_per_s"].items()))
+        return
     earlier = (json.loads((args.out / "streaming.json").read_text())
                if parts != {"startup", "memory", "throughput"} else {})
     work = Path(tempfile.mkdtemp(prefix="streaming-"))

@@ -42,9 +42,10 @@ def builtin_subset():
     def make(train: int, val: int = 0, test: int = 200) -> DataSplits:
         g = torch.Generator().manual_seed(0)
         drawn = data.train.subset(torch.randperm(len(data.train), generator=g)[:train + val])
-        drawn, held = split_validation(drawn, val, seed=0)
-        return DataSplits(train=drawn, val=held, test=data.test.subset(torch.arange(test)),
-                          name=data.name, source=data.source, mean=data.mean, std=data.std)
+        kept, held = split_validation(drawn, val, seed=0)
+        return DataSplits(train=kept, val=held, test=data.test.subset(torch.arange(test)),
+                          name=data.name, source=data.source, mean=data.mean, std=data.std,
+                          all_train=drawn)
     return make
 
 

@@ -97,3 +97,46 @@ def test_walker_macs_match_forward_hooks(name):
         arch = Architecture.random(space, random.Random(seed))
         assert count_macs(arch) == _hook_macs(build_network(arch), space.input_size,
                                               space.in_channels)
+
+
+def test_every_network_starts_from_the_authors_he_fout():
+    """conv N(0, sqrt(2 / (k·k·out))), BatchNorm 1/0, linear bias 0: standalone networks and
+    every supernet candidate alike (the reference code's init_model('he_fout'))."""
+    from proxyless.model.initialization import initialize
+    from proxyless.model.supernet import SuperNet
+
+    torch.manual_seed(0)
+    space = load_space("fashion")
+    arch = Architecture(space, ("k7e6",) * space.num_blocks)
+    for net in (build_network(arch), SuperNet(space)):
+        convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+        assert len(convs) > 20
+        for conv in convs:
+            k = conv.kernel_size[0]
+            expected = (2 / (k * k * conv.out_channels)) ** 0.5
+            if conv.weight.numel() >= 2000:  # enough draws to tell the spread
+                assert conv.weight.std().item() == pytest.approx(expected, rel=0.1)
+        for bn in (m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+            assert torch.all(bn.weight == 1) and torch.all(bn.bias == 0)
+        assert torch.all(net.classifier.linear.bias == 0)
+    # a depthwise conv starts ~4x smaller than under PyTorch's fan-in default
+    net = build_network(arch)
+    dw = net.blocks[5].op.conv_dw.conv
+    he_fout = dw.weight.std().item()
+    initialize(net, "pytorch")
+    assert dw.weight.std().item() > 3 * he_fout
+    with pytest.raises(ValueError, match="he_fout"):
+        initialize(net, "xavier")
+
+
+def test_search_weight_decay_reaches_batchnorm_only_when_asked():
+    from proxyless.engine.optimizer import weight_optimizer
+
+    net = build_network(Architecture(load_space("fashion"),
+                                     ("k3e3",) * load_space("fashion").num_blocks))
+    params = list(net.parameters())
+    ours = weight_optimizer(params, 0.1, 0.9, 4e-5)
+    theirs = weight_optimizer(params, 0.1, 0.9, 4e-5, decay_bn=True)
+    assert [len(g["params"]) for g in theirs.param_groups] == [len(params), 0]
+    decayed = ours.param_groups[0]["params"]
+    assert decayed and all(p.ndim > 1 for p in decayed)

@@ -3,12 +3,16 @@
 import json
 
 import pytest
+import torch
 
 from proxyless import load_space
 from proxyless.data import DataSplits
+from proxyless.deploy.model_file import read_model_file
 from proxyless.errors import ProxylessError
 from proxyless.latency.profile import ProfileSetting
+from proxyless.model.architecture import decode
 from proxyless.model.space import SearchSpace, StageSpec
+from proxyless.model.supernet import SuperNet
 from proxyless.pipeline.run import RunConfig, run_pipeline
 from proxyless.search import SearchConfig
 from proxyless.training.trainer import TrainConfig
@@ -45,10 +49,17 @@ def test_run_profiles_searches_retrains_and_reports(tmp_path, tiny_data, monkeyp
         assert (out / name).exists(), name
     saved = json.loads((out / "results.json").read_text())
     assert saved["arch"] == results.arch
+    # the search's hold-out (there for α) trains the derived network too, and both say so
+    assert (saved["search_train_images"], saved["search_val_images"]) == (500, 100)
+    assert saved["train_images"] == 600 and saved["retrain_init"] == "scratch"
+    final = json.loads((out / "retrain" / "final.json").read_text())
+    assert final["train_images"] == 600
     assert saved["measured_ms"] > 0 and saved["predicted_ms"] > 0
     lo_hi = [line for line in logs if line.startswith("latency target")]
     assert lo_hi and results.target_ms > 0
     report = (out / "report.md").read_text()
+    assert "500 training images for the weights, 100 held out for α" in report
+    assert "retrained on all 600 training images (from scratch, dropout 0.1)" in report
     row = next(line for line in report.splitlines() if line.startswith("| architecture"))
     assert row.count(" | ") == 1 and results.arch.replace("|", "\\|") in row  # one cell
     assert list((tmp_path / "cache" / "tables").glob("tiny-run-*.json"))
@@ -86,11 +97,24 @@ def test_run_with_the_reinforce_strategy(tmp_path, tiny_data, monkeypatch):
     monkeypatch.setenv("PROXYLESS_CACHE", str(tmp_path / "cache"))
     config = run_config()
     config.search.strategy, config.search.reinforce_samples = "reinforce", 4
+    config.retrain_init = "supernet"  # and the retraining fine-tunes the supernet's paths
+    logs = []
     results = run_pipeline(tiny_space(), tiny_data, config, tmp_path / "run", progress=False,
-                           log=lambda m: None)
+                           log=logs.append)
     assert results.measured_ms > 0 and results.test_top1 >= 0
-    assert "reinforce strategy (4 architectures per update" in \
-        (tmp_path / "run" / "report.md").read_text()
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "reinforce strategy (4 architectures per update" in report
+    derived = tmp_path / "run" / "search" / "derived.pt"
+    assert any(f"starts from the supernet's weights ({derived})" in line for line in logs)
+    assert results.retrain_init == "supernet" and "(from the supernet's weights" in report
+    # the file holds the supernet's weights of the derived paths, and trains as a model file
+    supernet = SuperNet(tiny_space())
+    supernet.load_state_dict(torch.load(tmp_path / "run" / "search" / "checkpoint.pt",
+                                        weights_only=True)["supernet"])
+    expected = supernet.derived_network(decode(tiny_space(), results.arch)).state_dict()
+    info, weights, _ = read_model_file(derived)
+    assert info.arch.encode() == results.arch
+    assert all(torch.equal(weights[k], v) for k, v in expected.items())
 
 
 def test_run_searches_for_torch_throughput_and_a_given_table(tmp_path, tiny_data,

@@ -183,6 +183,52 @@ def test_random_resized_box_and_centre_box():
     assert centre_box(400, 200, 224) == (112.5, 12.5, 287.5, 187.5)
 
 
+def test_color_jitter_changes_colours_as_the_reference_code_and_only_in_training(tmp_path):
+    rng = np.random.default_rng(0)
+    write_jpeg(tmp_path / "a.jpg", 120, rng, (80, 60))
+    write_jpeg(tmp_path / "g.png", 120, rng, (80, 60), mode="L", fmt="PNG")
+    plain, normal, strong = (decode(tmp_path / "a.jpg", Crop(32, 3, True, color_jitter=j),
+                                    random.Random(7)) for j in ("none", "normal", "strong"))
+    again = decode(tmp_path / "a.jpg", Crop(32, 3, True, color_jitter="strong"),
+                   random.Random(7))
+    assert np.array_equal(strong, again)  # seeded: the same draw gives the same image
+    assert not np.array_equal(plain, normal) and not np.array_equal(plain, strong)
+    gray = decode(tmp_path / "g.png", Crop(32, 1, True, color_jitter="strong"), random.Random(7))
+    assert gray.shape == (32, 32, 1)  # brightness and contrast only
+    centre = Crop(32, 3, False, color_jitter="strong")  # evaluation never jitters
+    assert np.array_equal(decode(tmp_path / "a.jpg", centre), decode(tmp_path / "a.jpg",
+                                                                     Crop(32, 3)))
+
+
+def test_a_streamed_training_with_color_jitter_records_it_in_the_model_file(tmp_path, folder):
+    from proxyless.cli import main
+    from proxyless.deploy import load_model
+
+    arch, out = tmp_path / "arch.json", tmp_path / "run"
+    _tiny_arch().save(arch)
+    assert main(["train", str(arch), "--data-dir", str(folder), "--data-mode", "stream",
+                 "--epochs", "1", "--batch-size", "8", "--workers", "0",
+                 "--color-jitter", "normal", "--out", str(out), "--no-progress"]) == 0
+    transform = load_model(out).info.data["transform"]
+    assert transform["mode"] == "stream" and transform["color_jitter"] == "normal"
+    # the retraining can start from it: a model file of the same architecture
+    again = tmp_path / "again"
+    assert main(["train", str(arch), "--data-dir", str(folder), "--data-mode", "stream",
+                 "--epochs", "1", "--batch-size", "8", "--workers", "0",
+                 "--init-from", str(out / "model.pt"), "--out", str(again),
+                 "--no-progress"]) == 0
+
+
+def _tiny_arch():
+    from proxyless.model.architecture import Architecture
+    from proxyless.model.space import SearchSpace, StageSpec
+
+    space = SearchSpace(name="tiny", input_size=32, in_channels=3, num_classes=3,
+                        stages=(StageSpec(8, 1, 2),), candidates=("k3e3", "zero"),
+                        feature_mix=16)
+    return Architecture(space, ("k3e3",))
+
+
 def test_reduced_jpeg_decoding_matches_a_full_decode(tmp_path):
     """A 1000 px photo centre-cropped to 64 px is decoded at 1/8 scale: the pixels still
     agree with decoding it whole and resizing (mean difference within a few levels)."""

@@ -312,3 +312,36 @@ def test_gates_drawn_again_before_backward_keep_alphas_gradient(mode):
         assert all(g.abs().sum() > 0 for g in grads[-1])
     for plain, redrawn in zip(*grads, strict=True):
         torch.testing.assert_close(redrawn, plain, rtol=0, atol=0)
+
+
+def test_zero_alpha_skip_drops_the_whole_gradient_of_a_block_whose_active_path_is_zero():
+    """The reference code's mix_op.py: where the active op is zero, that block's α keeps no
+    gradient for the step, its latency gradient included; the other blocks keep theirs."""
+    from proxyless.latency.cost import flops_model  # E[cost]: a gradient on every α
+    from proxyless.search.config import SearchConfig
+    from proxyless.search.gradient import GradientStrategy
+
+    x, y = batch(5)
+    alphas = {}
+    for mode in ("update", "skip"):
+        net = make_net(5)
+        config = SearchConfig(metric="flops", target=1.0, zero_alpha=mode, arch_lr=0.1)
+        strategy = GradientStrategy(net, flops_model(net.space), config)
+        zero_op = net.mixed_ops[1]
+        real = net.mixed_ops[2]
+        original = net.sample_gates
+
+        def hold(mode_, generator=None, fixed=None, net=net, original=original):
+            original(mode_, generator, fixed)
+            net.mixed_ops[1].set_gates(mode_, generator, active=3)  # zero
+            net.mixed_ops[2].set_gates(mode_, generator, active=0)  # k3e3
+
+        net.sample_gates = hold
+        before = [op.alpha.detach().clone() for op in net.mixed_ops]
+        strategy.step(x, y, torch.Generator().manual_seed(0))
+        assert zero_op.specs[zero_op.active].is_zero and not real.specs[real.active].is_zero
+        alphas[mode] = (before, [op.alpha.detach().clone() for op in net.mixed_ops])
+    (before, skipped), (_, updated) = alphas["skip"], alphas["update"]
+    assert torch.equal(skipped[1], before[1])        # skip: the zero block's α stands still
+    assert not torch.equal(updated[1], before[1])    # update: it moves
+    assert not torch.equal(skipped[2], before[2])    # the other blocks move either way

@@ -108,3 +108,19 @@ def test_a_checkpoint_with_missing_or_wrong_contents_is_a_clear_error(tmp_path, 
         torch.save(state, tmp_path / "checkpoint.pt")
         with pytest.raises(ProxylessError, match=message):
             train_network(arch, data, cfg, tmp_path, resume=True, progress=False)
+
+
+def test_init_from_a_model_file_of_another_architecture_is_a_clear_error(tmp_path,
+                                                                         builtin_subset):
+    from proxyless.deploy.model_file import ModelInfo, save_model
+
+    space = load_space("fashion")
+    data = builtin_subset(100, 0, 50)
+    other = tmp_path / "other.pt"
+    save_model(other, build_network(Architecture.uniform(space, "k5e6")),
+               ModelInfo(Architecture.uniform(space, "k5e6"), data.mean, data.std,
+                         data.train.classes))
+    config = TrainConfig(epochs=1, batch_size=50, init_from=str(other))
+    with pytest.raises(ProxylessError, match=r"--init-from .*other.pt: its architecture"):
+        train_network(Architecture.uniform(space, "k3e3"), data, config, tmp_path / "run",
+                      progress=False, log=lambda m: None)

@@ -33,7 +33,7 @@ from proxyless.cli.search import (
     resolve_profile_args,
     search_config_from,
 )
-from proxyless.cli.settings import add_runtime_args, settings_from_args
+from proxyless.cli.settings import add_runtime_args, add_settings, settings_from_args
 from proxyless.config_io import to_dict
 from proxyless.engine import distributed
 from proxyless.engine.memory import check_space_fits
@@ -59,12 +59,23 @@ def add_run_parser(sub) -> None:
                    help="how long to search and retrain, on 2 CPU cores with full "
                         "Fashion-MNIST: " + "; ".join(f"{name}: {b.describe()}"
                                                       for name, b in BUDGETS.items()))
-    p.add_argument("--retrain-epochs", type=positive_int, default=None,
-                   help="epochs of retraining the derived network (default: from --budget, "
-                        "by the size of the training set)")
     p.add_argument("--table", default=None,
                    help="a latency table to search with instead of profiling this device "
                         "(from `proxyless profile`, or the reference code's format)")
+    retrain = p.add_argument_group("retraining", "the derived network's training, on the "
+                                                 "whole training set (the search's hold-out "
+                                                 "included)")
+    retrain.add_argument("--retrain-epochs", type=positive_int, default=None,
+                         help="epochs of retraining the derived network (default: from "
+                              "--budget, by the size of the training set)")
+    add_settings(retrain, RunConfig, ("retrain_init",))
+    add_settings(retrain, TrainConfig, ("dropout", "color_jitter"),
+                 {"dropout": None, "color_jitter": None},
+                 {"dropout": f" (default {TrainConfig().dropout:g}, or from --budget; the "
+                             "authors' released models: 0.3 GPU and mobile_14, 0.2 CPU, 0.1 "
+                             "mobile)",
+                  "color_jitter": " (default none, or from --budget; --color-jitter is the "
+                                  "search's)"}, prefix="retrain-")
     add_search_args(p, run=True)
     add_profile_args(p)
     add_data_args(p)
@@ -74,9 +85,14 @@ def add_run_parser(sub) -> None:
 
 def apply_budget(args: argparse.Namespace) -> None:
     """Fill every search option left unset (None) from `--budget`, then from SearchConfig's
-    defaults (`budgets.fill_from_budget`), so that every later step sees a value."""
+    defaults (`budgets.fill_from_budget`), and the retraining's likewise (TrainConfig's), so
+    that every later step sees a value."""
     fill_from_budget(vars(args), args.budget, to_dict(SearchConfig()),
                      int(os.environ.get("WORLD_SIZE", "1")))
+    retraining = {**to_dict(TrainConfig()), **dict(BUDGETS[args.budget].train)}
+    for name in ("dropout", "color_jitter"):  # the retraining's, shown by --print-config
+        if getattr(args, f"retrain_{name}") is None:
+            setattr(args, f"retrain_{name}", retraining[name])
 
 
 def budget_epochs(args: argparse.Namespace, train_images: int) -> tuple[int, int, int]:
@@ -94,13 +110,14 @@ def _train_config(args: argparse.Namespace, epochs: int, batch_size: int) -> Tra
     """The retraining's settings: the budget's, then the runtime options."""
     return TrainConfig(**{"epochs": epochs, "batch_size": batch_size,
                           **dict(BUDGETS[args.budget].train),
+                          **settings_from_args(TrainConfig, args, prefix="retrain-"),
                           **settings_from_args(RuntimeConfig, args)})
 
 
 def _run_config(args: argparse.Namespace, search_config: SearchConfig,
                 train_config: TrainConfig) -> RunConfig:
     return RunConfig(search_config, train_config, profile=profile_setting(args),
-                     table=args.table, budget=args.budget)
+                     table=args.table, budget=args.budget, retrain_init=args.retrain_init)
 
 
 def resolve_run_options(args: argparse.Namespace) -> tuple[SearchSpace, SearchConfig]:

@@ -44,12 +44,13 @@ from proxyless.search.job import search_job
 
 # run: the settings `--budget` decides are unset (None) until it has
 BUDGET_SETTINGS = ("estimator", "constraint", "target_floor", "warmup_epochs", "warmup_parent",
-                   "epochs", "batch_size", "lr", "arch_lr", "arch_every", "decide")
+                   "epochs", "batch_size", "lr", "arch_lr", "arch_every", "decide",
+                   "zero_alpha", "decay_bn", "color_jitter")
 SEARCH_SETTINGS = ("loss", "estimator", "constraint", "dual_lr", "target_floor",
                    "weight_sharing", "warmup_epochs", "warmup_parent", "epochs", "batch_size",
                    "lr", "warmup_lr", "arch_lr", "arch_every", "fair_paths", "sandwich",
                    "decide", "train_limit", "reinforce_samples", "reward", "reward_w",
-                   "measure_latency")
+                   "measure_latency", "zero_alpha", "decay_bn", "color_jitter")
 
 
 def add_search_args(p: argparse.ArgumentParser, run: bool = False) -> None:

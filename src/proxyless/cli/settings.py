@@ -105,7 +105,9 @@ def add_settings(group: Any, cls: type, names: Iterable[str],
         kwargs: dict[str, Any] = {"default": default,
                                   "help": _help(field, default, notes.get(name, ""))}
         if hints[name] is bool:
-            kwargs["action"] = argparse.BooleanOptionalAction if default else "store_true"
+            # on by default, or left for --budget to decide (None): --x and --no-x
+            kwargs["action"] = (argparse.BooleanOptionalAction if default or default is None
+                                else "store_true")
         else:
             kind = value_type(cls, field)
             if kind is not None:

@@ -1,7 +1,8 @@
 """Decode one image file into the network's input size, as training or evaluation crops it.
 
     training    random-resized crop (area share `scale`, aspect 3/4..4/3, as torchvision's
-                RandomResizedCrop and the paper's ImageNet recipe) + horizontal flip
+                RandomResizedCrop and the paper's ImageNet recipe) + horizontal flip, and
+                optionally the reference code's colour jitter (`COLOR_JITTERS`)
     evaluation  the short side resized to size / 0.875, then the centre size x size
 
 Both are one Pillow `resize(box=...)` of the decoded image, and a JPEG is decoded at the
@@ -27,15 +28,23 @@ DEFAULT_SCALE = (0.08, 1.0)
 _RATIO = (3 / 4, 4 / 3)
 
 
+# The reference code's ColorJitter settings (search/data_providers/imagenet.py, --distort_color):
+# (brightness, contrast, saturation, hue), each factor drawn as torchvision's ColorJitter does.
+COLOR_JITTERS = {"none": None, "normal": (32 / 255, 0.0, 0.5, 0.0),
+                 "strong": (0.4, 0.4, 0.4, 0.1)}
+
+
 @dataclass(frozen=True)
 class Crop:
     """How a set's images become size x size: `train` draws random-resized crops with area
-    share `scale` and flips; otherwise the centre crop of evaluation."""
+    share `scale`, flips, and `color_jitter` (COLOR_JITTERS); otherwise the centre crop of
+    evaluation."""
 
     size: int
     channels: int
     train: bool = False
     scale: tuple[float, float] = DEFAULT_SCALE
+    color_jitter: str = "none"
 
 
 def random_resized_box(width: int, height: int, rng: random.Random,
@@ -119,8 +128,45 @@ def _decode(path: Path | str, crop: Crop, rng: random.Random | None) -> np.ndarr
                            box=(box[0] * fx, box[1] * fy, box[2] * fx, box[3] * fy))
     if crop.train and rng.random() < 0.5:
         out = out.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    if crop.train and COLOR_JITTERS[crop.color_jitter] is not None:
+        out = jitter_colors(out, COLOR_JITTERS[crop.color_jitter], rng)
     pixels = np.asarray(out)
     return pixels.reshape(crop.size, crop.size, crop.channels)
+
+
+def jitter_colors(image, strengths: tuple[float, float, float, float], rng: random.Random):
+    """`image` (Pillow, after the crop: size x size) with brightness, contrast, saturation and
+    hue changed in a random order by factors drawn from [1 - s, 1 + s] (hue: a shift in
+    [-s, s] of the colour wheel), as torchvision's ColorJitter; a grayscale image takes
+    brightness and contrast only."""
+    from PIL import ImageEnhance  # see decode() on importing Pillow here
+
+    brightness, contrast, saturation, hue = strengths
+    changes = [(ImageEnhance.Brightness, brightness), (ImageEnhance.Contrast, contrast)]
+    if image.mode == "RGB":
+        changes += [(ImageEnhance.Color, saturation), (_HueShift, hue)]
+    rng.shuffle(changes)
+    for change, strength in changes:
+        if strength > 0:
+            low = -strength if change is _HueShift else max(0.0, 1 - strength)
+            high = strength if change is _HueShift else 1 + strength
+            image = change(image).enhance(rng.uniform(low, high))
+    return image
+
+
+class _HueShift:
+    """Hue turned by a share of the colour wheel, in Pillow's HSV (torchvision's adjust_hue
+    for Pillow images), with ImageEnhance's interface."""
+
+    def __init__(self, image) -> None:
+        self.image = image
+
+    def enhance(self, shift: float):
+        from PIL import Image
+
+        h, s, v = self.image.convert("HSV").split()
+        turned = (np.asarray(h, dtype=np.uint8) + np.uint8(round(shift * 255) % 256))
+        return Image.merge("HSV", (Image.fromarray(turned, "L"), s, v)).convert("RGB")
 
 
 # one-channel modes of more than 8 bits: 16-bit PNGs and TIFFs (I;16*, or I in older Pillow),

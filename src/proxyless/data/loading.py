@@ -86,6 +86,7 @@ def load_data(data: str | None = None, data_dir: str | Path | None = None, *,
             notify(f"data: {label} {counts}, streamed from {source} at {train.size} px")
         else:
             notify(f"data: {label} {counts} from {source}")
+    all_train = train
     train, val = split_validation(train, val_size, seed)
     if streams:  # a sample of the folder, decoded by `workers` processes
         mean, std = train.channel_stats(seed, workers=workers)
@@ -93,7 +94,7 @@ def load_data(data: str | None = None, data_dir: str | Path | None = None, *,
     else:
         (mean, std), transform = channel_stats(train.images), memory_transform()
     return DataSplits(train, val, test, "fashion-mnist-builtin" if name == "builtin" else name,
-                      source, mean, std, transform)
+                      source, mean, std, transform, all_train)
 
 
 def _check_scale(scale: tuple[float, float]) -> None:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,10 +90,27 @@ class DataSplits:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     transform: dict = field(default_factory=lambda: memory_transform())
+    all_train: Images | None = None  # the training set before the validation hold-out
 
     @property
     def streams(self) -> bool:
         return self.transform.get("mode") == "stream"
+
+    def for_retraining(self) -> DataSplits:
+        """The splits a fixed architecture trains on: the validation hold-out exists for α,
+        so once the architecture is chosen it trains the network too (as the reference
+        code's retraining, imagenet_run_exp.py, on the full training set)."""
+        if self.all_train is None or self.val is None:
+            return self
+        return dataclasses.replace(self, train=self.all_train, val=None)
+
+
+def training_transform(transform: dict, color_jitter: str) -> dict:
+    """`transform` with the colour jitter that training gave streamed images, recorded in
+    checkpoints and model files as the crop is (images in memory take none)."""
+    if transform.get("mode") != "stream" or color_jitter == "none":
+        return transform
+    return {**transform, "color_jitter": color_jitter}
 
 
 def memory_transform() -> dict:

@@ -132,8 +132,8 @@ class FolderSet:
     def path(self, i: int) -> str:
         return str(self.index.path(int(self.rows[i])))
 
-    def crop(self, train: bool) -> Crop:
-        return Crop(self.size, self.channels, train, self.scale)
+    def crop(self, train: bool, color_jitter: str = "none") -> Crop:
+        return Crop(self.size, self.channels, train, self.scale, color_jitter)
 
     def readable(self, indices: Sequence[int] | np.ndarray | torch.Tensor
                  ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -181,8 +181,8 @@ class _Decoder(Dataset):
     """Item (position, draw seed) of a FolderSet -> (uint8 H x W x C or None, label, failure):
     runs in the DataLoader's workers."""
 
-    def __init__(self, data: FolderSet, train: bool) -> None:
-        self.data, self.crop = data, data.crop(train)
+    def __init__(self, data: FolderSet, train: bool, color_jitter: str = "none") -> None:
+        self.data, self.crop = data, data.crop(train, color_jitter)
 
     def __len__(self) -> int:
         return len(self.data)
@@ -230,7 +230,7 @@ class StreamBatches(Batches):
     cropped (random-resized + flip where `augment`, else centre) in `workers` processes."""
 
     def __init__(self, data: FolderSet, batch_size: int, *, workers: int | None = None,
-                 **options) -> None:
+                 color_jitter: str = "none", **options) -> None:
         size = options.pop("image_size", None)  # a FolderSet's images come at its size
         if size is not None and size != data.size:
             raise ProxylessError(f"the image folder {clip(data.index.root)} was read at "
@@ -240,7 +240,8 @@ class StreamBatches(Batches):
         workers = default_workers() if workers is None else workers
         self.workers, self.sampler = workers, _EpochSampler(self)
         self.loader = DataLoader(
-            _Decoder(data, self.augment), batch_sampler=self.sampler, collate_fn=_collate,
+            _Decoder(data, self.augment, color_jitter), batch_sampler=self.sampler,
+            collate_fn=_collate,
             num_workers=workers, persistent_workers=workers > 0,
             pin_memory=self.device.type == "cuda", prefetch_factor=4 if workers else None,
             generator=_own_generator(), worker_init_fn=_ignore_stop_signals)
@@ -325,11 +326,13 @@ def _guarded(loader: DataLoader, root: Path) -> Iterator:
 
 
 def make_batches(data: ImageSet | FolderSet, batch_size: int, *, workers: int | None = None,
-                 **options) -> Batches:
-    """`StreamBatches` for a FolderSet (decoded by `workers` processes), `Batches` for images
-    in memory; `options` are Batches'."""
+                 color_jitter: str = "none", **options) -> Batches:
+    """`StreamBatches` for a FolderSet (decoded by `workers` processes, training images
+    colour-jittered as `color_jitter` says), `Batches` for images in memory (small images
+    of their own: no colour jitter); `options` are Batches'."""
     if isinstance(data, FolderSet):
-        return StreamBatches(data, batch_size, workers=workers, **options)
+        return StreamBatches(data, batch_size, workers=workers, color_jitter=color_jitter,
+                             **options)
     return Batches(data, batch_size, **options)
 
 

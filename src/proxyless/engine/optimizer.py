@@ -11,13 +11,13 @@ from torch import nn
 
 
 def weight_optimizer(params: Iterable[nn.Parameter], lr: float, momentum: float,
-                     weight_decay: float) -> torch.optim.SGD:
+                     weight_decay: float, decay_bn: bool = False) -> torch.optim.SGD:
     """SGD with Nesterov momentum; weight decay on conv/linear weights only (BatchNorm
-    parameters and biases are the 1-D ones)."""
+    parameters and biases are the 1-D ones), or on every weight with `decay_bn`."""
     decay, no_decay = [], []
     for param in params:
         if param.requires_grad:
-            (no_decay if param.ndim <= 1 else decay).append(param)
+            (no_decay if param.ndim <= 1 and not decay_bn else decay).append(param)
     # fused on a GPU: one kernel for all parameters, and with fp16 the gradient scaler hands
     # it its inf check on the device instead of reading it on the host every step
     fused = bool(decay or no_decay) and (decay or no_decay)[0].device.type == "cuda"

@@ -7,6 +7,7 @@ networks built from them (a standalone network, or the supernet of a search).
                        latency-table key (`Layer`, `walk`)
 - `ops.py`             candidate ops (MBConv, zero) and the fixed layers
 - `network.py`         a standalone network built from an architecture alone
+- `initialization.py`  the weights every network starts from (the authors' he_fout)
 - `supernet.py`        the binarized supernet: mixed ops with binary gates, α
 - `shared_weights.py`  weight entanglement: a block's candidates as slices of one kernel
 - `batchnorm.py`       a supernet's BatchNorm statistics, kept out of validation batches

@@ -1,4 +1,5 @@
-"""A standalone network built from an Architecture alone.
+"""A standalone network built from an Architecture alone, its weights started as the
+authors' (`model.initialization`: he_fout).
 
     >>> net = build_network(load_architecture("arch.json"))
 
@@ -12,6 +13,7 @@ import torch
 from torch import nn
 
 from proxyless.model.architecture import Architecture
+from proxyless.model.initialization import initialize
 from proxyless.model.layers import block_layers, head_layers, tail_layers
 from proxyless.model.space import SearchSpace
 
@@ -48,6 +50,7 @@ class ProxylessNet(Backbone):
         self.arch = arch
         for layer in block_layers(arch):
             self.blocks.append(layer.build())
+        initialize(self)
 
 
 def build_network(arch: Architecture, dropout: float = 0.0) -> ProxylessNet:

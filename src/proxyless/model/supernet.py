@@ -35,6 +35,7 @@ from torch import nn
 from proxyless.errors import ProxylessError
 from proxyless.model.architecture import Architecture
 from proxyless.model.batchnorm import frozen_bn_statistics
+from proxyless.model.initialization import initialize
 from proxyless.model.network import Backbone, ProxylessNet, build_network
 from proxyless.model.ops import Block, MBConv, build_op
 from proxyless.model.shared_weights import WEIGHT_SHARING, SharedMBConv, SharedPath
@@ -299,6 +300,7 @@ class SuperNet(Backbone):
         self.weight_sharing = weight_sharing
         for slot in space.slots():
             self.blocks.append(Block(MixedOp(slot, weight_sharing), slot.has_skip))
+        initialize(self)  # every candidate as the standalone networks: he_fout
 
     @property
     def mixed_ops(self) -> list[MixedOp]:
@@ -347,9 +349,14 @@ class SuperNet(Backbone):
     def active_architecture(self) -> Architecture:
         return Architecture.from_indices(self.space, [op.active for op in self.mixed_ops])
 
-    def set_alpha_grads(self) -> None:
+    def set_alpha_grads(self, zero_alpha: str = "update") -> None:
+        """dL/dα of every block from its gates; `zero_alpha="skip"` then drops the whole
+        gradient (the cost term's too) of each block whose active path is zero, as the
+        reference code's `MixedEdge.set_arch_param_grad` does: Adam leaves that α as it is."""
         for op in self.mixed_ops:
             op.set_alpha_grad()
+            if zero_alpha == "skip" and op.specs[op.active].is_zero:
+                op.alpha.grad = None
 
     @contextlib.contextmanager
     def frozen_weights(self) -> Iterator[None]:

@@ -82,6 +82,11 @@ def runtimes_section(r: RunResult) -> list[str]:
     return lines + [""]
 
 
+def _start(r: RunResult) -> str:
+    return ("from the supernet's weights" if r.retrain_init == "supernet"
+            else "from scratch")
+
+
 def write_report(out: Path, r: RunResult, scfg: SearchConfig, tcfg: TrainConfig,
                  space: SearchSpace) -> Path:
     arch_cell = r.arch.replace("|", "\\|")  # a bare | would split the table's cell
@@ -93,10 +98,12 @@ def write_report(out: Path, r: RunResult, scfg: SearchConfig, tcfg: TrainConfig,
     lines = [
         f"# proxyless run: {space.name}",
         "",
-        f"Searched on **{r.data}** ({r.train_images:,} training images, "
-        f"{r.test_images:,} test) for **{r.device}** ({r.threads} thread(s), batch "
-        f"{r.batch}, {r.backend or 'torch'}), latency target "
-        f"**{r.target_ms} ms**.",
+        f"Searched on **{r.data}** ({r.search_train_images:,} training images for the "
+        f"weights, {r.search_val_images:,} held out for α) for **{r.device}** ({r.threads} "
+        f"thread(s), batch {r.batch}, {r.backend or 'torch'}), latency target "
+        f"**{r.target_ms} ms**. The derived network was retrained on all "
+        f"{r.train_images:,} training images ({_start(r)}, dropout "
+        f"{tcfg.dropout:g}) and tested on {r.test_images:,}.",
         "",
         "| result | value |",
         "| --- | --- |",

@@ -30,8 +30,12 @@ class RunResult:
     search_time_s: float = 0.0
     retrain_time_s: float = 0.0
     data: str = ""
-    train_images: int = 0
+    train_images: int = 0                   # the retraining's: training split + hold-out
     test_images: int = 0
+    search_train_images: int = 0            # the search's weights trained on these ...
+    search_val_images: int = 0              # ... and α on this hold-out
+    retrain_init: str = "scratch"           # scratch, or the supernet's weights
+    retrain_dropout: float | None = None
     device: str | None = None               # the table's CPU model or device
     threads: int | None = None
     backend: str | None = None

@@ -20,10 +20,10 @@ from pathlib import Path
 from proxyless.config_io import setting, to_dict
 from proxyless.data import DataSplits
 from proxyless.deploy.export import runtime_latencies
-from proxyless.deploy.model_file import MODEL_FILE
+from proxyless.deploy.model_file import MODEL_FILE, ModelInfo, save_model
 from proxyless.engine import distributed
 from proxyless.engine.run_lock import LOCK_FILE, hold_run_folder
-from proxyless.engine.runtime import prepare_out_dir
+from proxyless.engine.runtime import first_line, load_checkpoint, prepare_out_dir
 from proxyless.errors import ProxylessError
 from proxyless.files import read_mapping, write_json_atomic
 from proxyless.latency.cache import cached_table
@@ -32,8 +32,9 @@ from proxyless.latency.profile import ProfileSetting
 from proxyless.latency.settings import priced, table_setting
 from proxyless.latency.table import LatencyTable
 from proxyless.latency.timer import DEFAULT_THREADS, cpu_model
-from proxyless.model.architecture import decode
+from proxyless.model.architecture import Architecture, decode
 from proxyless.model.space import SearchSpace
+from proxyless.model.supernet import SuperNet
 from proxyless.pipeline.budgets import BUDGETS
 from proxyless.pipeline.plots import training_curves
 from proxyless.pipeline.report import write_report
@@ -43,6 +44,8 @@ from proxyless.search.costs import SearchCosts, search_costs
 from proxyless.search.loop import search
 from proxyless.search.outputs import SearchSummary, write_search_outputs
 from proxyless.training.trainer import TrainConfig, TrainResult, train_network
+
+RETRAIN_INITS = ("scratch", "supernet")
 
 
 @dataclass
@@ -58,6 +61,10 @@ class RunConfig:
                                       "this device")
     budget: str = setting("custom", "how long it searches and retrains (the --budget it was "
                                     "made from)")
+    retrain_init: str = setting("scratch", "the retraining starts from scratch (the paper) "
+                                           "or from the supernet's trained paths "
+                                           "(fine-tuning; see bench/retrain_start.py)",
+                                choices=RETRAIN_INITS)
 
     def validate(self) -> None:
         self.search.validate()
@@ -204,10 +211,15 @@ def _run_pipeline(space: SearchSpace, data: DataSplits, config: RunConfig, out: 
     arch = decode(space, summary.arch)
     train_dir = out / "retrain"
     final_path = train_dir / "final.json"
+    retrain_data = data.for_retraining()  # the validation hold-out trains the network too
     if final_path.exists():
         final = TrainResult.read(final_path, ("test_top1", "params", "macs", "train_time_s"))
     else:
-        final = train_network(arch, data, config.train, train_dir,
+        tcfg = config.train
+        if config.retrain_init == "supernet":
+            tcfg = replace(tcfg, init_from=str(_supernet_start(arch, data, scfg, search_dir,
+                                                               main, say)))
+        final = train_network(arch, retrain_data, tcfg, train_dir,
                               resume=(train_dir / "checkpoint.pt").exists(), progress=progress,
                               log=log)
 
@@ -217,7 +229,10 @@ def _run_pipeline(space: SearchSpace, data: DataSplits, config: RunConfig, out: 
         predicted_ms=model.predict(arch), measured_ms=summary.measured_ms,
         speed_factor=summary.speed_factor, params=final.params, macs=final.macs,
         search_val_top1=summary.val_top1, search_time_s=summary.search_time_s,
-        retrain_time_s=final.train_time_s, data=data.name, train_images=len(data.train),
+        retrain_time_s=final.train_time_s, data=data.name,
+        train_images=len(retrain_data.train), search_train_images=len(data.train),
+        search_val_images=len(data.val) if data.val is not None else 0,
+        retrain_init=config.retrain_init, retrain_dropout=config.train.dropout,
         test_images=len(data.test), device=table.meta.get("cpu") or table.meta.get("device"),
         threads=table.meta.get("threads"), backend=table.meta.get("backend"),
         batch=table.meta.get("batch", 1), table=str(table_path), budget=config.budget,
@@ -232,6 +247,31 @@ def _run_pipeline(space: SearchSpace, data: DataSplits, config: RunConfig, out: 
         write_json_atomic(out / RESULTS_FILE, results.to_dict())
         write_report(out, results, scfg, config.train, space)
     return results
+
+
+def _supernet_start(arch: Architecture, data: DataSplits, scfg: SearchConfig, search_dir: Path,
+                    main: bool, say) -> Path:
+    """The derived network holding the trained supernet's weights of its paths, written as a
+    model file (`search/derived.pt`) for the retraining to start from: the reference code's
+    retraining likewise loads `<path>/init` where its search wrote one."""
+    path = search_dir / "derived.pt"
+    if main:
+        state = load_checkpoint(search_dir / "checkpoint.pt", "search checkpoint",
+                                "run again with --retrain-init scratch, or search again")
+        supernet = SuperNet(arch.space, weight_sharing=scfg.weight_sharing)
+        try:
+            supernet.load_state_dict(state["supernet"])
+        except (KeyError, RuntimeError) as err:
+            raise ProxylessError(f"{search_dir / 'checkpoint.pt'} holds no supernet of this "
+                                 f"space ({first_line(err)}); run again with --retrain-init "
+                                 "scratch, or search again") from None
+        info = ModelInfo(arch, data.mean, data.std, data.train.classes,
+                         {"name": data.name, "source": data.source,
+                          "transform": data.transform}, {})
+        save_model(path, supernet.derived_network(arch), info)
+        say(f"retraining starts from the supernet's weights ({path})")
+    distributed.broadcast_object(None)  # the others wait for the file
+    return path
 
 
 def _runtimes(model_file: Path, data: DataSplits, table: LatencyTable,

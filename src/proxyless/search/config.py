@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from proxyless.config_io import from_dict, setting, settings_problem
+from proxyless.data.decode import COLOR_JITTERS
 from proxyless.engine.runtime import RuntimeConfig
 from proxyless.errors import ProxylessError
 from proxyless.model.shared_weights import WEIGHT_SHARING
@@ -16,6 +17,7 @@ STRATEGIES = ("gradient", "reinforce")
 METRICS = ("latency", "flops")
 CONSTRAINTS = ("dual", "soft")
 REWARDS = ("mnas", "reference")
+ZERO_ALPHA = ("update", "skip")
 
 
 @dataclass
@@ -49,8 +51,10 @@ class SearchConfig(RuntimeConfig):
                                        above=0)
     momentum: float = setting(0.9, "weights' SGD momentum", option=None, at_least=0,
                                below=1)
-    weight_decay: float = setting(4e-5, "weights' decay (not on BatchNorm and biases)",
-                                  option=None)
+    weight_decay: float = setting(4e-5, "weights' decay (see decay_bn)", option=None)
+    decay_bn: bool = setting(False, "weight decay on BatchNorm parameters and biases too, as "
+                                    "the reference code's search (--budget paper); the "
+                                    "retraining never decays them")
     label_smoothing: float = setting(0.1, "label smoothing of the weights' loss", option=None)
     arch_lr: float = setting(0.1, "α's learning rate (Adam); the reference's 1e-3 is tuned "
                                   "for ~10^5 α steps, small data gives 10^2-10^3", above=0)
@@ -72,6 +76,10 @@ class SearchConfig(RuntimeConfig):
     estimator: str = setting("two", "α's gradient: two (the paper's two-path architecture "
                                     "step) or recompute (the reference code's full_v2)",
                              choices=ESTIMATORS)
+    zero_alpha: str = setting(
+        "update", "an α step whose active path in a block is zero: update that block's α "
+                  "(ours) or skip it, its latency gradient too (the reference code's "
+                  "mix_op.py; --budget paper)", choices=ZERO_ALPHA)
     loss: str = setting("mul-log", "how latency enters α's loss (search/losses.py)",
                         choices=LOSSES)
     loss_a: float = setting(0.2, "mul-log's α (the paper's 0.2)", option=None)
@@ -91,6 +99,9 @@ class SearchConfig(RuntimeConfig):
                                    option="--target-ms / --target-mflops", above=0)
     val_size: float = setting(0.1, "held out of the training split for α: a fraction below "
                                    "1 (per class), or an image count")
+    color_jitter: str = setting("none", "colour jitter of streamed training images (the "
+                                        "reference code's: normal, the search's under "
+                                        "--budget paper; strong)", choices=tuple(COLOR_JITTERS))
     train_limit: int | None = setting(None, "training images per search epoch (default: all)",
                                       at_least=1)
     eval_limit: int | None = setting(2000, "validation images the argmax network is "

@@ -67,7 +67,7 @@ class GradientStrategy:
             loss = loss + constraint_term(expected, config.target, self.multiplier)
             loss = loss + entropy_term(net.arch_parameters(), self.decide_weight)
             self.scaler.scale(loss).backward()
-        net.set_alpha_grads()
+        net.set_alpha_grads(config.zero_alpha)
         distributed.average_grads(net.arch_parameters())
         losses = torch.stack([ce.detach(), loss.detach().float()])
         # each rank's losses are its own shard's: a NaN on one must stop all (any_rank);

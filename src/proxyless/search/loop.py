@@ -161,7 +161,7 @@ def _search(space, data: DataSplits, cost_model: CostModel | None, config: Searc
         run.device, memory_format=torch.channels_last)
     batches = SearchBatches.build(space, data, config, run)
     w_opt = weight_optimizer(net.weight_parameters(), config.lr, config.momentum,
-                             config.weight_decay)  # never α
+                             config.weight_decay, config.decay_bn)  # never α
     steps = len(batches.train)
     schedule = cosine_schedule(config.epochs * steps, restart_at=config.warmup_epochs * steps,
                                first_scale=(config.lr if config.warmup_lr is None

@@ -32,7 +32,8 @@ class SearchBatches:
                       world_size=run.dist.world_size, image_size=space.input_size,
                       device=run.device, workers=config.workers)
         train = make_batches(train_set, config.batch_size, shuffle=True, augment=True,
-                             seed=config.seed, drop_last=True, **common)
+                             seed=config.seed, drop_last=True, color_jitter=config.color_jitter,
+                             **common)
         val = make_batches(data.val, config.batch_size, shuffle=True, augment=False,
                            seed=config.seed + 1, drop_last=True, **common)
         eval_set = data.val

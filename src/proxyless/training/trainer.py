@@ -39,7 +39,9 @@ from proxyless.data import (
     skipped_images,
     skipped_note,
 )
-from proxyless.deploy.model_file import MODEL_FILE, ModelInfo, save_model
+from proxyless.data.decode import COLOR_JITTERS
+from proxyless.data.sets import training_transform
+from proxyless.deploy.model_file import MODEL_FILE, ModelInfo, read_model_file, save_model
 from proxyless.engine import distributed
 from proxyless.engine.divergence import StepLosses
 from proxyless.engine.epochs import (
@@ -56,13 +58,13 @@ from proxyless.engine.memory import memory_advice
 from proxyless.engine.optimizer import cosine_schedule, weight_optimizer
 from proxyless.engine.precision import Precision, resolve_precision
 from proxyless.engine.run_lock import hold_run_folder
-from proxyless.engine.runtime import RunContext, RuntimeConfig, start_run
+from proxyless.engine.runtime import RunContext, RuntimeConfig, first_line, start_run
 from proxyless.engine.tensorboard_log import RunBoard
 from proxyless.errors import ProxylessError
 from proxyless.files import read_mapping, write_json_atomic
 from proxyless.model.architecture import Architecture
 from proxyless.model.layers import count_macs, count_params
-from proxyless.model.network import build_network
+from proxyless.model.network import ProxylessNet, build_network
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -81,6 +83,12 @@ class TrainConfig(RuntimeConfig):
     label_smoothing: float = setting(0.1, "label smoothing of the loss", at_least=0, below=1)
     dropout: float = setting(0.1, "dropout before the classifier", at_least=0, below=1)
     augment: bool = setting(True, "random crops and flips of the training images")
+    color_jitter: str = setting("none", "colour jitter of streamed training images (the "
+                                        "reference code's: normal; strong, the retraining's "
+                                        "under --budget paper)", choices=tuple(COLOR_JITTERS))
+    init_from: str | None = setting(None, "a model file (or train folder) of the same "
+                                          "architecture to start from: fine-tuning (default: "
+                                          "from scratch, the authors' he_fout)")
     eval_batch_size: int = setting(500, "images per evaluation batch", option=None,
                                    at_least=1)
 
@@ -162,8 +170,10 @@ def _train_network(arch: Architecture, data: DataSplits, config: TrainConfig, ou
                       f"space {space.name!r}")
     torch.manual_seed(config.seed)
     # channels_last: oneDNN's depthwise convolutions run ~20% faster in NHWC on the CPU.
-    bare = build_network(arch, dropout=config.dropout).to(run.device,
-                                                          memory_format=torch.channels_last)
+    bare = build_network(arch, dropout=config.dropout)
+    if config.init_from is not None and not resume:
+        start_from(bare, config.init_from)
+    bare = bare.to(run.device, memory_format=torch.channels_last)
     train_batches, test_batches = _batches(data, config, run, space.input_size)
     optimizer = weight_optimizer(bare.parameters(), config.lr, config.momentum,
                                  config.weight_decay)
@@ -211,12 +221,29 @@ def _train_network(arch: Architecture, data: DataSplits, config: TrainConfig, ou
     if run.dist.is_main:
         # model.pt first, atomically: final.json marks a finished run (`proxyless run` skips
         # the retraining when it is there), so it must never exist without the model
-        info = ModelInfo(arch, data.mean, data.std, data.train.classes, source,
+        info = ModelInfo(arch, data.mean, data.std, data.train.classes,
+                         {**source, "transform": training_transform(
+                             data.transform, config.color_jitter if config.augment else "none")},
                          {k: getattr(final, k) for k in ("test_top1", "test_loss", "params",
                                                          "macs", "epochs", "test_images")})
         save_model(out / MODEL_FILE, bare, info)
         write_json_atomic(out / "final.json", final.to_dict())
     return final
+
+
+def start_from(net: ProxylessNet, path: str | Path) -> None:
+    """`net` takes the weights of the model file at `path`, which must hold its architecture."""
+    info, weights, file = read_model_file(path)
+    if info.arch.encode() != net.arch.encode():
+        raise ProxylessError(f"--init-from {file}: its architecture {info.arch.encode()} is "
+                             f"not this one ({net.arch.encode()}); give a model file of the "
+                             "same architecture, or train from scratch")
+    try:
+        net.load_state_dict(weights)
+    except RuntimeError as err:
+        raise ProxylessError(f"--init-from {file}: its weights do not fit the network "
+                             f"({first_line(err)}); give a model file of this architecture"
+                             ) from None
 
 
 def _batches(data: DataSplits, config: TrainConfig, run: RunContext,
@@ -225,6 +252,7 @@ def _batches(data: DataSplits, config: TrainConfig, run: RunContext,
     common = dict(mean=data.mean, std=data.std, rank=run.dist.rank,
                   world_size=run.dist.world_size, image_size=image_size, device=run.device)
     train = make_batches(data.train, config.batch_size, shuffle=True, augment=config.augment,
+                         color_jitter=config.color_jitter if config.augment else "none",
                          seed=config.seed, drop_last=True, workers=config.workers, **common)
     test = make_batches(data.test, config.eval_batch_size, shuffle=False, augment=False,
                         pad=False, workers=config.workers, **common)
