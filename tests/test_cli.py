@@ -93,15 +93,16 @@ def test_run_budget_fills_what_was_not_given():
     assert args.epochs == 5  # given: kept
     assert (args.arch_every, args.train_limit) == (standard.arch_every, standard.train_limit)
     assert args.warmup_epochs is None  # scaled to the data once it is read
-    assert budget_epochs(args, 54000) == (standard.warmup_epochs, 5, 20)
+    assert budget_epochs(args, 54000, 60000) == (standard.warmup_epochs, 5, 18)
     args = build_parser().parse_args(["run"])
     apply_budget(args)
     assert args.budget == "quick" and args.epochs is None
     assert args.batch_size == 128 and args.lr == 0.05  # no budget sets them: the defaults
     quick = BUDGETS["quick"]  # retraining sees the same images whatever the data set's size
     assert quick.retrain_epochs(54000) == 10 and quick.retrain_epochs(5400) == 100
-    assert budget_epochs(args, 54000) == (quick.warmup_epochs, quick.epochs, 10)
-    assert budget_epochs(args, 5400) == (7, 11, 100)  # a small set: as many images seen
+    # the retraining's epochs are of its own set: the search's split and its hold-out
+    assert budget_epochs(args, 54000, 60000) == (quick.warmup_epochs, quick.epochs, 9)
+    assert budget_epochs(args, 5400, 6000) == (7, 11, 90)  # a small set: as many images seen
 
 
 def test_a_budget_is_laid_over_the_options_by_the_library():

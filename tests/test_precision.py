@@ -254,3 +254,45 @@ def test_a_search_begun_before_the_two_sided_target_resumes_one_sided_only():
     legacy = {"target_floor": 0.0}
     assert changed_settings(old, SearchConfig(), (), legacy) == ["target_floor"]
     assert changed_settings(old, SearchConfig(target_floor=0.0), (), legacy) == []
+
+
+def test_auto_on_a_cpu_times_bf16_only_where_it_can_pay_and_keeps_the_faster(monkeypatch):
+    from proxyless.engine import training_speed as speed
+
+    net = build_network(Architecture.uniform(tiny_space(), "k3e3"))
+    x, y, loss = torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,)), nn.CrossEntropyLoss()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    short = speed.choose_cpu_precision(net, x, y, loss, steps=10)
+    assert short.precision.name == "fp32" and short.bf16_ms is None and short.fp32_ms > 0
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in before.items())  # a copy ran
+
+    times = {"fp32": 200.0, "bf16": 120.0}
+    monkeypatch.setattr(speed, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(speed, "step_ms", lambda model, x, y, loss, p, steps=2, warm=False:
+                        times[p.name])
+    long = speed.choose_cpu_precision(net, x, y, loss, steps=10_000)
+    assert long.precision.name == "bf16" and long.ratio == pytest.approx(200 / 120)
+    times["bf16"] = 198.0  # within the margin: not worth a change of numerics
+    assert speed.choose_cpu_precision(net, x, y, loss, 10_000).precision.name == "fp32"
+    monkeypatch.setattr(speed, "cpu_has_native_bf16", lambda: False)  # emulated: never
+    assert "no native bf16" in speed.choose_cpu_precision(net, x, y, loss, 10_000).reason
+    # compile: repaid twice over by a modest gain, or not at all
+    assert not speed.compile_pays_back(step_s=0.17, steps_left=4000)   # ~11 min of steps
+    assert speed.compile_pays_back(step_s=2.0, steps_left=40_000)      # a day of steps
+
+
+def test_training_records_its_speed_decisions_and_a_resumed_run_keeps_them(tmp_path,
+                                                                           builtin_subset):
+    arch = Architecture.uniform(tiny_space(), "k3e3")
+    config = TrainConfig(epochs=1, batch_size=50, compile="auto")
+    data = builtin_subset(100, 0, 50)
+    logs = []
+    train_network(arch, data, config, tmp_path / "run", progress=False, log=logs.append)
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())["speed"]
+    assert saved["precision"] == "fp32" and saved["compile"] is False
+    assert saved["compile_setting"] == "auto" and "short run" in saved["reason"]
+    assert any(line.startswith("training in fp32") and "not compiled" in line for line in logs)
+    from proxyless.training.trainer import _earlier_speed
+
+    assert _earlier_speed(tmp_path / "run") == saved
+    assert _earlier_speed(tmp_path / "nowhere") is None

@@ -219,6 +219,18 @@ def test_a_streamed_training_with_color_jitter_records_it_in_the_model_file(tmp_
                  "--no-progress"]) == 0
 
 
+def test_color_jitter_of_images_in_memory_says_it_is_not_done(builtin_subset):
+    from proxyless.errors import ProxylessWarning
+
+    data = builtin_subset(100, 0, 50)
+    with pytest.warns(ProxylessWarning, match=r"colour jitter \(normal\) .* not jittered"):
+        make_batches(data.train, 50, color_jitter="normal", mean=data.mean, std=data.std,
+                     shuffle=True, augment=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        make_batches(data.train, 50, mean=data.mean, std=data.std, shuffle=True, augment=True)
+
+
 def _tiny_arch():
     from proxyless.model.architecture import Architecture
     from proxyless.model.space import SearchSpace, StageSpec

@@ -69,6 +69,7 @@ def add_run_parser(sub) -> None:
                          help="epochs of retraining the derived network (default: from "
                               "--budget, by the size of the training set)")
     add_settings(retrain, RunConfig, ("retrain_init",))
+    add_settings(retrain, TrainConfig, ("compile",))
     add_settings(retrain, TrainConfig, ("dropout", "color_jitter"),
                  {"dropout": None, "color_jitter": None},
                  {"dropout": f" (default {TrainConfig().dropout:g}, or from --budget; the "
@@ -95,14 +96,16 @@ def apply_budget(args: argparse.Namespace) -> None:
             setattr(args, f"retrain_{name}", retraining[name])
 
 
-def budget_epochs(args: argparse.Namespace, train_images: int) -> tuple[int, int, int]:
-    """Warm-up, search and retraining epochs: as given, else from `--budget` for a training
-    set of `train_images`."""
+def budget_epochs(args: argparse.Namespace, train_images: int,
+                  retrain_images: int) -> tuple[int, int, int]:
+    """Warm-up, search and retraining epochs: as given, else from `--budget` for a search
+    training split of `train_images` and a retraining set (the split and the search's
+    hold-out) of `retrain_images`."""
     budget = BUDGETS[args.budget]
     warmup, search_epochs = budget.search_epochs(train_images)
     return (warmup if args.warmup_epochs is None else args.warmup_epochs,
             search_epochs if args.epochs is None else args.epochs,
-            budget.retrain_epochs(train_images) if args.retrain_epochs is None
+            budget.retrain_epochs(retrain_images) if args.retrain_epochs is None
             else args.retrain_epochs)
 
 
@@ -111,6 +114,7 @@ def _train_config(args: argparse.Namespace, epochs: int, batch_size: int) -> Tra
     return TrainConfig(**{"epochs": epochs, "batch_size": batch_size,
                           **dict(BUDGETS[args.budget].train),
                           **settings_from_args(TrainConfig, args, prefix="retrain-"),
+                          "compile": args.compile,
                           **settings_from_args(RuntimeConfig, args)})
 
 
@@ -152,7 +156,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             save_config(args.out, args)
         data = data_from_args(args, space, search_config.val_size)
         space = fit_classes(space, data)
-        warmup, search_epochs, epochs = budget_epochs(args, len(data.train))
+        warmup, search_epochs, epochs = budget_epochs(args, len(data.train),
+                                                      len(data.for_retraining().train))
         search_config = dataclasses.replace(
             search_config, warmup_epochs=warmup, epochs=search_epochs,
             batch_size=resolve_batch_size(args, space, data, "search",

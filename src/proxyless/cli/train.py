@@ -36,7 +36,7 @@ def add_train_parser(sub) -> None:
                    help="run folder (checkpoints, metrics, results; required)")
     add_settings(p, TrainConfig, ("epochs", "batch_size", "lr", "weight_decay",
                                   "label_smoothing", "dropout", "augment", "color_jitter",
-                                  "init_from"),
+                                  "compile", "init_from"),
                  extra={"batch_size": {"type": batch_size_arg, "help": BATCH_SIZE_HELP.format(
                      default=d.batch_size)}})
     p.add_argument("--resume", action="store_true", help="continue the run in --out")

@@ -333,6 +333,10 @@ def make_batches(data: ImageSet | FolderSet, batch_size: int, *, workers: int | 
     if isinstance(data, FolderSet):
         return StreamBatches(data, batch_size, workers=workers, color_jitter=color_jitter,
                              **options)
+    if color_jitter != "none":
+        warnings.warn(f"colour jitter ({color_jitter}) is done while decoding streamed image "
+                      "folders; these images are held in memory and are not jittered",
+                      ProxylessWarning, stacklevel=2)
     return Batches(data, batch_size, **options)
 
 

@@ -7,7 +7,8 @@
     >>> scaler.scale(loss).backward(); scaler.step(optimizer); scaler.update()
 
 `auto` is bf16 where the GPU supports it, fp16 with a gradient scaler on older GPUs, and fp32
-on the CPU (where bf16 autocast runs but is not faster on most CPUs). Only the network's
+on the CPU (where bf16 autocast runs but is faster only on some CPUs, for some networks: the
+training times both there, `proxyless.engine.training_speed`). Only the network's
 forward and backward run in the lower precision: the weights, their optimizer, α, the
 architecture step's gate gradients (`supernet._GateGradient`) and the latency loss stay fp32.
 """

@@ -268,9 +268,11 @@ class RuntimeConfig:
                                         "the cores available, less one; 0: in this process)",
                                   at_least=0)
     precision: str = setting("auto", "the network's forward and backward: auto (bf16 on GPUs "
-                                     "that have it, else fp16 with a gradient scaler; fp32 on "
-                                     "the CPU), fp32, bf16 or fp16. α, the gate gradients and "
-                                     "the latency loss stay fp32", choices=PRECISIONS)
+                                     "that have it, else fp16 with a gradient scaler; on a "
+                                     "CPU, training takes bf16 where the CPU has it and timed "
+                                     "steps are faster, the search fp32), fp32, bf16 or fp16. "
+                                     "α, the gate gradients and the latency loss stay fp32",
+                             choices=PRECISIONS)
     tensorboard: bool = setting(True, "TensorBoard event files in the run folder "
                                       "(`tensorboard --logdir runs/`)")
     log_every: int = setting(10, "TensorBoard: average the step curves over this many weight "

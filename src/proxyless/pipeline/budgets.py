@@ -17,7 +17,7 @@ class Budget:
     epochs: int                 # search epochs after the warm-up
     train_limit: int | None     # training images per search epoch (None: all)
     arch_every: int
-    retrain_images: int         # images seen while retraining: epochs = this / training set
+    retrain_images: int         # images seen while retraining: epochs = this / its images
     wall_time: str = ""         # on 2 CPU cores, full Fashion-MNIST, profiling included
     scaled: bool = True         # epochs scaled to the data's size; False: taken as they are
     retrain: int | None = None  # retraining epochs as they are (instead of retrain_images)
@@ -48,11 +48,12 @@ class Budget:
         images = "all" if self.train_limit is None else f"{self.train_limit:,}"
         return (f"{self.warmup_epochs}+{self.epochs} search epochs on {images} images, "
                 f"retraining on {self.retrain_images:,} images "
-                f"({self.retrain_epochs(FASHION_TRAIN_IMAGES)} "
+                f"({self.retrain_epochs(FASHION_ALL_TRAIN_IMAGES)} "
                 f"epochs of Fashion-MNIST), {self.wall_time}")
 
 
 FASHION_TRAIN_IMAGES = 54000  # full Fashion-MNIST less its validation split: what budgets mean
+FASHION_ALL_TRAIN_IMAGES = 60000  # ... and with it: what the retraining trains on
 
 # The paper's ImageNet protocol, from the authors' code (github.com/mit-han-lab/proxylessnas;
 # AS = search/imagenet_arch_search.py, NM = search/nas_manager.py, RX =

@@ -79,7 +79,7 @@ class SearchConfig(RuntimeConfig):
     zero_alpha: str = setting(
         "update", "an α step whose active path in a block is zero: update that block's α "
                   "(ours) or skip it, its latency gradient too (the reference code's "
-                  "mix_op.py; --budget paper)", choices=ZERO_ALPHA)
+                  "mix_op.py; --budget paper); the gradient strategy's", choices=ZERO_ALPHA)
     loss: str = setting("mul-log", "how latency enters α's loss (search/losses.py)",
                         choices=LOSSES)
     loss_a: float = setting(0.2, "mul-log's α (the paper's 0.2)", option=None)

@@ -14,6 +14,7 @@ naming the epoch and batch; the checkpoint keeps the last good epoch.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,7 @@ from proxyless.engine.precision import Precision, resolve_precision
 from proxyless.engine.run_lock import hold_run_folder
 from proxyless.engine.runtime import RunContext, RuntimeConfig, first_line, start_run
 from proxyless.engine.tensorboard_log import RunBoard
+from proxyless.engine.training_speed import choose_cpu_precision, compile_pays_back, step_ms
 from proxyless.errors import ProxylessError
 from proxyless.files import read_mapping, write_json_atomic
 from proxyless.model.architecture import Architecture
@@ -67,6 +69,7 @@ from proxyless.model.layers import count_macs, count_params
 from proxyless.model.network import ProxylessNet, build_network
 
 CHECKPOINT = "checkpoint.pt"
+COMPILE_MODES = ("auto", "on", "off")
 
 
 @dataclass
@@ -86,6 +89,9 @@ class TrainConfig(RuntimeConfig):
     color_jitter: str = setting("none", "colour jitter of streamed training images (the "
                                         "reference code's: normal; strong, the retraining's "
                                         "under --budget paper)", choices=tuple(COLOR_JITTERS))
+    compile: str = setting("auto", "torch.compile the network for training: auto (where the "
+                                   "steps left repay the compile time), on or off",
+                           choices=COMPILE_MODES)
     init_from: str | None = setting(None, "a model file (or train folder) of the same "
                                           "architecture to start from: fine-tuning (default: "
                                           "from scratch, the authors' he_fout)")
@@ -129,7 +135,7 @@ class TrainResult:
 
 
 # Settings that may change between a run and its resumption without changing its results.
-_RESUMABLE_CHANGES = {*RuntimeConfig.RESUMABLE, "eval_batch_size"}
+_RESUMABLE_CHANGES = {*RuntimeConfig.RESUMABLE, "eval_batch_size", "compile"}
 
 
 def _check_resume(state: dict, arch: Architecture, config: TrainConfig, out: Path,
@@ -162,7 +168,6 @@ def train_network(arch: Architecture, data: DataSplits, config: TrainConfig,
 def _train_network(arch: Architecture, data: DataSplits, config: TrainConfig, out: Path,
                    resume: bool, progress: bool, log) -> TrainResult:
     run = start_run(out, config.device, config.threads, resume, "run", CHECKPOINT)
-    precision = resolve_precision(config.precision, run.device)
     space = arch.space
     check_channels(data.train, space.in_channels, f"data {data.name!r}",
                    f"space {space.name!r}")
@@ -175,11 +180,14 @@ def _train_network(arch: Architecture, data: DataSplits, config: TrainConfig, ou
         start_from(bare, config.init_from)
     bare = bare.to(run.device, memory_format=torch.channels_last)
     train_batches, test_batches = _batches(data, config, run, space.input_size)
+    criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    precision, compiled, speed = training_speed(bare, train_batches, criterion, config, run,
+                                                log if run.dist.is_main else None,
+                                                _earlier_speed(out) if resume else None)
     optimizer = weight_optimizer(bare.parameters(), config.lr, config.momentum,
                                  config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, cosine_schedule(config.epochs * len(train_batches)))
-    criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     scaler = precision.scaler()
     source = {"name": data.name, "source": data.source, "transform": data.transform}
     board = RunBoard(out, len(train_batches), config.log_every, sync_every(run.device),
@@ -193,16 +201,19 @@ def _train_network(arch: Architecture, data: DataSplits, config: TrainConfig, ou
                     checkpoint_every=config.checkpoint_every, batch_size=config.batch_size,
                     memory_advice=lambda: memory_advice(space, config.batch_size, run.device,
                                                         precision.name, supernet=False))
-    epochs.start(resume, {"arch": arch.to_dict(), "train": to_dict(config), "data": source},
+    epochs.start(resume, {"arch": arch.to_dict(), "train": to_dict(config), "data": source,
+                          "speed": speed},
                  lambda checkpoint: _check_resume(checkpoint, arch, config, out,
                                                   data.transform), log)
     model = nn.parallel.DistributedDataParallel(bare) if run.dist.enabled else bare
+    # the training steps only: evaluation switches to eval mode, which would compile again
+    stepped = torch.compile(model) if compiled else model
     show = progress and run.dist.is_main
 
     def one_epoch(epoch: int, cursor: EpochCursor) -> dict:
         train_batches.set_epoch(epoch)
         bar = batch_bar(train_batches, f"epoch {epoch + 1}", show, cursor.start)
-        train_loss, train_top1 = train_epoch(model, bar, optimizer, scheduler, criterion,
+        train_loss, train_top1 = train_epoch(stepped, bar, optimizer, scheduler, criterion,
                                              run.device, precision, scaler, board,
                                              epoch * len(train_batches), cursor)
         test_loss, test_top1 = evaluate(model, test_batches, run.device, precision)
@@ -229,6 +240,53 @@ def _train_network(arch: Architecture, data: DataSplits, config: TrainConfig, ou
         save_model(out / MODEL_FILE, bare, info)
         write_json_atomic(out / "final.json", final.to_dict())
     return final
+
+
+def _earlier_speed(out: Path) -> dict | None:
+    """What the run being resumed decided for `auto` (its config.json's `speed`)."""
+    try:
+        speed = read_mapping(out / "config.json", "run config").get("speed")
+    except ProxylessError:
+        return None
+    return speed if isinstance(speed, dict) else None
+
+
+def training_speed(net: nn.Module, batches: Batches, criterion: nn.Module,
+                   config: TrainConfig, run: RunContext, log,
+                   earlier: dict | None = None) -> tuple[Precision, bool, dict]:
+    """The precision and whether to compile, as `config` says; `auto` decided by timed steps
+    of this network on a training batch (`engine.training_speed`), or as the run resumed
+    decided (`earlier`), so that it goes on as it began. Also what was decided and measured,
+    for config.json, said once through `log`."""
+    precision, record = resolve_precision(config.precision, run.device), {}
+    timed = config.precision == "auto" and run.device.type == "cpu"
+    if earlier and earlier.get("precision") in ("fp32", "bf16") and timed \
+            and earlier.get("compile_setting") == config.compile:
+        return Precision(earlier["precision"], "cpu"), bool(earlier.get("compile")), earlier
+    if not (timed or config.compile == "auto"):
+        return precision, config.compile == "on", {"precision": precision.name,
+                                                    "compile": config.compile == "on"}
+    x, y = next(iter(batches))
+    x = x.contiguous(memory_format=torch.channels_last)
+    steps = config.epochs * len(batches)
+    if timed:
+        choice = choose_cpu_precision(net, x, y, criterion, steps)
+        precision, record = choice.precision, choice.to_dict()
+        step = choice.bf16_ms if precision.name == "bf16" else choice.fp32_ms
+    else:
+        step = step_ms(copy.deepcopy(net).train(), x, y, criterion, precision, 1)
+    compiled = (compile_pays_back(step / 1000, steps) if config.compile == "auto"
+                else config.compile == "on")
+    speed = {**record, "precision": precision.name, "compile": compiled,
+             "compile_setting": config.compile}
+    if log is not None:
+        ratio = (f" (fp32 {record['fp32_step_ms']:.0f} ms, bf16 {record['bf16_step_ms']:.0f} "
+                 "ms per step)" if record.get("bf16_step_ms") else "")
+        log(f"training in {precision.name}{ratio}, "
+            f"{'compiled' if compiled else 'not compiled'}"
+            + (" (the steps left would not repay a compile)"
+               if config.compile == "auto" and not compiled else ""))
+    return precision, compiled, speed
 
 
 def start_from(net: ProxylessNet, path: str | Path) -> None:

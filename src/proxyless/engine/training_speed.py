@@ -1,0 +1,116 @@
+"""Training speed chosen by measurement: `--precision auto` on a CPU, and `--compile auto`.
+
+    >>> choice = choose_cpu_precision(net, x, y, criterion)   # a few timed steps each
+    >>> choice.precision.name, choice.ratio                   # ('bf16', 1.43): bf16 wins
+    >>> compile_pays_back(step_s=0.17, steps_left=4000)       # False: ~11 min of steps
+
+bf16 autocast on a CPU is fast only where the CPU computes in bf16 (AMX tiles, AVX512-BF16),
+and even there not for every network: small inputs are dispatch-bound and convert more than
+they compute (measured on the 2-core Sapphire Rapids: x1.43 for imagenet b32 at 224 px, x0.65
+for fashion b128 at 28 px). So `auto` times a few forward and backward passes of this very
+network and batch in both precisions, on a copy (its weights and BatchNorm statistics left
+as they were), and keeps bf16 only where it is faster by a clear margin.
+
+`torch.compile` costs its compile time first (57 s for the fashion network on that machine)
+and gains a share of every later step (x1.26 there). Its gain is not known before compiling,
+so `auto` compiles where even a modest gain (`ASSUMED_GAIN`) over the steps left repays a
+compile time of `COMPILE_ESTIMATE_S` with room to spare, and the trainer then checks what the
+compiled steps really take.
+"""
+
+from __future__ import annotations
+
+import copy
+import statistics
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from proxyless.engine.precision import Precision
+
+MARGIN = 1.05             # bf16 must be this much faster to be chosen: timing noise aside
+TIMED_STEPS = 2           # per precision, after one untimed step each
+SHORT_RUN_S = 120.0       # runs of fewer seconds of fp32 steps stay fp32 untimed
+COMPILE_ESTIMATE_S = 90.0  # a compile of our networks on a small CPU (measured 57 s) ...
+ASSUMED_GAIN = 0.15       # ... repaid by this share of each step (measured 21% on the CPU)
+PAYBACK = 2.0             # ... twice over before `auto` compiles
+
+
+@dataclass(frozen=True)
+class PrecisionChoice:
+    precision: Precision
+    fp32_ms: float | None = None
+    bf16_ms: float | None = None
+    reason: str = ""
+
+    @property
+    def ratio(self) -> float | None:
+        """fp32 time over bf16 time: above 1, bf16 is faster."""
+        if not self.fp32_ms or not self.bf16_ms:
+            return None
+        return self.fp32_ms / self.bf16_ms
+
+    def to_dict(self) -> dict:
+        return {"precision": self.precision.name, "fp32_step_ms": self.fp32_ms,
+                "bf16_step_ms": self.bf16_ms, "reason": self.reason}
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes in bfloat16 itself (AMX tiles or AVX512-BF16); elsewhere
+    bf16 autocast is emulated, and slower than fp32."""
+    checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
+def step_ms(model: nn.Module, x: torch.Tensor, y: torch.Tensor, criterion: nn.Module,
+            precision: Precision, steps: int = TIMED_STEPS, warm: bool = False) -> float:
+    """The median milliseconds of `steps` forward and backward passes of `model` on (x, y)
+    under `precision`, after one untimed pass (kernel selection, caches) unless `warm`."""
+    times = []
+    for i in range(steps + (0 if warm else 1)):
+        started = time.perf_counter()
+        with precision.autocast():
+            logits = model(x)
+        criterion(logits.float(), y).backward()
+        if x.is_cuda:
+            torch.cuda.synchronize(x.device)
+        if warm or i:
+            times.append(1000 * (time.perf_counter() - started))
+    return statistics.median(times) if times else 0.0
+
+
+def choose_cpu_precision(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                         criterion: nn.Module, steps: int) -> PrecisionChoice:
+    """`--precision auto` on the CPU for a run of `steps` steps: bf16 where the CPU has native
+    bf16 and timed steps of this network and batch run faster in it than in fp32, else fp32.
+    A run too short to repay the timing (`SHORT_RUN_S` of fp32 steps) stays fp32."""
+    fp32 = Precision("fp32", "cpu")
+    trial = copy.deepcopy(model).train()  # the real network's weights and statistics stay
+    if not cpu_has_native_bf16():
+        return PrecisionChoice(fp32, step_ms(trial, x, y, criterion, fp32, 1),
+                               reason="no native bf16 on this CPU")
+    first = step_ms(trial, x, y, criterion, fp32, 1)
+    if first * steps / 1000 < SHORT_RUN_S:
+        return PrecisionChoice(fp32, first, reason="a short run: timing bf16 would cost more "
+                                                   "than it could save")
+    bf16 = Precision("bf16", "cpu")
+    step_ms(trial, x, y, criterion, bf16, steps=0)  # untimed: kernel selection, caches
+    times = {fp32.name: [], bf16.name: []}
+    for _ in range(TIMED_STEPS):  # interleaved: a machine slowing down favours neither
+        for precision in (fp32, bf16):
+            times[precision.name].append(step_ms(trial, x, y, criterion, precision, 1,
+                                                 warm=True))
+    fp32_ms, bf16_ms = (min(times[name]) for name in ("fp32", "bf16"))
+    faster = fp32_ms > MARGIN * bf16_ms
+    return PrecisionChoice(bf16 if faster else fp32, fp32_ms, bf16_ms,
+                           "bf16 is faster here" if faster else
+                           "bf16 is not faster for this network and batch")
+
+
+def compile_pays_back(step_s: float, steps_left: int,
+                      compile_s: float = COMPILE_ESTIMATE_S) -> bool:
+    """`--compile auto`: whether compiling is repaid, twice over, by `ASSUMED_GAIN` of each
+    of the `steps_left` steps that take `step_s` seconds eager."""
+    return step_s * steps_left * ASSUMED_GAIN > PAYBACK * compile_s
