@@ -51,7 +51,7 @@ def main() -> None:
     space = load_space("fashion")
     arch = decode(space, json.loads((search_dir / "bench_search.json").read_text())["arch"])
     data = load_data(None, val_size=0, seed=0, image_size=28, channels=1)
-    print(f"{arch}\n{data.name}: {len(data.train):,} train / {len(data.test):,} test, "
+    print(f"{arch.encode()}\n{data.name}: {len(data.train):,} train / {len(data.test):,} test, "
           f"{args.epochs} epochs, seeds 0..{args.seeds - 1}")
     source = {"name": data.name, "source": data.source, "transform": data.transform}
 

@@ -31,7 +31,6 @@ from proxyless.data import load_data
 from proxyless.latency.cache import cached_table
 from proxyless.latency.cost import latency_model
 from proxyless.latency.profile import ProfileSetting
-from proxyless.model.architecture import decode
 from proxyless.pipeline.run import RunConfig
 from proxyless.search.config import ZERO_ALPHA, SearchConfig
 from proxyless.search.loop import search
@@ -97,7 +96,7 @@ def main() -> None:
     for (seed, mode), r in runs.items():
         print(f"{seed:>4} {mode:>6} {r['predicted_ms']:>8.3f} "
               f"{100 * (r['predicted_ms'] / target - 1):>+6.1f}% {r['val_top1']:>8.2f} "
-              f"{r['zero_blocks']:>11} {r['p_zero']:>12.3f}  {decode(space, r['arch'])}")
+              f"{r['zero_blocks']:>11} {r['p_zero']:>12.3f}  {r['arch']}")
 
     def summary(pairs: list[tuple[dict, dict]]) -> tuple[float, float, float, float]:
         tv = [tv_distance(a["probs"], b["probs"]) for a, b in pairs]

@@ -292,7 +292,7 @@ def test_training_records_its_speed_decisions_and_a_resumed_run_keeps_them(tmp_p
     assert saved["precision"] == "fp32" and saved["compile"] is False
     assert saved["compile_setting"] == "auto" and "short run" in saved["reason"]
     assert any(line.startswith("training in fp32") and "not compiled" in line for line in logs)
-    from proxyless.training.trainer import _earlier_speed
+    from proxyless.engine.training_speed import earlier_speed
 
-    assert _earlier_speed(tmp_path / "run") == saved
-    assert _earlier_speed(tmp_path / "nowhere") is None
+    assert earlier_speed(tmp_path / "run") == saved
+    assert earlier_speed(tmp_path / "nowhere") is None

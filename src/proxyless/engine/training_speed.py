@@ -24,11 +24,14 @@ import copy
 import statistics
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
 
-from proxyless.engine.precision import Precision
+from proxyless.engine.precision import Precision, resolve_precision
+from proxyless.errors import ProxylessError
+from proxyless.files import read_mapping
 
 MARGIN = 1.05             # bf16 must be this much faster to be chosen: timing noise aside
 TIMED_STEPS = 2           # per precision, after one untimed step each
@@ -114,3 +117,43 @@ def compile_pays_back(step_s: float, steps_left: int,
     """`--compile auto`: whether compiling is repaid, twice over, by `ASSUMED_GAIN` of each
     of the `steps_left` steps that take `step_s` seconds eager."""
     return step_s * steps_left * ASSUMED_GAIN > PAYBACK * compile_s
+
+
+def chosen_precision(name: str, device: torch.device, model: nn.Module,
+                     batch: tuple[torch.Tensor, torch.Tensor] | None,
+                     criterion: nn.Module | None, steps: int,
+                     earlier: dict | None = None) -> tuple[Precision, dict]:
+    """`--precision NAME` on `device` for a run of `steps` steps of `model`: `auto` on a CPU
+    by timed steps on `batch` (`choose_cpu_precision`), or as the run being resumed decided
+    (`earlier`, its config.json's `speed`), so that it goes on as it began; and the record
+    of what was decided and measured, for config.json."""
+    if name != "auto" or device.type != "cpu":
+        precision = resolve_precision(name, device)
+        return precision, {"precision": precision.name}
+    if earlier and earlier.get("precision") in ("fp32", "bf16"):
+        return Precision(earlier["precision"], "cpu"), earlier
+    if batch is None or criterion is None:
+        raise ValueError("--precision auto on a CPU times steps: give a batch and a loss")
+    choice = choose_cpu_precision(model, *batch, criterion, steps)
+    return choice.precision, choice.to_dict()
+
+
+def earlier_speed(out: Path) -> dict | None:
+    """What a run folder's config.json says its start decided (`speed`), if anything."""
+    try:
+        speed = read_mapping(out / "config.json", "run config").get("speed")
+    except ProxylessError:
+        return None
+    return speed if isinstance(speed, dict) else None
+
+
+def describe(speed: dict) -> str:
+    """The decisions of `speed` in words, for the run's log."""
+    ms = (f" (fp32 {speed['fp32_step_ms']:.0f} ms, bf16 {speed['bf16_step_ms']:.0f} ms per "
+          "step)" if speed.get("bf16_step_ms") else "")
+    text = f"{speed['precision']}{ms}"
+    if "compile" in speed:
+        text += ", compiled" if speed["compile"] else ", not compiled"
+        if speed.get("compile_setting") == "auto" and not speed["compile"]:
+            text += " (the steps left would not repay a compile)"
+    return text

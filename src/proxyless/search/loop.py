@@ -41,11 +41,12 @@ from proxyless.engine import epochs as skeleton
 from proxyless.engine.divergence import LOWER_ARCH_LR, Diverged, StepLosses, at_batch
 from proxyless.engine.memory import memory_advice
 from proxyless.engine.optimizer import cosine_schedule, weight_optimizer
-from proxyless.engine.precision import Precision, resolve_precision
+from proxyless.engine.precision import Precision
 from proxyless.engine.run_lock import hold_run_folder
 from proxyless.engine.runtime import start_run
 from proxyless.engine.tensorboard_log import RunBoard
 from proxyless.engine.tensorboard_log import disabled as disabled_board
+from proxyless.engine.training_speed import chosen_precision, describe, earlier_speed
 from proxyless.errors import ProxylessError
 from proxyless.latency.cost import CostModel
 from proxyless.model.architecture import Architecture
@@ -150,16 +151,32 @@ def search(space, data: DataSplits, cost_model: CostModel | None, config: Search
             shutdown_workers()
 
 
+def _search_precision(net: SuperNet, batches: SearchBatches, config: SearchConfig, run,
+                      earlier: dict | None) -> tuple[Precision, dict]:
+    """The search's precision: `auto` on a CPU timed on weight steps of one path drawn from
+    the supernet (`engine.training_speed`), as rank 0 decided; and its record."""
+    if config.precision != "auto" or run.device.type != "cpu" or earlier:
+        return chosen_precision(config.precision, run.device, net, None, None, 0, earlier)
+    net.sample_gates("sample", torch.Generator().manual_seed(config.seed))
+    steps = (config.warmup_epochs + config.epochs) * len(batches.train)
+    return distributed.broadcast_object(chosen_precision(
+        config.precision, run.device, net, next(iter(batches.train)), nn.CrossEntropyLoss(),
+        steps))
+
+
 def _search(space, data: DataSplits, cost_model: CostModel | None, config: SearchConfig,
             out: Path, resume: bool, progress: bool, log: Callable[[str], None],
             latency_fn: Objective | None, objectives: Sequence[Objective],
             also_log: Sequence[CostModel]) -> SearchResult:
     run = start_run(out, config.device, config.threads, resume, "search", CHECKPOINT)
-    precision = resolve_precision(config.precision, run.device)
     torch.manual_seed(config.seed)
     net = SuperNet(space, weight_sharing=config.weight_sharing).to(
         run.device, memory_format=torch.channels_last)
     batches = SearchBatches.build(space, data, config, run)
+    precision, speed = _search_precision(net, batches, config, run,
+                                         earlier_speed(out) if resume else None)
+    if run.dist.is_main:
+        log(f"searching in {describe(speed)}")
     w_opt = weight_optimizer(net.weight_parameters(), config.lr, config.momentum,
                              config.weight_decay, config.decay_bn)  # never α
     steps = len(batches.train)
@@ -194,7 +211,7 @@ def _search(space, data: DataSplits, cost_model: CostModel | None, config: Searc
                                                                  run.device, precision.name))
     epochs.start(resume, {"space": space.to_dict(), "search": to_dict(config),
                           "data": {"name": data.name, "source": data.source,
-                                   "transform": data.transform}},
+                                   "transform": data.transform}, "speed": speed},
                  lambda checkpoint: check_resume(checkpoint, space, config, out,
                                                  data.transform), log)
     metrics = epochs.run(one_epoch, lambda r: epoch_line(r, total, cost_model), "search",

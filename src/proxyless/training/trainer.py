@@ -61,7 +61,13 @@ from proxyless.engine.precision import Precision, resolve_precision
 from proxyless.engine.run_lock import hold_run_folder
 from proxyless.engine.runtime import RunContext, RuntimeConfig, first_line, start_run
 from proxyless.engine.tensorboard_log import RunBoard
-from proxyless.engine.training_speed import choose_cpu_precision, compile_pays_back, step_ms
+from proxyless.engine.training_speed import (
+    chosen_precision,
+    compile_pays_back,
+    describe,
+    earlier_speed,
+    step_ms,
+)
 from proxyless.errors import ProxylessError
 from proxyless.files import read_mapping, write_json_atomic
 from proxyless.model.architecture import Architecture
@@ -134,8 +140,9 @@ class TrainResult:
         return result_from_dict(cls, read_mapping(path, "training results"), path, required)
 
 
-# Settings that may change between a run and its resumption without changing its results.
-_RESUMABLE_CHANGES = {*RuntimeConfig.RESUMABLE, "eval_batch_size", "compile"}
+# Settings that may change between a run and its resumption without changing its results
+# (init_from: a resumed run starts from its checkpoint, wherever it first started from).
+_RESUMABLE_CHANGES = {*RuntimeConfig.RESUMABLE, "eval_batch_size", "compile", "init_from"}
 
 
 def _check_resume(state: dict, arch: Architecture, config: TrainConfig, out: Path,
@@ -181,9 +188,10 @@ def _train_network(arch: Architecture, data: DataSplits, config: TrainConfig, ou
     bare = bare.to(run.device, memory_format=torch.channels_last)
     train_batches, test_batches = _batches(data, config, run, space.input_size)
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-    precision, compiled, speed = training_speed(bare, train_batches, criterion, config, run,
-                                                log if run.dist.is_main else None,
-                                                _earlier_speed(out) if resume else None)
+    # every rank trains as rank 0 decided: timings differ from one process to the next
+    precision, compiled, speed = distributed.broadcast_object(training_speed(
+        bare, train_batches, criterion, config, run, log if run.dist.is_main else None,
+        earlier_speed(out) if resume else None))
     optimizer = weight_optimizer(bare.parameters(), config.lr, config.momentum,
                                  config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -242,50 +250,33 @@ def _train_network(arch: Architecture, data: DataSplits, config: TrainConfig, ou
     return final
 
 
-def _earlier_speed(out: Path) -> dict | None:
-    """What the run being resumed decided for `auto` (its config.json's `speed`)."""
-    try:
-        speed = read_mapping(out / "config.json", "run config").get("speed")
-    except ProxylessError:
-        return None
-    return speed if isinstance(speed, dict) else None
-
-
 def training_speed(net: nn.Module, batches: Batches, criterion: nn.Module,
                    config: TrainConfig, run: RunContext, log,
                    earlier: dict | None = None) -> tuple[Precision, bool, dict]:
     """The precision and whether to compile, as `config` says; `auto` decided by timed steps
     of this network on a training batch (`engine.training_speed`), or as the run resumed
-    decided (`earlier`), so that it goes on as it began. Also what was decided and measured,
-    for config.json, said once through `log`."""
-    precision, record = resolve_precision(config.precision, run.device), {}
-    timed = config.precision == "auto" and run.device.type == "cpu"
-    if earlier and earlier.get("precision") in ("fp32", "bf16") and timed \
-            and earlier.get("compile_setting") == config.compile:
-        return Precision(earlier["precision"], "cpu"), bool(earlier.get("compile")), earlier
-    if not (timed or config.compile == "auto"):
+    decided (`earlier`). Also what was decided and measured, for config.json, said once
+    through `log`."""
+    if config.precision != "auto" and config.compile != "auto":
+        precision = resolve_precision(config.precision, run.device)
         return precision, config.compile == "on", {"precision": precision.name,
                                                     "compile": config.compile == "on"}
     x, y = next(iter(batches))
-    x = x.contiguous(memory_format=torch.channels_last)
+    batch = (x.contiguous(memory_format=torch.channels_last), y)
     steps = config.epochs * len(batches)
-    if timed:
-        choice = choose_cpu_precision(net, x, y, criterion, steps)
-        precision, record = choice.precision, choice.to_dict()
-        step = choice.bf16_ms if precision.name == "bf16" else choice.fp32_ms
+    precision, speed = chosen_precision(config.precision, run.device, net, batch, criterion,
+                                        steps, earlier)
+    if earlier and earlier.get("compile_setting") == config.compile and "compile" in earlier:
+        compiled = bool(earlier["compile"])
+    elif config.compile == "auto":
+        step = speed.get(f"{precision.name}_step_ms") or step_ms(
+            copy.deepcopy(net).train(), *batch, criterion, precision, 1)
+        compiled = compile_pays_back(step / 1000, steps)
     else:
-        step = step_ms(copy.deepcopy(net).train(), x, y, criterion, precision, 1)
-    compiled = (compile_pays_back(step / 1000, steps) if config.compile == "auto"
-                else config.compile == "on")
-    speed = {**record, "precision": precision.name, "compile": compiled,
-             "compile_setting": config.compile}
+        compiled = config.compile == "on"
+    speed = {**speed, "compile": compiled, "compile_setting": config.compile}
     if log is not None:
-        ratio = (f" (fp32 {record['fp32_step_ms']:.0f} ms, bf16 {record['bf16_step_ms']:.0f} "
-                 "ms per step)" if record.get("bf16_step_ms") else "")
-        log(f"training in {precision.name}{ratio}, "
-            f"{'compiled' if compiled else 'not compiled'}"
-            + (" (the steps left would not repay a compile)"
-               if config.compile == "auto" and not compiled else ""))
+        log(f"training in {describe(speed)}")
     return precision, compiled, speed
 
 
