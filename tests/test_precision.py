@@ -279,6 +279,8 @@ def test_auto_on_a_cpu_times_bf16_only_where_it_can_pay_and_keeps_the_faster(mon
     # compile: repaid twice over by a modest gain, or not at all
     assert not speed.compile_pays_back(step_s=0.17, steps_left=4000)   # ~11 min of steps
     assert speed.compile_pays_back(step_s=2.0, steps_left=40_000)      # a day of steps
+    # ... but not in bf16 on a CPU, where compiled steps were no faster
+    assert not speed.compile_pays_back(2.0, 40_000, Precision("bf16", "cpu"))
 
 
 def test_training_records_its_speed_decisions_and_a_resumed_run_keeps_them(tmp_path,
@@ -296,3 +298,14 @@ def test_training_records_its_speed_decisions_and_a_resumed_run_keeps_them(tmp_p
 
     assert earlier_speed(tmp_path / "run") == saved
     assert earlier_speed(tmp_path / "nowhere") is None
+
+
+def test_a_compiled_training_trains_and_says_so(tmp_path, builtin_subset):
+    arch = Architecture.uniform(tiny_space(), "k3e3")
+    logs = []
+    final = train_network(arch, builtin_subset(200, 0, 50),
+                          TrainConfig(epochs=1, batch_size=50, compile="on", precision="fp32"),
+                          tmp_path / "run", progress=False, log=logs.append)
+    assert final.test_top1 > 0 and (tmp_path / "run" / "model.pt").is_file()
+    speed = json.loads((tmp_path / "run" / "config.json").read_text())["speed"]
+    assert speed == {"precision": "fp32", "compile": True}

@@ -57,6 +57,9 @@ def test_search_writes_its_outputs(tmp_path, tiny_data):
     for name in ("arch.json", "summary.json", "probs.png", "arch.png", "checkpoint.pt"):
         assert (tmp_path / name).stat().st_size > 0
     assert len(result.probs_history) == 4  # initial + one per epoch
+    # --precision auto on a CPU: a run this short stays fp32 without timing bf16, and says so
+    speed = json.loads((tmp_path / "config.json").read_text())["speed"]
+    assert speed["precision"] == "fp32" and "short run" in speed["reason"]
 
 
 @pytest.mark.parametrize(("strategy", "sharing"), [("gradient", "separate"),

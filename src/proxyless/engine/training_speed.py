@@ -11,8 +11,9 @@ for fashion b128 at 28 px). So `auto` times a few forward and backward passes of
 network and batch in both precisions, on a copy (its weights and BatchNorm statistics left
 as they were), and keeps bf16 only where it is faster by a clear margin.
 
-`torch.compile` costs its compile time first (57 s for the fashion network on that machine)
-and gains a share of every later step (x1.26 there). Its gain is not known before compiling,
+`torch.compile` costs its compile time first (58 s for the fashion network on that machine,
+67-133 s for imagenet's) and gains a share of every later step in fp32 (x1.08 at 28 px,
+x1.18-1.26 at 224 px; in bf16 nothing). Its gain is not known before compiling,
 so `auto` compiles where even a modest gain (`ASSUMED_GAIN`) over the steps left repays a
 compile time of `COMPILE_ESTIMATE_S` with room to spare, and the trainer then checks what the
 compiled steps really take.
@@ -36,8 +37,9 @@ from proxyless.files import read_mapping
 MARGIN = 1.05             # bf16 must be this much faster to be chosen: timing noise aside
 TIMED_STEPS = 2           # per precision, after one untimed step each
 SHORT_RUN_S = 120.0       # runs of fewer seconds of fp32 steps stay fp32 untimed
-COMPILE_ESTIMATE_S = 90.0  # a compile of our networks on a small CPU (measured 57 s) ...
-ASSUMED_GAIN = 0.15       # ... repaid by this share of each step (measured 21% on the CPU)
+COMPILE_ESTIMATE_S = 90.0  # a compile of our networks on a small CPU (measured 58-133 s) ...
+ASSUMED_GAIN = 0.15       # ... repaid by this share of each step (fp32 on the CPU: 8% at 28
+                          # px, 18-26% at 224 px, bench/training_speed.py)
 PAYBACK = 2.0             # ... twice over before `auto` compiles
 
 
@@ -112,10 +114,14 @@ def choose_cpu_precision(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                            "bf16 is not faster for this network and batch")
 
 
-def compile_pays_back(step_s: float, steps_left: int,
+def compile_pays_back(step_s: float, steps_left: int, precision: Precision | None = None,
                       compile_s: float = COMPILE_ESTIMATE_S) -> bool:
     """`--compile auto`: whether compiling is repaid, twice over, by `ASSUMED_GAIN` of each
-    of the `steps_left` steps that take `step_s` seconds eager."""
+    of the `steps_left` steps that take `step_s` seconds eager. Never for bf16 on a CPU:
+    there the compiled step measured no faster than the eager one (x0.96, imagenet b32 224
+    px, bench/training_speed.py), whose bf16 kernels are oneDNN's already."""
+    if precision is not None and (precision.device_type, precision.name) == ("cpu", "bf16"):
+        return False
     return step_s * steps_left * ASSUMED_GAIN > PAYBACK * compile_s
 
 

@@ -271,7 +271,7 @@ def training_speed(net: nn.Module, batches: Batches, criterion: nn.Module,
     elif config.compile == "auto":
         step = speed.get(f"{precision.name}_step_ms") or step_ms(
             copy.deepcopy(net).train(), *batch, criterion, precision, 1)
-        compiled = compile_pays_back(step / 1000, steps)
+        compiled = compile_pays_back(step / 1000, steps, precision)
     else:
         compiled = config.compile == "on"
     speed = {**speed, "compile": compiled, "compile_setting": config.compile}
