@@ -80,8 +80,7 @@ def measure(space_name: str, rounds: int, steps: int, compiled: tuple[str, ...])
               + ", ".join(f"{k} {v[-1]:.0f} ms" for k, v in times.items()), flush=True)
     medians = {k: statistics.median(v) for k, v in times.items()}
     steps_default = 9 * 60000 // batch  # the quick budget's retraining of full Fashion-MNIST
-    choice = choose_cpu_precision(arms["fp32 eager"][0], x, y, nn.CrossEntropyLoss(),
-                                  steps_default)
+    choice = choose_cpu_precision(arms["fp32 eager"][0], x, y, nn.CrossEntropyLoss())
     step = choice.bf16_ms if choice.precision.name == "bf16" else choice.fp32_ms
     return {"batch": batch, "size": size, "step_ms": times, "median_step_ms": medians,
             "speedup_vs_fp32_eager": {k: medians["fp32 eager"] / v for k, v in medians.items()},

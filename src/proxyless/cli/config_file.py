@@ -91,6 +91,7 @@ NULL_MEANS: dict[str, str | dict[str, str]] = {
     "threads": "torch's default for this machine",
     "workers": "the cores available, less one",
     "arch": "not given: the command needs an architecture file",
+    "init_from": "from scratch (the authors' he_fout initialisation)",
 }
 
 

@@ -139,7 +139,8 @@ def jitter_colors(image, strengths: tuple[float, float, float, float], rng: rand
     hue changed in a random order by factors drawn from [1 - s, 1 + s] (hue: a shift in
     [-s, s] of the colour wheel), as torchvision's ColorJitter; a grayscale image takes
     brightness and contrast only."""
-    from PIL import ImageEnhance  # see decode() on importing Pillow here
+    # see decode() on importing Pillow here
+    from PIL import ImageEnhance
 
     brightness, contrast, saturation, hue = strengths
     changes = [(ImageEnhance.Brightness, brightness), (ImageEnhance.Contrast, contrast)]
@@ -162,6 +163,7 @@ class _HueShift:
         self.image = image
 
     def enhance(self, shift: float):
+        # see decode() on importing Pillow here
         from PIL import Image
 
         h, s, v = self.image.convert("HSV").split()

@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,7 +37,9 @@ from proxyless.files import read_mapping
 
 MARGIN = 1.05             # bf16 must be this much faster to be chosen: timing noise aside
 TIMED_STEPS = 2           # per precision, after one untimed step each
-SHORT_RUN_S = 120.0       # runs of fewer seconds of fp32 steps stay fp32 untimed
+SHORT_RUN_S = 120.0       # runs shorter than this on a fast CPU are neither timed nor compiled
+FAST_MACS_PER_S = 1e11    # forward multiply-adds a second of a fast CPU's training (this 2-core
+                          # VM: 3-6e9 fp32, bench/training_speed.py), so short is short anywhere
 COMPILE_ESTIMATE_S = 90.0  # a compile of our networks on a small CPU (measured 58-133 s) ...
 ASSUMED_GAIN = 0.15       # ... repaid by this share of each step (fp32 on the CPU: 8% at 28
                           # px, 18-26% at 224 px, bench/training_speed.py)
@@ -86,22 +89,24 @@ def step_ms(model: nn.Module, x: torch.Tensor, y: torch.Tensor, criterion: nn.Mo
     return statistics.median(times) if times else 0.0
 
 
+def short_run(work_macs: float) -> bool:
+    """Whether a run of `work_macs` forward multiply-adds (images x the network's MACs) is
+    too short to repay timing or compiling: under `SHORT_RUN_S` even on a fast CPU."""
+    return work_macs / FAST_MACS_PER_S < SHORT_RUN_S
+
+
 def choose_cpu_precision(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                         criterion: nn.Module, steps: int) -> PrecisionChoice:
-    """`--precision auto` on the CPU for a run of `steps` steps: bf16 where the CPU has native
-    bf16 and timed steps of this network and batch run faster in it than in fp32, else fp32.
-    A run too short to repay the timing (`SHORT_RUN_S` of fp32 steps) stays fp32."""
+                         criterion: nn.Module) -> PrecisionChoice:
+    """`--precision auto` on the CPU: bf16 where the CPU has native bf16 and timed steps of
+    this network and batch run faster in it than in fp32, else fp32."""
     fp32 = Precision("fp32", "cpu")
     trial = copy.deepcopy(model).train()  # the real network's weights and statistics stay
     if not cpu_has_native_bf16():
         return PrecisionChoice(fp32, step_ms(trial, x, y, criterion, fp32, 1),
                                reason="no native bf16 on this CPU")
-    first = step_ms(trial, x, y, criterion, fp32, 1)
-    if first * steps / 1000 < SHORT_RUN_S:
-        return PrecisionChoice(fp32, first, reason="a short run: timing bf16 would cost more "
-                                                   "than it could save")
     bf16 = Precision("bf16", "cpu")
-    step_ms(trial, x, y, criterion, bf16, steps=0)  # untimed: kernel selection, caches
+    for precision in (fp32, bf16):  # untimed: kernel selection, caches
+        step_ms(trial, x, y, criterion, precision, steps=0)
     times = {fp32.name: [], bf16.name: []}
     for _ in range(TIMED_STEPS):  # interleaved: a machine slowing down favours neither
         for precision in (fp32, bf16):
@@ -125,23 +130,25 @@ def compile_pays_back(step_s: float, steps_left: int, precision: Precision | Non
     return step_s * steps_left * ASSUMED_GAIN > PAYBACK * compile_s
 
 
-def chosen_precision(name: str, device: torch.device, model: nn.Module,
-                     batch: tuple[torch.Tensor, torch.Tensor] | None,
-                     criterion: nn.Module | None, steps: int,
+def chosen_precision(name: str, device: torch.device, work_macs: float,
+                     timed: Callable[[], PrecisionChoice],
                      earlier: dict | None = None) -> tuple[Precision, dict]:
-    """`--precision NAME` on `device` for a run of `steps` steps of `model`: `auto` on a CPU
-    by timed steps on `batch` (`choose_cpu_precision`), or as the run being resumed decided
-    (`earlier`, its config.json's `speed`), so that it goes on as it began; and the record
-    of what was decided and measured, for config.json."""
+    """`--precision NAME` on `device` for a run of `work_macs` forward multiply-adds: `auto`
+    on a CPU by `timed()` (`choose_cpu_precision` on the run's network and batch), fp32 for
+    a short run, or as the run being resumed decided (`earlier`, its config.json's `speed`)
+    so that it goes on as it began; and the record of what was decided and measured."""
     if name != "auto" or device.type != "cpu":
         precision = resolve_precision(name, device)
         return precision, {"precision": precision.name}
     if earlier and earlier.get("precision") in ("fp32", "bf16"):
         return Precision(earlier["precision"], "cpu"), earlier
-    if batch is None or criterion is None:
-        raise ValueError("--precision auto on a CPU times steps: give a batch and a loss")
-    choice = choose_cpu_precision(model, *batch, criterion, steps)
+    if short_run(work_macs):
+        return Precision("fp32", "cpu"), {"precision": "fp32", "reason": SHORT}
+    choice = timed()
     return choice.precision, choice.to_dict()
+
+
+SHORT = "a short run: timing bf16 or compiling would cost more than it could save"
 
 
 def earlier_speed(out: Path) -> dict | None:

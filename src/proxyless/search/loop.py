@@ -46,11 +46,18 @@ from proxyless.engine.run_lock import hold_run_folder
 from proxyless.engine.runtime import start_run
 from proxyless.engine.tensorboard_log import RunBoard
 from proxyless.engine.tensorboard_log import disabled as disabled_board
-from proxyless.engine.training_speed import chosen_precision, describe, earlier_speed
+from proxyless.engine.training_speed import (
+    PrecisionChoice,
+    choose_cpu_precision,
+    chosen_precision,
+    describe,
+    earlier_speed,
+)
 from proxyless.errors import ProxylessError
 from proxyless.latency.cost import CostModel
 from proxyless.model.architecture import Architecture
 from proxyless.model.batchnorm import recalibrate_batchnorm
+from proxyless.model.layers import count_macs
 from proxyless.model.supernet import SuperNet
 from proxyless.pipeline.plots import probs_figure
 from proxyless.search.checks import check_inputs, check_resume
@@ -155,13 +162,15 @@ def _search_precision(net: SuperNet, batches: SearchBatches, config: SearchConfi
                       earlier: dict | None) -> tuple[Precision, dict]:
     """The search's precision: `auto` on a CPU timed on weight steps of one path drawn from
     the supernet (`engine.training_speed`), as rank 0 decided; and its record."""
-    if config.precision != "auto" or run.device.type != "cpu" or earlier:
-        return chosen_precision(config.precision, run.device, net, None, None, 0, earlier)
-    net.sample_gates("sample", torch.Generator().manual_seed(config.seed))
-    steps = (config.warmup_epochs + config.epochs) * len(batches.train)
+    images = (config.warmup_epochs + config.epochs) * len(batches.train) * config.batch_size
+    largest = Architecture.from_indices(net.space, net.parent_indices())  # work at most
+
+    def timed() -> PrecisionChoice:
+        net.sample_gates("sample", torch.Generator().manual_seed(config.seed))
+        return choose_cpu_precision(net, *next(iter(batches.train)), nn.CrossEntropyLoss())
+
     return distributed.broadcast_object(chosen_precision(
-        config.precision, run.device, net, next(iter(batches.train)), nn.CrossEntropyLoss(),
-        steps))
+        config.precision, run.device, images * count_macs(largest), timed, earlier))
 
 
 def _search(space, data: DataSplits, cost_model: CostModel | None, config: SearchConfig,

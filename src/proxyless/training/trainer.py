@@ -57,15 +57,17 @@ from proxyless.engine.epochs import (
 )
 from proxyless.engine.memory import memory_advice
 from proxyless.engine.optimizer import cosine_schedule, weight_optimizer
-from proxyless.engine.precision import Precision, resolve_precision
+from proxyless.engine.precision import Precision
 from proxyless.engine.run_lock import hold_run_folder
 from proxyless.engine.runtime import RunContext, RuntimeConfig, first_line, start_run
 from proxyless.engine.tensorboard_log import RunBoard
 from proxyless.engine.training_speed import (
+    choose_cpu_precision,
     chosen_precision,
     compile_pays_back,
     describe,
     earlier_speed,
+    short_run,
     step_ms,
 )
 from proxyless.errors import ProxylessError
@@ -250,28 +252,33 @@ def _train_network(arch: Architecture, data: DataSplits, config: TrainConfig, ou
     return final
 
 
-def training_speed(net: nn.Module, batches: Batches, criterion: nn.Module,
+def training_speed(net: ProxylessNet, batches: Batches, criterion: nn.Module,
                    config: TrainConfig, run: RunContext, log,
                    earlier: dict | None = None) -> tuple[Precision, bool, dict]:
     """The precision and whether to compile, as `config` says; `auto` decided by timed steps
-    of this network on a training batch (`engine.training_speed`), or as the run resumed
-    decided (`earlier`). Also what was decided and measured, for config.json, said once
-    through `log`."""
-    if config.precision != "auto" and config.compile != "auto":
-        precision = resolve_precision(config.precision, run.device)
-        return precision, config.compile == "on", {"precision": precision.name,
-                                                    "compile": config.compile == "on"}
-    x, y = next(iter(batches))
-    batch = (x.contiguous(memory_format=torch.channels_last), y)
+    of this network on a training batch (`engine.training_speed`) where the run is long
+    enough to repay them, or as the run resumed decided (`earlier`). Also what was decided
+    and measured, for config.json, said once through `log`."""
     steps = config.epochs * len(batches)
-    precision, speed = chosen_precision(config.precision, run.device, net, batch, criterion,
-                                        steps, earlier)
+    work = steps * config.batch_size * count_macs(net.arch)
+    drawn: list = []
+
+    def batch() -> tuple[torch.Tensor, torch.Tensor]:
+        if not drawn:  # one training batch, drawn only when something is timed
+            x, y = next(iter(batches))
+            drawn.append((x.contiguous(memory_format=torch.channels_last), y))
+        return drawn[0]
+
+    precision, speed = chosen_precision(
+        config.precision, run.device, work,
+        lambda: choose_cpu_precision(net, *batch(), criterion), earlier)
     if earlier and earlier.get("compile_setting") == config.compile and "compile" in earlier:
         compiled = bool(earlier["compile"])
     elif config.compile == "auto":
-        step = speed.get(f"{precision.name}_step_ms") or step_ms(
-            copy.deepcopy(net).train(), *batch, criterion, precision, 1)
-        compiled = compile_pays_back(step / 1000, steps, precision)
+        compiled = not short_run(work) and compile_pays_back(
+            (speed.get(f"{precision.name}_step_ms")
+             or step_ms(copy.deepcopy(net).train(), *batch(), criterion, precision, 1)) / 1000,
+            steps, precision)
     else:
         compiled = config.compile == "on"
     speed = {**speed, "compile": compiled, "compile_setting": config.compile}
