@@ -1,22 +1,26 @@
 """Training speed chosen by measurement: `--precision auto` on a CPU, and `--compile auto`.
 
     >>> choice = choose_cpu_precision(net, x, y, criterion)   # a few timed steps each
-    >>> choice.precision.name, choice.ratio                   # ('bf16', 1.43): bf16 wins
+    >>> choice.precision.name, choice.ratio                   # ('bf16', 1.68): bf16 wins
     >>> compile_pays_back(step_s=0.17, steps_left=4000)       # False: ~11 min of steps
 
 bf16 autocast on a CPU is fast only where the CPU computes in bf16 (AMX tiles, AVX512-BF16),
 and even there not for every network: small inputs are dispatch-bound and convert more than
-they compute (measured on the 2-core Sapphire Rapids: x1.43 for imagenet b32 at 224 px, x0.65
-for fashion b128 at 28 px). So `auto` times a few forward and backward passes of this very
-network and batch in both precisions, on a copy (its weights and BatchNorm statistics left
-as they were), and keeps bf16 only where it is faster by a clear margin.
+they compute (measured on the 2-core Sapphire Rapids: x1.43-1.68 for imagenet b32 at 224 px,
+x0.65 for fashion b128 at 28 px; bench/training_speed.py). So `auto` times a few forward and
+backward passes of this very network and batch in both precisions, on a copy (its weights
+and BatchNorm statistics left as they were), and keeps bf16 only where it is faster by a
+clear margin.
 
 `torch.compile` costs its compile time first (58 s for the fashion network on that machine,
 67-133 s for imagenet's) and gains a share of every later step in fp32 (x1.08 at 28 px,
-x1.18-1.26 at 224 px; in bf16 nothing). Its gain is not known before compiling,
-so `auto` compiles where even a modest gain (`ASSUMED_GAIN`) over the steps left repays a
-compile time of `COMPILE_ESTIMATE_S` with room to spare, and the trainer then checks what the
-compiled steps really take.
+x1.18-1.26 at 224 px; in bf16 nothing). Its gain is not known before compiling, so `auto`
+compiles where even a modest gain (`ASSUMED_GAIN`) over the steps left repays a compile time
+of `COMPILE_ESTIMATE_S` with room to spare (an estimate: the compiled steps are not timed
+against it afterwards).
+
+A run whose work is small (`short_run`: under `SHORT_RUN_S` even at a fast CPU's rate) is
+neither timed nor compiled: fp32 eager, at no cost, and the same from one run to the next.
 """
 
 from __future__ import annotations
