@@ -25,11 +25,10 @@ import torch
 from proxyless import load_space
 from proxyless.data import load_data
 from proxyless.deploy.model_file import ModelInfo, save_model
-from proxyless.engine.runtime import load_checkpoint
 from proxyless.model.architecture import decode
 from proxyless.model.initialization import initialize
 from proxyless.model.network import build_network
-from proxyless.model.supernet import SuperNet
+from proxyless.search.outputs import trained_supernet
 from proxyless.training.trainer import TrainConfig, train_network
 
 STARTS = ("pytorch", "he_fout", "supernet")
@@ -60,9 +59,7 @@ def main() -> None:
         if start == "he_fout":
             return None
         if start == "supernet":
-            supernet = SuperNet(space)
-            supernet.load_state_dict(load_checkpoint(search_dir / "checkpoint.pt")["supernet"])
-            net = supernet.derived_network(arch)
+            net = trained_supernet(search_dir).derived_network(arch)
         else:
             torch.manual_seed(seed)
             net = initialize(build_network(arch), "pytorch")

@@ -23,7 +23,7 @@ from proxyless.deploy.export import runtime_latencies
 from proxyless.deploy.model_file import MODEL_FILE, ModelInfo, save_model
 from proxyless.engine import distributed
 from proxyless.engine.run_lock import LOCK_FILE, hold_run_folder
-from proxyless.engine.runtime import first_line, load_checkpoint, prepare_out_dir
+from proxyless.engine.runtime import prepare_out_dir
 from proxyless.errors import ProxylessError
 from proxyless.files import read_mapping, write_json_atomic
 from proxyless.latency.cache import cached_table
@@ -34,7 +34,6 @@ from proxyless.latency.table import LatencyTable
 from proxyless.latency.timer import DEFAULT_THREADS, cpu_model
 from proxyless.model.architecture import Architecture, decode
 from proxyless.model.space import SearchSpace
-from proxyless.model.supernet import SuperNet
 from proxyless.pipeline.budgets import BUDGETS
 from proxyless.pipeline.plots import training_curves
 from proxyless.pipeline.report import write_report
@@ -42,7 +41,7 @@ from proxyless.pipeline.results import RESULTS_FILE, RunResult
 from proxyless.search.config import SearchConfig
 from proxyless.search.costs import SearchCosts, search_costs
 from proxyless.search.loop import search
-from proxyless.search.outputs import SearchSummary, write_search_outputs
+from proxyless.search.outputs import SearchSummary, trained_supernet, write_search_outputs
 from proxyless.training.trainer import TrainConfig, TrainResult, train_network
 
 RETRAIN_INITS = ("scratch", "supernet")
@@ -217,8 +216,8 @@ def _run_pipeline(space: SearchSpace, data: DataSplits, config: RunConfig, out: 
     else:
         tcfg = config.train
         if config.retrain_init == "supernet":
-            tcfg = replace(tcfg, init_from=str(_supernet_start(arch, data, scfg, search_dir,
-                                                               main, say)))
+            tcfg = replace(tcfg, init_from=str(_supernet_start(arch, data, search_dir, main,
+                                                               say)))
         final = train_network(arch, retrain_data, tcfg, train_dir,
                               resume=(train_dir / "checkpoint.pt").exists(), progress=progress,
                               log=log)
@@ -249,22 +248,15 @@ def _run_pipeline(space: SearchSpace, data: DataSplits, config: RunConfig, out: 
     return results
 
 
-def _supernet_start(arch: Architecture, data: DataSplits, scfg: SearchConfig, search_dir: Path,
-                    main: bool, say) -> Path:
+def _supernet_start(arch: Architecture, data: DataSplits, search_dir: Path, main: bool,
+                    say) -> Path:
     """The derived network holding the trained supernet's weights of its paths, written as a
     model file (`search/derived.pt`) for the retraining to start from: the reference code's
     retraining likewise loads `<path>/init` where its search wrote one."""
     path = search_dir / "derived.pt"
     if main:
-        state = load_checkpoint(search_dir / "checkpoint.pt", "search checkpoint",
-                                "run again with --retrain-init scratch, or search again")
-        supernet = SuperNet(arch.space, weight_sharing=scfg.weight_sharing)
-        try:
-            supernet.load_state_dict(state["supernet"])
-        except (KeyError, RuntimeError) as err:
-            raise ProxylessError(f"{search_dir / 'checkpoint.pt'} holds no supernet of this "
-                                 f"space ({first_line(err)}); run again with --retrain-init "
-                                 "scratch, or search again") from None
+        supernet = trained_supernet(search_dir, "run again with --retrain-init scratch, or "
+                                                "search again")
         info = ModelInfo(arch, data.mean, data.std, data.train.classes,
                          {"name": data.name, "source": data.source,
                           "transform": data.transform}, {})

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from proxyless.config_io import result_from_dict, to_dict
+from proxyless.engine.runtime import first_line, load_checkpoint
 from proxyless.errors import ProxylessError
 from proxyless.files import read_mapping, write_json_atomic
 from proxyless.latency.cost import CostModel
@@ -16,9 +17,11 @@ from proxyless.latency.settings import Timing, measure_runtimes, priced, table_s
 from proxyless.latency.table import LatencyTable
 from proxyless.model.architecture import Architecture
 from proxyless.model.layers import count_macs, count_params
+from proxyless.model.space import SearchSpace
+from proxyless.model.supernet import SuperNet
 from proxyless.pipeline.plots import arch_picture, probs_evolution
 from proxyless.search.config import SearchConfig
-from proxyless.search.loop import SearchResult
+from proxyless.search.loop import CHECKPOINT, SearchResult
 
 RUNTIMES_TIMING = Timing(warmup=5, repeats=20, min_time=2.0)  # a few seconds, at the end
 SUMMARY_FILE = "summary.json"
@@ -125,3 +128,18 @@ def write_search_outputs(result: SearchResult, out_dir: str | Path, config: Sear
     # last: `proxyless run` takes summary.json for a finished search, plots included
     write_json_atomic(out / SUMMARY_FILE, summary.to_dict())
     return summary
+
+
+def trained_supernet(search_dir: str | Path, advice: str = "search again") -> SuperNet:
+    """The supernet a search left in its folder's checkpoint (its last finished epoch), built
+    for the space and weight sharing the checkpoint records. `advice` ends every error."""
+    path = Path(search_dir) / CHECKPOINT
+    state = load_checkpoint(path, "search checkpoint", advice)
+    try:
+        sharing = state["config"].get("weight_sharing", "separate")
+        net = SuperNet(SearchSpace.from_dict(state["space"]), weight_sharing=sharing)
+        net.load_state_dict(state["supernet"])
+    except (KeyError, AttributeError, RuntimeError, ProxylessError) as err:
+        raise ProxylessError(f"{path} holds no supernet of this space ({first_line(err)}); "
+                             f"{advice}") from None
+    return net
