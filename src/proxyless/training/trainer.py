@@ -106,6 +106,11 @@ class TrainConfig(RuntimeConfig):
     eval_batch_size: int = setting(500, "images per evaluation batch", option=None,
                                    at_least=1)
 
+    @property
+    def applied_color_jitter(self) -> str:
+        """The colour jitter training images get: none where augmentation is off."""
+        return self.color_jitter if self.augment else "none"
+
     def validate(self) -> None:
         problem = settings_problem(self)
         if problem is not None:
@@ -244,7 +249,7 @@ def _train_network(arch: Architecture, data: DataSplits, config: TrainConfig, ou
         # the retraining when it is there), so it must never exist without the model
         info = ModelInfo(arch, data.mean, data.std, data.train.classes,
                          {**source, "transform": training_transform(
-                             data.transform, config.color_jitter if config.augment else "none")},
+                             data.transform, config.applied_color_jitter)},
                          {k: getattr(final, k) for k in ("test_top1", "test_loss", "params",
                                                          "macs", "epochs", "test_images")})
         save_model(out / MODEL_FILE, bare, info)
@@ -308,7 +313,7 @@ def _batches(data: DataSplits, config: TrainConfig, run: RunContext,
     common = dict(mean=data.mean, std=data.std, rank=run.dist.rank,
                   world_size=run.dist.world_size, image_size=image_size, device=run.device)
     train = make_batches(data.train, config.batch_size, shuffle=True, augment=config.augment,
-                         color_jitter=config.color_jitter if config.augment else "none",
+                         color_jitter=config.applied_color_jitter,
                          seed=config.seed, drop_last=True, workers=config.workers, **common)
     test = make_batches(data.test, config.eval_batch_size, shuffle=False, augment=False,
                         pad=False, workers=config.workers, **common)
