@@ -53,6 +53,7 @@ from proxyless.cli.latency import (
     cmd_latency_check,
     cmd_profile,
 )
+from proxyless.cli.retarget import add_retarget_parser, cmd_retarget
 from proxyless.cli.run import add_run_parser, cmd_run
 from proxyless.cli.search import add_search_parser, cmd_search
 from proxyless.cli.train import add_train_parser, cmd_train
@@ -65,7 +66,7 @@ from proxyless.files import no_room_cause
 COMMANDS = {"inspect": cmd_inspect, "train": cmd_train, "profile": cmd_profile,
             "latency-check": cmd_latency_check, "search": cmd_search, "run": cmd_run,
             "export": cmd_export, "evaluate": cmd_evaluate, "predict": cmd_predict,
-            "compare": cmd_compare,
+            "compare": cmd_compare, "retarget": cmd_retarget,
             "cross-latency": cmd_cross_latency}
 # commands that continue an interrupted run with --resume
 RESUMABLE = {"train", "search", "run"}
@@ -83,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_parser(sub)
     add_latency_parsers(sub)
     add_search_parser(sub)
+    add_retarget_parser(sub)
     add_run_parser(sub)
     add_export_parser(sub)
     add_evaluate_parser(sub)

@@ -45,6 +45,7 @@ from proxyless.model.space import SearchSpace, load_space
 from proxyless.pipeline.budgets import BUDGETS, fill_from_budget
 from proxyless.pipeline.run import RunConfig, run_pipeline
 from proxyless.search.config import SearchConfig
+from proxyless.search.retarget import finished_search
 from proxyless.training.trainer import TrainConfig
 
 
@@ -78,6 +79,11 @@ def add_run_parser(sub) -> None:
                   "color_jitter": " (default none, or from --budget; --color-jitter is the "
                                   "search's)"}, prefix="retrain-")
     add_search_args(p, run=True)
+    p.add_argument("--from-search", default=None, metavar="SEARCH_DIR",
+                   help="re-target the trained supernet of a finished search (or run) folder "
+                        "to this run's target and table instead of searching anew: "
+                        "architecture steps only, minutes (`proxyless retarget`); give it "
+                        "the search's data")
     add_profile_args(p)
     add_data_args(p)
     add_runtime_args(p)
@@ -121,7 +127,8 @@ def _train_config(args: argparse.Namespace, epochs: int, batch_size: int) -> Tra
 def _run_config(args: argparse.Namespace, search_config: SearchConfig,
                 train_config: TrainConfig) -> RunConfig:
     return RunConfig(search_config, train_config, profile=profile_setting(args),
-                     table=args.table, budget=args.budget, retrain_init=args.retrain_init)
+                     table=args.table, budget=args.budget, retrain_init=args.retrain_init,
+                     from_search=args.from_search)
 
 
 def resolve_run_options(args: argparse.Namespace) -> tuple[SearchSpace, SearchConfig]:
@@ -138,6 +145,15 @@ def resolve_run_options(args: argparse.Namespace) -> tuple[SearchSpace, SearchCo
     check_space_fits(space, 1 if args.batch_size == AUTO else search_config.batch_size)
     if args.table is not None:  # a bad table is refused before the data is read
         latency_model(LatencyTable.load(args.table), space)
+    if args.from_search is not None:
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise ProxylessError("--from-search runs in one process: under torchrun, "
+                                 "re-target first (`proxyless retarget SEARCH_DIR --out R`), "
+                                 "then train R/arch.json (`proxyless train --arch ...`)")
+        searched = finished_search(args.from_search)  # refused before the data is read
+        if searched.space.slots() != space.slots():
+            raise ProxylessError(f"--from-search {args.from_search}: its supernet is of space "
+                                 f"{searched.space.name!r}, not --space {space.name!r}")
     return space, search_config
 
 

@@ -41,6 +41,7 @@ from proxyless.search.config import (
     SearchConfig,
 )
 from proxyless.search.job import search_job
+from proxyless.search.outputs import SearchSummary
 
 # run: the settings `--budget` decides are unset (None) until it has
 BUDGET_SETTINGS = ("estimator", "constraint", "target_floor", "warmup_epochs", "warmup_parent",
@@ -161,8 +162,14 @@ def cmd_search(args: argparse.Namespace) -> int:
                              args.resume, progress_bars(args), log)
         if summary is None:  # not rank 0
             return 0
-    out = Path(args.out)
-    line = f"searched: {summary.arch}\n  params {summary.params / 1e6:.3f}M  MACs " \
+    print(summary_text(summary, Path(args.out)))
+    return 0
+
+
+def summary_text(summary: SearchSummary, out: Path) -> str:
+    """What a finished search (or re-targeting) found, for the terminal."""
+    verb = "re-targeted" if summary.retargeted_from else "searched"
+    line = f"{verb}: {summary.arch}\n  params {summary.params / 1e6:.3f}M  MACs " \
            f"{summary.macs / 1e6:.2f}M  val(argmax) {summary.val_top1:.2f}%"
     if summary.predicted_ms is not None:
         line += f"  predicted {summary.predicted_ms:.3f} ms"
@@ -173,6 +180,5 @@ def cmd_search(args: argparse.Namespace) -> int:
     if summary.runtimes_ms:
         line += "\n  in each runtime, measured now: " + ", ".join(
             f"{name} {ms:.3f} ms" for name, ms in summary.runtimes_ms.items())
-    print(line + f"\n  -> {out / 'arch.json'}, {out / 'summary.json'}, {out / 'probs.png'}, "
-                 f"{out / 'arch.png'}")
-    return 0
+    return line + (f"\n  -> {out / 'arch.json'}, {out / 'summary.json'}, "
+                   f"{out / 'probs.png'}, {out / 'arch.png'}")

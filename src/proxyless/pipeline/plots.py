@@ -261,3 +261,40 @@ def architectures_side_by_side(archs, labels, path: str | Path, title: str = "")
     ax.set_title(title, fontsize=8, loc="left")
     fig.tight_layout()
     return _save(fig, path)
+
+
+def retarget_picture(summaries, names, path: str | Path, title: str = "") -> Path:
+    """Re-targeted networks (`SearchSummary`s): the supernet's validation top-1 of each against
+    its latency, predicted (open) and measured (filled), each target a dotted line; or
+    against MACs where targets are multiply-adds."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.0, 4.2), dpi=120)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (name, s) in enumerate(zip(names, summaries, strict=True)):
+        color = colors[i % len(colors)]
+        if s.target_ms is None:
+            ax.scatter([s.macs / 1e6], [s.val_top1], color=color, zorder=3)
+            ax.annotate(name, (s.macs / 1e6, s.val_top1), xytext=(4, 4),
+                        textcoords="offset points", fontsize=7)
+            continue
+        if s.predicted_ms is not None:
+            ax.scatter([s.predicted_ms], [s.val_top1], facecolors="none", edgecolors=color,
+                       zorder=3, label="predicted" if i == 0 else None)
+        if s.measured_ms is not None:
+            ax.scatter([s.measured_ms], [s.val_top1], color=color, zorder=3,
+                       label="measured" if i == 0 else None)
+        ax.axvline(s.target_ms, color=color, ls=":", lw=1)
+        x = s.measured_ms if s.measured_ms is not None else s.predicted_ms
+        if x is not None:
+            ax.annotate(name, (x, s.val_top1), xytext=(4, 4), textcoords="offset points",
+                        fontsize=7)
+    metric = "MMACs" if all(s.target_ms is None for s in summaries) else \
+        "latency (ms); dotted: the targets"
+    ax.set(xlabel=metric, ylabel="val top-1 on the supernet's weights (%)")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
+    ax.margins(0.15)
+    ax.grid(alpha=0.3)
+    ax.set_title(title, fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)

@@ -87,6 +87,19 @@ def _start(r: RunResult) -> str:
             else "from scratch")
 
 
+def _search_paragraph(r: RunResult, scfg: SearchConfig) -> str:
+    if r.retargeted_from:
+        return (f"Re-targeted (`--from-search`): the trained supernet of "
+                f"`{r.retargeted_from}`, its weights frozen, α from its final values, moved by "
+                "architecture steps alone against this run's table and target; that search's "
+                "settings are in its config.json.")
+    return (f"Search: {scfg.strategy} strategy ({strategy_details(scfg)}), "
+            f"{scfg.warmup_epochs} warm-up + {scfg.epochs} search epochs, "
+            f"`{scfg.weight_sharing}` candidate weights, entropy weight (--decide) "
+            f"{scfg.decide:g}, {weight_paths(scfg)} weight paths, target as a "
+            f"`{scfg.constraint}` constraint.")
+
+
 def write_report(out: Path, r: RunResult, scfg: SearchConfig, tcfg: TrainConfig,
                  space: SearchSpace) -> Path:
     arch_cell = r.arch.replace("|", "\\|")  # a bare | would split the table's cell
@@ -132,12 +145,7 @@ def write_report(out: Path, r: RunResult, scfg: SearchConfig, tcfg: TrainConfig,
         "",
         "![retraining](retrain.png)",
         "",
-        f"Search: {scfg.strategy} strategy ({strategy_details(scfg)}), {scfg.warmup_epochs} "
-        f"warm-up + {scfg.epochs} search epochs, `{scfg.weight_sharing}` candidate weights, "
-        f"entropy weight (--decide) {scfg.decide:g}, "
-        f"{weight_paths(scfg)} weight paths, "
-        f"target as a `{scfg.constraint}` constraint. "
-        "Files: `search/` (arch.json, "
+        _search_paragraph(r, scfg) + " Files: `search/` (arch.json, "
         "summary.json, metrics.jsonl), `retrain/` (final.json, metrics.jsonl, model.pt), "
         "`latency_table.json`, `results.json`.",
         "",

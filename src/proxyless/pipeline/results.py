@@ -36,6 +36,7 @@ class RunResult:
     search_val_images: int = 0              # ... and α on this hold-out
     retrain_init: str = "scratch"           # scratch, or the supernet's weights
     retrain_dropout: float | None = None
+    retargeted_from: str | None = None      # run --from-search: that search's folder
     device: str | None = None               # the table's CPU model or device
     threads: int | None = None
     backend: str | None = None

@@ -42,6 +42,7 @@ from proxyless.search.config import SearchConfig
 from proxyless.search.costs import SearchCosts, search_costs
 from proxyless.search.loop import search
 from proxyless.search.outputs import SearchSummary, trained_supernet, write_search_outputs
+from proxyless.search.retarget import finished_search, retarget, retarget_config
 from proxyless.training.trainer import TrainConfig, TrainResult, train_network
 
 RETRAIN_INITS = ("scratch", "supernet")
@@ -64,6 +65,9 @@ class RunConfig:
                                            "or from the supernet's trained paths "
                                            "(fine-tuning; see bench/retrain_start.py)",
                                 choices=RETRAIN_INITS)
+    from_search: str | None = setting(None, "a finished search folder whose trained supernet "
+                                            "is re-targeted (architecture steps only) instead "
+                                            "of a new search")
 
     def validate(self) -> None:
         self.search.validate()
@@ -144,28 +148,46 @@ def _run_target(config: RunConfig, model: CostModel, saved_search: Path, resume:
         say(f"latency target: {target} ms (this run's)")
         return target
     fastest, slowest = model.bounds()
-    target = round(fastest + config.target_fraction * (slowest - fastest), 3)
+    target = default_target(model, config.target_fraction)
     say(f"latency target: {target} ms (networks of this space: {fastest:.2f} - "
         f"{slowest:.2f} ms by the table)")
     return target
 
 
+def default_target(model: CostModel, fraction: float) -> float:
+    """The target `fraction` of the way from the space's fastest network to its slowest."""
+    fastest, slowest = model.bounds()
+    return round(fastest + fraction * (slowest - fastest), 3)
+
+
 def _run_search(space: SearchSpace, data: DataSplits, scfg: SearchConfig, costs: SearchCosts,
                 table: LatencyTable, search_dir: Path, main: bool, progress: bool, say,
-                log) -> SearchSummary:
-    """The search step, or its summary when it finished before."""
+                log, from_search: str | None = None) -> SearchSummary:
+    """The search step (or the re-targeting of `from_search`'s supernet), or its summary
+    when it finished before."""
     summary_path = search_dir / "summary.json"
     if summary_path.exists():
         summary = SearchSummary.read(summary_path, ("arch", "measured_ms", "speed_factor",
                                                     "val_top1", "search_time_s"))
         say(f"search: done before ({summary.arch})")
         return summary
-    result = search(space, data, costs.constrained, scfg, search_dir,
-                    resume=(search_dir / "checkpoint.pt").exists(), progress=progress, log=log,
-                    latency_fn=costs.measured)
+    resume = (search_dir / "checkpoint.pt").exists()
+    retargeted = None
+    if from_search is not None:  # one process (see cmd_run): its supernet, α steps alone
+        searched = finished_search(from_search)
+        scfg = retarget_config(searched.config, target=scfg.target, metric=scfg.metric,
+                               device=scfg.device, threads=scfg.threads,
+                               precision=scfg.precision)
+        say(f"search: re-targeting the supernet of {searched.folder}")
+        result = retarget(searched, data, costs.constrained, scfg, search_dir, resume=resume,
+                          progress=progress, log=log, latency_fn=costs.measured)
+        retargeted = {"search": str(searched.folder), "from": "final"}
+    else:
+        result = search(space, data, costs.constrained, scfg, search_dir, resume=resume,
+                        progress=progress, log=log, latency_fn=costs.measured)
     # the retrained network is measured in every runtime instead (`_runtimes`)
     summary = (write_search_outputs(result, search_dir, scfg, costs.latency, table, log,
-                                    runtimes=False) if main else None)
+                                    runtimes=False, retargeted=retargeted) if main else None)
     del result  # the supernet's memory is the retraining's
     return distributed.broadcast_object(summary)
 
@@ -206,7 +228,8 @@ def _run_pipeline(space: SearchSpace, data: DataSplits, config: RunConfig, out: 
         write_json_atomic(out / "run_config.json", to_dict(replace(config, search=scfg)))
 
     # 2. search, 3. retrain from scratch
-    summary = _run_search(space, data, scfg, costs, table, search_dir, main, progress, say, log)
+    summary = _run_search(space, data, scfg, costs, table, search_dir, main, progress, say, log,
+                          config.from_search)
     arch = decode(space, summary.arch)
     train_dir = out / "retrain"
     final_path = train_dir / "final.json"
@@ -232,6 +255,7 @@ def _run_pipeline(space: SearchSpace, data: DataSplits, config: RunConfig, out: 
         train_images=len(retrain_data.train), search_train_images=len(data.train),
         search_val_images=len(data.val) if data.val is not None else 0,
         retrain_init=config.retrain_init, retrain_dropout=config.train.dropout,
+        retargeted_from=summary.retargeted_from,
         test_images=len(data.test), device=table.meta.get("cpu") or table.meta.get("device"),
         threads=table.meta.get("threads"), backend=table.meta.get("backend"),
         batch=table.meta.get("batch", 1), table=str(table_path), budget=config.budget,

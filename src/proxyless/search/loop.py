@@ -158,7 +158,7 @@ def search(space, data: DataSplits, cost_model: CostModel | None, config: Search
             shutdown_workers()
 
 
-def _search_precision(net: SuperNet, batches: SearchBatches, config: SearchConfig, run,
+def search_precision(net: SuperNet, batches: SearchBatches, config: SearchConfig, run,
                       earlier: dict | None) -> tuple[Precision, dict]:
     """The search's precision: `auto` on a CPU timed on weight steps of one path drawn from
     the supernet (`engine.training_speed`), as rank 0 decided; and its record."""
@@ -182,7 +182,7 @@ def _search(space, data: DataSplits, cost_model: CostModel | None, config: Searc
     net = SuperNet(space, weight_sharing=config.weight_sharing).to(
         run.device, memory_format=torch.channels_last)
     batches = SearchBatches.build(space, data, config, run)
-    precision, speed = _search_precision(net, batches, config, run,
+    precision, speed = search_precision(net, batches, config, run,
                                          earlier_speed(out) if resume else None)
     if run.dist.is_main:
         log(f"searching in {describe(speed)}")
@@ -364,17 +364,21 @@ class SearchEpoch:
                 values[f"arch/argmax_{model.name}"] = model.predict(argmax)
         self.board.add(step, values)
 
-    def record(self, epoch: int, phase: str, tally: skeleton.Tally, arch_stats: list[dict]) -> dict:
-        """The epoch's line of metrics.jsonl (and its p in probs_history)."""
+    def record(self, epoch: int, phase: str, tally: skeleton.Tally | None,
+               arch_stats: list[dict]) -> dict:
+        """The epoch's line of metrics.jsonl (and its p in probs_history); `tally`: the
+        weight steps', None where none ran (a re-targeting's epoch)."""
         net = self.net
-        train_loss, train_top1 = tally.totals(self.device)
+        record: dict = {"epoch": epoch + 1, "phase": phase}
+        if tally is not None:
+            train_loss, train_top1 = tally.totals(self.device)
+            record |= {"lr": self.w_opt.param_groups[0]["lr"], "train_loss": train_loss,
+                       "train_top1": train_top1}
         arch = derive_within_target(net, self.projection, self.config)
         val_top1 = evaluate_argmax(net, self.batches.eval, self.batches.train,
                                    precision=self.precision, arch=arch)
-        record = {"epoch": epoch + 1, "phase": phase, "lr": self.w_opt.param_groups[0]["lr"],
-                  "train_loss": train_loss, "train_top1": train_top1, "val_top1": val_top1,
-                  "entropy": net.entropy(), "arch": arch.encode(),
-                  "arch_steps": len(arch_stats)}
+        record |= {"val_top1": val_top1, "entropy": net.entropy(), "arch": arch.encode(),
+                   "arch_steps": len(arch_stats)}
         skipped = skipped_images(self.batches.train, self.batches.val, self.batches.eval)
         if skipped is not None:
             record["skipped_images"] = skipped

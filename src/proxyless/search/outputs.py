@@ -58,6 +58,8 @@ class SearchSummary:
     search_time_s: float = 0.0
     peak_rss_mib: float = 0.0               # the process's peak resident memory so far
     table_device: str | None = None         # where the table was measured
+    retargeted_from: str | None = None      # a re-targeting's: the search folder
+    alpha_start: str | None = None          # ... and where its α started (final, uniform)
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)
@@ -84,8 +86,10 @@ def measure_on_table_device(arch: Architecture, table: LatencyTable | None,
 
 def write_search_outputs(result: SearchResult, out_dir: str | Path, config: SearchConfig,
                          latency: CostModel | None, table: LatencyTable | None,
-                         log=print, runtimes: bool = True) -> SearchSummary:
-    """arch.json, summary.json, probs.png and arch.png of a finished search. Where the table
+                         log=print, runtimes: bool = True,
+                         retargeted: dict | None = None) -> SearchSummary:
+    """arch.json, summary.json, probs.png and arch.png of a finished search (or
+    re-targeting: `retargeted`, its search folder and α start). Where the table
     was measured on this machine's CPU, the derived network is measured end to end as the
     table was (`measured_ms`) and, with `runtimes`, in every runtime at the table's batch and
     threads (`runtimes_ms`: what it would cost in PyTorch and in ONNX Runtime)."""
@@ -116,10 +120,13 @@ def write_search_outputs(result: SearchResult, out_dir: str | Path, config: Sear
         # the process's peak resident memory so far (Linux reports KiB): the search's own
         # where a process runs one search, as `proxyless search` does
         peak_rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        table_device=(table.meta.get("cpu") or table.meta.get("device")) if table else None)
+        table_device=(table.meta.get("cpu") or table.meta.get("device")) if table else None,
+        retargeted_from=retargeted["search"] if retargeted else None,
+        alpha_start=retargeted["from"] if retargeted else None)
     tokens = [slot.candidates for slot in arch.space.slots()]
+    how = f"re-targeted from {retargeted['from']} α" if retargeted else config.strategy
     probs_evolution(result.probs_history, tokens, out / "probs.png",
-                    f"p per block over epochs ({config.strategy})")
+                    f"p per block over epochs ({how})")
     label = f"{arch.space.name}: {summary.params / 1e6:.2f}M params, " \
             f"{summary.macs / 1e6:.1f}M MACs"
     if summary.predicted_ms is not None:
