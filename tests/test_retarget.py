@@ -153,6 +153,8 @@ def test_retarget_refuses_bad_inputs_in_one_line(tmp_path, searched, capsys):
         ((searched["folder"], "--table", searched["table"], searched["table"],
           "--target-ms", "1", "2", "3", "--out", tmp_path / "c"), "2 tables and 3 targets"),
     ]
+    cases.append(((searched["folder"], "--target-ms", "1", "--out", searched["folder"]),
+                  "the search's own folder"))
     unfinished = tmp_path / "unfinished"
     unfinished.mkdir()
     (unfinished / "checkpoint.pt").write_bytes(b"")
@@ -185,10 +187,15 @@ def test_run_from_search_retargets_then_retrains(tmp_path, searched, capsys):
     assert (out / "retrain" / "model.pt").exists()
 
 
-def test_run_from_search_refuses_another_space(tmp_path, searched, capsys):
+def test_run_from_search_refuses_another_space_or_split(tmp_path, searched, capsys):
     code, _, err = run_cli(capsys, "run", "--from-search", searched["folder"], "--out",
                            tmp_path / "r", "--no-progress")
     assert code != 0 and "not --space 'fashion'" in err and "Traceback" not in err
+    # another seed holds out other images: α would step on what the weights trained on
+    code, _, err = run_cli(capsys, "run", "--space", searched["space"], "--from-search",
+                           searched["folder"], "--seed", "3", "--out", tmp_path / "r",
+                           "--no-progress")
+    assert code != 0 and "--seed 0" in err and len(err.strip().splitlines()) == 1
     assert not Path(tmp_path / "r").exists()
 
 

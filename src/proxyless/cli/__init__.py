@@ -69,7 +69,7 @@ COMMANDS = {"inspect": cmd_inspect, "train": cmd_train, "profile": cmd_profile,
             "compare": cmd_compare, "retarget": cmd_retarget,
             "cross-latency": cmd_cross_latency}
 # commands that continue an interrupted run with --resume
-RESUMABLE = {"train", "search", "run"}
+RESUMABLE = {"train", "search", "run", "retarget"}
 # commands that SIGTERM/SIGUSR1 stop at a safe point (exit code 75); a profile goes on from
 # its saved layers when the same command runs again
 STOPPABLE = RESUMABLE | {"profile"}
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "profile":
             hint = (f"run the same command again: it goes on from what {out} holds"
                     if out.exists() else "nothing was saved yet: run the same command again")
-        elif args.command == "run" or (out / "checkpoint.pt").exists():
+        elif args.command in ("run", "retarget") or (out / "checkpoint.pt").exists():
             hint = f"to continue, run the same command plus --resume (run folder {out})"
         else:  # stopped before a train or search wrote its first checkpoint
             hint = "nothing was checkpointed yet: run the same command again, without --resume"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import os
 import sys
 from pathlib import Path
 
@@ -91,36 +92,51 @@ def add_retarget_parser(sub) -> None:
 
 
 def search_options(folder: Path) -> dict:
-    """The options a search folder (or its run folder) was made with, from its config.yaml;
-    empty where there is none (a search made from Python)."""
-    for candidate in (folder / "config.yaml", folder.parent / "config.yaml"):
+    """Where a search folder's data came from: a re-targeting's config.json records it; a
+    search's (or a run's, for its search/) config.yaml holds its options; empty where
+    neither does (a search made from Python)."""
+    try:
+        recorded = read_mapping(folder / "config.json", "search config").get("data", {})
+    except ProxylessError:
+        recorded = {}
+    if isinstance(recorded, dict) and isinstance(recorded.get("options"), dict):
+        return recorded["options"]
+    candidates = [folder / "config.yaml"]
+    if folder.name == "search":
+        candidates.append(folder.parent / "config.yaml")
+    for candidate in candidates:
         if candidate.is_file():
             options = read_mapping(candidate, "configuration").get("options", {})
             return options if isinstance(options, dict) else {}
     return {}
 
 
-def retarget_data(args: argparse.Namespace, searched: FinishedSearch, log):
+def retarget_data(args: argparse.Namespace, searched: FinishedSearch) -> tuple[object, dict]:
     """The search's data, as its folder recorded it, split as it was (its seed and
-    validation size); --data/--data-dir/--workers where given."""
-    options = search_options(searched.folder)
+    validation size); --data/--data-dir/--workers where given. Also the options it was
+    read with, for the re-targeting's folder to record."""
+    recorded = search_options(searched.folder)
+    transform = searched.transform
+    options = {"data": args.data or recorded.get("data"),
+               "data_dir": args.data_dir or recorded.get("data_dir"),
+               "data_mode": recorded.get("data_mode", transform.get("mode", "auto")),
+               "crop_scale": list(recorded.get("crop_scale",
+                                               transform.get("crop_scale", DEFAULT_SCALE))),
+               "workers": args.workers if args.workers is not None
+               else recorded.get("workers")}
     config, space = searched.config, searched.space
-    data = load_data(args.data or options.get("data"),
-                     args.data_dir or options.get("data_dir"),
-                     val_size=config.val_size, seed=config.seed,
-                     image_size=space.input_size, channels=space.in_channels,
-                     data_mode=options.get("data_mode", "auto"),
-                     crop_scale=tuple(options.get("crop_scale", DEFAULT_SCALE)),
-                     workers=args.workers if args.workers is not None
-                     else options.get("workers"))
+    data = load_data(options["data"], options["data_dir"], val_size=config.val_size,
+                     seed=config.seed, image_size=space.input_size,
+                     channels=space.in_channels, data_mode=options["data_mode"],
+                     crop_scale=tuple(options["crop_scale"]), workers=options["workers"])
     try:
-        searched_on = read_mapping(searched.folder / "config.json", "search config")
-        name = searched_on.get("data", {}).get("name")
-    except ProxylessError:
+        name = read_mapping(searched.folder / "config.json", "search config")["data"]["name"]
+    except (ProxylessError, KeyError, TypeError):
         name = None
-    if name and name != data.name:
-        log(f"warning: the supernet was trained on {name!r}; re-targeting on {data.name!r}")
-    return data
+    if name and name != data.name and args.data is None:
+        raise ProxylessError(f"the supernet of {searched.folder} was trained on {name!r}, "
+                             f"but {data.name!r} was found; give its --data and --data-dir")
+    return data, options
 
 
 def _jobs(args: argparse.Namespace) -> list[tuple[str | None, float | None]]:
@@ -144,12 +160,25 @@ def _label(table: str | None, target: float, unit: str, several_tables: bool,
 
 def cmd_retarget(args: argparse.Namespace) -> int:
     require_out(args)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ProxylessError("retarget runs in one process (its architecture steps take "
+                             "minutes); run it without torchrun")
     if args.target_ms is not None and args.target_mflops is not None:
         raise ProxylessError("give --target-ms or --target-mflops, not both")
     jobs = _jobs(args)
+    if len(set(jobs)) < len(jobs):
+        raise ProxylessError("a table and target given twice: each pair once")
+    stems = [Path(t).stem for t in {t for t, _ in jobs if t}]
+    if len(set(stems)) < len(stems):
+        raise ProxylessError("two --table files of the same name: their folders would be one; "
+                             "rename one")
     metric = "flops" if args.target_mflops is not None else "latency"
     log = lambda m: print(m, file=sys.stderr)  # noqa: E731 - stdout holds the results
     searched = finished_search(args.search_dir)
+    own = searched.folder.resolve()
+    if Path(args.out).resolve() in (own, own.parent if own.name == "search" else own):
+        raise ProxylessError(f"--out {args.out} is the search's own folder; re-target into "
+                             "another one (the search's outputs stay as they are)")
     tables = {path: LatencyTable.load(path) for path in {t for t, _ in jobs if t}}
     for path, table in tables.items():
         try:
@@ -158,16 +187,21 @@ def cmd_retarget(args: argparse.Namespace) -> int:
             raise ProxylessError(f"--table {path}: {err}") from None
     settings = {k: v for k, v in settings_from_args(SearchConfig, args).items()
                 if k in ARCH_STEP_SETTINGS or k in SearchConfig.RESUMABLE or k == "seed"}
+    # every setting checked before any data is read or anything profiled
+    retarget_config(searched.config, searched.retargeted, **settings, metric=metric,
+                    target=1.0).validate()
     profile = profile_setting(args)
     out = Path(args.out)
     several = len(jobs) > 1
     summaries: list[tuple[str, SearchSummary]] = []
     with run_folder(args.out):
-        data = retarget_data(args, searched, log)
+        data, data_options = retarget_data(args, searched)
         for table_path, target in jobs:
             table = tables.get(table_path) if table_path else None
             if table is None and metric == "latency":
                 table, _ = cached_table(searched.space, profile, progress_bars(args), log)
+            if target is None and args.resume and not several:
+                target = _earlier_target(out)  # the one it began with, whatever the cache
             if target is None:
                 if table is None:
                     raise ProxylessError("give --target-ms or --target-mflops")
@@ -177,13 +211,13 @@ def cmd_retarget(args: argparse.Namespace) -> int:
             name = _label(table_path, target, unit, len(tables) > 1,
                           f"{profile.backend}-b{profile.batch}")
             folder = out / name if several else out
-            config = retarget_config(searched.config, **settings, metric=metric,
-                                     target=target)
-            config.validate()
+            config = retarget_config(searched.config, searched.retargeted, **settings,
+                                     metric=metric, target=target)
             log(f"re-targeting {searched.folder} to {target:g} {unit}"
                 + (f" ({table_path})" if table_path else "") + f" -> {folder}")
             summary = retarget_job(searched, data, config, folder, table, profile,
-                                   args.alpha_start, args.resume, progress_bars(args), log)
+                                   args.alpha_start, args.resume, progress_bars(args), log,
+                                   data_options)
             print(summary_text(summary, folder))
             summaries.append((name, summary))
     if several:
@@ -193,6 +227,15 @@ def cmd_retarget(args: argparse.Namespace) -> int:
                          out / "compare.png", f"re-targeted from {searched.folder}")
         print(text + f"-> {out / 'compare.md'}, {out / 'compare.png'}")
     return 0
+
+
+def _earlier_target(out: Path) -> float | None:
+    """The target a re-targeting in `out` began with (its config.json), if any."""
+    try:
+        target = read_mapping(out / "config.json", "retarget config")["search"]["target"]
+    except (ProxylessError, KeyError, TypeError):
+        return None
+    return target if isinstance(target, (int, float)) and target > 0 else None
 
 
 def compare_text(summaries: list[tuple[str, SearchSummary]]) -> str:

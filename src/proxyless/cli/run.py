@@ -146,15 +146,30 @@ def resolve_run_options(args: argparse.Namespace) -> tuple[SearchSpace, SearchCo
     if args.table is not None:  # a bad table is refused before the data is read
         latency_model(LatencyTable.load(args.table), space)
     if args.from_search is not None:
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            raise ProxylessError("--from-search runs in one process: under torchrun, "
-                                 "re-target first (`proxyless retarget SEARCH_DIR --out R`), "
-                                 "then train R/arch.json (`proxyless train --arch ...`)")
-        searched = finished_search(args.from_search)  # refused before the data is read
-        if searched.space.slots() != space.slots():
-            raise ProxylessError(f"--from-search {args.from_search}: its supernet is of space "
-                                 f"{searched.space.name!r}, not --space {space.name!r}")
+        check_from_search(args, space, search_config)
     return space, search_config
+
+
+def check_from_search(args: argparse.Namespace, space: SearchSpace,
+                      search_config: SearchConfig) -> None:
+    """--from-search: a finished search of this space, split as this run splits its data
+    (else α would step on images its weights trained on); refused before the data is read.
+    A resumed run whose search step is done needs it no more."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ProxylessError("--from-search runs in one process: under torchrun, re-target "
+                             "first (`proxyless retarget SEARCH_DIR --out R`), then train "
+                             "R/arch.json (`proxyless train`)")
+    if args.resume and args.out and (Path(args.out) / "search" / "summary.json").exists():
+        return
+    searched = finished_search(args.from_search)
+    if searched.space.slots() != space.slots():
+        raise ProxylessError(f"--from-search {args.from_search}: its supernet is of space "
+                             f"{searched.space.name!r}, not --space {space.name!r}")
+    theirs, ours = searched.config, search_config
+    if (theirs.seed, theirs.val_size) != (ours.seed, ours.val_size):
+        raise ProxylessError(f"--from-search {args.from_search}: that search held out "
+                             f"--val-size {theirs.val_size:g} with --seed {theirs.seed}; give "
+                             "the same (its α steps need the images its weights never saw)")
 
 
 def cmd_run(args: argparse.Namespace) -> int:

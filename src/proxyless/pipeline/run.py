@@ -42,7 +42,12 @@ from proxyless.search.config import SearchConfig
 from proxyless.search.costs import SearchCosts, search_costs
 from proxyless.search.loop import search
 from proxyless.search.outputs import SearchSummary, trained_supernet, write_search_outputs
-from proxyless.search.retarget import finished_search, retarget, retarget_config
+from proxyless.search.retarget import (
+    FinishedSearch,
+    finished_search,
+    retarget,
+    retarget_config,
+)
 from proxyless.training.trainer import TrainConfig, TrainResult, train_network
 
 RETRAIN_INITS = ("scratch", "supernet")
@@ -162,9 +167,9 @@ def default_target(model: CostModel, fraction: float) -> float:
 
 def _run_search(space: SearchSpace, data: DataSplits, scfg: SearchConfig, costs: SearchCosts,
                 table: LatencyTable, search_dir: Path, main: bool, progress: bool, say,
-                log, from_search: str | None = None) -> SearchSummary:
-    """The search step (or the re-targeting of `from_search`'s supernet), or its summary
-    when it finished before."""
+                log, searched: FinishedSearch | None = None) -> SearchSummary:
+    """The search step (or the re-targeting of `searched`'s supernet under `scfg`), or its
+    summary when it finished before."""
     summary_path = search_dir / "summary.json"
     if summary_path.exists():
         summary = SearchSummary.read(summary_path, ("arch", "measured_ms", "speed_factor",
@@ -173,11 +178,7 @@ def _run_search(space: SearchSpace, data: DataSplits, scfg: SearchConfig, costs:
         return summary
     resume = (search_dir / "checkpoint.pt").exists()
     retargeted = None
-    if from_search is not None:  # one process (see cmd_run): its supernet, α steps alone
-        searched = finished_search(from_search)
-        scfg = retarget_config(searched.config, target=scfg.target, metric=scfg.metric,
-                               device=scfg.device, threads=scfg.threads,
-                               precision=scfg.precision)
+    if searched is not None:  # one process (see cmd_run): its supernet, α steps alone
         say(f"search: re-targeting the supernet of {searched.folder}")
         result = retarget(searched, data, costs.constrained, scfg, search_dir, resume=resume,
                           progress=progress, log=log, latency_fn=costs.measured)
@@ -223,13 +224,20 @@ def _run_pipeline(space: SearchSpace, data: DataSplits, config: RunConfig, out: 
     model = latency_model(table, space)
     target = _run_target(config, model, search_dir / "config.json", resume, say)
     scfg = replace(config.search, target=target)
+    searched = None
+    if config.from_search is not None and not (search_dir / "summary.json").exists():
+        # the search's own settings, this run's target and runtime: what the α steps use
+        searched = finished_search(config.from_search)
+        scfg = retarget_config(searched.config, searched.retargeted, target=target,
+                               metric=scfg.metric,
+                               **{k: getattr(scfg, k) for k in SearchConfig.RESUMABLE})
     costs = search_costs(space, scfg, table, say)
     if main:
         write_json_atomic(out / "run_config.json", to_dict(replace(config, search=scfg)))
 
     # 2. search, 3. retrain from scratch
     summary = _run_search(space, data, scfg, costs, table, search_dir, main, progress, say, log,
-                          config.from_search)
+                          searched)
     arch = decode(space, summary.arch)
     train_dir = out / "retrain"
     final_path = train_dir / "final.json"

@@ -75,6 +75,7 @@ class FinishedSearch:
     supernet: SuperNet
     config: SearchConfig
     transform: dict
+    retargeted: bool = False  # the folder is a re-targeting's: its epochs are all α epochs
 
     @property
     def space(self) -> SearchSpace:
@@ -84,7 +85,7 @@ class FinishedSearch:
 def finished_search(search_dir: str | Path) -> FinishedSearch:
     """The supernet and settings of a finished search (or re-targeting) folder, or a one-line
     error: no such folder, a search still running or stopped, a damaged checkpoint."""
-    folder = Path(search_dir)
+    folder = Path(search_dir).resolve()  # recorded as its source: the same from anywhere
     if not folder.is_dir():
         raise ProxylessError(f"{folder}: no such search folder (a `proxyless search --out` "
                              "folder, or a `proxyless run` folder's search/)")
@@ -92,8 +93,7 @@ def finished_search(search_dir: str | Path) -> FinishedSearch:
         folder = folder / "search"  # a run folder: its search
     if not (folder / SUMMARY_FILE).exists():
         raise ProxylessError(f"{folder} holds no finished search (no {SUMMARY_FILE}); finish "
-                             "it first (`proxyless search --resume --out "
-                             f"{folder}`, or `proxyless run --resume`)")
+                             "it first: the command that made it, plus --resume")
     advice = "re-target a finished search folder, or search again"
     path = folder / CHECKPOINT
     state = load_checkpoint(path, "search checkpoint", advice)
@@ -106,30 +106,33 @@ def finished_search(search_dir: str | Path) -> FinishedSearch:
     except (KeyError, TypeError, AttributeError, RuntimeError, ProxylessError) as err:
         raise ProxylessError(f"{path} holds no supernet with its settings "
                              f"({first_line(err)}); {advice}") from None
-    return FinishedSearch(folder, net, config, transform)
+    return FinishedSearch(folder, net, config, transform, "retarget" in state)
 
 
-def retarget_config(searched: SearchConfig, **changes) -> SearchConfig:
+def retarget_config(searched: SearchConfig, retargeted: bool = False,
+                    **changes) -> SearchConfig:
     """The re-targeting's settings: the search's, no warm-up, as many epochs of α steps as
-    the search had (`epochs` - 1: none in its first), and `changes` (RETARGET_SETTINGS and
-    the runtime's: device, threads, precision, ...)."""
+    the search had (`epochs` - 1: none in its first; all of a re-targeting's, `retargeted`),
+    and `changes` (RETARGET_SETTINGS and the runtime's: device, threads, precision, ...)."""
     refused = sorted(set(changes) - set(RETARGET_SETTINGS) - set(SearchConfig.RESUMABLE)
                      - {"seed"})
     if refused:
         raise ProxylessError(f"a re-targeting keeps the search's {', '.join(refused)}: its "
                              "supernet was trained with them")
-    config = replace(searched, warmup_epochs=0, epochs=max(2, searched.epochs - 1))
+    epochs = searched.epochs if retargeted else searched.epochs - 1
+    config = replace(searched, warmup_epochs=0, epochs=max(2, epochs))
     return replace(config, **{k: v for k, v in changes.items() if v is not None})
 
 
 def retarget(searched: FinishedSearch, data: DataSplits, cost_model: CostModel | None,
              config: SearchConfig, out_dir: str | Path, start: str = "final",
              resume: bool = False, progress: bool = True, log: Callable[[str], None] = print,
-             latency_fn: Objective | None = None,
-             also_log: Sequence[CostModel] = ()) -> SearchResult:
+             latency_fn: Objective | None = None, also_log: Sequence[CostModel] = (),
+             data_options: dict | None = None) -> SearchResult:
     """Architecture steps alone on `searched`'s supernet (a copy: `searched` stays as it is)
     under `config` (`retarget_config`), α starting from `start` (final or uniform); writes a
-    search folder's checkpoint, metrics.jsonl and config.json into `out_dir`."""
+    search folder's checkpoint, metrics.jsonl and config.json (with `data_options`: where
+    the data came from, for a re-targeting of this folder) into `out_dir`."""
     config.validate()
     if start not in ALPHA_STARTS:
         raise ProxylessError(f"--from {start!r}: expected one of {', '.join(ALPHA_STARTS)}")
@@ -144,7 +147,7 @@ def retarget(searched: FinishedSearch, data: DataSplits, cost_model: CostModel |
     with hold_run_folder(out_dir, True):
         try:
             return _retarget(searched, data, cost_model, config, Path(out_dir), start, resume,
-                             progress, log, latency_fn, also_log)
+                             progress, log, latency_fn, also_log, data_options or {})
         finally:
             shutdown_workers()
 
@@ -152,7 +155,7 @@ def retarget(searched: FinishedSearch, data: DataSplits, cost_model: CostModel |
 def _retarget(searched: FinishedSearch, data: DataSplits, cost_model: CostModel | None,
               config: SearchConfig, out: Path, start: str, resume: bool, progress: bool,
               log: Callable[[str], None], latency_fn: Objective | None,
-              also_log: Sequence[CostModel]) -> SearchResult:
+              also_log: Sequence[CostModel], data_options: dict) -> SearchResult:
     run = start_run(out, config.device, config.threads, resume, "retarget", CHECKPOINT)
     if run.dist.enabled:
         raise ProxylessError("retarget runs in one process: its architecture steps take "
@@ -192,7 +195,7 @@ def _retarget(searched: FinishedSearch, data: DataSplits, cost_model: CostModel 
                              batch_size=config.batch_size)
     epochs.start(resume, {"space": space.to_dict(), "search": to_dict(config),
                           "data": {"name": data.name, "source": data.source,
-                                   "transform": data.transform},
+                                   "transform": data.transform, "options": data_options},
                           "retarget": source, "speed": speed},
                  lambda checkpoint: _check_resume(checkpoint, config, source, out), log)
     metrics = epochs.run(one_epoch, lambda r: retarget_line(r, config.epochs, cost_model),
@@ -262,7 +265,8 @@ def retarget_job(searched: FinishedSearch, data: DataSplits, config: SearchConfi
                  out: str | Path, table: LatencyTable | None = None,
                  profile: ProfileSetting | None = None, start: str = "final",
                  resume: bool = False, progress: bool = True,
-                 log: Callable[[str], None] = print) -> SearchSummary:
+                 log: Callable[[str], None] = print,
+                 data_options: dict | None = None) -> SearchSummary:
     """Re-target `searched` into the folder `out`, priced by `table` (or, for a latency
     target without one, this device's table profiled as `profile` says; cached), then the
     search's outputs: arch.json, summary.json (predicted and, on this machine's table,
@@ -270,6 +274,8 @@ def retarget_job(searched: FinishedSearch, data: DataSplits, config: SearchConfi
     is finished: its summary is read back."""
     out = Path(out)
     if resume and (out / SUMMARY_FILE).exists():
+        _check_resume(load_checkpoint(out / CHECKPOINT), config,
+                      {"search": str(searched.folder), "from": start}, out)
         log(f"{out}: re-targeted before")
         return SearchSummary.read(out / SUMMARY_FILE)
     if table is None and config.metric == "latency" and config.target is not None:
@@ -279,6 +285,6 @@ def retarget_job(searched: FinishedSearch, data: DataSplits, config: SearchConfi
     costs = search_costs(searched.space, config, table, log=log)
     result = retarget(searched, data, costs.constrained, config, out, start, resume=resume,
                       progress=progress, log=log, latency_fn=costs.measured,
-                      also_log=costs.also_log)
+                      also_log=costs.also_log, data_options=data_options)
     return write_search_outputs(result, out, config, costs.latency, table, log,
                                 retargeted={"search": str(searched.folder), "from": start})
