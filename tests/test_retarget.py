@@ -207,3 +207,46 @@ def test_a_finished_search_folder_is_found_in_a_run_folder(tmp_path, searched):
     assert finished_search(run).folder == run / "search"
     with pytest.raises(ProxylessError, match="keeps the search's batch_size"):
         retarget_config(finished_search(run).config, batch_size=10)
+
+
+@pytest.mark.parametrize("strategy", ["gradient", "reinforce"])
+def test_a_resumed_retargeting_ends_as_an_uninterrupted_one(tmp_path, searched, monkeypatch,
+                                                            strategy):
+    """Killed after its second epoch's α steps, before that epoch's checkpoint: --resume
+    gives the same α and network (the strategy's Adam, multipliers or baseline restored)."""
+    import proxyless.search.loop as loop
+    from proxyless.data import load_data
+    from proxyless.search.retarget import retarget
+
+    found = finished_search(searched["folder"])
+    table = LatencyTable.load(searched["table"])
+    model = latency_model(table, found.space)
+    lo, hi = model.bounds()
+    config = retarget_config(found.config, target=lo + 0.3 * (hi - lo), epochs=2,
+                             strategy=strategy, reinforce_samples=3, tensorboard=False)
+    data = load_data("builtin", val_size=found.config.val_size, seed=found.config.seed,
+                     notify=None)
+    full = retarget(found, data, model, config, tmp_path / "a", progress=False,
+                    log=lambda m: None)
+    real, calls = loop.evaluate_argmax, []
+
+    def interrupt(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "evaluate_argmax", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        retarget(found, data, model, config, tmp_path / "b", progress=False,
+                 log=lambda m: None)
+    monkeypatch.setattr(loop, "evaluate_argmax", real)
+    resumed = retarget(found, data, model, config, tmp_path / "b", resume=True,
+                       progress=False, log=lambda m: None)
+    assert resumed.arch == full.arch
+    for a, b in zip(full.supernet.arch_parameters(), resumed.supernet.arch_parameters(),
+                    strict=True):
+        assert torch.equal(a, b)
+    with pytest.raises(ProxylessError, match="other settings"):
+        retarget(found, data, model, config, tmp_path / "b", start="uniform", resume=True,
+                 progress=False, log=lambda m: None)
