@@ -34,6 +34,7 @@ from pathlib import Path
 
 import torch
 
+from noise import seed_difference
 from proxyless import load_space
 from proxyless.data import load_data
 from proxyless.latency.cache import cached_table
@@ -186,9 +187,7 @@ def report(out: Path, remeasured: bool) -> None:
         if "fresh" in hows and "retarget" in hows and min(len(v) for v in hows.values()) > 1:
             a = [r["test_top1"] for r in hows["retarget"]]
             b = [r["test_top1"] for r in hows["fresh"]]
-            diff = statistics.fmean(a) - statistics.fmean(b)
-            se = (statistics.variance(a) / len(a) + statistics.variance(b) / len(b)) ** 0.5
-            verdict = "inside the noise" if abs(diff) <= 2 * se else "outside the noise"
+            diff, se, verdict = seed_difference(a, b)
             share = [r["search_time_s"] / bases[r["seed"]] for r in hows["retarget"]
                      if r["seed"] in bases]
             print(f"{setting}: re-targeted - fresh {diff:+.2f} points (se {se:.2f}): "

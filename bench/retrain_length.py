@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from noise import seed_difference
 from proxyless import load_space
 from proxyless.data import load_data
 from proxyless.deploy.model_file import ModelInfo, save_model
@@ -105,10 +106,7 @@ def main() -> None:
         values = top1[name]
         if len(values) < 2:
             continue
-        diff = statistics.fmean(values) - statistics.fmean(base)
-        se = (statistics.variance(values) / len(values)
-              + statistics.variance(base) / len(base)) ** 0.5
-        verdict = "inside the noise" if abs(diff) <= 2 * se else "outside the noise"
+        diff, se, verdict = seed_difference(values, base)
         print(f"{name} - {names[0]}: {diff:+.2f} points (standard error {se:.2f}): {verdict}")
     (out / "summary.json").write_text(json.dumps(
         {"arch": arch.encode(), "data": data.name, "top1": top1, "train_time_s": seconds},

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from noise import seed_difference
 from proxyless import load_space
 from proxyless.data import load_data
 from proxyless.deploy.model_file import ModelInfo, save_model
@@ -93,10 +94,7 @@ def main() -> None:
         for start, values in top1.items():
             if start == "he_fout":
                 continue
-            diff = statistics.fmean(values) - statistics.fmean(base)
-            se = (statistics.variance(values) / len(values)
-                  + statistics.variance(base) / len(base)) ** 0.5
-            verdict = "inside the noise" if abs(diff) <= 2 * se else "outside the noise"
+            diff, se, verdict = seed_difference(values, base)
             print(f"{start} - he_fout: {diff:+.2f} points (standard error {se:.2f}): {verdict}")
     (out / "summary.json").write_text(json.dumps(
         {"arch": arch.encode(), "epochs": args.epochs, "top1": top1, "curves": curves},
