@@ -99,10 +99,10 @@ def test_run_budget_fills_what_was_not_given():
     assert args.budget == "quick" and args.epochs is None
     assert args.batch_size == 128 and args.lr == 0.05  # no budget sets them: the defaults
     quick = BUDGETS["quick"]  # retraining sees the same images whatever the data set's size
-    assert quick.retrain_epochs(54000) == 10 and quick.retrain_epochs(5400) == 100
+    assert quick.retrain_epochs(60000) == 6 and quick.retrain_epochs(6000) == 60
     # the retraining's epochs are of its own set: the search's split and its hold-out
-    assert budget_epochs(args, 54000, 60000) == (quick.warmup_epochs, quick.epochs, 9)
-    assert budget_epochs(args, 5400, 6000) == (7, 11, 90)  # a small set: as many images seen
+    assert budget_epochs(args, 54000, 60000) == (quick.warmup_epochs, quick.epochs, 6)
+    assert budget_epochs(args, 5400, 6000) == (7, 11, 60)  # a small set: as many images seen
 
 
 def test_a_budget_is_laid_over_the_options_by_the_library():

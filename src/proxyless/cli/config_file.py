@@ -83,6 +83,7 @@ NULL_MEANS: dict[str, str | dict[str, str]] = {
     "target_ms": {"run": "chosen from the latency table's range", "": "no latency target"},
     "target_mflops": "no multiply-add target",
     "table": "this device's, profiled (or cached)",
+    "from_search": "a new search (no trained supernet re-targeted)",
     "warmup_lr": "the learning rate (lr)",
     "train_limit": "every training image, each epoch",
     "data": "full Fashion-MNIST if installed, else the built-in subset",

@@ -93,10 +93,12 @@ PAPER = Budget(40, 120, None, 5, 0, "days on 8 GPUs; see docs/search.md's estima
                train=(("color_jitter", "strong"),))
 
 # Wall times on the 2-core Xeon the project is built on, profiling included: quick measured
-# (`bench/make_run_time.sh`: 14 min 40 s on a fresh clone, empty cache, 2026-12-07); the others
-# estimated from that run's rates (search ~490 images/s with its α steps, retraining ~850/s).
+# (`bench/make_run_time.sh` on a fresh clone, empty cache; see bench/README.md); the others
+# estimated from the rates of 2026-12-07 (search ~490 images/s with its α steps, retraining
+# ~850/s). quick retrains on 360,000 images: 60 epochs of the built-in 6,000 reach the top-1
+# of 90 (89.33 +- 0.61% against 89.63 +- 0.74%, 3 seeds: bench/retrain_length.py, issue #35).
 BUDGETS = {
-    "quick": Budget(2, 3, 20000, 2, 10 * 54000, "~15 min"),
+    "quick": Budget(2, 3, 20000, 2, 6 * 60000, "~11 min"),
     "standard": Budget(3, 8, None, 2, 20 * 54000, "~45 min (estimated)"),
     "thorough": Budget(5, 20, None, 1, 50 * 54000, "~1.7 h (estimated)"),
     "paper": PAPER,
