@@ -12,7 +12,7 @@
     proxyless compare RUN_DIR... [--out DIR]        # Pareto picture: top-1 vs latency, MACs
     proxyless cross-latency NETWORK... [--settings torch:b1:t1 ...] [--table TABLE]
 
-One module per command or family of commands (`run.py`, `search.py`, `train.py`,
+One module per command or family of commands (`run.py`, `search.py`, `retarget.py`, `train.py`,
 `latency.py`, `deploy.py`, `compare.py`, `inspect.py`), each an `add_*_parser` and its
 `cmd_*` functions; `settings.py` makes the options of the config classes' settings from their
 declarations and reads them back (no option is mapped to its field by hand); `options.py`

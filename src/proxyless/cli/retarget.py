@@ -139,7 +139,7 @@ def retarget_data(args: argparse.Namespace, searched: FinishedSearch) -> tuple[o
     return data, options
 
 
-def _jobs(args: argparse.Namespace) -> list[tuple[str | None, float | None]]:
+def _pairs(args: argparse.Namespace) -> list[tuple[str | None, float | None]]:
     """(table, target) pairs: every target for one table, one target for every table, or
     one target per table."""
     tables = args.table or [None]
@@ -150,6 +150,34 @@ def _jobs(args: argparse.Namespace) -> list[tuple[str | None, float | None]]:
         return list(zip(tables, targets, strict=True))
     raise ProxylessError(f"{len(tables)} tables and {len(targets)} targets: give one target "
                          "per table, one for all, or one table")
+
+
+def _jobs(args: argparse.Namespace) -> list[tuple[str | None, float | None]]:
+    """(table, target) pairs, each once and each to its own folder."""
+    jobs = _pairs(args)
+    if len(set(jobs)) < len(jobs):
+        raise ProxylessError("a table and target given twice: each pair once")
+    stems = [Path(t).stem for t in {t for t, _ in jobs if t}]
+    if len(set(stems)) < len(stems):
+        raise ProxylessError("two --table files of the same name: their folders would be one; "
+                             "rename one")
+    return jobs
+
+
+def _checked_tables(args: argparse.Namespace, searched: FinishedSearch,
+                    jobs: list[tuple[str | None, float | None]]) -> dict[str, LatencyTable]:
+    """The tables given, each of the supernet's space; and --out not the search's folder."""
+    own = searched.folder
+    if Path(args.out).resolve() in (own, own.parent if own.name == "search" else own):
+        raise ProxylessError(f"--out {args.out} is the search's own folder; re-target into "
+                             "another one (the search's outputs stay as they are)")
+    tables = {path: LatencyTable.load(path) for path in {t for t, _ in jobs if t}}
+    for path, table in tables.items():
+        try:
+            latency_model(table, searched.space)
+        except ProxylessError as err:
+            raise ProxylessError(f"--table {path}: {err}") from None
+    return tables
 
 
 def _label(table: str | None, target: float, unit: str, several_tables: bool,
@@ -166,25 +194,10 @@ def cmd_retarget(args: argparse.Namespace) -> int:
     if args.target_ms is not None and args.target_mflops is not None:
         raise ProxylessError("give --target-ms or --target-mflops, not both")
     jobs = _jobs(args)
-    if len(set(jobs)) < len(jobs):
-        raise ProxylessError("a table and target given twice: each pair once")
-    stems = [Path(t).stem for t in {t for t, _ in jobs if t}]
-    if len(set(stems)) < len(stems):
-        raise ProxylessError("two --table files of the same name: their folders would be one; "
-                             "rename one")
     metric = "flops" if args.target_mflops is not None else "latency"
     log = lambda m: print(m, file=sys.stderr)  # noqa: E731 - stdout holds the results
     searched = finished_search(args.search_dir)
-    own = searched.folder.resolve()
-    if Path(args.out).resolve() in (own, own.parent if own.name == "search" else own):
-        raise ProxylessError(f"--out {args.out} is the search's own folder; re-target into "
-                             "another one (the search's outputs stay as they are)")
-    tables = {path: LatencyTable.load(path) for path in {t for t, _ in jobs if t}}
-    for path, table in tables.items():
-        try:
-            latency_model(table, searched.space)
-        except ProxylessError as err:
-            raise ProxylessError(f"--table {path}: {err}") from None
+    tables = _checked_tables(args, searched, jobs)
     settings = {k: v for k, v in settings_from_args(SearchConfig, args).items()
                 if k in ARCH_STEP_SETTINGS or k in SearchConfig.RESUMABLE or k == "seed"}
     # every setting checked before any data is read or anything profiled

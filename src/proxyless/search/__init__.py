@@ -11,6 +11,7 @@
 - `checks.py`     inputs refused before a search starts; what may change on resume
 - `step_batches.py`  a search's batches on this rank: weight steps, α steps, evaluation
 - `paths.py`      which paths a weight step trains: warm-up, FairNAS, sandwich
+- `retarget.py`   a finished search's supernet, α steps alone, for other targets
 """
 
 from proxyless.search.config import SearchConfig
