@@ -141,7 +141,11 @@ def trained_supernet(search_dir: str | Path, advice: str = "search again") -> Su
     """The supernet a search left in its folder's checkpoint (its last finished epoch), built
     for the space and weight sharing the checkpoint records. `advice` ends every error."""
     path = Path(search_dir) / CHECKPOINT
-    state = load_checkpoint(path, "search checkpoint", advice)
+    return supernet_from_state(load_checkpoint(path, "search checkpoint", advice), path, advice)
+
+
+def supernet_from_state(state: dict, path: Path, advice: str) -> SuperNet:
+    """The supernet of a loaded search checkpoint (`path`'s), or a one-line error."""
     try:
         sharing = state["config"].get("weight_sharing", "separate")
         net = SuperNet(SearchSpace.from_dict(state["space"]), weight_sharing=sharing)

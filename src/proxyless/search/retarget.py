@@ -54,7 +54,12 @@ from proxyless.search.loop import (
     require_finite_alpha,
     search_precision,
 )
-from proxyless.search.outputs import SUMMARY_FILE, SearchSummary, write_search_outputs
+from proxyless.search.outputs import (
+    SUMMARY_FILE,
+    SearchSummary,
+    supernet_from_state,
+    write_search_outputs,
+)
 from proxyless.search.reinforce import Objective, ReinforceStrategy
 from proxyless.search.step_batches import SearchBatches
 
@@ -97,11 +102,9 @@ def finished_search(search_dir: str | Path) -> FinishedSearch:
     advice = "re-target a finished search folder, or search again"
     path = folder / CHECKPOINT
     state = load_checkpoint(path, "search checkpoint", advice)
+    net = supernet_from_state(state, path, advice)
     try:
-        space = SearchSpace.from_dict(state["space"])
         config = SearchConfig.from_dict(state["config"])
-        net = SuperNet(space, weight_sharing=config.weight_sharing)
-        net.load_state_dict(state["supernet"])
         transform = dict(state.get("data", {}).get("transform", {}))
     except (KeyError, TypeError, AttributeError, RuntimeError, ProxylessError) as err:
         raise ProxylessError(f"{path} holds no supernet with its settings "
